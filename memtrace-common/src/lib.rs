@@ -1,0 +1,134 @@
+//! Types shared by memtrace's eBPF programs and its agent.
+//!
+//! Everything here is `#[repr(C)]` and plain data: the kernel side writes these bytes into the
+//! ring buffer and maps, the agent reads them back. Keep the layout stable and explicit.
+#![no_std]
+
+/// What an [`Event`] reports. Stored as a `u32` in the event so both sides agree on the layout.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A block was handed out: `addr`, `size`, `stack_id` are set.
+    Alloc = 1,
+    /// A block was given back: `addr` is set.
+    Free = 2,
+    /// `realloc(old_addr, size)` returned `addr` (0 when it failed or freed).
+    Realloc = 3,
+}
+
+impl EventKind {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::Alloc),
+            2 => Some(Self::Free),
+            3 => Some(Self::Realloc),
+            _ => None,
+        }
+    }
+}
+
+/// One allocator call, as it completed in the traced process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// The process (thread group) id of the caller.
+    pub tgid: u32,
+    /// Id of the user stack in the `STACKS` map; negative (`-errno`) when capture failed.
+    pub stack_id: i32,
+    pub _padding: u32,
+    /// Bytes requested by the caller.
+    pub size: u64,
+    /// The block returned (alloc, realloc) or passed in (free).
+    pub addr: u64,
+    /// For realloc: the block passed in.
+    pub old_addr: u64,
+    /// `bpf_ktime_get_ns()` when the call returned.
+    pub timestamp_ns: u64,
+}
+
+/// Which allocator function a call in flight belongs to; decides the event it becomes.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocFn {
+    Malloc = 1,
+    Calloc = 2,
+    Realloc = 3,
+}
+
+/// Entry state of an allocator call whose return has not been seen yet, keyed by pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InFlight {
+    /// Bytes requested.
+    pub size: u64,
+    /// realloc's input pointer.
+    pub old_addr: u64,
+    /// User stack pointer at entry. A nested call runs below it and a tail call at it; the
+    /// outer call's return is the only one seen above it. This is how nested allocator calls
+    /// (realloc calling malloc) are told apart without clobbering the outer call's state.
+    pub entry_sp: u64,
+    /// An [`AllocFn`] as `u32`.
+    pub function: u32,
+    pub _padding: u32,
+}
+
+/// Per-CPU counters the kernel side keeps, indexes into the `COUNTERS` map.
+/// Everything that is dropped or degraded is counted here; nothing is lost silently.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// No room in the ring buffer: the event was dropped (the agent fell behind).
+    RingBufferFull = 0,
+    /// `bpf_get_stackid` failed: the event was sent without a stack.
+    StackCaptureFailed = 1,
+    /// The in-flight table was full: that allocation was not recorded.
+    InFlightFull = 2,
+    /// An in-flight entry whose return never came (longjmp, a missed uretprobe) was replaced.
+    StaleInFlight = 3,
+    /// `free(NULL)`: not an error, counted for the report.
+    NullFree = 4,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 5] = [
+        Counter::RingBufferFull,
+        Counter::StackCaptureFailed,
+        Counter::InFlightFull,
+        Counter::StaleInFlight,
+        Counter::NullFree,
+    ];
+
+    /// Whether this counter means an event or part of one was lost.
+    pub const fn is_loss(self) -> bool {
+        !matches!(self, Counter::NullFree)
+    }
+}
+
+/// Number of slots in the `COUNTERS` map.
+pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
+
+/// Deepest user stack captured (the kernel's `PERF_MAX_STACK_DEPTH`).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Map and program names, written once here so both sides agree.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const STACKS: &str = "STACKS";
+    pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    pub const COUNTERS: &str = "COUNTERS";
+
+    pub const MALLOC_ENTER: &str = "malloc_enter";
+    pub const CALLOC_ENTER: &str = "calloc_enter";
+    pub const REALLOC_ENTER: &str = "realloc_enter";
+    pub const FREE_ENTER: &str = "free_enter";
+    pub const ALLOC_EXIT: &str = "alloc_exit";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` data with explicit padding fields; any bit pattern is valid.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::InFlight {}
+}

@@ -1,0 +1,129 @@
+//! `malloc`, `calloc`, `realloc`: the entry probes remember the request per thread, the shared
+//! return probe turns it into one event with the caller's user stack.
+//!
+//! Nested calls (realloc calling malloc, or tail-calling it) must count once and must not clobber
+//! the outer call's state, a known fault of BCC's memleak. The rule: an entry whose stack pointer
+//! is at or below a live in-flight entry's belongs to that outer call and is ignored; only a
+//! return seen above the outer entry's stack pointer is the outer call's return.
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
+};
+use aya_log_ebpf::warn;
+use memtrace_common::{AllocFn, Counter, Event, EventKind, InFlight};
+
+use crate::{
+    maps::{EVENTS, IN_FLIGHT, STACKS, count},
+    regs::stack_pointer,
+};
+
+#[uprobe]
+pub fn malloc_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(0).unwrap_or(0);
+    enter(&ctx, AllocFn::Malloc, size, 0);
+    0
+}
+
+#[uprobe]
+pub fn calloc_enter(ctx: ProbeContext) -> u32 {
+    let count: u64 = ctx.arg(0).unwrap_or(0);
+    let each: u64 = ctx.arg(1).unwrap_or(0);
+    // An overflowing calloc fails and returns NULL, so it never becomes an event and a wrapped
+    // product is never reported. (An overflow check compiles to a 128-bit multiply, which BPF
+    // programs cannot call.)
+    let size = count.wrapping_mul(each);
+    enter(&ctx, AllocFn::Calloc, size, 0);
+    0
+}
+
+#[uprobe]
+pub fn realloc_enter(ctx: ProbeContext) -> u32 {
+    let old_addr: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(&ctx, AllocFn::Realloc, size, old_addr);
+    0
+}
+
+/// True when this thread is inside an allocator call whose frame is at or above `sp`: the
+/// current probe hit is that call's own inner work and must not be reported again.
+#[inline(always)]
+pub fn inside_allocator_call(pid_tgid: u64, sp: u64) -> bool {
+    match IN_FLIGHT.get_ptr(pid_tgid) {
+        // SAFETY: entries are only written by this thread's own probes.
+        Some(outer) => unsafe { (*outer).entry_sp >= sp },
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, function: AllocFn, size: u64, old_addr: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let sp = stack_pointer(ctx.regs);
+    if let Some(existing) = IN_FLIGHT.get_ptr(pid_tgid) {
+        // SAFETY: as above.
+        if unsafe { (*existing).entry_sp } >= sp {
+            return; // nested in (or tail-called from) an outer allocator call
+        }
+        // The old entry's frame is gone without a return: that allocation was missed.
+        count(Counter::StaleInFlight);
+    }
+    let call = InFlight { size, old_addr, entry_sp: sp, function: function as u32, _padding: 0 };
+    if IN_FLIGHT.insert(pid_tgid, call, 0).is_err() {
+        count(Counter::InFlightFull);
+        warn!(ctx, "memtrace: in-flight table full, an allocation is not recorded");
+    }
+}
+
+#[uretprobe]
+pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = IN_FLIGHT.get_ptr(pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: as above; copied out before the entry is removed.
+    let call = unsafe { *call };
+    if stack_pointer(ctx.regs) <= call.entry_sp {
+        return 0; // the return of a nested call, not of the outer one
+    }
+    let _ = IN_FLIGHT.remove(pid_tgid);
+
+    let addr: u64 = ctx.ret();
+    let kind = if call.function == AllocFn::Realloc as u32 {
+        EventKind::Realloc
+    } else if addr == 0 {
+        return 0; // a failed malloc or calloc changes nothing
+    } else {
+        EventKind::Alloc
+    };
+    // The stack is only worth capturing for a block that is now outstanding.
+    let stack_id = if addr == 0 {
+        0
+    } else {
+        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => id as i32,
+            Err(errno) => {
+                count(Counter::StackCaptureFailed);
+                errno
+            }
+        }
+    };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count(Counter::RingBufferFull);
+        return 0;
+    };
+    entry.write(Event {
+        kind: kind as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        stack_id,
+        _padding: 0,
+        size: call.size,
+        addr,
+        old_addr: call.old_addr,
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(0);
+    0
+}

@@ -1,0 +1,23 @@
+//! memtrace's kernel side: uprobes on the allocator that record facts and nothing more.
+//!
+//! Entry probes remember what was asked for, per thread; the return probe turns that into an
+//! event with the caller's stack; the free probe sends the freed address. All state about what is
+//! outstanding lives in the agent. Every drop is counted in `COUNTERS`.
+#![no_std]
+#![no_main]
+
+mod allocations;
+mod frees;
+mod maps;
+mod regs;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach here, so this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

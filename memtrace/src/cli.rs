@@ -1,0 +1,131 @@
+//! Command-line definitions (clap) and nothing else.
+use std::{ffi::OsString, num::NonZeroU32, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memtrace",
+    version,
+    about = "Find memory that was allocated and never freed, by call stack, with eBPF.",
+    long_about = "memtrace traces a process's allocator calls (malloc, calloc, realloc, free) with \
+eBPF uprobes, without restarting or rebuilding it, and reports the call stacks that hold memory \
+allocated and not freed, with function, file and line.\n\nIt needs root (or CAP_BPF, CAP_PERFMON \
+and CAP_SYS_ADMIN) and a kernel with BTF, uprobes and BPF ring buffers."
+)]
+pub struct Cli {
+    /// Show more detail on stderr: -v for the probes attached and kernel-side diagnostics, -vv
+    /// for debug output.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a command with the probes attached before its first instruction, and report what it
+    /// had not freed when it exited. Exits with the command's own exit code.
+    #[command(after_help = "The report goes to stderr unless -o is given, so the command's \
+stdout stays clean. If the command is killed by a signal, memtrace exits with 128 + the signal \
+number; if it cannot be started, with 127.")]
+    Run(RunArgs),
+    /// Attach to a running process and report what it allocated during the window and had not
+    /// freed at its end. Stops after --duration, on Ctrl-C or SIGTERM, or when the process exits.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub report: ReportArgs,
+
+    /// The command to run, and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The process to trace.
+    #[arg(short, long, value_name = "PID")]
+    pub pid: NonZeroU32,
+
+    /// Stop after this long, e.g. `30s`, `500ms`, `2m`, `1h`. Without it, record until Ctrl-C,
+    /// SIGTERM, or the process exits.
+    #[arg(short, long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Report format: `text` for people, `json` for machines (schema in README).
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the report to this file instead of stderr (run) or stdout (record). Checked before
+    /// tracing starts.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Show only the N stacks holding the most bytes. Text shows 10 by default; JSON shows all
+    /// unless this is given.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+
+    /// Bytes of ring buffer between the kernel and memtrace (rounded up to a power of two pages).
+    /// Raise it if the report says events were lost.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub ring_buffer_size: u32,
+
+    /// Distinct call stacks the kernel can hold. Raise it if the report says stack captures failed.
+    #[arg(long, default_value_t = 16 * 1024, value_name = "N")]
+    pub stack_slots: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: use e.g. 500ms, 30s, 2m or 1h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{text}`: use ms, s, m or h")),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("`{text}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10parsecs").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! memtrace: an eBPF memory-allocation tracer and leak detector.
+//!
+//! Data flows one way: `probes` attach the kernel side to the `allocator` a target uses;
+//! `events` reads what it reports into the `heap` table; `symbolize` names the stacks; `report`
+//! builds the one `Report` value that every format renders. `session` wires these together for
+//! `run` (with `launch`) and `record`.
+pub mod allocator;
+pub mod cli;
+pub mod events;
+pub mod heap;
+pub mod launch;
+pub mod output;
+pub mod preflight;
+pub mod probes;
+pub mod procmaps;
+pub mod report;
+pub mod session;
+pub mod symbolize;

@@ -1,0 +1,60 @@
+//! The `memtrace` binary: parse the command line, run the session, turn errors into one line
+//! on stderr and an exit code.
+use std::process::ExitCode;
+
+use clap::Parser;
+use memtrace::{
+    cli::{Cli, Command},
+    launch::LaunchError,
+    session,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("memtrace: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => session::run(args).await,
+            Command::Record(args) => session::record(args).await,
+        }
+    });
+    // Dropping the runtime first ends the kernel log task before we exit.
+    drop(runtime);
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(error) => {
+            eprintln!("memtrace: error: {error:#}");
+            ExitCode::from(exit_code_for(&error))
+        }
+    }
+}
+
+/// Shell conventions for a command that cannot be started: 127 not found, 126 not executable.
+fn exit_code_for(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<LaunchError>() {
+        Some(LaunchError::NotFound(_)) => 127,
+        Some(LaunchError::NotExecutable(_)) | Some(LaunchError::Exec { .. }) => 126,
+        _ => 1,
+    }
+}
+
+/// memtrace's own messages at warn (info with -v); the kernel side's aya-log records only
+/// with -v; everything at debug with -vv.
+fn init_logging(verbose: u8) {
+    let filter = match verbose {
+        0 => "warn,memtrace_ebpf=off",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::new()
+        .parse_filters(&std::env::var("MEMTRACE_LOG").unwrap_or_else(|_| filter.to_owned()))
+        .format_timestamp(None)
+        .init();
+}

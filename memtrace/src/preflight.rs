@@ -1,0 +1,53 @@
+//! Checks made before touching the kernel, so that a missing privilege or kernel feature gets
+//! one clear sentence instead of a verifier or perf_event_open errno.
+use std::{fs, path::Path};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PreflightError {
+    #[error(
+        "memtrace needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN \
+         (missing: {0}); run it with sudo"
+    )]
+    NotPrivileged(String),
+    #[error("this kernel lacks {what}, which memtrace needs: {hint}")]
+    KernelFeature { what: &'static str, hint: &'static str },
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails unless this process may load BPF programs and open uprobe perf events.
+pub fn check_privileges() -> Result<(), PreflightError> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
+        .into_iter()
+        .filter(|(bit, _)| effective & (1 << bit) == 0)
+        .map(|(_, name)| name)
+        .collect();
+    if missing.is_empty() { Ok(()) } else { Err(PreflightError::NotPrivileged(missing.join(", "))) }
+}
+
+/// Fails when the kernel lacks BTF or the uprobe event source.
+pub fn check_kernel() -> Result<(), PreflightError> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(PreflightError::KernelFeature {
+            what: "BTF (/sys/kernel/btf/vmlinux)",
+            hint: "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)",
+        });
+    }
+    if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
+        return Err(PreflightError::KernelFeature {
+            what: "uprobes (/sys/bus/event_source/devices/uprobe)",
+            hint: "use a kernel built with CONFIG_UPROBE_EVENTS=y",
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The `Report`: the one value every output format renders. The JSON format is this value
+//! serialized, so a saved report can be loaded back and rendered again.
+mod json;
+mod text;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{heap::HeapTable, probes::KernelCounters, symbolize::Frame};
+
+pub use json::render as render_json;
+pub use text::render as render_text;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `memtrace run`: memtrace started the target.
+    Run,
+    /// `memtrace record`: memtrace attached to a running target.
+    Record,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub memtrace_version: String,
+    pub mode: Mode,
+    pub target: Target,
+    /// Seconds from attaching to the end of the trace.
+    pub duration_seconds: f64,
+    /// The object whose allocator was probed, as the target sees its path.
+    pub allocator: String,
+    pub summary: Summary,
+    /// Stacks holding outstanding memory, most bytes first.
+    pub stacks: Vec<Stack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub pid: u32,
+    /// The command line (run mode: as given; record mode: from /proc/PID/cmdline).
+    pub command: Vec<String>,
+    /// Exit code, when the target exited normally during the trace.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the target, when one did.
+    pub signal: Option<i32>,
+    /// The target ended before the trace did.
+    pub exited: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub outstanding_bytes: u64,
+    pub outstanding_allocations: u64,
+    pub total_allocations: u64,
+    pub total_allocated_bytes: u64,
+    pub total_frees: u64,
+    pub total_freed_bytes: u64,
+    /// Frees of blocks allocated before tracing began (record mode), not errors.
+    pub unknown_frees: u64,
+    /// `free(NULL)` calls.
+    pub null_frees: u64,
+    /// realloc calls that failed and kept their block.
+    pub failed_reallocs: u64,
+    /// Everything lost on the way; the breakdown is in `lost`.
+    pub lost_events: u64,
+    pub lost: Lost,
+    /// Distinct stacks holding outstanding memory (before `--top`).
+    pub stacks_total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Lost {
+    /// Events dropped because the ring buffer was full.
+    pub ring_buffer_full: u64,
+    /// Allocations whose stack could not be captured (still counted, under an unknown stack).
+    pub stack_capture_failed: u64,
+    /// Allocations not recorded because the in-flight table was full.
+    pub in_flight_full: u64,
+    /// Allocations whose return was never seen.
+    pub stale_in_flight: u64,
+    /// Records the agent could not decode.
+    pub malformed: u64,
+}
+
+impl Lost {
+    pub fn total(&self) -> u64 {
+        self.ring_buffer_full + self.stack_capture_failed + self.in_flight_full + self.stale_in_flight + self.malformed
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    pub bytes: u64,
+    pub allocations: u64,
+    pub pid: u32,
+    /// Innermost first: frame 0 is the code that called the allocator.
+    pub frames: Vec<ReportFrame>,
+    /// Why there are no frames, when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportFrame {
+    /// The address in the target, `0x…` hexadecimal.
+    pub address: String,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: Option<String>,
+    /// Offset in the module's file, `0x…`, so an unnamed frame can still be looked up.
+    pub module_offset: Option<String>,
+    /// Inlined into the frame that follows it.
+    pub inlined: bool,
+}
+
+impl From<Frame> for ReportFrame {
+    fn from(frame: Frame) -> Self {
+        Self {
+            address: format!("{:#x}", frame.address),
+            function: frame.function,
+            file: frame.file,
+            line: frame.line,
+            module: frame.module,
+            module_offset: frame.module_offset.map(|offset| format!("{offset:#x}")),
+            inlined: frame.inlined,
+        }
+    }
+}
+
+/// Everything a report is made of besides the stacks' frames.
+pub struct ReportInput<'a> {
+    pub mode: Mode,
+    pub target: Target,
+    pub duration_seconds: f64,
+    pub allocator: String,
+    pub heap: &'a HeapTable,
+    pub counters: KernelCounters,
+    pub malformed: u64,
+    /// Keep only this many stacks.
+    pub top: Option<usize>,
+}
+
+impl Report {
+    /// Builds the report; `frames_of(pid, stack_id)` names a stack's frames or says why not.
+    pub fn build(
+        input: ReportInput<'_>,
+        mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
+    ) -> Self {
+        let totals = input.heap.totals();
+        let by_stack = input.heap.by_stack();
+        let lost = Lost {
+            ring_buffer_full: input.counters.ring_buffer_full,
+            stack_capture_failed: input.counters.stack_capture_failed,
+            in_flight_full: input.counters.in_flight_full,
+            stale_in_flight: input.counters.stale_in_flight,
+            malformed: input.malformed,
+        };
+        let stacks = by_stack
+            .iter()
+            .take(input.top.unwrap_or(usize::MAX))
+            .map(|total| {
+                let (frames, unavailable) = match frames_of(total.tgid, total.stack_id) {
+                    Ok(frames) => (frames.into_iter().map(ReportFrame::from).collect(), None),
+                    Err(why) => (Vec::new(), Some(why)),
+                };
+                Stack { bytes: total.bytes, allocations: total.allocations, pid: total.tgid, frames, unavailable }
+            })
+            .collect();
+        Report {
+            memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: input.mode,
+            target: input.target,
+            duration_seconds: input.duration_seconds,
+            allocator: input.allocator,
+            summary: Summary {
+                outstanding_bytes: input.heap.outstanding_bytes(),
+                outstanding_allocations: input.heap.outstanding_blocks() as u64,
+                total_allocations: totals.allocations,
+                total_allocated_bytes: totals.allocated_bytes,
+                total_frees: totals.frees,
+                total_freed_bytes: totals.freed_bytes,
+                unknown_frees: totals.unknown_frees,
+                null_frees: input.counters.null_frees,
+                failed_reallocs: totals.failed_reallocs,
+                lost_events: lost.total(),
+                lost,
+                stacks_total: by_stack.len() as u64,
+            },
+            stacks,
+        }
+    }
+}

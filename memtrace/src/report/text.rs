@@ -1,0 +1,162 @@
+//! Text for people: the top stacks with file:line per frame, then the totals.
+use std::{
+    io::{self, Write},
+    path::Path,
+};
+
+use super::{Mode, Report, ReportFrame};
+
+/// Stacks shown when `--top` is not given.
+pub const DEFAULT_TOP: usize = 10;
+
+pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    let summary = &report.summary;
+    writeln!(out, "memtrace: {}", headline(report))?;
+    writeln!(
+        out,
+        "{} in {} still outstanding, from {} {}",
+        bytes(summary.outstanding_bytes),
+        plural(summary.outstanding_allocations, "allocation"),
+        summary.stacks_total,
+        if summary.stacks_total == 1 { "stack" } else { "stacks" },
+    )?;
+    let shown = top.unwrap_or(DEFAULT_TOP).min(report.stacks.len());
+    for (rank, stack) in report.stacks.iter().take(shown).enumerate() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "#{}: {} in {} (pid {})",
+            rank + 1,
+            bytes(stack.bytes),
+            plural(stack.allocations, "allocation"),
+            stack.pid
+        )?;
+        if let Some(why) = &stack.unavailable {
+            writeln!(out, "    (stack unavailable: {why})")?;
+        }
+        for (depth, frame) in stack.frames.iter().enumerate() {
+            writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
+        }
+    }
+    if (shown as u64) < summary.stacks_total {
+        writeln!(out, "\n... {} more stacks (use --top N to see more)", summary.stacks_total - shown as u64)?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Totals: {} ({}), {} ({}); {} of blocks allocated before tracing, {} of NULL",
+        plural(summary.total_allocations, "allocation"),
+        bytes(summary.total_allocated_bytes),
+        plural(summary.total_frees, "free"),
+        bytes(summary.total_freed_bytes),
+        plural(summary.unknown_frees, "free"),
+        plural(summary.null_frees, "free"),
+    )?;
+    let lost = &summary.lost;
+    writeln!(
+        out,
+        "Lost: {} (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, undecodable {})",
+        plural(summary.lost_events, "event"),
+        lost.ring_buffer_full,
+        lost.stack_capture_failed,
+        lost.in_flight_full,
+        lost.stale_in_flight,
+        lost.malformed,
+    )
+}
+
+fn headline(report: &Report) -> String {
+    let target = &report.target;
+    let command = target.command.join(" ");
+    let ending = match (target.exit_code, target.signal) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) if target.exited => "exited".to_owned(),
+        (None, None) => "is still running".to_owned(),
+    };
+    let verb = match report.mode {
+        Mode::Run => "ran",
+        Mode::Record => "recorded",
+    };
+    format!(
+        "{verb} pid {} ({command}) for {:.2} s; it {ending}; allocator {}",
+        target.pid, report.duration_seconds, report.allocator
+    )
+}
+
+fn frame_line(frame: &ReportFrame) -> String {
+    let mut line = frame.address.clone();
+    line.push_str(" in ");
+    line.push_str(frame.function.as_deref().unwrap_or("??"));
+    if frame.inlined {
+        line.push_str(" (inlined)");
+    }
+    if let Some(file) = &frame.file {
+        line.push_str(&format!(" at {file}"));
+        if let Some(number) = frame.line {
+            line.push_str(&format!(":{number}"));
+        }
+    }
+    match (&frame.module, &frame.module_offset) {
+        (Some(module), Some(offset)) if frame.function.is_none() => {
+            line.push_str(&format!(" ({}+{offset})", basename(module)))
+        }
+        (Some(module), _) => line.push_str(&format!(" ({})", basename(module))),
+        (None, _) => {}
+    }
+    line
+}
+
+fn basename(path: &str) -> &str {
+    Path::new(path).file_name().and_then(|name| name.to_str()).unwrap_or(path)
+}
+
+fn plural(count: u64, noun: &str) -> String {
+    if count == 1 { format!("1 {noun}") } else { format!("{} {noun}s", thousands(count)) }
+}
+
+fn bytes(count: u64) -> String {
+    if count == 1 { "1 byte".to_owned() } else { format!("{} bytes", thousands(count)) }
+}
+
+/// 1234567 as "1,234,567".
+fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(plural(1, "allocation"), "1 allocation");
+        assert_eq!(bytes(4096), "4,096 bytes");
+    }
+
+    #[test]
+    fn unnamed_frames_show_module_and_offset() {
+        let frame = ReportFrame {
+            address: "0x7f00".into(),
+            function: None,
+            file: None,
+            line: None,
+            module: Some("/usr/lib/libfoo.so".into()),
+            module_offset: Some("0x1234".into()),
+            inlined: false,
+        };
+        assert_eq!(frame_line(&frame), "0x7f00 in ?? (libfoo.so+0x1234)");
+    }
+}

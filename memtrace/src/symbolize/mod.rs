@@ -1,0 +1,203 @@
+//! Symbolization: user addresses to function, file, line and module.
+//!
+//! Kept apart from tracing, as retsnoop keeps its addr2line sidecar: the tracer hands over a
+//! process id and addresses, this component answers with frames. A process's executable
+//! mappings are snapshotted while it lives, with a handle on every mapped file, so that stacks
+//! still symbolize after it exits or its files are deleted. Each module is parsed once.
+mod module;
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    rc::Rc,
+};
+
+pub use module::SourceFrame;
+use module::Module;
+
+use crate::procmaps::{self, Mapping};
+
+/// One frame of a symbolized stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The address as captured (a return address for all but signal frames).
+    pub address: u64,
+    /// Demangled function name; `None` when nothing names it.
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Path of the mapped object, or `[vdso]` and the like; `None` when unmapped.
+    pub module: Option<String>,
+    /// Offset of the address in the module's file, so an unnamed frame can still be found.
+    pub module_offset: Option<u64>,
+    /// This frame was inlined into the next one (same address).
+    pub inlined: bool,
+}
+
+/// Identity of a mapped file: its inode and its path (two files may share an inode number on
+/// different devices, never also the path).
+type ModuleId = (u64, String);
+
+struct ModuleFile {
+    id: ModuleId,
+    file: File,
+}
+
+struct ImageMapping {
+    mapping: Mapping,
+    module: Option<Rc<ModuleFile>>,
+}
+
+#[derive(Default)]
+pub struct Symbolizer {
+    images: HashMap<u32, Vec<ImageMapping>>,
+    modules: HashMap<ModuleId, Option<Module>>,
+    cache: HashMap<(ModuleId, u64), Vec<SourceFrame>>,
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the executable mappings of a live process and opens the files behind them.
+    /// Call it while the process exists; later calls replace the earlier snapshot.
+    pub fn snapshot(&mut self, pid: u32) -> io::Result<()> {
+        let maps = procmaps::read(pid)?;
+        let mut opened: HashMap<ModuleId, Rc<ModuleFile>> = HashMap::new();
+        let mut image = Vec::new();
+        for mapping in maps.into_iter().filter(|mapping| mapping.executable) {
+            let module = match (&mapping.path, mapping.is_file()) {
+                (Some(path), true) => {
+                    let id = (mapping.inode, path.clone());
+                    match opened.get(&id) {
+                        Some(module) => Some(module.clone()),
+                        None => open_mapped_file(pid, &mapping).map(|file| {
+                            let module = Rc::new(ModuleFile { id: id.clone(), file });
+                            opened.insert(id, module.clone());
+                            module
+                        }),
+                    }
+                }
+                _ => None,
+            };
+            image.push(ImageMapping { mapping, module });
+        }
+        self.images.insert(pid, image);
+        Ok(())
+    }
+
+    /// Whether a snapshot of `pid` was taken.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.images.contains_key(&pid)
+    }
+
+    /// Symbolizes a user stack of `pid`, innermost address first.
+    pub fn symbolize(&mut self, pid: u32, addresses: &[u64]) -> Vec<Frame> {
+        addresses.iter().flat_map(|&address| self.symbolize_address(pid, address)).collect()
+    }
+
+    fn symbolize_address(&mut self, pid: u32, address: u64) -> Vec<Frame> {
+        let unknown = Frame {
+            address,
+            function: None,
+            file: None,
+            line: None,
+            module: None,
+            module_offset: None,
+            inlined: false,
+        };
+        let Some(found) = self
+            .images
+            .get(&pid)
+            .and_then(|image| image.iter().find(|entry| entry.mapping.contains(address)))
+        else {
+            return vec![unknown];
+        };
+        let module_offset = address - found.mapping.start + found.mapping.offset;
+        let located = Frame {
+            module: found.mapping.path.clone(),
+            module_offset: Some(module_offset),
+            ..unknown
+        };
+        let Some(module_file) = found.module.clone() else {
+            return vec![located];
+        };
+        // A return address points after the call: look up the byte before it, which is inside
+        // the call instruction and so on the right line and inline chain.
+        let key = (module_file.id.clone(), module_offset.saturating_sub(1));
+        if !self.cache.contains_key(&key) {
+            let module = self.modules.entry(module_file.id.clone()).or_insert_with(|| {
+                Module::open(&module_file.file)
+                    .map_err(|error| log::warn!("cannot read {}: {error}", module_file.id.1))
+                    .ok()
+            });
+            let frames = module
+                .as_ref()
+                .and_then(|module| Some(module.frames(module.address_of(key.1)?)))
+                .unwrap_or_default();
+            self.cache.insert(key.clone(), frames);
+        }
+        let source = &self.cache[&key];
+        if source.is_empty() {
+            return vec![located];
+        }
+        let last = source.len() - 1;
+        source
+            .iter()
+            .enumerate()
+            .map(|(index, frame)| Frame {
+                function: frame.function.clone(),
+                file: frame.file.clone(),
+                line: frame.line,
+                inlined: index < last,
+                ..located.clone()
+            })
+            .collect()
+    }
+}
+
+/// Opens the file behind a mapping: through `map_files` (works for deleted files and other
+/// mount namespaces), else through the process's root, else by its path.
+fn open_mapped_file(pid: u32, mapping: &Mapping) -> Option<File> {
+    let path = mapping.path.as_deref()?;
+    File::open(mapping.map_file(pid))
+        .or_else(|_| File::open(format!("/proc/{pid}/root{path}")))
+        .or_else(|_| File::open(path))
+        .map_err(|error| log::warn!("cannot open {path} of process {pid}: {error}"))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_known_function() -> u64 {
+        // The address of a point inside this function, as a return address would be.
+        let pointer = a_known_function as usize as u64;
+        std::hint::black_box(pointer) + 1
+    }
+
+    #[test]
+    fn names_a_function_of_this_test_binary() {
+        let mut symbolizer = Symbolizer::new();
+        symbolizer.snapshot(std::process::id()).expect("own maps");
+        let frames = symbolizer.symbolize(std::process::id(), &[a_known_function()]);
+        let outer = frames.last().expect("one frame at least");
+        let name = outer.function.as_deref().unwrap_or_default();
+        assert!(name.ends_with("a_known_function"), "{frames:?}");
+        assert!(outer.module.as_deref().unwrap_or_default().contains("memtrace"), "{frames:?}");
+        assert_eq!(outer.file.as_deref().map(|f| f.ends_with("symbolize/mod.rs")), Some(true), "{frames:?}");
+    }
+
+    #[test]
+    fn unmapped_addresses_stay_as_bare_frames() {
+        let mut symbolizer = Symbolizer::new();
+        symbolizer.snapshot(std::process::id()).expect("own maps");
+        let frames = symbolizer.symbolize(std::process::id(), &[0x10]);
+        assert_eq!(frames.len(), 1);
+        assert_eq!((frames[0].address, frames[0].module.as_deref()), (0x10, None));
+    }
+}

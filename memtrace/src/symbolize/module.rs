@@ -1,0 +1,96 @@
+//! One object file (executable or library) opened for symbolization: its loadable segments, to
+//! turn file offsets into ELF addresses, and addr2line's loader for DWARF and symbol tables.
+use std::{borrow::Cow, fs::File, os::fd::AsRawFd, path::PathBuf};
+
+use object::{Object, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind};
+
+/// A source-level frame at one address; several for inlined calls, innermost first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFrame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+pub struct Module {
+    loader: addr2line::Loader,
+    /// (file offset, file size, virtual address) of each loadable segment.
+    segments: Vec<(u64, u64, u64)>,
+    /// Function symbols as (start, end, name), sorted by start; from the symbol table and the
+    /// dynamic one. Sizes matter: an address past a symbol's end is not in it (a static
+    /// function absent from `.dynsym` must not take its neighbour's name).
+    symbols: Vec<(u64, u64, String)>,
+}
+
+impl Module {
+    /// Opens a module through a file handle taken while the target was alive, so that a
+    /// deleted file or an exited process still symbolizes.
+    pub fn open(file: &File) -> Result<Self, String> {
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let loader = addr2line::Loader::new(&path).map_err(|error| error.to_string())?;
+        let reader = File::open(&path).map_err(|error| error.to_string())?;
+        let cache = ReadCache::new(reader);
+        let elf = object::File::parse(&cache).map_err(|error| error.to_string())?;
+        let segments = elf
+            .segments()
+            .map(|segment| {
+                let (offset, size) = segment.file_range();
+                (offset, size, segment.address())
+            })
+            .collect();
+        let mut symbols: Vec<(u64, u64, String)> = elf
+            .symbols()
+            .chain(elf.dynamic_symbols())
+            .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.size() > 0)
+            .filter_map(|symbol| {
+                let name = symbol.name().ok()?;
+                Some((symbol.address(), symbol.address() + symbol.size(), name.to_owned()))
+            })
+            .collect();
+        symbols.sort();
+        symbols.dedup_by_key(|symbol| symbol.0);
+        Ok(Self { loader, segments, symbols })
+    }
+
+    /// The ELF virtual address of a file offset.
+    pub fn address_of(&self, file_offset: u64) -> Option<u64> {
+        self.segments.iter().find_map(|&(offset, size, address)| {
+            (offset..offset + size).contains(&file_offset).then(|| address + (file_offset - offset))
+        })
+    }
+
+    /// Source frames at `address` (an ELF virtual address inside the call instruction): DWARF
+    /// with inlined frames where there is debug info, else the symbol table's name.
+    pub fn frames(&self, address: u64) -> Vec<SourceFrame> {
+        let mut frames = Vec::new();
+        if let Ok(mut iter) = self.loader.find_frames(address) {
+            while let Ok(Some(frame)) = iter.next() {
+                let function = frame
+                    .function
+                    .as_ref()
+                    .and_then(|name| name.demangle().ok())
+                    .map(Cow::into_owned);
+                let (file, line) = match &frame.location {
+                    Some(location) => (location.file.map(str::to_owned), location.line),
+                    None => (None, None),
+                };
+                frames.push(SourceFrame { function, file, line });
+            }
+        }
+        if frames.iter().all(|frame| frame.function.is_none()) {
+            let function = self
+                .symbol_at(address)
+                .map(|name| addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned());
+            let (file, line) = frames.last().map_or((None, None), |frame| (frame.file.clone(), frame.line));
+            frames = vec![SourceFrame { function, file, line }];
+        }
+        frames
+    }
+
+    /// The function symbol whose range holds `address`.
+    fn symbol_at(&self, address: u64) -> Option<&str> {
+        let index = self.symbols.partition_point(|symbol| symbol.0 <= address).checked_sub(1)?;
+        let (_, end, name) = &self.symbols[index];
+        (address < *end).then_some(name.as_str())
+    }
+}
