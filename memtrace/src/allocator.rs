@@ -89,7 +89,7 @@ pub fn for_process(pid: u32) -> Result<AllocatorObject, AllocatorError> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     // (path as the process sees it, path memtrace opens), executable first, each object once.
     let mut objects: Vec<(String, PathBuf)> = Vec::new();
-    for mapping in maps.iter().filter(|mapping| mapping.is_file()) {
+    for mapping in maps.iter().filter(|mapping| mapping.is_file() && mapping.executable) {
         let Some(path) = &mapping.path else { continue };
         if objects.iter().any(|(seen, _)| seen == path) {
             continue;

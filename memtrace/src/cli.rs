@@ -29,7 +29,8 @@ pub enum Command {
     /// had not freed when it exited. Exits with the command's own exit code.
     #[command(after_help = "The report goes to stderr unless -o is given, so the command's \
 stdout stays clean. If the command is killed by a signal, memtrace exits with 128 + the signal \
-number; if it cannot be started, with 127.")]
+number. If the command is not found memtrace exits with 127, if it cannot be executed with 126, and \
+on any error of its own with 1.")]
     Run(RunArgs),
     /// Attach to a running process and report what it allocated during the window and had not
     /// freed at its end. Stops after --duration, on Ctrl-C or SIGTERM, or when the process exits.

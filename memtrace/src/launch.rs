@@ -340,6 +340,9 @@ mod tests {
     fn programs_resolve_like_a_shell() {
         assert!(resolve_program(Path::new("sh")).is_ok());
         assert!(matches!(resolve_program(Path::new("no-such-command-xyz")), Err(LaunchError::NotFound(_))));
-        assert!(matches!(resolve_program(Path::new("/etc/hostname")), Err(LaunchError::NotExecutable(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data.txt");
+        std::fs::write(&data, "text").unwrap();
+        assert!(matches!(resolve_program(&data), Err(LaunchError::NotExecutable(_))));
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     output::{Console, ReportSink},
     preflight,
     probes::{KernelCounters, ProbeSettings, Probes},
-    report::{Mode, Report, ReportInput, Target},
+    report::{Mode, Report, ReportInput, Target, Window},
     symbolize::{Frame, Symbolizer},
 };
 
@@ -39,6 +39,10 @@ struct Trace {
     heap: HeapTable,
     symbolizer: Symbolizer,
     counters: KernelCounters,
+    /// Events outside [start, end] (CLOCK_MONOTONIC ns, the clock of `bpf_ktime_get_ns`) are
+    /// outside the trace: before every probe was attached, or after the window closed while
+    /// the probes were being removed.
+    window: Window,
 }
 
 impl Trace {
@@ -60,6 +64,7 @@ impl Trace {
             heap: HeapTable::new(),
             symbolizer: Symbolizer::new(),
             counters: KernelCounters::default(),
+            window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
         })
     }
 
@@ -72,8 +77,22 @@ impl Trace {
     }
 
     fn drain(&mut self) {
-        let heap = &mut self.heap;
-        self.events.drain(|event| heap.apply(event));
+        let (heap, window) = (&mut self.heap, self.window);
+        self.events.drain(|event| {
+            if (window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
+                heap.apply(event);
+            }
+        });
+    }
+
+    /// Opens the window: from now on every probe is in place.
+    fn open_window(&mut self) {
+        self.window.start_monotonic_ns = monotonic_ns();
+    }
+
+    /// Closes the window: what happens after now is not part of the trace.
+    fn close_window(&mut self) {
+        self.window.end_monotonic_ns = monotonic_ns();
     }
 
     /// Removes every probe, keeping the counters, then takes in the last events.
@@ -96,6 +115,7 @@ impl Trace {
             heap: &self.heap,
             counters: self.counters,
             malformed: self.events.malformed(),
+            window: self.window,
             top,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);
@@ -142,6 +162,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let allocator = allocator::for_command(&program, &environment)?;
     let mut target = launch::launch(&program, &args.command)?;
     trace.attach(&allocator, target.pid)?;
+    trace.open_window();
     target.release();
     let started = Instant::now();
     log::info!("started {} as pid {}", program.display(), target.pid);
@@ -180,6 +201,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         }
     };
     let duration = started.elapsed();
+    trace.close_window();
     trace.detach();
     if !trace.symbolizer.knows(target.pid) {
         eprintln!("memtrace: warning: process {} ended before its mappings could be read (killed with SIGKILL?); frames show addresses only", target.pid);
@@ -211,6 +233,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let exited = process_exit_watch(pid)?;
     trace.symbolizer.snapshot(pid).with_context(|| format!("reading the mappings of process {pid}"))?;
     trace.attach(&allocator, pid)?;
+    trace.open_window();
     let started = Instant::now();
     eprintln!(
         "memtrace: tracing pid {pid} ({}) through {}; {}",
@@ -239,6 +262,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         }
     };
     let duration = started.elapsed();
+    trace.close_window();
     if !target_exited {
         // Refresh the mappings: libraries loaded during the window get names too.
         if let Err(error) = trace.symbolizer.snapshot(pid) {
@@ -259,6 +283,14 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 fn forward(pid: u32, signal: i32) {

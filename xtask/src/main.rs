@@ -1,1 +1,88 @@
-fn main() {}
+//! `cargo xtask setup | demo | test`: the project's own tasks, each doing the set-up it needs.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "memtrace's development tasks")]
+struct Xtask {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need, if missing: LLVM 22 (Debian's llvm-22-dev),
+    /// bpf-linker built against it, nightly Rust's rust-src, bpftool, a C and C++ compiler.
+    Setup,
+    /// Set up, build, and run `memtrace run` on the bundled leaky example.
+    Demo,
+    /// Set up, build, and run every test: unit tests and real eBPF integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(error) = run(Xtask::parse().task) {
+        eprintln!("xtask: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    let root = workspace_root();
+    match task {
+        Task::Setup => setup::ensure(),
+        Task::Demo => {
+            setup::ensure()?;
+            cargo(&root, &["build", "--package", "memtrace"])?;
+            let demo_dir = root.join("target/demo");
+            std::fs::create_dir_all(&demo_dir).context("creating target/demo")?;
+            let example = demo_dir.join("leaky");
+            status(
+                Command::new("cc")
+                    .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+                    .arg(&example)
+                    .arg(root.join("examples/leaky.c")),
+                "compiling examples/leaky.c",
+            )?;
+            eprintln!("xtask: running `memtrace run -- target/demo/leaky`");
+            status(
+                Command::new(root.join("target/debug/memtrace")).arg("run").arg("--").arg(&example),
+                "memtrace run",
+            )
+        }
+        Task::Test { args } => {
+            setup::ensure()?;
+            let mut test = vec!["test", "--no-fail-fast", "--package", "memtrace", "--package", "memtrace-common"];
+            test.extend(args.iter().map(String::as_str));
+            cargo(&root, &test)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    status(Command::new(cargo).current_dir(root).args(args), &format!("cargo {}", args.join(" ")))
+}
+
+fn status(command: &mut Command, what: &str) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}

@@ -26,6 +26,8 @@ pub struct Report {
     pub target: Target,
     /// Seconds from attaching to the end of the trace.
     pub duration_seconds: f64,
+    /// The trace's window on CLOCK_MONOTONIC: events outside it are not counted.
+    pub window: Window,
     /// The object whose allocator was probed, as the target sees its path.
     pub allocator: String,
     pub summary: Summary,
@@ -44,6 +46,14 @@ pub struct Target {
     pub signal: Option<i32>,
     /// The target ended before the trace did.
     pub exited: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// When every probe was in place (ns of CLOCK_MONOTONIC, as `clock_gettime` reports it).
+    pub start_monotonic_ns: u64,
+    /// When the trace ended; probes removed after it no longer count.
+    pub end_monotonic_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +146,7 @@ pub struct ReportInput<'a> {
     pub heap: &'a HeapTable,
     pub counters: KernelCounters,
     pub malformed: u64,
+    pub window: Window,
     /// Keep only this many stacks.
     pub top: Option<usize>,
 }
@@ -171,6 +182,7 @@ impl Report {
             mode: input.mode,
             target: input.target,
             duration_seconds: input.duration_seconds,
+            window: input.window,
             allocator: input.allocator,
             summary: Summary {
                 outstanding_bytes: input.heap.outstanding_bytes(),

@@ -1,0 +1,114 @@
+//! Bad input: one clear line on stderr, a non-zero exit, and no probe left behind.
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, process::Command};
+
+use common::*;
+
+fn assert_one_line_error(output: &std::process::Output, expected: &str) {
+    let lines = stderr_lines(output);
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got {lines:?}");
+    assert!(lines[0].starts_with("memtrace: error: "), "{lines:?}");
+    assert!(lines[0].contains(expected), "{expected:?} not in {lines:?}");
+}
+
+/// A pid that no process has: one that just exited and was reaped.
+fn vanished_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn a_pid_that_does_not_exist() {
+    let _serial = serial();
+    let pid = vanished_pid().to_string();
+    let output = memtrace().args(["record", "-p", &pid]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_one_line_error(&output, &format!("process {pid} does not exist"));
+    assert!(output.stdout.is_empty());
+    // With -o, the file is not left behind half-made.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let output = memtrace().args(["record", "-p", &pid, "-o"]).arg(&report).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!report.exists());
+    assert_no_probes_left();
+}
+
+#[test]
+fn a_command_that_is_not_found() {
+    let _serial = serial();
+    let output = memtrace().args(["run", "--", "no-such-command-memtrace"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(127));
+    assert_one_line_error(&output, "command not found: no-such-command-memtrace");
+    assert_no_probes_left();
+}
+
+#[test]
+fn a_file_that_is_not_executable() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.txt");
+    std::fs::write(&data, "not a program").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = memtrace().arg("run").arg("--").arg(&data).output().unwrap();
+    assert_eq!(output.status.code(), Some(126));
+    assert_one_line_error(&output, &format!("{}: permission denied", data.display()));
+    assert_no_probes_left();
+}
+
+#[test]
+fn an_unwritable_output_path_fails_before_the_target_starts() {
+    let _serial = serial();
+    let marker = tempfile::tempdir().unwrap().keep().join("target-ran");
+    let output = memtrace()
+        .args(["run", "-o", "/nonexistent-memtrace-dir/report.json", "--", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_one_line_error(&output, "cannot write the report to /nonexistent-memtrace-dir/report.json");
+    assert!(!marker.exists(), "the target must not run when the report cannot be written");
+    assert_no_probes_left();
+}
+
+#[test]
+fn missing_privileges() {
+    let _serial = serial();
+    // A copy anyone may execute, wherever the checkout lives.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("memtrace");
+    std::fs::copy(memtrace_bin(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for args in [vec!["run", "--", "true"], vec!["record", "-p", "1"]] {
+        let output = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .arg(&binary)
+            .args(&args)
+            .output()
+            .expect("setpriv runs");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_one_line_error(&output, "memtrace needs root");
+    }
+    assert_no_probes_left();
+}
+
+#[test]
+fn an_exec_failure_is_reported_with_the_reason() {
+    let _serial = serial();
+    // A file with the execute bit that the kernel cannot run.
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus");
+    std::fs::write(&bogus, b"\x7fELF not really").unwrap();
+    std::fs::set_permissions(&bogus, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = memtrace().arg("run").arg("--").arg(&bogus).output().unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("memtrace: error: "), "{lines:?}");
+    assert!(lines[0].contains("bogus"), "{lines:?}");
+    assert_no_probes_left();
+}

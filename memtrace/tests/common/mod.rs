@@ -1,0 +1,117 @@
+//! Shared helpers for memtrace's integration tests: build the C test programs, run the real
+//! `memtrace` binary against them, read its JSON, and check that no probe stays behind.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Mutex, MutexGuard},
+};
+
+use serde_json::Value;
+
+/// Tests in one binary run one memtrace at a time, so that "no memtrace program is loaded
+/// afterwards" is a meaningful check.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn memtrace_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_memtrace"))
+}
+
+pub fn memtrace() -> Command {
+    Command::new(memtrace_bin())
+}
+
+fn programs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
+}
+
+/// The source of a test program, for finding line numbers.
+pub fn source(name: &str) -> String {
+    std::fs::read_to_string(programs_dir().join(format!("{name}.c"))).expect("test program source")
+}
+
+/// The 1-based line of the first line of `name`.c containing `needle`.
+pub fn line_of(name: &str, needle: &str) -> u64 {
+    let index = source(name).lines().position(|line| line.contains(needle));
+    index.map(|index| index as u64 + 1).unwrap_or_else(|| panic!("{needle:?} not in {name}.c"))
+}
+
+/// Compiles tests/programs/NAME.c without optimization and with frame pointers (so that the
+/// kernel's frame-pointer unwinder sees every frame), into the test's scratch directory.
+pub fn build_c(name: &str) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("programs");
+    std::fs::create_dir_all(&out).expect("scratch directory");
+    let binary = out.join(name);
+    let status = Command::new("cc")
+        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&binary)
+        .arg(programs_dir().join(format!("{name}.c")))
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling {name}.c failed");
+    binary
+}
+
+/// Runs memtrace with `args`, asking for a JSON report in a file; returns its output and report.
+pub fn memtrace_json(args: &[&str], target: &[&str]) -> (Output, Value) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_path = dir.path().join("report.json");
+    let output = memtrace()
+        .args(args)
+        .args(["--format", "json", "-o"])
+        .arg(&report_path)
+        .arg("--")
+        .args(target)
+        .output()
+        .expect("memtrace runs");
+    let text = std::fs::read_to_string(&report_path).unwrap_or_else(|error| {
+        panic!("no report ({error}); stderr: {}", String::from_utf8_lossy(&output.stderr))
+    });
+    let report = serde_json::from_str(&text).expect("the report is JSON");
+    (output, report)
+}
+
+/// The stack whose innermost frame is `function`.
+pub fn stack_from<'a>(report: &'a Value, function: &str) -> &'a Value {
+    report["stacks"]
+        .as_array()
+        .expect("stacks is an array")
+        .iter()
+        .find(|stack| stack["frames"][0]["function"] == function)
+        .unwrap_or_else(|| panic!("no stack from {function} in {report:#}"))
+}
+
+/// Names of memtrace's kernel programs.
+pub const PROGRAM_NAMES: [&str; 5] = ["malloc_enter", "calloc_enter", "realloc_enter", "free_enter", "alloc_exit"];
+
+/// memtrace programs loaded in the kernel right now, per `bpftool prog list`.
+pub fn loaded_memtrace_programs() -> Vec<String> {
+    let output = Command::new("bpftool")
+        .args(["--json", "prog", "list"])
+        .output()
+        .expect("bpftool runs (cargo xtask setup installs Debian's bpftool)");
+    assert!(output.status.success(), "bpftool failed: {}", String::from_utf8_lossy(&output.stderr));
+    let programs: Value = serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
+    programs
+        .as_array()
+        .expect("a list of programs")
+        .iter()
+        .filter_map(|program| program["name"].as_str())
+        .filter(|name| PROGRAM_NAMES.contains(name))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn assert_no_probes_left() {
+    let left = loaded_memtrace_programs();
+    assert!(left.is_empty(), "memtrace programs still loaded: {left:?}");
+}
+
+pub fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr).lines().map(str::to_owned).collect()
+}

@@ -1,0 +1,118 @@
+//! Idempotent set-up on a Debian-family machine, as root: installs only what is missing and
+//! says exactly what to do by hand where it cannot.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Debian packages needed, each with a file that shows it is installed.
+const PACKAGES: &[(&str, &str)] = &[
+    ("llvm-22-dev", "/usr/lib/llvm-22/bin/llvm-config"),
+    ("bpftool", "/usr/sbin/bpftool"),
+    ("gcc", "/usr/bin/gcc"),
+    ("g++", "/usr/bin/g++"),
+];
+
+pub fn ensure() -> Result<()> {
+    check_kernel()?;
+    install_packages()?;
+    install_rust_src()?;
+    install_bpf_linker()?;
+    Ok(())
+}
+
+fn check_kernel() -> Result<()> {
+    for (path, what) in [
+        ("/sys/kernel/btf/vmlinux", "BTF (CONFIG_DEBUG_INFO_BTF=y)"),
+        ("/sys/bus/event_source/devices/uprobe", "uprobes (CONFIG_UPROBE_EVENTS=y)"),
+    ] {
+        if !Path::new(path).exists() {
+            bail!("this kernel lacks {what}: {path} is missing; memtrace needs a kernel 5.8+ built with it");
+        }
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn install_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, marker)| !Path::new(marker).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let by_hand = format!("install them by hand: apt-get install -y {}", missing.join(" "));
+    if !Path::new("/etc/debian_version").exists() {
+        bail!("missing {}; this is not a Debian-family system, so {by_hand} (or your distribution's equivalents)", missing.join(", "));
+    }
+    if !is_root() {
+        bail!("missing {}; not running as root, so {by_hand}", missing.join(", "));
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]), "apt-get update")?;
+    run(
+        Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install",
+    )
+}
+
+fn install_rust_src() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .stderr(Stdio::null())
+        .output()
+        .context("running rustup (memtrace builds its eBPF programs with nightly Rust via rustup)")?;
+    if installed.status.success() && String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing nightly Rust's rust-src");
+    run(
+        Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]),
+        "rustup toolchain install nightly --component rust-src",
+    )
+}
+
+fn install_bpf_linker() -> Result<()> {
+    let works = Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if works {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker against LLVM 22 (takes a few minutes, once)");
+    // bpf-linker's build script finds LLVM through LLVM_PREFIX (else the first llvm-config on
+    // PATH, which may be another version); llvm-sys through LLVM_SYS_221_PREFIX.
+    run(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", "0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+        "cargo install bpf-linker",
+    )
+}
+
+fn run(command: &mut Command, what: &str) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
