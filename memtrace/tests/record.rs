@@ -98,3 +98,43 @@ fn record_stops_when_the_process_exits_and_says_so() {
     assert_eq!(report["summary"]["lost_events"], 0);
     assert_no_probes_left();
 }
+
+#[test]
+fn sigterm_ends_the_window_with_a_report_and_sigkill_leaves_no_probe() {
+    let _serial = serial();
+    let steady = Steady::start();
+    let pid = steady.child.id().to_string();
+    for signal in ["TERM", "KILL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let report_path = dir.path().join("report.json");
+        let mut memtrace = memtrace()
+            .args(["record", "-p", &pid, "-f", "json", "-o"])
+            .arg(&report_path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until it says it is tracing.
+        let mut stderr = BufReader::new(memtrace.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.starts_with("memtrace: tracing pid"), "{line}");
+        assert!(!loaded_memtrace_programs().is_empty(), "the probes are attached while tracing");
+        thread::sleep(Duration::from_millis(300));
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(memtrace.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let status = memtrace.wait().unwrap();
+        if signal == "TERM" {
+            assert_eq!(status.code(), Some(0));
+            let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+            assert!(report["summary"]["outstanding_allocations"].as_u64().unwrap() >= 5, "{report:#}");
+            assert_eq!(stack_from(&report, "leak_one")["frames"][1]["function"], "main");
+        } else {
+            assert_eq!(status.code(), None, "killed");
+        }
+        assert_no_probes_left();
+    }
+    // The traced process was not harmed: it still runs and still leaks on schedule.
+    let before = steady.leaks.lock().unwrap().len();
+    thread::sleep(Duration::from_millis(200));
+    assert!(steady.leaks.lock().unwrap().len() > before);
+}

@@ -80,11 +80,23 @@ fn install_rust_src() -> Result<()> {
     if installed.status.success() && String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.starts_with("rust-src")) {
         return Ok(());
     }
+    let has_nightly = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).lines().any(|line| line.starts_with("nightly")));
     eprintln!("xtask: installing nightly Rust's rust-src");
-    run(
-        Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]),
-        "rustup toolchain install nightly --component rust-src",
-    )
+    if has_nightly {
+        // Adds the component to the nightly that is there, without updating it.
+        run(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "rustup component add rust-src --toolchain nightly",
+        )
+    } else {
+        run(
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]),
+            "rustup toolchain install nightly --component rust-src",
+        )
+    }
 }
 
 fn install_bpf_linker() -> Result<()> {

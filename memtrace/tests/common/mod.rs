@@ -30,31 +30,42 @@ fn programs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
 }
 
-/// The source of a test program, for finding line numbers.
-pub fn source(name: &str) -> String {
-    std::fs::read_to_string(programs_dir().join(format!("{name}.c"))).expect("test program source")
-}
-
-/// The 1-based line of the first line of `name`.c containing `needle`.
-pub fn line_of(name: &str, needle: &str) -> u64 {
-    let index = source(name).lines().position(|line| line.contains(needle));
-    index.map(|index| index as u64 + 1).unwrap_or_else(|| panic!("{needle:?} not in {name}.c"))
+/// The 1-based line of the first line of tests/programs/SOURCE containing `needle`; a bare
+/// name means NAME.c.
+pub fn line_of(source: &str, needle: &str) -> u64 {
+    let file = if source.contains('.') { source.to_owned() } else { format!("{source}.c") };
+    let text = std::fs::read_to_string(programs_dir().join(&file)).expect("test program source");
+    let index = text.lines().position(|line| line.contains(needle));
+    index.map(|index| index as u64 + 1).unwrap_or_else(|| panic!("{needle:?} not in {file}"))
 }
 
 /// Compiles tests/programs/NAME.c without optimization and with frame pointers (so that the
 /// kernel's frame-pointer unwinder sees every frame), into the test's scratch directory.
 pub fn build_c(name: &str) -> PathBuf {
+    build(&format!("{name}.c"), "cc", &["-O0", "-g", "-fno-omit-frame-pointer"])
+}
+
+/// Compiles tests/programs/SOURCE with `compiler` and `flags` into the scratch directory; the
+/// binary is named after the source without its extension.
+pub fn build(source: &str, compiler: &str, flags: &[&str]) -> PathBuf {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("programs");
     std::fs::create_dir_all(&out).expect("scratch directory");
+    let name = Path::new(source).file_stem().expect("a file name");
     let binary = out.join(name);
-    let status = Command::new("cc")
-        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
         .arg(&binary)
-        .arg(programs_dir().join(format!("{name}.c")))
+        .arg(programs_dir().join(source))
         .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling {name}.c failed");
+        .unwrap_or_else(|error| panic!("{compiler} does not run: {error}"));
+    assert!(status.success(), "compiling {source} failed");
     binary
+}
+
+/// Source path of a test program, as DWARF records it.
+pub fn source_path(source: &str) -> String {
+    programs_dir().join(source).display().to_string()
 }
 
 /// Runs memtrace with `args`, asking for a JSON report in a file; returns its output and report.
