@@ -43,6 +43,12 @@ pub fn check_kernel() -> Result<(), PreflightError> {
             hint: "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)",
         });
     }
+    if !kernel_at_least(5, 8) {
+        return Err(PreflightError::KernelFeature {
+            what: "BPF ring buffers (Linux 5.8 or newer)",
+            hint: "upgrade the kernel to 5.8 or newer",
+        });
+    }
     if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
         return Err(PreflightError::KernelFeature {
             what: "uprobes (/sys/bus/event_source/devices/uprobe)",
@@ -50,4 +56,34 @@ pub fn check_kernel() -> Result<(), PreflightError> {
         });
     }
     Ok(())
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    parse_release(&release).is_none_or(|version| version >= (major, minor))
+}
+
+/// `6.18.44-fc-v657` as (6, 18).
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_parse() {
+        assert_eq!(parse_release("6.18.44-fc-v657\n"), Some((6, 18)));
+        assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+
+    #[test]
+    fn this_machine_passes_the_kernel_check_as_root() {
+        assert!(check_kernel().is_ok());
+        assert!(check_privileges().is_ok(), "the tests run as root");
+    }
 }

@@ -34,6 +34,12 @@ fn check_kernel() -> Result<()> {
             bail!("this kernel lacks {what}: {path} is missing; memtrace needs a kernel 5.8+ built with it");
         }
     }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version < (5, 8) {
+        bail!("kernel {} lacks BPF ring buffers; memtrace needs Linux 5.8 or newer", release.trim());
+    }
     Ok(())
 }
 

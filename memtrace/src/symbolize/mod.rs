@@ -176,7 +176,7 @@ mod tests {
     #[inline(never)]
     fn a_known_function() -> u64 {
         // The address of a point inside this function, as a return address would be.
-        let pointer = a_known_function as usize as u64;
+        let pointer = a_known_function as fn() -> u64 as usize as u64;
         std::hint::black_box(pointer) + 1
     }
 
