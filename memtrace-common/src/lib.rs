@@ -48,13 +48,16 @@ pub struct Event {
     pub timestamp_ns: u64,
 }
 
-/// Which allocator function a call in flight belongs to; decides the event it becomes.
+/// How an allocator call in flight returns its block; decides the event it becomes.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AllocFn {
-    Malloc = 1,
-    Calloc = 2,
-    Realloc = 3,
+pub enum CallKind {
+    /// Returns the new block (malloc, calloc, memalign, operator new, ...).
+    Alloc = 1,
+    /// Returns the new block and releases `old_addr` (realloc, reallocarray).
+    Realloc = 2,
+    /// Returns 0 and stores the new block through `out_ptr` (posix_memalign).
+    PosixMemalign = 3,
 }
 
 /// Entry state of an allocator call whose return has not been seen yet, keyed by pid_tgid.
@@ -65,13 +68,25 @@ pub struct InFlight {
     pub size: u64,
     /// realloc's input pointer.
     pub old_addr: u64,
+    /// posix_memalign's `void **memptr`.
+    pub out_ptr: u64,
     /// User stack pointer at entry. A nested call runs below it and a tail call at it; the
     /// outer call's return is the only one seen above it. This is how nested allocator calls
     /// (realloc calling malloc) are told apart without clobbering the outer call's state.
     pub entry_sp: u64,
-    /// An [`AllocFn`] as `u32`.
-    pub function: u32,
+    /// A [`CallKind`] as `u32`.
+    pub kind: u32,
     pub _padding: u32,
+}
+
+/// The last block a thread released through an outer free-type function (operator delete),
+/// keyed by pid_tgid: the inner `free` of the same block, called from it or tail-called by
+/// it, at or below `sp`, is the same release and is not reported twice.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FreeMark {
+    pub addr: u64,
+    pub sp: u64,
 }
 
 /// Per-CPU counters the kernel side keeps, indexes into the `COUNTERS` map.
@@ -89,15 +104,18 @@ pub enum Counter {
     StaleInFlight = 3,
     /// `free(NULL)`: not an error, counted for the report.
     NullFree = 4,
+    /// A user pointer could not be read (posix_memalign's result): that allocation is lost.
+    ArgumentUnreadable = 5,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 6] = [
         Counter::RingBufferFull,
         Counter::StackCaptureFailed,
         Counter::InFlightFull,
         Counter::StaleInFlight,
         Counter::NullFree,
+        Counter::ArgumentUnreadable,
     ];
 
     /// Whether this counter means an event or part of one was lost.
@@ -117,13 +135,30 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const STACKS: &str = "STACKS";
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    pub const FREE_MARKS: &str = "FREE_MARKS";
     pub const COUNTERS: &str = "COUNTERS";
 
-    pub const MALLOC_ENTER: &str = "malloc_enter";
+    /// Global set at load time: 1 when operator delete is probed, so `free` must check marks.
+    pub const HAS_OUTER_FREES: &str = "HAS_OUTER_FREES";
+
+    /// `f(size)`: malloc, valloc, pvalloc, every operator new.
+    pub const SIZE_ENTER: &str = "size_enter";
+    /// `calloc(count, size)`.
     pub const CALLOC_ENTER: &str = "calloc_enter";
+    /// `f(alignment, size)`: aligned_alloc, memalign.
+    pub const ALIGNED_ENTER: &str = "aligned_enter";
+    /// `realloc(ptr, size)`.
     pub const REALLOC_ENTER: &str = "realloc_enter";
-    pub const FREE_ENTER: &str = "free_enter";
+    /// `reallocarray(ptr, count, size)`.
+    pub const REALLOCARRAY_ENTER: &str = "reallocarray_enter";
+    /// `posix_memalign(&ptr, alignment, size)`.
+    pub const POSIX_MEMALIGN_ENTER: &str = "posix_memalign_enter";
+    /// The return of every function above.
     pub const ALLOC_EXIT: &str = "alloc_exit";
+    /// `free(ptr)`, the innermost release.
+    pub const FREE_ENTER: &str = "free_enter";
+    /// `operator delete(ptr, ...)`, every variant: a release that may call `free` itself.
+    pub const DELETE_ENTER: &str = "delete_enter";
 }
 
 #[cfg(feature = "user")]
@@ -131,4 +166,5 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` data with explicit padding fields; any bit pattern is valid.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::InFlight {}
+    unsafe impl aya::Pod for super::FreeMark {}
 }

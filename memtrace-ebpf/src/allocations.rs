@@ -1,28 +1,31 @@
-//! `malloc`, `calloc`, `realloc`: the entry probes remember the request per thread, the shared
+//! Allocation entry points: each entry probe remembers the request per thread, the shared
 //! return probe turns it into one event with the caller's user stack.
 //!
-//! Nested calls (realloc calling malloc, or tail-calling it) must count once and must not clobber
-//! the outer call's state, a known fault of BCC's memleak. The rule: an entry whose stack pointer
-//! is at or below a live in-flight entry's belongs to that outer call and is ignored; only a
-//! return seen above the outer entry's stack pointer is the outer call's return.
+//! Nested calls (realloc calling malloc, operator new calling malloc, or tail-calling it) must
+//! count once and must not clobber the outer call's state, a known fault of BCC's memleak. The
+//! rule: an entry whose stack pointer is at or below a live in-flight entry's belongs to that
+//! outer call and is ignored; only a return seen above the outer entry's stack pointer is the
+//! outer call's return.
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use aya_log_ebpf::warn;
-use memtrace_common::{AllocFn, Counter, Event, EventKind, InFlight};
+use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight};
 
 use crate::{
+    frees::forget_mark,
     maps::{EVENTS, IN_FLIGHT, STACKS, count},
     regs::stack_pointer,
 };
 
+/// `f(size)`: malloc, valloc, pvalloc and every operator new.
 #[uprobe]
-pub fn malloc_enter(ctx: ProbeContext) -> u32 {
+pub fn size_enter(ctx: ProbeContext) -> u32 {
     let size: u64 = ctx.arg(0).unwrap_or(0);
-    enter(&ctx, AllocFn::Malloc, size, 0);
+    enter(&ctx, CallKind::Alloc, size, 0, 0);
     0
 }
 
@@ -30,11 +33,15 @@ pub fn malloc_enter(ctx: ProbeContext) -> u32 {
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
     let count: u64 = ctx.arg(0).unwrap_or(0);
     let each: u64 = ctx.arg(1).unwrap_or(0);
-    // An overflowing calloc fails and returns NULL, so it never becomes an event and a wrapped
-    // product is never reported. (An overflow check compiles to a 128-bit multiply, which BPF
-    // programs cannot call.)
-    let size = count.wrapping_mul(each);
-    enter(&ctx, AllocFn::Calloc, size, 0);
+    enter(&ctx, CallKind::Alloc, product(count, each), 0, 0);
+    0
+}
+
+/// `f(alignment, size)`: aligned_alloc, memalign.
+#[uprobe]
+pub fn aligned_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(&ctx, CallKind::Alloc, size, 0, 0);
     0
 }
 
@@ -42,8 +49,33 @@ pub fn calloc_enter(ctx: ProbeContext) -> u32 {
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
     let old_addr: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(1).unwrap_or(0);
-    enter(&ctx, AllocFn::Realloc, size, old_addr);
+    enter(&ctx, CallKind::Realloc, size, old_addr, 0);
     0
+}
+
+#[uprobe]
+pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
+    let old_addr: u64 = ctx.arg(0).unwrap_or(0);
+    let count: u64 = ctx.arg(1).unwrap_or(0);
+    let each: u64 = ctx.arg(2).unwrap_or(0);
+    enter(&ctx, CallKind::Realloc, product(count, each), old_addr, 0);
+    0
+}
+
+#[uprobe]
+pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
+    let out_ptr: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    enter(&ctx, CallKind::PosixMemalign, size, 0, out_ptr);
+    0
+}
+
+/// `count * each`. An overflowing calloc or reallocarray fails and returns NULL, so a wrapped
+/// product never becomes an event. (An overflow check compiles to a 128-bit multiply, which
+/// BPF programs cannot call.)
+#[inline(always)]
+fn product(count: u64, each: u64) -> u64 {
+    count.wrapping_mul(each)
 }
 
 /// True when this thread is inside an allocator call whose frame is at or above `sp`: the
@@ -58,7 +90,7 @@ pub fn inside_allocator_call(pid_tgid: u64, sp: u64) -> bool {
 }
 
 #[inline(always)]
-fn enter(ctx: &ProbeContext, function: AllocFn, size: u64, old_addr: u64) {
+fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let sp = stack_pointer(ctx.regs);
     if let Some(existing) = IN_FLIGHT.get_ptr(pid_tgid) {
@@ -69,7 +101,7 @@ fn enter(ctx: &ProbeContext, function: AllocFn, size: u64, old_addr: u64) {
         // The old entry's frame is gone without a return: that allocation was missed.
         count(Counter::StaleInFlight);
     }
-    let call = InFlight { size, old_addr, entry_sp: sp, function: function as u32, _padding: 0 };
+    let call = InFlight { size, old_addr, out_ptr, entry_sp: sp, kind: kind as u32, _padding: 0 };
     if IN_FLIGHT.insert(pid_tgid, call, 0).is_err() {
         count(Counter::InFlightFull);
         warn!(ctx, "memtrace: in-flight table full, an allocation is not recorded");
@@ -89,14 +121,29 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     }
     let _ = IN_FLIGHT.remove(pid_tgid);
 
-    let addr: u64 = ctx.ret();
-    let kind = if call.function == AllocFn::Realloc as u32 {
-        EventKind::Realloc
-    } else if addr == 0 {
-        return 0; // a failed malloc or calloc changes nothing
+    let (kind, addr) = if call.kind == CallKind::Realloc as u32 {
+        (EventKind::Realloc, ctx.ret::<u64>())
+    } else if call.kind == CallKind::PosixMemalign as u32 {
+        if ctx.ret::<i32>() != 0 {
+            return 0; // failed: nothing was stored
+        }
+        // SAFETY: reading the caller's pointer variable from user memory, checked by the helper.
+        match unsafe { bpf_probe_read_user(call.out_ptr as *const u64) } {
+            Ok(addr) => (EventKind::Alloc, addr),
+            Err(_) => {
+                count(Counter::ArgumentUnreadable);
+                warn!(&ctx, "memtrace: could not read posix_memalign's result");
+                return 0;
+            }
+        }
     } else {
-        EventKind::Alloc
+        (EventKind::Alloc, ctx.ret::<u64>())
     };
+    if addr == 0 && kind == EventKind::Alloc {
+        return 0; // a failed allocation changes nothing
+    }
+    // A block handed out again may carry a stale operator-delete mark on this thread.
+    forget_mark(pid_tgid, addr);
     // The stack is only worth capturing for a block that is now outstanding.
     let stack_id = if addr == 0 {
         0

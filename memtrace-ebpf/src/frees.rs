@@ -1,31 +1,94 @@
-//! `free(ptr)`: one event with the address, sent at entry (no return probe needed).
+//! Releases: `free(ptr)` and every `operator delete`, one event with the address, sent at
+//! entry (no return probe needed).
+//!
+//! A release must count once even when one releasing function calls another: realloc(p, 0)
+//! calling free (seen through the in-flight realloc), and operator delete calling or tail-calling
+//! free (seen through the mark delete leaves: same block, at or below delete's stack pointer).
 use aya_ebpf::{
+    Global,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::uprobe,
     programs::ProbeContext,
 };
-use memtrace_common::{Counter, Event, EventKind};
+use memtrace_common::{Counter, Event, EventKind, FreeMark};
 
 use crate::{
     allocations::inside_allocator_call,
-    maps::{EVENTS, count},
+    maps::{EVENTS, FREE_MARKS, count},
     regs::stack_pointer,
 };
 
+/// Set to 1 at load time when any operator delete is probed; without one, `free` skips the
+/// marks entirely.
+#[unsafe(no_mangle)]
+static HAS_OUTER_FREES: Global<u8> = Global::new(0);
+
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
-    let addr: u64 = ctx.arg(0).unwrap_or(0);
-    if addr == 0 {
-        count(Counter::NullFree);
-        return 0;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // realloc(p, 0) frees through free(): the realloc's own return reports it, once.
-    if inside_allocator_call(pid_tgid, stack_pointer(ctx.regs)) {
+    let Some((pid_tgid, addr, sp)) = release(&ctx) else { return 0 };
+    if HAS_OUTER_FREES.load() != 0 && inside_delete(pid_tgid, addr, sp) {
+        // The free inside operator delete, already reported; the mark has served.
+        let _ = FREE_MARKS.remove(pid_tgid);
         return 0;
     }
     send_free(pid_tgid, addr);
     0
+}
+
+#[uprobe]
+pub fn delete_enter(ctx: ProbeContext) -> u32 {
+    let Some((pid_tgid, addr, sp)) = release(&ctx) else { return 0 };
+    // Sized delete calling (or tail-calling) plain delete: one release, already reported.
+    if inside_delete(pid_tgid, addr, sp) {
+        return 0;
+    }
+    // An LRU map: when full it forgets the oldest threads' marks, which can only make a later
+    // free of the same block count as a second release (visible as an unknown free).
+    let _ = FREE_MARKS.insert(pid_tgid, FreeMark { addr, sp }, 0);
+    send_free(pid_tgid, addr);
+    0
+}
+
+/// Whether this release of `addr` runs inside an operator delete of the same block on this
+/// thread (at or below its stack pointer).
+#[inline(always)]
+fn inside_delete(pid_tgid: u64, addr: u64, sp: u64) -> bool {
+    match FREE_MARKS.get_ptr(pid_tgid) {
+        // SAFETY: marks are only written by this thread's own probes.
+        Some(mark) => unsafe { (*mark).addr == addr && (*mark).sp >= sp },
+        None => false,
+    }
+}
+
+/// The block a release probe sees, unless it is NULL or the inner work of an allocator call.
+#[inline(always)]
+fn release(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
+    let addr: u64 = ctx.arg(0).unwrap_or(0);
+    if addr == 0 {
+        count(Counter::NullFree);
+        return None;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let sp = stack_pointer(ctx.regs);
+    // realloc(p, 0) frees through free(): the realloc's own return reports it, once.
+    if inside_allocator_call(pid_tgid, sp) {
+        return None;
+    }
+    Some((pid_tgid, addr, sp))
+}
+
+/// Drops this thread's delete mark for `addr`, which was just handed out again.
+#[inline(always)]
+pub fn forget_mark(pid_tgid: u64, addr: u64) {
+    if HAS_OUTER_FREES.load() == 0 {
+        return;
+    }
+    if let Some(mark) = FREE_MARKS.get_ptr(pid_tgid) {
+        // SAFETY: as above.
+        if unsafe { (*mark).addr } == addr {
+            let _ = FREE_MARKS.remove(pid_tgid);
+        }
+    }
 }
 
 #[inline(always)]

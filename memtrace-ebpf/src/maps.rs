@@ -1,9 +1,9 @@
 //! The maps shared with the agent, and the one helper that counts what was dropped.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use memtrace_common::{COUNTER_SLOTS, Counter, InFlight};
+use memtrace_common::{COUNTER_SLOTS, Counter, FreeMark, InFlight};
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
 #[map(name = "EVENTS")]
@@ -17,6 +17,10 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
 /// nested calls keep the outer entry, see `InFlight::entry_sp`).
 #[map(name = "IN_FLIGHT")]
 pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16 * 1024, 0);
+
+/// The last block each thread released through operator delete (see `frees.rs`).
+#[map(name = "FREE_MARKS")]
+pub static FREE_MARKS: LruHashMap<u64, FreeMark> = LruHashMap::with_max_entries(16 * 1024, 0);
 
 /// What was dropped or degraded, per CPU; indexes are `Counter` values.
 #[map(name = "COUNTERS")]

@@ -1,12 +1,14 @@
-//! Which object provides the allocator a target uses, and where its functions are in that file.
+//! Which objects provide the allocator functions a target calls, and where they are in those
+//! files.
 //!
-//! A process gets `malloc` from the first object in symbol-lookup order that defines it: the
-//! executable (a static binary), then preloaded libraries and dependencies (jemalloc, tcmalloc),
-//! then libc. For a running process that order is read from `/proc/PID/maps`; for a command not
-//! started yet, the dynamic loader lists it (`ld.so --list`, what `ldd` does, which loads the
-//! libraries but runs none of the program's code).
+//! A process gets each function from the first object in symbol-lookup order that defines it:
+//! the executable (a static binary, or one linking an allocator statically), preloaded
+//! libraries, its dependencies (jemalloc, tcmalloc, mimalloc, libstdc++ for operator new), then
+//! libc. For a command not started yet, the dynamic loader lists that order (`ld.so --list`,
+//! what `ldd` does: it loads the libraries but runs none of the program's code); for a running
+//! process, `/proc/PID/maps` and its `LD_PRELOAD` give it.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     ffi::OsString,
     fs::File,
     io::{self, Read},
@@ -14,49 +16,151 @@ use std::{
     process::Command,
 };
 
+use memtrace_common::names;
 use object::{Object, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind, read::elf::ProgramHeader};
 use thiserror::Error;
 
 use crate::procmaps;
 
-/// An allocator function memtrace probes.
+/// How a function is probed: its arguments decide the entry program, and whether it hands out
+/// a block (probed at return too) or releases one (entry only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AllocatorFunction {
-    Malloc,
+pub enum Shape {
+    /// `f(size)`.
+    Size,
+    /// `calloc(count, size)`.
     Calloc,
+    /// `f(alignment, size)`.
+    Aligned,
+    /// `realloc(ptr, size)`.
     Realloc,
+    /// `reallocarray(ptr, count, size)`.
+    ReallocArray,
+    /// `posix_memalign(&ptr, alignment, size)`.
+    PosixMemalign,
+    /// `free(ptr)`.
     Free,
+    /// `operator delete(ptr, ...)`.
+    Delete,
 }
 
-impl AllocatorFunction {
-    pub const ALL: [AllocatorFunction; 4] = [Self::Malloc, Self::Calloc, Self::Realloc, Self::Free];
-
-    pub fn symbol(self) -> &'static str {
+impl Shape {
+    pub fn entry_program(self) -> &'static str {
         match self {
-            Self::Malloc => "malloc",
-            Self::Calloc => "calloc",
-            Self::Realloc => "realloc",
-            Self::Free => "free",
+            Shape::Size => names::SIZE_ENTER,
+            Shape::Calloc => names::CALLOC_ENTER,
+            Shape::Aligned => names::ALIGNED_ENTER,
+            Shape::Realloc => names::REALLOC_ENTER,
+            Shape::ReallocArray => names::REALLOCARRAY_ENTER,
+            Shape::PosixMemalign => names::POSIX_MEMALIGN_ENTER,
+            Shape::Free => names::FREE_ENTER,
+            Shape::Delete => names::DELETE_ENTER,
         }
+    }
+
+    /// Whether the function hands out a block, so its return is probed too.
+    pub fn allocates(self) -> bool {
+        !matches!(self, Shape::Free | Shape::Delete)
     }
 }
 
-/// A function to probe, as a file offset in the allocator object.
+/// A function memtrace probes when the target has it.
+#[derive(Debug, Clone, Copy)]
+pub struct Function {
+    pub symbol: &'static str,
+    pub shape: Shape,
+    /// A C function, renamed by `--symbol-prefix` and looked up in `--allocator-lib`.
+    pub c_api: bool,
+}
+
+const fn c(symbol: &'static str, shape: Shape) -> Function {
+    Function { symbol, shape, c_api: true }
+}
+
+const fn cxx(symbol: &'static str, shape: Shape) -> Function {
+    Function { symbol, shape, c_api: false }
+}
+
+/// Every function probed, C first. C++ operators are the Itanium-mangled names of
+/// new/new[]/delete/delete[] in their plain, nothrow, sized and aligned forms.
+pub const FUNCTIONS: &[Function] = &[
+    c("malloc", Shape::Size),
+    c("calloc", Shape::Calloc),
+    c("realloc", Shape::Realloc),
+    c("reallocarray", Shape::ReallocArray),
+    c("posix_memalign", Shape::PosixMemalign),
+    c("aligned_alloc", Shape::Aligned),
+    c("memalign", Shape::Aligned),
+    c("valloc", Shape::Size),
+    c("pvalloc", Shape::Size),
+    c("free", Shape::Free),
+    cxx("_Znwm", Shape::Size),
+    cxx("_Znam", Shape::Size),
+    cxx("_ZnwmRKSt9nothrow_t", Shape::Size),
+    cxx("_ZnamRKSt9nothrow_t", Shape::Size),
+    cxx("_ZnwmSt11align_val_t", Shape::Size),
+    cxx("_ZnamSt11align_val_t", Shape::Size),
+    cxx("_ZnwmSt11align_val_tRKSt9nothrow_t", Shape::Size),
+    cxx("_ZnamSt11align_val_tRKSt9nothrow_t", Shape::Size),
+    cxx("_ZdlPv", Shape::Delete),
+    cxx("_ZdaPv", Shape::Delete),
+    cxx("_ZdlPvm", Shape::Delete),
+    cxx("_ZdaPvm", Shape::Delete),
+    cxx("_ZdlPvRKSt9nothrow_t", Shape::Delete),
+    cxx("_ZdaPvRKSt9nothrow_t", Shape::Delete),
+    cxx("_ZdlPvSt11align_val_t", Shape::Delete),
+    cxx("_ZdaPvSt11align_val_t", Shape::Delete),
+    cxx("_ZdlPvmSt11align_val_t", Shape::Delete),
+    cxx("_ZdaPvmSt11align_val_t", Shape::Delete),
+    cxx("_ZdlPvSt11align_val_tRKSt9nothrow_t", Shape::Delete),
+    cxx("_ZdaPvSt11align_val_tRKSt9nothrow_t", Shape::Delete),
+];
+
+/// The user's override of the automatic choice.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `--allocator-lib`: take the C functions from this object only.
+    pub library: Option<PathBuf>,
+    /// `--symbol-prefix`: the C functions are named PREFIX + name (jemalloc's `je_`).
+    pub prefix: String,
+}
+
+/// An object file to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFile {
+    /// The path as the target sees it, for people.
+    pub name: String,
+    /// A path memtrace can open and attach to (through `/proc/PID/root` for a running process,
+    /// so that containers and deleted files work).
+    pub path: PathBuf,
+}
+
+/// One function to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbePoint {
-    pub function: AllocatorFunction,
+    /// The symbol as found (with any prefix).
+    pub symbol: String,
+    pub shape: Shape,
+    pub object: ObjectFile,
     pub file_offset: u64,
 }
 
-/// The object file that provides the target's allocator.
+/// Everything to probe for one target.
 #[derive(Debug, Clone)]
-pub struct AllocatorObject {
-    /// The path as the target sees it, for people.
-    pub name: String,
-    /// A path memtrace can open and attach to (through `/proc/PID/root` for a running process, so
-    /// that containers and deleted files work).
-    pub path: PathBuf,
+pub struct Allocator {
     pub probes: Vec<ProbePoint>,
+}
+
+impl Allocator {
+    /// The object that provides `malloc`, named for people.
+    pub fn name(&self) -> &str {
+        self.probes.first().map_or("", |probe| probe.object.name.as_str())
+    }
+
+    /// Whether an operator delete is probed (the kernel side then pairs it with `free`).
+    pub fn has_deletes(&self) -> bool {
+        self.probes.iter().any(|probe| probe.shape == Shape::Delete)
+    }
 }
 
 #[derive(Debug, Error)]
@@ -66,119 +170,196 @@ pub enum AllocatorError {
     #[error("cannot read the memory map of process {pid}: {source}")]
     Maps { pid: u32, source: io::Error },
     #[error(
-        "no allocator found in {target}: no loaded object defines `malloc` (a static binary \
-         stripped of its symbols cannot be traced)"
+        "no allocator found in {target}: no loaded object defines `{malloc}` and `{free}` (a static \
+         binary stripped of its symbols cannot be traced; --allocator-lib and --symbol-prefix \
+         choose one by hand)"
     )]
-    NotFound { target: String },
+    NotFound { target: String, malloc: String, free: String },
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: io::Error },
     #[error("{path} is not an ELF file memtrace can read: {reason}")]
     NotElf { path: String, reason: String },
-    #[error("{path} defines malloc but not {symbol}, so it is not a usable allocator")]
-    Incomplete { path: String, symbol: &'static str },
     #[error("the dynamic loader {loader} could not list the libraries of {program}: {detail}")]
     LoaderList { loader: String, program: String, detail: String },
 }
 
-/// Finds the allocator of a running process.
-pub fn for_process(pid: u32) -> Result<AllocatorObject, AllocatorError> {
+/// Finds the allocator functions of a running process.
+pub fn for_process(pid: u32, selection: &Selection) -> Result<Allocator, AllocatorError> {
     let maps = procmaps::read(pid).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => AllocatorError::NoSuchProcess(pid),
         _ => AllocatorError::Maps { pid, source },
     })?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    // (path as the process sees it, path memtrace opens), executable first, each object once.
-    let mut objects: Vec<(String, PathBuf)> = Vec::new();
+    let preloads = preloaded_libraries(pid);
+    let mut objects: Vec<ObjectFile> = Vec::new();
     for mapping in maps.iter().filter(|mapping| mapping.is_file() && mapping.executable) {
-        let Some(path) = &mapping.path else { continue };
-        if objects.iter().any(|(seen, _)| seen == path) {
+        let Some(name) = &mapping.path else { continue };
+        if objects.iter().any(|seen| &seen.name == name) {
             continue;
         }
-        let openable = if mapping.deleted {
+        let path = if mapping.deleted {
             mapping.map_file(pid)
         } else {
-            PathBuf::from(format!("/proc/{pid}/root{path}"))
+            PathBuf::from(format!("/proc/{pid}/root{name}"))
         };
-        let is_exe = exe.as_deref().is_some_and(|exe| exe.to_str() == Some(path.as_str()));
-        if is_exe {
-            objects.insert(0, (path.clone(), openable));
-        } else {
-            objects.push((path.clone(), openable));
-        }
+        objects.push(ObjectFile { name: name.clone(), path });
     }
-    choose(objects, &format!("process {pid}"))
+    // Lookup order: the executable, preloaded libraries, the rest, libc last.
+    let rank = |object: &ObjectFile| {
+        if exe.as_deref().is_some_and(|exe| exe.to_str() == Some(object.name.as_str())) {
+            0
+        } else if preloads.iter().any(|preload| same_library(preload, &object.name)) {
+            1
+        } else if is_libc(&object.name) {
+            3
+        } else {
+            2
+        }
+    };
+    objects.sort_by_key(rank); // stable: maps order within a rank
+    let library = selection.library.as_ref().map(|library| {
+        let wanted = library.display().to_string();
+        objects
+            .iter()
+            .find(|object| same_library(&wanted, &object.name))
+            .cloned()
+            .unwrap_or(ObjectFile { name: wanted, path: library.clone() })
+    });
+    resolve(&objects, library.as_ref(), &selection.prefix, &format!("process {pid}"))
 }
 
-/// Finds the allocator a command will use once started, without running it.
+/// Finds the allocator functions a command will use once started, without running it.
 pub fn for_command(
     program: &Path,
     env: &[(OsString, OsString)],
-) -> Result<AllocatorObject, AllocatorError> {
+    selection: &Selection,
+) -> Result<Allocator, AllocatorError> {
     let program = script_interpreter(program)?.unwrap_or_else(|| program.to_path_buf());
-    let display = program.display().to_string();
-    let mut objects = vec![(display.clone(), program.clone())];
+    let name = program.display().to_string();
+    let mut objects = vec![ObjectFile { name: name.clone(), path: program.clone() }];
     if let Some(loader) = elf_interpreter(&program)? {
         objects.extend(
-            loader_list(&loader, &program, env)?.into_iter().map(|path| (path.clone(), path.into())),
+            loader_list(&loader, &program, env)?
+                .into_iter()
+                .map(|path| ObjectFile { name: path.clone(), path: path.into() }),
         );
     }
-    choose(objects, &display)
+    let library = selection
+        .library
+        .as_ref()
+        .map(|library| ObjectFile { name: library.display().to_string(), path: library.clone() });
+    resolve(&objects, library.as_ref(), &selection.prefix, &name)
 }
 
-/// Picks the first object, in lookup order, that defines `malloc`, and resolves its functions.
-fn choose(
-    objects: Vec<(String, PathBuf)>,
+/// Picks, for each function, the first object in lookup order that defines it.
+fn resolve(
+    objects: &[ObjectFile],
+    library: Option<&ObjectFile>,
+    prefix: &str,
     target: &str,
-) -> Result<AllocatorObject, AllocatorError> {
-    for (name, path) in objects {
-        if is_dynamic_loader(&name) {
-            continue; // its private minimal malloc is not what the program calls
+) -> Result<Allocator, AllocatorError> {
+    let mut symbol_tables: HashMap<PathBuf, HashMap<String, u64>> = HashMap::new();
+    let mut probes: Vec<ProbePoint> = Vec::new();
+    let mut probed_addresses = HashSet::new();
+    for function in FUNCTIONS {
+        let symbol = if function.c_api { format!("{prefix}{}", function.symbol) } else { function.symbol.to_owned() };
+        let candidates: Vec<&ObjectFile> = match library {
+            Some(library) if function.c_api => vec![library],
+            _ => objects.iter().filter(|object| !is_dynamic_loader(&object.name)).collect(),
+        };
+        for object in candidates {
+            if !symbol_tables.contains_key(&object.path) {
+                let table = match function_offsets(&object.path, prefix) {
+                    Ok(table) => table,
+                    // A library the loader listed that is not ELF (never expected) cannot
+                    // provide functions; the program itself and --allocator-lib must be ELF.
+                    Err(error) if object.name != objects[0].name && library != Some(object) => {
+                        log::debug!("skipping {}: {error}", object.name);
+                        HashMap::new()
+                    }
+                    Err(error) => return Err(error),
+                };
+                symbol_tables.insert(object.path.clone(), table);
+            }
+            let Some(&file_offset) = symbol_tables[&object.path].get(&symbol) else { continue };
+            // Symbols that alias one address are probed once, by the first of them.
+            if probed_addresses.insert((object.path.clone(), file_offset)) {
+                probes.push(ProbePoint { symbol: symbol.clone(), shape: function.shape, object: object.clone(), file_offset });
+            } else {
+                log::debug!("{symbol} in {} aliases a function already probed", object.name);
+            }
+            break;
         }
-        let symbols = function_offsets(&path)?;
-        if !symbols.contains_key(AllocatorFunction::Malloc.symbol()) {
-            continue;
-        }
-        let mut probes = Vec::new();
-        for function in AllocatorFunction::ALL {
-            let Some(&file_offset) = symbols.get(function.symbol()) else {
-                return Err(AllocatorError::Incomplete { path: name, symbol: function.symbol() });
-            };
-            probes.push(ProbePoint { function, file_offset });
-        }
-        return Ok(AllocatorObject { name, path, probes });
     }
-    Err(AllocatorError::NotFound { target: target.to_owned() })
+    let found = |name: &str| probes.iter().any(|probe| probe.symbol == format!("{prefix}{name}"));
+    if !found("malloc") || !found("free") {
+        return Err(AllocatorError::NotFound {
+            target: target.to_owned(),
+            malloc: format!("{prefix}malloc"),
+            free: format!("{prefix}free"),
+        });
+    }
+    Ok(Allocator { probes })
+}
+
+fn file_name(path: &str) -> &str {
+    Path::new(path).file_name().and_then(|name| name.to_str()).unwrap_or(path)
 }
 
 fn is_dynamic_loader(path: &str) -> bool {
-    Path::new(path)
-        .file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so")
+    let name = file_name(path);
+    name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }
 
-/// File offsets of the allocator functions an object defines (dynamic symbols first, then the
-/// full symbol table, as a static binary has only that).
-pub fn function_offsets(path: &Path) -> Result<HashMap<&'static str, u64>, AllocatorError> {
+fn is_libc(path: &str) -> bool {
+    let name = file_name(path);
+    name.starts_with("libc.so") || name.starts_with("libc-")
+}
+
+/// Whether `wanted` (a path or a bare file name) names the object at `path`.
+fn same_library(wanted: &str, path: &str) -> bool {
+    wanted == path || (!wanted.contains('/') && file_name(path) == wanted) || file_name(wanted) == file_name(path)
+}
+
+/// The `LD_PRELOAD` entries of a running process.
+fn preloaded_libraries(pid: u32) -> Vec<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    environ
+        .split(|&byte| byte == 0)
+        .find_map(|entry| entry.strip_prefix(b"LD_PRELOAD="))
+        .map(|value| {
+            String::from_utf8_lossy(value)
+                .split([' ', ':'])
+                .filter(|entry| !entry.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// File offsets of the probed functions an object defines (dynamic symbols first, then the
+/// full symbol table, as a static binary has only that), keyed by symbol name.
+pub fn function_offsets(path: &Path, prefix: &str) -> Result<HashMap<String, u64>, AllocatorError> {
     let display = || path.display().to_string();
     let file = File::open(path).map_err(|source| AllocatorError::Read { path: display(), source })?;
     let cache = ReadCache::new(file);
     let elf = object::File::parse(&cache)
         .map_err(|error| AllocatorError::NotElf { path: display(), reason: error.to_string() })?;
+    let wanted: HashSet<String> = FUNCTIONS
+        .iter()
+        .map(|function| if function.c_api { format!("{prefix}{}", function.symbol) } else { function.symbol.to_owned() })
+        .collect();
     let mut offsets = HashMap::new();
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
         if !symbol.is_definition() || symbol.kind() != SymbolKind::Text {
             continue;
         }
         let Ok(name) = symbol.name() else { continue };
-        let Some(function) = AllocatorFunction::ALL.into_iter().find(|f| f.symbol() == name) else {
-            continue;
-        };
-        if offsets.contains_key(function.symbol()) {
+        if !wanted.contains(name) || offsets.contains_key(name) {
             continue;
         }
         if let Some(offset) = file_offset(&elf, symbol.address()) {
-            offsets.insert(function.symbol(), offset);
+            offsets.insert(name.to_owned(), offset);
         }
     }
     Ok(offsets)
@@ -278,26 +459,33 @@ mod tests {
     }
 
     #[test]
-    fn libc_defines_every_allocator_function_at_distinct_offsets() {
+    fn libc_provides_the_c_api_once_per_address() {
         let maps = procmaps::read(std::process::id()).expect("own maps");
         let libc = maps
             .iter()
             .filter_map(|mapping| mapping.path.as_deref())
-            .find(|path| path.contains("libc.so"))
+            .find(|path| is_libc(path))
             .expect("the test binary maps libc");
-        let offsets = function_offsets(Path::new(libc)).expect("libc parses");
-        let mut seen: Vec<u64> = AllocatorFunction::ALL
-            .iter()
-            .map(|function| offsets[function.symbol()])
-            .collect();
-        seen.sort();
-        seen.dedup();
-        assert_eq!(seen.len(), 4, "{offsets:?}");
+        let object = ObjectFile { name: libc.to_owned(), path: libc.into() };
+        let allocator = resolve(&[object], None, "", "libc").expect("libc has an allocator");
+        let symbols: Vec<&str> = allocator.probes.iter().map(|probe| probe.symbol.as_str()).collect();
+        for expected in ["malloc", "calloc", "realloc", "reallocarray", "posix_memalign", "valloc", "pvalloc", "free"] {
+            assert!(symbols.contains(&expected), "{expected} missing from {symbols:?}");
+        }
+        let mut offsets: Vec<u64> = allocator.probes.iter().map(|probe| probe.file_offset).collect();
+        offsets.sort();
+        offsets.dedup();
+        assert_eq!(offsets.len(), allocator.probes.len(), "an address probed twice: {allocator:?}");
+        assert_eq!(allocator.name(), libc);
+        assert!(!allocator.has_deletes());
     }
 
     #[test]
-    fn the_dynamic_loader_is_never_the_allocator() {
+    fn libraries_match_by_path_or_file_name() {
+        assert!(same_library("libjemalloc.so.2", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"));
+        assert!(same_library("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"));
+        assert!(!same_library("libjemalloc.so.2", "/lib/x86_64-linux-gnu/libc.so.6"));
         assert!(is_dynamic_loader("/lib64/ld-linux-x86-64.so.2"));
-        assert!(!is_dynamic_loader("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc("/lib/x86_64-linux-gnu/libc.so.6"));
     }
 }

@@ -42,6 +42,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub report: ReportArgs,
 
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
     /// The command to run, and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -60,6 +63,9 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub report: ReportArgs,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +83,19 @@ pub struct ReportArgs {
     /// unless this is given.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Take malloc, free and the rest of the C allocator API from this object (a shared library
+    /// path, or the executable for a statically linked allocator) instead of choosing it.
+    #[arg(long, value_name = "PATH")]
+    pub allocator_lib: Option<PathBuf>,
+
+    /// The C allocator functions carry this prefix, e.g. `je_` for a jemalloc built with
+    /// --with-jemalloc-prefix (je_malloc, je_free, ...).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub symbol_prefix: String,
 
     /// Bytes of ring buffer between the kernel and memtrace (rounded up to a power of two pages).
     /// Raise it if the report says events were lost.

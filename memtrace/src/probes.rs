@@ -11,19 +11,18 @@ use aya::{
 };
 use memtrace_common::{Counter, names};
 use thiserror::Error;
-use crate::{
-    allocator::{AllocatorFunction, AllocatorObject},
-    events::watch_readable,
-};
+use crate::{allocator::Allocator, events::watch_readable};
 
 /// The kernel-side object built by `build.rs` from `memtrace-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
 
-/// Sizes fixed at load time.
+/// Settings fixed at load time.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
     pub stack_slots: u32,
+    /// Some target's operator delete will be probed: `free` must then check delete's marks.
+    pub outer_frees: bool,
 }
 
 #[derive(Debug, Error)]
@@ -31,7 +30,7 @@ pub enum ProbeError {
     #[error("loading memtrace's eBPF programs into the kernel failed: {0}")]
     Load(String),
     #[error("attaching to {function} in {object} failed: {detail}")]
-    Attach { function: &'static str, object: String, detail: String },
+    Attach { function: String, object: String, detail: String },
     #[error("reading the kernel-side map {map} failed: {detail}")]
     Map { map: &'static str, detail: String },
 }
@@ -48,14 +47,8 @@ pub struct KernelCounters {
     pub stack_capture_failed: u64,
     pub in_flight_full: u64,
     pub stale_in_flight: u64,
+    pub argument_unreadable: u64,
     pub null_frees: u64,
-}
-
-impl KernelCounters {
-    /// Everything that was lost: events and stacks.
-    pub fn lost(&self) -> u64 {
-        self.ring_buffer_full + self.stack_capture_failed + self.in_flight_full + self.stale_in_flight
-    }
 }
 
 impl Probes {
@@ -63,17 +56,23 @@ impl Probes {
     pub fn load(settings: ProbeSettings) -> Result<Self, ProbeError> {
         // A ring buffer must be a power-of-two number of pages.
         let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
+        let outer_frees = u8::from(settings.outer_frees);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::STACKS, settings.stack_slots.max(1))
+            .override_global(names::HAS_OUTER_FREES, &outer_frees, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
         for name in [
-            names::MALLOC_ENTER,
+            names::SIZE_ENTER,
             names::CALLOC_ENTER,
+            names::ALIGNED_ENTER,
             names::REALLOC_ENTER,
-            names::FREE_ENTER,
+            names::REALLOCARRAY_ENTER,
+            names::POSIX_MEMALIGN_ENTER,
             names::ALLOC_EXIT,
+            names::FREE_ENTER,
+            names::DELETE_ENTER,
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
@@ -100,29 +99,25 @@ impl Probes {
         }
     }
 
-    /// Attaches the entry and return probes to the allocator functions, for `pid` only.
-    pub fn attach(&mut self, allocator: &AllocatorObject, pid: NonZeroU32) -> Result<(), ProbeError> {
+    /// Attaches the entry (and, for allocating functions, return) probes to every allocator
+    /// function, for `pid` only.
+    pub fn attach(&mut self, allocator: &Allocator, pid: NonZeroU32) -> Result<(), ProbeError> {
         for point in &allocator.probes {
-            let (entry, has_return) = match point.function {
-                AllocatorFunction::Malloc => (names::MALLOC_ENTER, true),
-                AllocatorFunction::Calloc => (names::CALLOC_ENTER, true),
-                AllocatorFunction::Realloc => (names::REALLOC_ENTER, true),
-                AllocatorFunction::Free => (names::FREE_ENTER, false),
-            };
-            let programs = std::iter::once(entry).chain(has_return.then_some(names::ALLOC_EXIT));
+            let entry = point.shape.entry_program();
+            let programs = std::iter::once(entry).chain(point.shape.allocates().then_some(names::ALLOC_EXIT));
             for program in programs {
                 uprobe(&mut self.ebpf, program)?
-                    .attach(point.file_offset, &allocator.path, UProbeScope::OneProcess(pid))
+                    .attach(point.file_offset, &point.object.path, UProbeScope::OneProcess(pid))
                     .map_err(|error| ProbeError::Attach {
-                        function: point.function.symbol(),
-                        object: allocator.name.clone(),
+                        function: point.symbol.clone(),
+                        object: point.object.name.clone(),
                         detail: format!("{error:#}"),
                     })?;
                 log::info!(
                     "attached {program} to {} at {:#x} in {} for pid {pid}",
-                    point.function.symbol(),
+                    point.symbol,
                     point.file_offset,
-                    allocator.name
+                    point.object.name
                 );
             }
         }
@@ -156,6 +151,7 @@ impl Probes {
             stack_capture_failed: read(Counter::StackCaptureFailed)?,
             in_flight_full: read(Counter::InFlightFull)?,
             stale_in_flight: read(Counter::StaleInFlight)?,
+            argument_unreadable: read(Counter::ArgumentUnreadable)?,
             null_frees: read(Counter::NullFree)?,
         })
     }

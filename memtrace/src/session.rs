@@ -16,8 +16,8 @@ use tokio::{
 };
 
 use crate::{
-    allocator::{self, AllocatorObject},
-    cli::{RecordArgs, ReportArgs, RunArgs},
+    allocator::{self, Allocator, Selection},
+    cli::{RecordArgs, RunArgs, TraceArgs},
     events::{EventReader, watch_readable},
     heap::HeapTable,
     launch::{self, Ending, TargetEvent},
@@ -47,12 +47,11 @@ struct Trace {
 
 impl Trace {
     /// Checks privileges and kernel, then loads the programs (nothing attached yet).
-    fn load(args: &ReportArgs) -> Result<Self> {
-        preflight::check_privileges()?;
-        preflight::check_kernel()?;
+    fn load(args: &TraceArgs, outer_frees: bool) -> Result<Self> {
         let mut probes = Probes::load(ProbeSettings {
             ring_buffer_bytes: args.ring_buffer_size,
             stack_slots: args.stack_slots,
+            outer_frees,
         })?;
         probes.forward_kernel_logs();
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
@@ -68,7 +67,7 @@ impl Trace {
         })
     }
 
-    fn attach(&mut self, allocator: &AllocatorObject, pid: u32) -> Result<()> {
+    fn attach(&mut self, allocator: &Allocator, pid: u32) -> Result<()> {
         let pid = NonZeroU32::new(pid).context("pid 0 cannot be traced")?;
         if let Some(probes) = &mut self.probes {
             probes.attach(allocator, pid)?;
@@ -106,12 +105,12 @@ impl Trace {
         self.drain();
     }
 
-    fn report(&mut self, mode: Mode, target: Target, duration: Duration, allocator: &AllocatorObject, top: Option<usize>) -> Report {
+    fn report(&mut self, mode: Mode, target: Target, duration: Duration, allocator: &Allocator, top: Option<usize>) -> Report {
         let input = ReportInput {
             mode,
             target,
             duration_seconds: duration.as_secs_f64(),
-            allocator: allocator.name.clone(),
+            allocator: allocator.name().to_owned(),
             heap: &self.heap,
             counters: self.counters,
             malformed: self.events.malformed(),
@@ -143,12 +142,13 @@ fn warn_about_losses(report: &Report) {
     let lost = &report.summary.lost;
     if lost.total() > 0 {
         eprintln!(
-            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}); numbers are low by that much. Raise --ring-buffer-size or --stack-slots.",
+            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}); numbers are low by that much. Raise --ring-buffer-size or --stack-slots.",
             lost.total(),
             lost.ring_buffer_full,
             lost.stack_capture_failed,
             lost.in_flight_full,
-            lost.stale_in_flight
+            lost.stale_in_flight,
+            lost.argument_unreadable
         );
     }
 }
@@ -157,9 +157,11 @@ fn warn_about_losses(report: &Report) {
 pub async fn run(args: RunArgs) -> Result<i32> {
     let sink = ReportSink::open(args.report.output.as_deref(), Console::Stderr)?;
     let program = launch::resolve_program(Path::new(&args.command[0]))?;
-    let mut trace = Trace::load(&args.report)?;
+    preflight::check_privileges()?;
+    preflight::check_kernel()?;
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let allocator = allocator::for_command(&program, &environment)?;
+    let allocator = allocator::for_command(&program, &environment, &selection(&args.trace))?;
+    let mut trace = Trace::load(&args.trace, allocator.has_deletes())?;
     let mut target = launch::launch(&program, &args.command)?;
     trace.attach(&allocator, target.pid)?;
     trace.open_window();
@@ -227,8 +229,10 @@ pub async fn run(args: RunArgs) -> Result<i32> {
 pub async fn record(args: RecordArgs) -> Result<i32> {
     let sink = ReportSink::open(args.report.output.as_deref(), Console::Stdout)?;
     let pid = args.pid.get();
-    let mut trace = Trace::load(&args.report)?;
-    let allocator = allocator::for_process(pid)?;
+    preflight::check_privileges()?;
+    preflight::check_kernel()?;
+    let allocator = allocator::for_process(pid, &selection(&args.trace))?;
+    let mut trace = Trace::load(&args.trace, allocator.has_deletes())?;
     let command = command_line(pid);
     let exited = process_exit_watch(pid)?;
     trace.symbolizer.snapshot(pid).with_context(|| format!("reading the mappings of process {pid}"))?;
@@ -238,7 +242,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     eprintln!(
         "memtrace: tracing pid {pid} ({}) through {}; {}",
         command.join(" "),
-        allocator.name,
+        allocator.name(),
         match args.duration {
             Some(duration) => format!("stopping after {duration:?} or on Ctrl-C"),
             None => "Ctrl-C to stop".to_owned(),
@@ -283,6 +287,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
+}
+
+fn selection(args: &TraceArgs) -> Selection {
+    Selection { library: args.allocator_lib.clone(), prefix: args.symbol_prefix.clone() }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.

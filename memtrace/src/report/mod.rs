@@ -87,13 +87,20 @@ pub struct Lost {
     pub in_flight_full: u64,
     /// Allocations whose return was never seen.
     pub stale_in_flight: u64,
+    /// Allocations whose result could not be read from the target (posix_memalign).
+    pub argument_unreadable: u64,
     /// Records the agent could not decode.
     pub malformed: u64,
 }
 
 impl Lost {
     pub fn total(&self) -> u64 {
-        self.ring_buffer_full + self.stack_capture_failed + self.in_flight_full + self.stale_in_flight + self.malformed
+        self.ring_buffer_full
+            + self.stack_capture_failed
+            + self.in_flight_full
+            + self.stale_in_flight
+            + self.argument_unreadable
+            + self.malformed
     }
 }
 
@@ -164,6 +171,7 @@ impl Report {
             stack_capture_failed: input.counters.stack_capture_failed,
             in_flight_full: input.counters.in_flight_full,
             stale_in_flight: input.counters.stale_in_flight,
+            argument_unreadable: input.counters.argument_unreadable,
             malformed: input.malformed,
         };
         let stacks = by_stack

@@ -55,12 +55,13 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
     let lost = &summary.lost;
     writeln!(
         out,
-        "Lost: {} (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, undecodable {})",
+        "Lost: {} (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}, undecodable {})",
         plural(summary.lost_events, "event"),
         lost.ring_buffer_full,
         lost.stack_capture_failed,
         lost.in_flight_full,
         lost.stale_in_flight,
+        lost.argument_unreadable,
         lost.malformed,
     )
 }
