@@ -19,7 +19,8 @@ struct Xtask {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and testing need, if missing: LLVM 22 (Debian's llvm-22-dev),
-    /// bpf-linker built against it, nightly Rust's rust-src, bpftool, a C and C++ compiler.
+    /// bpf-linker built against it, nightly Rust's rust-src, bpftool, a C and C++ compiler,
+    /// and the jemalloc, tcmalloc and mimalloc libraries the tests trace targets with.
     Setup,
     /// Set up, build, and run `memtrace run` on the bundled leaky example.
     Demo,

@@ -15,6 +15,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "/usr/sbin/bpftool"),
     ("gcc", "/usr/bin/gcc"),
     ("g++", "/usr/bin/g++"),
+    // Other allocators the tests trace targets with.
+    ("libjemalloc-dev", "/usr/lib/x86_64-linux-gnu/libjemalloc.so"),
+    ("libgoogle-perftools-dev", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so"),
+    ("libmimalloc-dev", "/usr/lib/x86_64-linux-gnu/libmimalloc.so"),
 ];
 
 pub fn ensure() -> Result<()> {

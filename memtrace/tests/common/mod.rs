@@ -48,18 +48,24 @@ pub fn build_c(name: &str) -> PathBuf {
 /// Compiles tests/programs/SOURCE with `compiler` and `flags` into the scratch directory; the
 /// binary is named after the source without its extension.
 pub fn build(source: &str, compiler: &str, flags: &[&str]) -> PathBuf {
+    let name = Path::new(source).file_stem().and_then(|name| name.to_str()).expect("a file name");
+    build_variant(source, name, compiler, flags, &[])
+}
+
+/// Like [`build`], naming the binary `name` and linking `libs` after the source.
+pub fn build_variant(source: &str, name: &str, compiler: &str, flags: &[&str], libs: &[&str]) -> PathBuf {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("programs");
     std::fs::create_dir_all(&out).expect("scratch directory");
-    let name = Path::new(source).file_stem().expect("a file name");
     let binary = out.join(name);
     let status = Command::new(compiler)
         .args(flags)
         .arg("-o")
         .arg(&binary)
         .arg(programs_dir().join(source))
+        .args(libs)
         .status()
         .unwrap_or_else(|error| panic!("{compiler} does not run: {error}"));
-    assert!(status.success(), "compiling {source} failed");
+    assert!(status.success(), "compiling {source} as {name} failed");
     binary
 }
 
