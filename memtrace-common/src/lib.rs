@@ -118,10 +118,6 @@ impl Counter {
         Counter::ArgumentUnreadable,
     ];
 
-    /// Whether this counter means an event or part of one was lost.
-    pub const fn is_loss(self) -> bool {
-        !matches!(self, Counter::NullFree)
-    }
 }
 
 /// Number of slots in the `COUNTERS` map.

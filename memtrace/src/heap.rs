@@ -20,7 +20,9 @@ pub struct Totals {
     pub allocated_bytes: u64,
     pub frees: u64,
     pub freed_bytes: u64,
-    /// Frees of blocks this trace never saw allocated (made before tracing began).
+    /// Frees of blocks this trace did not hold as outstanding: allocated before tracing began,
+    /// or released again by the allocator's own housekeeping (glibc hands each exiting
+    /// thread's cache of already-freed blocks back through `free`).
     pub unknown_frees: u64,
     /// realloc calls that failed and left the old block in place.
     pub failed_reallocs: u64,

@@ -64,7 +64,9 @@ pub struct Summary {
     pub total_allocated_bytes: u64,
     pub total_frees: u64,
     pub total_freed_bytes: u64,
-    /// Frees of blocks allocated before tracing began (record mode), not errors.
+    /// Frees of blocks the trace did not hold: allocated before it began (record mode), or
+    /// handed back again by the allocator's housekeeping (glibc's thread-exit cache flush).
+    /// Not errors.
     pub unknown_frees: u64,
     /// `free(NULL)` calls.
     pub null_frees: u64,
