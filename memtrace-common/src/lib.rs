@@ -132,6 +132,11 @@ pub mod names {
     pub const STACKS: &str = "STACKS";
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const FREE_MARKS: &str = "FREE_MARKS";
+    pub const TRACED: &str = "TRACED";
+
+    /// Global set at load time: 1 when the probes are attached for every process and the
+    /// `TRACED` map says which processes count (run mode following forks).
+    pub const FILTER_BY_MAP: &str = "FILTER_BY_MAP";
     pub const COUNTERS: &str = "COUNTERS";
 
     /// Global set at load time: 1 when operator delete is probed, so `free` must check marks.

@@ -17,7 +17,7 @@ use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight};
 
 use crate::{
     frees::forget_mark,
-    maps::{EVENTS, IN_FLIGHT, STACKS, count},
+    maps::{EVENTS, IN_FLIGHT, STACKS, count, traced},
     regs::stack_pointer,
 };
 
@@ -92,6 +92,9 @@ pub fn inside_allocator_call(pid_tgid: u64, sp: u64) -> bool {
 #[inline(always)]
 fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced(pid_tgid) {
+        return; // (the return probe then finds no entry: no check needed there)
+    }
     let sp = stack_pointer(ctx.regs);
     if let Some(existing) = IN_FLIGHT.get_ptr(pid_tgid) {
         // SAFETY: as above.

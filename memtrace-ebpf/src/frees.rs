@@ -14,7 +14,7 @@ use memtrace_common::{Counter, Event, EventKind, FreeMark};
 
 use crate::{
     allocations::inside_allocator_call,
-    maps::{EVENTS, FREE_MARKS, count},
+    maps::{EVENTS, FREE_MARKS, count, traced},
     regs::stack_pointer,
 };
 
@@ -63,12 +63,15 @@ fn inside_delete(pid_tgid: u64, addr: u64, sp: u64) -> bool {
 /// The block a release probe sees, unless it is NULL or the inner work of an allocator call.
 #[inline(always)]
 fn release(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced(pid_tgid) {
+        return None;
+    }
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         count(Counter::NullFree);
         return None;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
     let sp = stack_pointer(ctx.regs);
     // realloc(p, 0) frees through free(): the realloc's own return reports it, once.
     if inside_allocator_call(pid_tgid, sp) {

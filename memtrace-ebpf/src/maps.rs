@@ -1,5 +1,6 @@
 //! The maps shared with the agent, and the one helper that counts what was dropped.
 use aya_ebpf::{
+    Global,
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
@@ -21,6 +22,21 @@ pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16 * 10
 /// The last block each thread released through operator delete (see `frees.rs`).
 #[map(name = "FREE_MARKS")]
 pub static FREE_MARKS: LruHashMap<u64, FreeMark> = LruHashMap::with_max_entries(16 * 1024, 0);
+
+/// The processes traced, when the probes are attached for all processes (`FILTER_BY_MAP`).
+#[map(name = "TRACED")]
+pub static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(64 * 1024, 0);
+
+/// Set to 1 at load time when the probes are attached for every process: then only the
+/// processes in `TRACED` count. Otherwise the kernel already filters by process.
+#[unsafe(no_mangle)]
+static FILTER_BY_MAP: Global<u8> = Global::new(0);
+
+/// Whether the calling process is one memtrace traces.
+#[inline(always)]
+pub fn traced(pid_tgid: u64) -> bool {
+    FILTER_BY_MAP.load() == 0 || TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_some()
+}
 
 /// What was dropped or degraded, per CPU; indexes are `Counter` values.
 #[map(name = "COUNTERS")]

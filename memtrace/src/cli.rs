@@ -32,8 +32,9 @@ stdout stays clean. If the command is killed by a signal, memtrace exits with 12
 number. If the command is not found memtrace exits with 127, if it cannot be executed with 126, and \
 on any error of its own with 1.")]
     Run(RunArgs),
-    /// Attach to a running process and report what it allocated during the window and had not
-    /// freed at its end. Stops after --duration, on Ctrl-C or SIGTERM, or when the process exits.
+    /// Attach to running processes and report what they allocated during the window and had not
+    /// freed at its end. Stops after --duration, on Ctrl-C or SIGTERM, or when every process has
+    /// exited.
     Record(RecordArgs),
 }
 
@@ -45,6 +46,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
 
+    /// Trace the processes the command forks too, and what they exec, each reported on its own
+    /// (`--follow-forks=false` traces the command's process only).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub follow_forks: bool,
+
     /// The command to run, and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -52,9 +58,9 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The process to trace.
-    #[arg(short, long, value_name = "PID")]
-    pub pid: NonZeroU32,
+    /// The processes to trace: `-p 1,2,3` or `-p 1 -p 2`.
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',', required = true)]
+    pub pids: Vec<NonZeroU32>,
 
     /// Stop after this long, e.g. `30s`, `500ms`, `2m`, `1h`. Without it, record until Ctrl-C,
     /// SIGTERM, or the process exits.
@@ -99,7 +105,7 @@ pub struct TraceArgs {
 
     /// Bytes of ring buffer between the kernel and memtrace (rounded up to a power of two pages).
     /// Raise it if the report says events were lost.
-    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
     pub ring_buffer_size: u32,
 
     /// Distinct call stacks the kernel can hold. Raise it if the report says stack captures failed.

@@ -1,5 +1,5 @@
-//! The heap table: every outstanding block by (process, address), and running totals.
-//! Knows nothing about stacks' names or report formats.
+//! The heap table: every outstanding block by process and address, and running totals per
+//! process. Knows nothing about stacks' names or report formats.
 use std::collections::HashMap;
 
 use memtrace_common::{Event, EventKind};
@@ -26,6 +26,20 @@ pub struct Totals {
     pub unknown_frees: u64,
     /// realloc calls that failed and left the old block in place.
     pub failed_reallocs: u64,
+    /// Blocks still outstanding when their process called exec, which discards them.
+    pub dropped_by_exec: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.allocations += other.allocations;
+        self.allocated_bytes += other.allocated_bytes;
+        self.frees += other.frees;
+        self.freed_bytes += other.freed_bytes;
+        self.unknown_frees += other.unknown_frees;
+        self.failed_reallocs += other.failed_reallocs;
+        self.dropped_by_exec += other.dropped_by_exec;
+    }
 }
 
 /// Bytes and blocks outstanding from one stack.
@@ -37,36 +51,22 @@ pub struct StackTotal {
     pub allocations: u64,
 }
 
+/// One process's outstanding blocks and totals.
 #[derive(Debug, Default)]
-pub struct HeapTable {
-    blocks: HashMap<(u32, u64), Block>,
+struct ProcessHeap {
+    blocks: HashMap<u64, Block>,
     totals: Totals,
 }
 
-impl HeapTable {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Applies one event from the kernel.
-    pub fn apply(&mut self, event: &Event) {
-        let block = Block { size: event.size, stack_id: event.stack_id, timestamp_ns: event.timestamp_ns };
-        match EventKind::from_u32(event.kind) {
-            Some(EventKind::Alloc) => self.allocate(event.tgid, event.addr, block),
-            Some(EventKind::Free) => self.free(event.tgid, event.addr),
-            Some(EventKind::Realloc) => self.reallocate(event, block),
-            None => log::warn!("ignoring an event of unknown kind {}", event.kind),
-        }
-    }
-
-    fn allocate(&mut self, tgid: u32, addr: u64, block: Block) {
+impl ProcessHeap {
+    fn allocate(&mut self, addr: u64, block: Block) {
         self.totals.allocations += 1;
         self.totals.allocated_bytes += block.size;
-        self.blocks.insert((tgid, addr), block);
+        self.blocks.insert(addr, block);
     }
 
-    fn free(&mut self, tgid: u32, addr: u64) {
-        match self.blocks.remove(&(tgid, addr)) {
+    fn free(&mut self, addr: u64) {
+        match self.blocks.remove(&addr) {
             Some(block) => {
                 self.totals.frees += 1;
                 self.totals.freed_bytes += block.size;
@@ -79,43 +79,109 @@ impl HeapTable {
     /// NULL (glibc); a failure returns NULL and keeps `p`; otherwise `p` is freed and the
     /// result is a new block from this stack (even when it did not move).
     fn reallocate(&mut self, event: &Event, block: Block) {
-        let (tgid, old, new) = (event.tgid, event.old_addr, event.addr);
-        match (old, new) {
+        match (event.old_addr, event.addr) {
             (0, 0) => {} // realloc(NULL, n) that failed: nothing changed
-            (0, new) => self.allocate(tgid, new, block),
-            (old, 0) if event.size == 0 => self.free(tgid, old),
+            (0, new) => self.allocate(new, block),
+            (old, 0) if event.size == 0 => self.free(old),
             (_, 0) => self.totals.failed_reallocs += 1,
             (old, new) => {
-                self.free(tgid, old);
-                self.allocate(tgid, new, block);
+                self.free(old);
+                self.allocate(new, block);
             }
         }
     }
 
+    fn outstanding_bytes(&self) -> u64 {
+        self.blocks.values().map(|block| block.size).sum()
+    }
+}
+
+/// What one process holds and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessTotals {
+    pub outstanding_bytes: u64,
+    pub outstanding_blocks: u64,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Default)]
+pub struct HeapTable {
+    processes: HashMap<u32, ProcessHeap>,
+}
+
+impl HeapTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event from the kernel.
+    pub fn apply(&mut self, event: &Event) {
+        let block = Block { size: event.size, stack_id: event.stack_id, timestamp_ns: event.timestamp_ns };
+        let process = self.processes.entry(event.tgid).or_default();
+        match EventKind::from_u32(event.kind) {
+            Some(EventKind::Alloc) => process.allocate(event.addr, block),
+            Some(EventKind::Free) => process.free(event.addr),
+            Some(EventKind::Realloc) => process.reallocate(event, block),
+            None => log::warn!("ignoring an event of unknown kind {}", event.kind),
+        }
+    }
+
+    /// The process replaced its image with exec: its outstanding blocks are gone with the old
+    /// address space. They are counted, not reported.
+    pub fn drop_image(&mut self, tgid: u32) {
+        if let Some(process) = self.processes.get_mut(&tgid) {
+            process.totals.dropped_by_exec += process.blocks.len() as u64;
+            process.blocks.clear();
+        }
+    }
+
+    /// Processes that sent at least one event, in pid order.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.processes.keys().copied().collect();
+        pids.sort();
+        pids
+    }
+
+    /// One process's numbers (zero for a process never seen).
+    pub fn process(&self, tgid: u32) -> ProcessTotals {
+        self.processes.get(&tgid).map_or_else(ProcessTotals::default, |process| ProcessTotals {
+            outstanding_bytes: process.outstanding_bytes(),
+            outstanding_blocks: process.blocks.len() as u64,
+            totals: process.totals,
+        })
+    }
+
+    /// All processes together.
     pub fn totals(&self) -> Totals {
-        self.totals
+        let mut sum = Totals::default();
+        for process in self.processes.values() {
+            sum.add(&process.totals);
+        }
+        sum
     }
 
     pub fn outstanding_blocks(&self) -> usize {
-        self.blocks.len()
+        self.processes.values().map(|process| process.blocks.len()).sum()
     }
 
     pub fn outstanding_bytes(&self) -> u64 {
-        self.blocks.values().map(|block| block.size).sum()
+        self.processes.values().map(ProcessHeap::outstanding_bytes).sum()
     }
 
     /// Outstanding bytes and blocks per (process, stack), most bytes first.
     pub fn by_stack(&self) -> Vec<StackTotal> {
         let mut totals: HashMap<(u32, i32), StackTotal> = HashMap::new();
-        for (&(tgid, _), block) in &self.blocks {
-            let total = totals.entry((tgid, block.stack_id)).or_insert(StackTotal {
-                tgid,
-                stack_id: block.stack_id,
-                bytes: 0,
-                allocations: 0,
-            });
-            total.bytes += block.size;
-            total.allocations += 1;
+        for (&tgid, process) in &self.processes {
+            for block in process.blocks.values() {
+                let total = totals.entry((tgid, block.stack_id)).or_insert(StackTotal {
+                    tgid,
+                    stack_id: block.stack_id,
+                    bytes: 0,
+                    allocations: 0,
+                });
+                total.bytes += block.size;
+                total.allocations += 1;
+            }
         }
         let mut totals: Vec<StackTotal> = totals.into_values().collect();
         totals.sort_by(|a, b| {
@@ -131,6 +197,22 @@ mod tests {
 
     fn event(kind: EventKind, addr: u64, size: u64, old_addr: u64, stack_id: i32) -> Event {
         Event { kind: kind as u32, tgid: 7, stack_id, _padding: 0, size, addr, old_addr, timestamp_ns: 1 }
+    }
+
+    #[test]
+    fn processes_are_kept_apart_and_exec_drops_an_image() {
+        let mut heap = HeapTable::new();
+        heap.apply(&event(EventKind::Alloc, 0x10, 100, 0, 1));
+        heap.apply(&Event { tgid: 8, ..event(EventKind::Alloc, 0x10, 30, 0, 1) });
+        // The same address in another process is another block.
+        heap.apply(&Event { tgid: 8, ..event(EventKind::Free, 0x10, 0, 0, 0) });
+        assert_eq!(heap.process(7).outstanding_bytes, 100);
+        assert_eq!(heap.process(8).outstanding_bytes, 0);
+        assert_eq!(heap.pids(), vec![7, 8]);
+        heap.drop_image(7);
+        assert_eq!(heap.process(7).outstanding_blocks, 0);
+        assert_eq!(heap.process(7).totals.dropped_by_exec, 1);
+        assert_eq!(heap.totals().allocations, 2);
     }
 
     #[test]

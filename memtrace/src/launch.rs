@@ -1,13 +1,18 @@
 //! Starting a command for `memtrace run`: fork, attach, then exec, so that no allocation is
-//! missed; and holding it at exit so that its mappings can be read before they vanish.
+//! missed; following its children the same way; and holding each process at exit so that its
+//! mappings can be read before they vanish.
 //!
 //! A dedicated thread forks the child, which waits on a pipe before calling `execve`. The
-//! thread seizes it with ptrace (`PTRACE_O_TRACEEXIT` only: no stop at exec, signals passed
-//! through unchanged, job-control stops kept with `PTRACE_LISTEN`) and reports its pid. Once
-//! the probes are attached the caller releases it. At exit the kernel stops it before its
-//! address space is torn down; the caller snapshots it and lets it go. If memtrace dies, the
-//! kernel detaches ptrace and the child runs on.
+//! thread seizes it with ptrace and reports its pid; once the probes are attached the caller
+//! releases it. From then on the thread reports, and holds until the caller resumes it, every
+//! moment that needs probes or a snapshot: a new child (`PTRACE_O_TRACEFORK`/`VFORK`, held
+//! before its first instruction), an exec (a new image may need other probes), an exit (held
+//! before the address space is torn down). Signals pass through unchanged and job-control
+//! stops are kept (`PTRACE_LISTEN`). Threads are not traced: probes cover a whole process.
+//! When the first process exits the thread ends, which detaches any children still running;
+//! if memtrace dies, the kernel detaches them all and they run on.
 use std::{
+    collections::{HashMap, HashSet},
     ffi::{CString, OsString},
     io,
     os::unix::ffi::{OsStrExt, OsStringExt},
@@ -48,18 +53,22 @@ impl Ending {
     }
 }
 
-/// What the target did, in order.
+/// What the traced processes did, in order. Every event whose doc says "held" keeps that
+/// process stopped until [`Launched::resume`].
 #[derive(Debug)]
 pub enum TargetEvent {
-    /// `execve` succeeded.
+    /// `execve` of the command succeeded.
     Started,
-    /// `execve` failed; the child exits.
+    /// `execve` of the command failed; the child exits.
     ExecFailed(io::Error),
-    /// The target is stopped on its way out, its memory still mapped. Call
-    /// [`Launched::resume`] to let it finish.
-    Exiting,
-    /// The target is gone.
-    Ended(Ending),
+    /// A traced process forked `pid`; held before its first instruction.
+    Spawned { pid: u32, parent: Option<u32> },
+    /// `pid` replaced its image with exec; held before the new image runs.
+    Exec { pid: u32 },
+    /// `pid` is on its way out, its memory still mapped; held.
+    Exiting { pid: u32 },
+    /// `pid` is gone. For the command itself, this is the last event.
+    Ended { pid: u32, ending: Ending },
 }
 
 enum Control {
@@ -80,7 +89,7 @@ impl Launched {
         let _ = self.control.send(Control::Release);
     }
 
-    /// Lets a target stopped at exit finish exiting.
+    /// Lets the process held by the last event go on.
     pub fn resume(&self) {
         let _ = self.control.send(Control::Resume);
     }
@@ -117,8 +126,9 @@ fn is_executable(path: &Path) -> bool {
     unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
 }
 
-/// Forks `program` held before `execve`, traced for its exit. `argv[0]` is `args[0]`.
-pub fn launch(program: &Path, args: &[OsString]) -> Result<Launched, LaunchError> {
+/// Forks `program` held before `execve`, traced for exec and exit, and with `follow_forks` its
+/// children too. `argv[0]` is `args[0]`.
+pub fn launch(program: &Path, args: &[OsString], follow_forks: bool) -> Result<Launched, LaunchError> {
     let name = program.display().to_string();
     let system = |step: &'static str| {
         let program = name.clone();
@@ -146,7 +156,7 @@ pub fn launch(program: &Path, args: &[OsString]) -> Result<Launched, LaunchError
     let (pid_tx, pid_rx) = std_mpsc::channel::<Result<u32, LaunchError>>();
     let (control_tx, control_rx) = std_mpsc::channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
-    let child = Child { path, argv, envp, name: name.clone() };
+    let child = Child { path, argv, envp, name: name.clone(), follow_forks };
     thread::Builder::new()
         .name("memtrace-tracer".into())
         .spawn(move || child.supervise(pid_tx, control_rx, event_tx))
@@ -163,6 +173,7 @@ struct Child {
     argv: Vec<CString>,
     envp: Vec<CString>,
     name: String,
+    follow_forks: bool,
 }
 
 impl Child {
@@ -195,10 +206,7 @@ impl Child {
             });
         }
         close(exec_errors);
-        let ending = wait_for_end(pid, &control, &events);
-        if let Some(ending) = ending {
-            let _ = events.send(TargetEvent::Ended(ending));
-        }
+        follow(pid, &control, &events);
     }
 
     /// Forks; the child blocks on the gate pipe, then execs. Returns (pid, gate write end,
@@ -246,10 +254,12 @@ impl Child {
         }
         close(gate_read);
         close(error_write);
+        let mut options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC;
+        if self.follow_forks {
+            options |= libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+        }
         // SAFETY: seizing our own child; options as documented in ptrace(2).
-        let seized = unsafe {
-            libc::ptrace(libc::PTRACE_SEIZE, pid, 0, libc::PTRACE_O_TRACEEXIT as libc::c_long)
-        };
+        let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options as libc::c_long) };
         if seized != 0 {
             let error = io::Error::last_os_error();
             close(gate_write);
@@ -261,49 +271,94 @@ impl Child {
     }
 }
 
-/// Follows the traced child until it is gone, passing signals through untouched.
-fn wait_for_end(
-    pid: libc::pid_t,
-    control: &std_mpsc::Receiver<Control>,
-    events: &mpsc::UnboundedSender<TargetEvent>,
-) -> Option<Ending> {
+/// Follows the traced processes until the command itself is gone, passing signals through
+/// untouched and holding each process at the moments the caller must act on.
+fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &mpsc::UnboundedSender<TargetEvent>) {
+    let mut known: HashSet<libc::pid_t> = HashSet::from([command]);
+    let mut parents: HashMap<libc::pid_t, libc::pid_t> = HashMap::new();
+    // Reports an event and waits until the caller has acted on it (or is gone).
+    let hold = |event: TargetEvent| {
+        let _ = events.send(event);
+        let _ = control.recv();
+    };
     loop {
         let mut status = 0;
-        // SAFETY: waiting for our own traced child.
-        if unsafe { libc::waitpid(pid, &mut status, libc::__WALL) } < 0 {
+        // SAFETY: waiting for any of our traced processes.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if pid < 0 {
             let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EINTR) {
-                continue;
+            match error.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return,
+                _ => {
+                    log::warn!("lost track of the traced processes: {error}");
+                    return;
+                }
             }
-            log::warn!("lost track of process {pid}: {error}");
-            return None;
         }
-        if libc::WIFEXITED(status) {
-            return Some(Ending::Exited(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Some(Ending::Killed(libc::WTERMSIG(status)));
+        let ending = if libc::WIFEXITED(status) {
+            Some(Ending::Exited(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(Ending::Killed(libc::WTERMSIG(status)))
+        } else {
+            None
+        };
+        if let Some(ending) = ending {
+            known.remove(&pid);
+            let _ = events.send(TargetEvent::Ended { pid: pid as u32, ending });
+            if pid == command {
+                return; // ending this thread detaches any children still running
+            }
+            continue;
         }
         if !libc::WIFSTOPPED(status) {
             continue;
         }
         let signal = libc::WSTOPSIG(status);
-        let (request, data) = match status >> 16 {
+        let event = status >> 16;
+        if known.insert(pid) {
+            // A child attached at its fork, stopped before its first instruction.
+            let parent = parents.remove(&pid).or_else(|| parent_of(pid));
+            hold(TargetEvent::Spawned { pid: pid as u32, parent: parent.map(|parent| parent as u32) });
+            resume(pid, libc::PTRACE_CONT, if event == 0 { signal } else { 0 });
+            continue;
+        }
+        let (request, data) = match event {
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                let mut child: libc::c_ulong = 0;
+                // SAFETY: reading the new child's pid for a process stopped at its fork.
+                unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, pid, 0, &mut child) };
+                parents.insert(child as libc::pid_t, pid);
+                (libc::PTRACE_CONT, 0)
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                hold(TargetEvent::Exec { pid: pid as u32 });
+                (libc::PTRACE_CONT, 0)
+            }
             libc::PTRACE_EVENT_EXIT => {
-                let _ = events.send(TargetEvent::Exiting);
-                // Wait for the snapshot; a closed channel means memtrace is done with it.
-                let _ = control.recv();
+                hold(TargetEvent::Exiting { pid: pid as u32 });
                 (libc::PTRACE_CONT, 0)
             }
             // A job-control stop: stay stopped until SIGCONT, as without a tracer.
             libc::PTRACE_EVENT_STOP if signal != libc::SIGTRAP => (libc::PTRACE_LISTEN, 0),
             libc::PTRACE_EVENT_STOP => (libc::PTRACE_CONT, 0),
-            // A signal on its way to the target: deliver it unchanged.
+            // A signal on its way to the process: deliver it unchanged.
             _ => (libc::PTRACE_CONT, signal),
         };
-        // SAFETY: resuming our own stopped tracee.
-        unsafe { libc::ptrace(request, pid, 0, data as libc::c_long) };
+        resume(pid, request, data);
     }
+}
+
+fn resume(pid: libc::pid_t, request: libc::c_uint, signal: i32) {
+    // SAFETY: resuming one of our stopped tracees.
+    unsafe { libc::ptrace(request, pid, 0, signal as libc::c_long) };
+}
+
+/// The parent pid of a process, from /proc/PID/stat.
+fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces: fields follow the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn read_exec_error(fd: i32) -> Option<io::Error> {

@@ -2,12 +2,15 @@
 //!
 //! Every link lives inside the `Probes` value: dropping it, or memtrace exiting for any reason
 //! (the kernel closes the perf event fds), removes every probe.
-use std::num::NonZeroU32;
+use std::{collections::HashMap, num::NonZeroU32};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{UProbe, uprobe::UProbeScope},
+    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        UProbe,
+        uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
+    },
 };
 use memtrace_common::{Counter, names};
 use thiserror::Error;
@@ -23,6 +26,19 @@ pub struct ProbeSettings {
     pub stack_slots: u32,
     /// Some target's operator delete will be probed: `free` must then check delete's marks.
     pub outer_frees: bool,
+    /// Probes are attached for all processes, and only those given to [`Probes::trace`] count.
+    pub filter_by_map: bool,
+}
+
+/// Which processes an attachment fires for.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// One process: the kernel filters (no cost to any other process).
+    Process(NonZeroU32),
+    /// Every process mapping the object: the kernel side keeps those in the `TRACED` map.
+    /// Costs one probe hit in every other process calling these functions while memtrace runs,
+    /// but new processes need no attaching, only a map entry.
+    AllProcesses,
 }
 
 #[derive(Debug, Error)]
@@ -38,6 +54,8 @@ pub enum ProbeError {
 /// memtrace's programs, loaded, with their links and maps.
 pub struct Probes {
     ebpf: Ebpf,
+    /// The links made for each process, so they can be let go when it ends.
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
 
 /// How many events the kernel side dropped or degraded, by reason, summed over CPUs.
@@ -57,10 +75,12 @@ impl Probes {
         // A ring buffer must be a power-of-two number of pages.
         let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
         let outer_frees = u8::from(settings.outer_frees);
+        let filter_by_map = u8::from(settings.filter_by_map);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::STACKS, settings.stack_slots.max(1))
             .override_global(names::HAS_OUTER_FREES, &outer_frees, true)
+            .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
         for name in [
@@ -78,7 +98,7 @@ impl Probes {
                 .load()
                 .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))?;
         }
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, links: HashMap::new() })
     }
 
     /// Starts forwarding kernel-side log records (aya-log) to the `log` crate.
@@ -100,21 +120,26 @@ impl Probes {
     }
 
     /// Attaches the entry (and, for allocating functions, return) probes to every allocator
-    /// function, for `pid` only.
-    pub fn attach(&mut self, allocator: &Allocator, pid: NonZeroU32) -> Result<(), ProbeError> {
+    /// function, for one process or all.
+    pub fn attach(&mut self, allocator: &Allocator, scope: Scope) -> Result<(), ProbeError> {
+        let (uprobe_scope, owner, whom) = match scope {
+            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get(), format!("pid {pid}")),
+            Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),
+        };
         for point in &allocator.probes {
             let entry = point.shape.entry_program();
             let programs = std::iter::once(entry).chain(point.shape.allocates().then_some(names::ALLOC_EXIT));
             for program in programs {
-                uprobe(&mut self.ebpf, program)?
-                    .attach(point.file_offset, &point.object.path, UProbeScope::OneProcess(pid))
+                let link = uprobe(&mut self.ebpf, program)?
+                    .attach(point.file_offset, &point.object.path, uprobe_scope)
                     .map_err(|error| ProbeError::Attach {
                         function: point.symbol.clone(),
                         object: point.object.name.clone(),
                         detail: format!("{error:#}"),
                     })?;
+                self.links.entry(owner).or_default().push((program, link));
                 log::info!(
-                    "attached {program} to {} at {:#x} in {} for pid {pid}",
+                    "attached {program} to {} at {:#x} in {} for {whom}",
                     point.symbol,
                     point.file_offset,
                     point.object.name
@@ -122,6 +147,41 @@ impl Probes {
             }
         }
         Ok(())
+    }
+
+    /// Counts `pid` in (or out) when the probes are attached for all processes.
+    pub fn trace(&mut self, pid: u32, traced: bool) -> Result<(), ProbeError> {
+        let map = self.ebpf.map_mut(names::TRACED).ok_or_else(|| missing(names::TRACED))?;
+        let mut set: AyaHashMap<_, u32, u8> =
+            AyaHashMap::try_from(map).map_err(|error| map_error(names::TRACED, error))?;
+        let result = if traced { set.insert(pid, 1, 0) } else { set.remove(&pid) };
+        result.map_err(|error| map_error(names::TRACED, error))
+    }
+
+    /// Removes the probes attached for a process that has ended, freeing their descriptors,
+    /// in the background.
+    pub fn detach_process(&mut self, pid: u32) {
+        let links = self.take_links(pid);
+        std::thread::spawn(move || drop_together(links));
+    }
+
+    /// Removes every probe and waits until they are gone.
+    pub fn detach_all(&mut self) {
+        let pids: Vec<u32> = self.links.keys().copied().collect();
+        let links = pids.into_iter().flat_map(|pid| self.take_links(pid)).collect();
+        drop_together(links);
+    }
+
+    fn take_links(&mut self, pid: u32) -> Vec<UProbeLink> {
+        let mut taken = Vec::new();
+        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
+            match uprobe(&mut self.ebpf, program).map(|probe| probe.take_link(link)) {
+                Ok(Ok(link)) => taken.push(link),
+                Ok(Err(error)) => log::debug!("taking {program}'s link for pid {pid}: {error}"),
+                Err(error) => log::debug!("{error}"),
+            }
+        }
+        taken
     }
 
     /// Takes the ring buffer the events arrive on (once).
@@ -155,6 +215,20 @@ impl Probes {
             null_frees: read(Counter::NullFree)?,
         })
     }
+}
+
+/// Drops links concurrently. Removing a uprobe waits for the kernel's grace period (about a
+/// tenth of a second here): one after another the waits add up, side by side they overlap.
+fn drop_together(links: Vec<UProbeLink>) {
+    const THREADS: usize = 64;
+    let per_thread = links.len().div_ceil(THREADS).max(1);
+    let mut links = links;
+    std::thread::scope(|scope| {
+        while !links.is_empty() {
+            let batch: Vec<UProbeLink> = links.drain(..per_thread.min(links.len())).collect();
+            scope.spawn(move || drop(batch));
+        }
+    });
 }
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeError> {

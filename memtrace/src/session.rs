@@ -1,18 +1,22 @@
 //! `run` and `record`: wiring probes, events, heap table, symbolizer and report together.
 use std::{
+    collections::{BTreeMap, HashMap, HashSet},
     ffi::OsString,
     io::IsTerminal,
     num::NonZeroU32,
-    os::fd::{FromRawFd, OwnedFd},
-    path::Path,
+    os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::{ffi::OsStringExt, fs::MetadataExt},
+    },
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, StackTraceMap};
 use tokio::{
-    io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
 };
 
 use crate::{
@@ -23,13 +27,17 @@ use crate::{
     launch::{self, Ending, TargetEvent},
     output::{Console, ReportSink},
     preflight,
-    probes::{KernelCounters, ProbeSettings, Probes},
-    report::{Mode, Report, ReportInput, Target, Window},
+    probes::{KernelCounters, ProbeSettings, Probes, Scope},
+    report::{Counts, Mode, ProcessReport, Report, ReportInput, Target, Window},
     symbolize::{Frame, Symbolizer},
 };
 
-/// Exit code of `record` when the target exited before the window ended.
+/// Exit code of `record` when every target exited before the window ended.
 pub const EXIT_TARGET_GONE: i32 = 1;
+
+/// A probe point's identity: the file (device, inode) and the offset in it. Two paths to one
+/// file (`/proc/PID/root/...`, a symlink) are one point, probed once per process.
+type PointId = (u64, u64, u64);
 
 /// One trace: the probes, the events they send, and what the agent made of them.
 struct Trace {
@@ -43,15 +51,24 @@ struct Trace {
     /// outside the trace: before every probe was attached, or after the window closed while
     /// the probes were being removed.
     window: Window,
+    /// Probes are attached once for all processes and `TRACED` says which count (run mode
+    /// following forks); otherwise each process gets its own.
+    all_processes: bool,
+    /// The points probed for each process (key 0: for all), so that an exec adds only what is
+    /// new.
+    attached: HashMap<u32, HashSet<PointId>>,
+    /// Every process traced, by pid.
+    processes: BTreeMap<u32, ProcessReport>,
 }
 
 impl Trace {
-    /// Checks privileges and kernel, then loads the programs (nothing attached yet).
-    fn load(args: &TraceArgs, outer_frees: bool) -> Result<Self> {
+    /// Loads the programs (nothing attached yet).
+    fn load(args: &TraceArgs, outer_frees: bool, all_processes: bool) -> Result<Self> {
         let mut probes = Probes::load(ProbeSettings {
             ring_buffer_bytes: args.ring_buffer_size,
             stack_slots: args.stack_slots,
             outer_frees,
+            filter_by_map: all_processes,
         })?;
         probes.forward_kernel_logs();
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
@@ -64,15 +81,71 @@ impl Trace {
             symbolizer: Symbolizer::new(),
             counters: KernelCounters::default(),
             window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
+            all_processes,
+            attached: HashMap::new(),
+            processes: BTreeMap::new(),
         })
     }
 
+    /// Attaches the allocator's probes for `pid`, skipping points already probed for it.
     fn attach(&mut self, allocator: &Allocator, pid: u32) -> Result<()> {
         let pid = NonZeroU32::new(pid).context("pid 0 cannot be traced")?;
+        let (scope, key) = if self.all_processes { (Scope::AllProcesses, 0) } else { (Scope::Process(pid), pid.get()) };
+        let attached = self.attached.entry(key).or_default();
+        let new = Allocator {
+            probes: allocator
+                .probes
+                .iter()
+                .filter(|point| {
+                    let id = std::fs::metadata(&point.object.path)
+                        .map(|file| (file.dev(), file.ino(), point.file_offset))
+                        .unwrap_or((0, 0, point.file_offset));
+                    attached.insert(id)
+                })
+                .cloned()
+                .collect(),
+        };
         if let Some(probes) = &mut self.probes {
-            probes.attach(allocator, pid)?;
+            probes.attach(&new, scope)?;
+            if self.all_processes {
+                probes.trace(pid.get(), true)?;
+            }
         }
         Ok(())
+    }
+
+    /// Starts keeping the record of a traced process.
+    fn track(&mut self, pid: u32, parent_pid: Option<u32>, command: Vec<String>) {
+        self.processes.insert(
+            pid,
+            ProcessReport {
+                pid,
+                parent_pid,
+                command,
+                exit_code: None,
+                signal: None,
+                exited: false,
+                summary: Counts::default(),
+            },
+        );
+    }
+
+    fn ended(&mut self, pid: u32, ending: Option<Ending>) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.exited = true;
+            match ending {
+                Some(Ending::Exited(code)) => process.exit_code = Some(code),
+                Some(Ending::Killed(signal)) => process.signal = Some(signal),
+                None => {}
+            }
+        }
+        if let Some(probes) = &mut self.probes {
+            if self.all_processes {
+                let _ = probes.trace(pid, false);
+            } else {
+                probes.detach_process(pid);
+            }
+        }
     }
 
     fn drain(&mut self) {
@@ -96,11 +169,12 @@ impl Trace {
 
     /// Removes every probe, keeping the counters, then takes in the last events.
     fn detach(&mut self) {
-        if let Some(probes) = self.probes.take() {
+        if let Some(mut probes) = self.probes.take() {
             match probes.counters() {
                 Ok(counters) => self.counters = counters,
                 Err(error) => log::warn!("{error}"),
             }
+            probes.detach_all();
         }
         self.drain();
     }
@@ -109,6 +183,7 @@ impl Trace {
         let input = ReportInput {
             mode,
             target,
+            processes: self.processes.values().cloned().collect(),
             duration_seconds: duration.as_secs_f64(),
             allocator: allocator.name().to_owned(),
             heap: &self.heap,
@@ -159,15 +234,20 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let program = launch::resolve_program(Path::new(&args.command[0]))?;
     preflight::check_privileges()?;
     preflight::check_kernel()?;
+    let selection = selection(&args.trace);
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let allocator = allocator::for_command(&program, &environment, &selection(&args.trace))?;
-    let mut trace = Trace::load(&args.trace, allocator.has_deletes())?;
-    let mut target = launch::launch(&program, &args.command)?;
-    trace.attach(&allocator, target.pid)?;
+    let allocator = allocator::for_command(&program, &environment, &selection)?;
+    // Children may exec C++ programs, whose operator delete pairs with free.
+    let mut trace = Trace::load(&args.trace, allocator.has_deletes() || args.follow_forks, args.follow_forks)?;
+    let mut target = launch::launch(&program, &args.command, args.follow_forks)?;
+    let main_pid = target.pid;
+    trace.attach(&allocator, main_pid)?;
+    trace.track(main_pid, None, args.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect());
+    let mut allocators: HashMap<u32, Allocator> = HashMap::from([(main_pid, allocator.clone())]);
     trace.open_window();
     target.release();
     let started = Instant::now();
-    log::info!("started {} as pid {}", program.display(), target.pid);
+    log::info!("started {} as pid {main_pid}", program.display());
 
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
@@ -183,35 +263,77 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                 Some(TargetEvent::ExecFailed(error)) => {
                     return Err(launch::LaunchError::Exec { program: program.display().to_string(), source: error }.into());
                 }
-                Some(TargetEvent::Exiting) => {
-                    // Stopped on its way out, memory still mapped: everything it did is in the
-                    // ring buffer, and its mappings can be read one last time.
+                Some(TargetEvent::Spawned { pid, parent }) => {
+                    // A fork runs its parent's image: the same allocator.
+                    let inherited = parent.and_then(|parent| allocators.get(&parent)).cloned();
+                    match inherited.map_or_else(|| allocator::for_process(pid, &selection), Ok) {
+                        Ok(allocator) => {
+                            if let Err(error) = trace.attach(&allocator, pid) {
+                                eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}");
+                            }
+                            allocators.insert(pid, allocator);
+                        }
+                        Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}"),
+                    }
+                    trace.track(pid, parent, command_line(pid));
+                    target.resume();
+                }
+                Some(TargetEvent::Exec { pid }) => {
+                    // The old image and its blocks are gone; the new one may use another
+                    // allocator (a static binary, another libc), probed before it runs.
                     trace.drain();
-                    if let Err(error) = trace.symbolizer.snapshot(target.pid) {
-                        log::warn!("cannot read the mappings of process {}: {error}", target.pid);
+                    trace.heap.drop_image(pid);
+                    match allocator::for_command(&PathBuf::from(format!("/proc/{pid}/exe")), &environment_of(pid), &selection) {
+                        Ok(allocator) => {
+                            if let Err(error) = trace.attach(&allocator, pid) {
+                                eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}");
+                            }
+                            allocators.insert(pid, allocator);
+                        }
+                        Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}"),
+                    }
+                    if let Some(process) = trace.processes.get_mut(&pid) {
+                        process.command = command_line(pid);
                     }
                     target.resume();
                 }
-                Some(TargetEvent::Ended(ending)) => break Some(ending),
+                Some(TargetEvent::Exiting { pid }) => {
+                    // Stopped on its way out, memory still mapped: everything it did is in the
+                    // ring buffer, and its mappings can be read one last time.
+                    trace.drain();
+                    if let Err(error) = trace.symbolizer.snapshot(pid) {
+                        log::warn!("cannot read the mappings of process {pid}: {error}");
+                    }
+                    target.resume();
+                }
+                Some(TargetEvent::Ended { pid, ending }) => {
+                    trace.ended(pid, Some(ending));
+                    if pid == main_pid {
+                        break Some(ending);
+                    }
+                }
                 None => break None,
             },
-            _ = terminate.recv() => forward(target.pid, libc::SIGTERM),
-            _ = hangup.recv() => forward(target.pid, libc::SIGHUP),
+            _ = terminate.recv() => forward(main_pid, libc::SIGTERM),
+            _ = hangup.recv() => forward(main_pid, libc::SIGHUP),
             // From a terminal, Ctrl-C reaches the target directly (same process group); only a
             // SIGINT sent to memtrace alone is passed on.
-            _ = interrupt.recv() => if !foreground_of_terminal() { forward(target.pid, libc::SIGINT) },
+            _ = interrupt.recv() => if !foreground_of_terminal() { forward(main_pid, libc::SIGINT) },
         }
     };
     let duration = started.elapsed();
     trace.close_window();
-    trace.detach();
-    if !trace.symbolizer.knows(target.pid) {
-        eprintln!("memtrace: warning: process {} ended before its mappings could be read (killed with SIGKILL?); frames show addresses only", target.pid);
+    // Children still running when the command ended keep what they hold so far.
+    for pid in trace.processes.keys().copied().collect::<Vec<_>>() {
+        if !trace.symbolizer.knows(pid) && trace.symbolizer.snapshot(pid).is_err() {
+            eprintln!("memtrace: warning: process {pid} ended before its mappings could be read (killed with SIGKILL?); its frames show addresses only");
+        }
     }
+    trace.detach();
     let report = trace.report(
         Mode::Run,
         Target {
-            pid: target.pid,
+            pid: main_pid,
             command: args.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
             exit_code: match ending { Some(Ending::Exited(code)) => Some(code), _ => None },
             signal: match ending { Some(Ending::Killed(signal)) => Some(signal), _ => None },
@@ -225,24 +347,37 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     Ok(ending.map_or(1, Ending::shell_code))
 }
 
-/// `memtrace record`: returns 0, or [`EXIT_TARGET_GONE`] when the target exited first.
+/// `memtrace record`: returns 0, or [`EXIT_TARGET_GONE`] when every target exited first.
 pub async fn record(args: RecordArgs) -> Result<i32> {
     let sink = ReportSink::open(args.report.output.as_deref(), Console::Stdout)?;
-    let pid = args.pid.get();
+    let mut pids: Vec<u32> = args.pids.iter().map(|pid| pid.get()).collect();
+    pids.dedup();
     preflight::check_privileges()?;
     preflight::check_kernel()?;
-    let allocator = allocator::for_process(pid, &selection(&args.trace))?;
-    let mut trace = Trace::load(&args.trace, allocator.has_deletes())?;
-    let command = command_line(pid);
-    let exited = process_exit_watch(pid)?;
-    trace.symbolizer.snapshot(pid).with_context(|| format!("reading the mappings of process {pid}"))?;
-    trace.attach(&allocator, pid)?;
+    let selection = selection(&args.trace);
+    let allocators = pids
+        .iter()
+        .map(|&pid| allocator::for_process(pid, &selection))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut trace = Trace::load(&args.trace, allocators.iter().any(Allocator::has_deletes), false)?;
+    let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
+    for (&pid, allocator) in pids.iter().zip(&allocators) {
+        watch_exit(pid, exited_tx.clone())?;
+        trace.symbolizer.snapshot(pid).with_context(|| format!("reading the mappings of process {pid}"))?;
+        trace.attach(allocator, pid)?;
+        trace.track(pid, None, command_line(pid));
+    }
     trace.open_window();
     let started = Instant::now();
+    let described: Vec<String> = trace
+        .processes
+        .values()
+        .map(|process| format!("pid {} ({})", process.pid, process.command.join(" ")))
+        .collect();
     eprintln!(
-        "memtrace: tracing pid {pid} ({}) through {}; {}",
-        command.join(" "),
-        allocator.name(),
+        "memtrace: tracing {} through {}; {}",
+        described.join(", "),
+        allocators[0].name(),
         match args.duration {
             Some(duration) => format!("stopping after {duration:?} or on Ctrl-C"),
             None => "Ctrl-C to stop".to_owned(),
@@ -253,13 +388,20 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     tokio::pin!(deadline);
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let target_exited = loop {
+    let mut running = pids.len();
+    let all_exited = loop {
         tokio::select! {
             ready = trace.events.readable() => {
                 ready.context("reading the ring buffer")?;
                 trace.drain();
             }
-            _ = exited.readable() => break true,
+            Some(pid) = exited_rx.recv() => {
+                trace.ended(pid, None);
+                running -= 1;
+                if running == 0 {
+                    break true;
+                }
+            }
             _ = &mut deadline => break false,
             _ = terminate.recv() => break false,
             _ = interrupt.recv() => break false,
@@ -267,23 +409,26 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     };
     let duration = started.elapsed();
     trace.close_window();
-    if !target_exited {
-        // Refresh the mappings: libraries loaded during the window get names too.
-        if let Err(error) = trace.symbolizer.snapshot(pid) {
+    for &pid in &pids {
+        // Refresh the mappings of the living: libraries loaded during the window get names too.
+        if !trace.processes[&pid].exited && let Err(error) = trace.symbolizer.snapshot(pid) {
             log::warn!("cannot re-read the mappings of process {pid}: {error}");
         }
     }
     trace.detach();
-    let report = trace.report(
-        Mode::Record,
-        Target { pid, command, exit_code: None, signal: None, exited: target_exited },
-        duration,
-        &allocator,
-        args.report.top,
-    );
+    let first = &trace.processes[&pids[0]];
+    let target = Target {
+        pid: first.pid,
+        command: first.command.clone(),
+        exit_code: None,
+        signal: None,
+        exited: first.exited,
+    };
+    let report = trace.report(Mode::Record, target, duration, &allocators[0], args.report.top);
     sink.write(&report, args.report.format, args.report.top)?;
-    if target_exited {
-        eprintln!("memtrace: process {pid} exited during the trace; the report covers it up to its exit");
+    if all_exited {
+        let which = if pids.len() == 1 { format!("process {}", pids[0]) } else { "every process".to_owned() };
+        eprintln!("memtrace: {which} exited during the trace; the report covers it up to its exit");
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
@@ -315,20 +460,33 @@ fn foreground_of_terminal() -> bool {
     unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
-fn command_line(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|bytes| {
-            bytes
-                .split(|&byte| byte == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect()
-        })
+/// Splits a NUL-separated /proc file into its entries.
+fn nul_separated(path: String) -> Vec<Vec<u8>> {
+    std::fs::read(path)
+        .map(|bytes| bytes.split(|&byte| byte == 0).filter(|entry| !entry.is_empty()).map(<[u8]>::to_vec).collect())
         .unwrap_or_default()
 }
 
-/// A pidfd that becomes readable when the process exits.
-fn process_exit_watch(pid: u32) -> Result<AsyncFd<OwnedFd>> {
+fn command_line(pid: u32) -> Vec<String> {
+    nul_separated(format!("/proc/{pid}/cmdline"))
+        .into_iter()
+        .map(|arg| String::from_utf8_lossy(&arg).into_owned())
+        .collect()
+}
+
+fn environment_of(pid: u32) -> Vec<(OsString, OsString)> {
+    nul_separated(format!("/proc/{pid}/environ"))
+        .into_iter()
+        .filter_map(|entry| {
+            let split = entry.iter().position(|&byte| byte == b'=')?;
+            let (key, value) = entry.split_at(split);
+            Some((OsString::from_vec(key.to_vec()), OsString::from_vec(value[1..].to_vec())))
+        })
+        .collect()
+}
+
+/// Sends `pid` on `exited` when the process exits (a pidfd turns readable).
+fn watch_exit(pid: u32, exited: mpsc::UnboundedSender<u32>) -> Result<()> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
@@ -340,5 +498,10 @@ fn process_exit_watch(pid: u32) -> Result<AsyncFd<OwnedFd>> {
     }
     // SAFETY: the kernel just returned this fd to us.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    watch_readable(fd).context("watching the process")
+    let watch = watch_readable(fd).context("watching the process")?;
+    tokio::spawn(async move {
+        let _ = watch.readable().await;
+        let _ = exited.send(pid);
+    });
+    Ok(())
 }

@@ -5,7 +5,11 @@ mod text;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{heap::HeapTable, probes::KernelCounters, symbolize::Frame};
+use crate::{
+    heap::{HeapTable, ProcessTotals},
+    probes::KernelCounters,
+    symbolize::Frame,
+};
 
 pub use json::render as render_json;
 pub use text::render as render_text;
@@ -30,7 +34,10 @@ pub struct Report {
     pub window: Window,
     /// The object whose allocator was probed, as the target sees its path.
     pub allocator: String,
+    /// All processes together.
     pub summary: Summary,
+    /// Each traced process (the target, and in run mode its children) with its own numbers.
+    pub processes: Vec<ProcessReport>,
     /// Stacks holding outstanding memory, most bytes first.
     pub stacks: Vec<Stack>,
 }
@@ -56,8 +63,9 @@ pub struct Window {
     pub end_monotonic_ns: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
+/// Allocation numbers, for one process or for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counts {
     pub outstanding_bytes: u64,
     pub outstanding_allocations: u64,
     pub total_allocations: u64,
@@ -68,10 +76,50 @@ pub struct Summary {
     /// handed back again by the allocator's housekeeping (glibc's thread-exit cache flush).
     /// Not errors.
     pub unknown_frees: u64,
-    /// `free(NULL)` calls.
-    pub null_frees: u64,
     /// realloc calls that failed and kept their block.
     pub failed_reallocs: u64,
+    /// Blocks outstanding when their process called exec, which discarded them.
+    pub dropped_by_exec: u64,
+}
+
+impl From<ProcessTotals> for Counts {
+    fn from(process: ProcessTotals) -> Self {
+        let totals = process.totals;
+        Counts {
+            outstanding_bytes: process.outstanding_bytes,
+            outstanding_allocations: process.outstanding_blocks,
+            total_allocations: totals.allocations,
+            total_allocated_bytes: totals.allocated_bytes,
+            total_frees: totals.frees,
+            total_freed_bytes: totals.freed_bytes,
+            unknown_frees: totals.unknown_frees,
+            failed_reallocs: totals.failed_reallocs,
+            dropped_by_exec: totals.dropped_by_exec,
+        }
+    }
+}
+
+/// One traced process: who it is, how it ended, and its own numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    /// The traced process that started it (run mode).
+    pub parent_pid: Option<u32>,
+    /// Its command line, after its last exec.
+    pub command: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// It ended before the trace did.
+    pub exited: bool,
+    pub summary: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// `free(NULL)` calls.
+    pub null_frees: u64,
     /// Everything lost on the way; the breakdown is in `lost`.
     pub lost_events: u64,
     pub lost: Lost,
@@ -150,6 +198,8 @@ impl From<Frame> for ReportFrame {
 pub struct ReportInput<'a> {
     pub mode: Mode,
     pub target: Target,
+    /// Every traced process; `summary` is filled in from the heap table.
+    pub processes: Vec<ProcessReport>,
     pub duration_seconds: f64,
     pub allocator: String,
     pub heap: &'a HeapTable,
@@ -166,8 +216,13 @@ impl Report {
         input: ReportInput<'_>,
         mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
     ) -> Self {
-        let totals = input.heap.totals();
         let by_stack = input.heap.by_stack();
+        let processes = input
+            .processes
+            .into_iter()
+            .map(|process| ProcessReport { summary: input.heap.process(process.pid).into(), ..process })
+            .collect();
+        let totals = input.heap.totals();
         let lost = Lost {
             ring_buffer_full: input.counters.ring_buffer_full,
             stack_capture_failed: input.counters.stack_capture_failed,
@@ -195,19 +250,18 @@ impl Report {
             window: input.window,
             allocator: input.allocator,
             summary: Summary {
-                outstanding_bytes: input.heap.outstanding_bytes(),
-                outstanding_allocations: input.heap.outstanding_blocks() as u64,
-                total_allocations: totals.allocations,
-                total_allocated_bytes: totals.allocated_bytes,
-                total_frees: totals.frees,
-                total_freed_bytes: totals.freed_bytes,
-                unknown_frees: totals.unknown_frees,
+                counts: ProcessTotals {
+                    outstanding_bytes: input.heap.outstanding_bytes(),
+                    outstanding_blocks: input.heap.outstanding_blocks() as u64,
+                    totals,
+                }
+                .into(),
                 null_frees: input.counters.null_frees,
-                failed_reallocs: totals.failed_reallocs,
                 lost_events: lost.total(),
                 lost,
                 stacks_total: by_stack.len() as u64,
             },
+            processes,
             stacks,
         }
     }

@@ -11,12 +11,13 @@ pub const DEFAULT_TOP: usize = 10;
 
 pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     let summary = &report.summary;
+    let counts = &summary.counts;
     writeln!(out, "memtrace: {}", headline(report))?;
     writeln!(
         out,
         "{} in {} still outstanding, from {} {}",
-        bytes(summary.outstanding_bytes),
-        plural(summary.outstanding_allocations, "allocation"),
+        bytes(counts.outstanding_bytes),
+        plural(counts.outstanding_allocations, "allocation"),
         summary.stacks_total,
         if summary.stacks_total == 1 { "stack" } else { "stacks" },
     )?;
@@ -41,15 +42,31 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
     if (shown as u64) < summary.stacks_total {
         writeln!(out, "\n... {} more stacks (use --top N to see more)", summary.stacks_total - shown as u64)?;
     }
+    if report.processes.len() > 1 {
+        writeln!(out)?;
+        writeln!(out, "Processes:")?;
+        for process in &report.processes {
+            writeln!(
+                out,
+                "    pid {:<8} {} in {} outstanding, {} ({}) {}",
+                process.pid,
+                bytes(process.summary.outstanding_bytes),
+                plural(process.summary.outstanding_allocations, "allocation"),
+                process.command.join(" "),
+                ending(process.exit_code, process.signal, process.exited),
+                process.parent_pid.map(|parent| format!("child of {parent}")).unwrap_or_default(),
+            )?;
+        }
+    }
     writeln!(out)?;
     writeln!(
         out,
-        "Totals: {} ({}), {} ({}); {} of blocks allocated before tracing, {} of NULL",
-        plural(summary.total_allocations, "allocation"),
-        bytes(summary.total_allocated_bytes),
-        plural(summary.total_frees, "free"),
-        bytes(summary.total_freed_bytes),
-        plural(summary.unknown_frees, "free"),
+        "Totals: {} ({}), {} ({}); {} of blocks not held (allocated before tracing or freed twice by the allocator), {} of NULL",
+        plural(counts.total_allocations, "allocation"),
+        bytes(counts.total_allocated_bytes),
+        plural(counts.total_frees, "free"),
+        bytes(counts.total_freed_bytes),
+        plural(counts.unknown_frees, "free"),
         plural(summary.null_frees, "free"),
     )?;
     let lost = &summary.lost;
@@ -66,15 +83,19 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
     )
 }
 
+fn ending(exit_code: Option<i32>, signal: Option<i32>, exited: bool) -> String {
+    match (exit_code, signal) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) if exited => "exited".to_owned(),
+        (None, None) => "is still running".to_owned(),
+    }
+}
+
 fn headline(report: &Report) -> String {
     let target = &report.target;
     let command = target.command.join(" ");
-    let ending = match (target.exit_code, target.signal) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        (None, None) if target.exited => "exited".to_owned(),
-        (None, None) => "is still running".to_owned(),
-    };
+    let ending = ending(target.exit_code, target.signal, target.exited);
     let verb = match report.mode {
         Mode::Run => "ran",
         Mode::Record => "recorded",
