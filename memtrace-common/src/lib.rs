@@ -14,6 +14,18 @@ pub enum EventKind {
     Free = 2,
     /// `realloc(old_addr, size)` returned `addr` (0 when it failed or freed).
     Realloc = 3,
+    /// `mmap` mapped `size` bytes at `addr`; `flags` has the [`mapping`] bits.
+    Mmap = 4,
+    /// `munmap(addr, size)` succeeded.
+    Munmap = 5,
+    /// `mremap(old_addr, old_size, size)` moved or resized a mapping to `addr`.
+    Mremap = 6,
+    /// `brk(old_addr)` set the break to `addr` (`old_addr` 0: a query).
+    Brk = 7,
+    /// `shmat(old_addr = shmid)` attached a System V segment at `addr`.
+    Shmat = 8,
+    /// `shmdt(addr)` detached a System V segment.
+    Shmdt = 9,
 }
 
 impl EventKind {
@@ -22,9 +34,26 @@ impl EventKind {
             1 => Some(Self::Alloc),
             2 => Some(Self::Free),
             3 => Some(Self::Realloc),
+            4 => Some(Self::Mmap),
+            5 => Some(Self::Munmap),
+            6 => Some(Self::Mremap),
+            7 => Some(Self::Brk),
+            8 => Some(Self::Shmat),
+            9 => Some(Self::Shmdt),
             _ => None,
         }
     }
+}
+
+/// Bits of [`Event::flags`] for mapping events.
+pub mod mapping {
+    /// `MAP_SHARED`: memory shared with other processes (or a file).
+    pub const SHARED: u32 = 1;
+    /// `MAP_ANONYMOUS`: no file behind it.
+    pub const ANONYMOUS: u32 = 2;
+    /// Made inside an allocator call (malloc's own mmap or brk): the block the caller asked
+    /// for is what counts, not this.
+    pub const INTERNAL: u32 = 4;
 }
 
 /// One allocator call, as it completed in the traced process.
@@ -37,13 +66,16 @@ pub struct Event {
     pub tgid: u32,
     /// Id of the user stack in the `STACKS` map; negative (`-errno`) when capture failed.
     pub stack_id: i32,
-    pub _padding: u32,
+    /// For mapping events, [`mapping`] bits.
+    pub flags: u32,
     /// Bytes requested by the caller.
     pub size: u64,
     /// The block returned (alloc, realloc) or passed in (free).
     pub addr: u64,
     /// For realloc: the block passed in.
     pub old_addr: u64,
+    /// For mremap: the old length.
+    pub old_size: u64,
     /// `bpf_ktime_get_ns()` when the call returned.
     pub timestamp_ns: u64,
 }
@@ -77,6 +109,29 @@ pub struct InFlight {
     /// A [`CallKind`] as `u32`.
     pub kind: u32,
     pub _padding: u32,
+}
+
+/// A system call's arguments between its entry and exit tracepoints, keyed by pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallArgs {
+    pub args: [u64; 4],
+    /// Made inside an allocator call.
+    pub internal: u32,
+    pub _padding: u32,
+}
+
+/// A libc memory-mapping wrapper (mmap, mremap, shmat, brk, sbrk) in flight, keyed by
+/// pid_tgid. The system call's event waits here for the wrapper's return, where the user stack
+/// is whole: inside the frameless wrapper, a frame-pointer walk skips the caller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WrapperCall {
+    pub entry_sp: u64,
+    /// 1 when `event` holds a system call's event waiting for its stack.
+    pub armed: u32,
+    pub _padding: u32,
+    pub event: Event,
 }
 
 /// The last block a thread released through an outer free-type function (operator delete),
@@ -133,6 +188,8 @@ pub mod names {
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const FREE_MARKS: &str = "FREE_MARKS";
     pub const TRACED: &str = "TRACED";
+    pub const SYSCALLS: &str = "SYSCALLS";
+    pub const WRAPPERS: &str = "WRAPPERS";
 
     /// Global set at load time: 1 when the probes are attached for every process and the
     /// `TRACED` map says which processes count (run mode following forks).
@@ -160,6 +217,26 @@ pub mod names {
     pub const FREE_ENTER: &str = "free_enter";
     /// `operator delete(ptr, ...)`, every variant: a release that may call `free` itself.
     pub const DELETE_ENTER: &str = "delete_enter";
+
+    /// Entry and return of libc's mapping wrappers (mmap, mremap, shmat, brk, sbrk).
+    pub const WRAPPER_ENTER: &str = "wrapper_enter";
+    pub const WRAPPER_EXIT: &str = "wrapper_exit";
+
+    /// Syscall tracepoints for memory outside malloc: (program, tracepoint name).
+    pub const MAPPING_TRACEPOINTS: [(&str, &str); 10] = [
+        ("mmap_enter", "sys_enter_mmap"),
+        ("mmap_exit", "sys_exit_mmap"),
+        ("munmap_enter", "sys_enter_munmap"),
+        ("munmap_exit", "sys_exit_munmap"),
+        ("mremap_enter", "sys_enter_mremap"),
+        ("mremap_exit", "sys_exit_mremap"),
+        ("brk_enter", "sys_enter_brk"),
+        ("brk_exit", "sys_exit_brk"),
+        ("shmat_enter", "sys_enter_shmat"),
+        ("shmat_exit", "sys_exit_shmat"),
+    ];
+    /// shmdt is complete at entry (it cannot fail for an attached segment's address).
+    pub const SHMDT: (&str, &str) = ("shmdt_enter", "sys_enter_shmdt");
 }
 
 #[cfg(feature = "user")]
@@ -168,4 +245,6 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::InFlight {}
     unsafe impl aya::Pod for super::FreeMark {}
+    unsafe impl aya::Pod for super::SyscallArgs {}
+    unsafe impl aya::Pod for super::WrapperCall {}
 }

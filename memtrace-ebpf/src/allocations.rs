@@ -167,10 +167,11 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         kind: kind as u32,
         tgid: (pid_tgid >> 32) as u32,
         stack_id,
-        _padding: 0,
+        flags: 0,
         size: call.size,
         addr,
         old_addr: call.old_addr,
+        old_size: 0,
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     });

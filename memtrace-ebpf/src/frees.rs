@@ -104,10 +104,11 @@ fn send_free(pid_tgid: u64, addr: u64) {
         kind: EventKind::Free as u32,
         tgid: (pid_tgid >> 32) as u32,
         stack_id: 0,
-        _padding: 0,
+        flags: 0,
         size: 0,
         addr,
         old_addr: 0,
+        old_size: 0,
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     });

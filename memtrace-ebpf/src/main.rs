@@ -8,6 +8,7 @@
 
 mod allocations;
 mod frees;
+mod mappings;
 mod maps;
 mod regs;
 

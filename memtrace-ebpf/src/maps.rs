@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use memtrace_common::{COUNTER_SLOTS, Counter, FreeMark, InFlight};
+use memtrace_common::{COUNTER_SLOTS, Counter, FreeMark, InFlight, SyscallArgs, WrapperCall};
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
 #[map(name = "EVENTS")]
@@ -23,7 +23,16 @@ pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16 * 10
 #[map(name = "FREE_MARKS")]
 pub static FREE_MARKS: LruHashMap<u64, FreeMark> = LruHashMap::with_max_entries(16 * 1024, 0);
 
-/// The processes traced, when the probes are attached for all processes (`FILTER_BY_MAP`).
+/// Mapping system calls entered but not yet returned, by pid_tgid.
+#[map(name = "SYSCALLS")]
+pub static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16 * 1024, 0);
+
+/// libc mapping wrappers in flight, by pid_tgid (see `mappings.rs`).
+#[map(name = "WRAPPERS")]
+pub static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 1024, 0);
+
+/// The processes traced. The syscall tracepoints always check it; the uprobes only when they
+/// are attached for all processes (`FILTER_BY_MAP`).
 #[map(name = "TRACED")]
 pub static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(64 * 1024, 0);
 

@@ -42,6 +42,9 @@ pub enum Shape {
     Free,
     /// `operator delete(ptr, ...)`.
     Delete,
+    /// A libc wrapper of a mapping system call (mmap, mremap, shmat, brk, sbrk): probed only
+    /// so that the system call's event gets the stack at the wrapper's return.
+    MappingWrapper,
 }
 
 impl Shape {
@@ -55,12 +58,17 @@ impl Shape {
             Shape::PosixMemalign => names::POSIX_MEMALIGN_ENTER,
             Shape::Free => names::FREE_ENTER,
             Shape::Delete => names::DELETE_ENTER,
+            Shape::MappingWrapper => names::WRAPPER_ENTER,
         }
     }
 
-    /// Whether the function hands out a block, so its return is probed too.
-    pub fn allocates(self) -> bool {
-        !matches!(self, Shape::Free | Shape::Delete)
+    /// The program probing the function's return, if it has one.
+    pub fn return_program(self) -> Option<&'static str> {
+        match self {
+            Shape::Free | Shape::Delete => None,
+            Shape::MappingWrapper => Some(names::WRAPPER_EXIT),
+            _ => Some(names::ALLOC_EXIT),
+        }
     }
 }
 
@@ -69,7 +77,7 @@ impl Shape {
 pub struct Function {
     pub symbol: &'static str,
     pub shape: Shape,
-    /// A C function, renamed by `--symbol-prefix` and looked up in `--allocator-lib`.
+    /// A C allocator function, renamed by `--symbol-prefix` and looked up in `--allocator-lib`.
     pub c_api: bool,
 }
 
@@ -77,6 +85,7 @@ const fn c(symbol: &'static str, shape: Shape) -> Function {
     Function { symbol, shape, c_api: true }
 }
 
+/// A function found under its own name in lookup order: C++ operators, mapping wrappers.
 const fn cxx(symbol: &'static str, shape: Shape) -> Function {
     Function { symbol, shape, c_api: false }
 }
@@ -114,6 +123,13 @@ pub const FUNCTIONS: &[Function] = &[
     cxx("_ZdaPvmSt11align_val_t", Shape::Delete),
     cxx("_ZdlPvSt11align_val_tRKSt9nothrow_t", Shape::Delete),
     cxx("_ZdaPvSt11align_val_tRKSt9nothrow_t", Shape::Delete),
+    // Not allocator functions, and not renamed by --symbol-prefix: the libc wrappers of the
+    // mapping system calls, whichever object defines them.
+    cxx("mmap", Shape::MappingWrapper),
+    cxx("mremap", Shape::MappingWrapper),
+    cxx("shmat", Shape::MappingWrapper),
+    cxx("brk", Shape::MappingWrapper),
+    cxx("sbrk", Shape::MappingWrapper),
 ];
 
 /// The user's override of the automatic choice.
@@ -306,7 +322,8 @@ fn file_name(path: &str) -> &str {
     Path::new(path).file_name().and_then(|name| name.to_str()).unwrap_or(path)
 }
 
-fn is_dynamic_loader(path: &str) -> bool {
+/// Whether `path` is the dynamic loader (ld.so).
+pub fn is_dynamic_loader(path: &str) -> bool {
     let name = file_name(path);
     name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }

@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn decodes_unaligned_records_and_rejects_short_ones() {
-        let event = Event { kind: 1, tgid: 42, stack_id: 3, _padding: 0, size: 24, addr: 0x1000, old_addr: 0, timestamp_ns: 9 };
+        let event = Event { kind: 1, tgid: 42, stack_id: 3, flags: 0, size: 24, addr: 0x1000, old_addr: 0, old_size: 0, timestamp_ns: 9 };
         // SAFETY: viewing a plain-data struct as bytes.
         let bytes = unsafe { std::slice::from_raw_parts((&event as *const Event).cast::<u8>(), size_of::<Event>()) };
         let mut shifted = vec![0u8; 1];

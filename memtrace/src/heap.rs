@@ -2,7 +2,22 @@
 //! process. Knows nothing about stacks' names or report formats.
 use std::collections::HashMap;
 
-use memtrace_common::{Event, EventKind};
+use memtrace_common::{Event, EventKind, mapping};
+
+use crate::regions::{RegionKind, Regions};
+
+/// What kind of memory a stack holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemoryKind {
+    /// Blocks from the allocator (malloc, new, ...).
+    Heap,
+    /// Private mappings made by the program's own code.
+    Mmap,
+    /// Shared memory mapped by the program's own code (MAP_SHARED, System V).
+    Shm,
+    /// Break growth by the program's own code (brk, sbrk).
+    Brk,
+}
 
 /// One block handed out and not yet freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +62,7 @@ impl Totals {
 pub struct StackTotal {
     pub tgid: u32,
     pub stack_id: i32,
+    pub kind: MemoryKind,
     pub bytes: u64,
     pub allocations: u64,
 }
@@ -56,6 +72,7 @@ pub struct StackTotal {
 struct ProcessHeap {
     blocks: HashMap<u64, Block>,
     totals: Totals,
+    regions: Regions,
 }
 
 impl ProcessHeap {
@@ -102,6 +119,12 @@ pub struct ProcessTotals {
     pub outstanding_bytes: u64,
     pub outstanding_blocks: u64,
     pub totals: Totals,
+    /// Private mappings the program's own code holds.
+    pub mmap_bytes: u64,
+    /// Shared memory it has mapped.
+    pub shm_bytes: u64,
+    /// Break growth it made.
+    pub brk_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +145,21 @@ impl HeapTable {
             Some(EventKind::Alloc) => process.allocate(event.addr, block),
             Some(EventKind::Free) => process.free(event.addr),
             Some(EventKind::Realloc) => process.reallocate(event, block),
+            Some(EventKind::Mmap) if event.flags & mapping::INTERNAL == 0 => {
+                let kind = if event.flags & mapping::SHARED != 0 { RegionKind::Shared } else { RegionKind::Private };
+                process.regions.map(event.addr, event.size, kind, event.stack_id);
+            }
+            Some(EventKind::Shmat) => process.regions.map(event.addr, event.size, RegionKind::Shared, event.stack_id),
+            // An internal mmap is the allocator's (counted as the block asked for); an unmap or
+            // remap of a range this trace does not hold changes nothing.
+            Some(EventKind::Mmap) => {}
+            Some(EventKind::Munmap) => process.regions.unmap(event.addr, event.size),
+            Some(EventKind::Mremap) => process.regions.remap(event.old_addr, event.old_size, event.addr, event.size),
+            Some(EventKind::Shmdt) => process.regions.detach_segment(event.addr),
+            Some(EventKind::Brk) => {
+                let by_program = event.flags & mapping::INTERNAL == 0 && event.old_addr != 0;
+                process.regions.set_break(event.addr, by_program, event.stack_id);
+            }
             None => log::warn!("ignoring an event of unknown kind {}", event.kind),
         }
     }
@@ -132,6 +170,7 @@ impl HeapTable {
         if let Some(process) = self.processes.get_mut(&tgid) {
             process.totals.dropped_by_exec += process.blocks.len() as u64;
             process.blocks.clear();
+            process.regions = Regions::default();
         }
     }
 
@@ -148,6 +187,9 @@ impl HeapTable {
             outstanding_bytes: process.outstanding_bytes(),
             outstanding_blocks: process.blocks.len() as u64,
             totals: process.totals,
+            mmap_bytes: process.regions.mapped_bytes(RegionKind::Private),
+            shm_bytes: process.regions.mapped_bytes(RegionKind::Shared),
+            brk_bytes: process.regions.brk_bytes(),
         })
     }
 
@@ -168,18 +210,42 @@ impl HeapTable {
         self.processes.values().map(ProcessHeap::outstanding_bytes).sum()
     }
 
-    /// Outstanding bytes and blocks per (process, stack), most bytes first.
+    /// All processes' numbers together.
+    pub fn all(&self) -> ProcessTotals {
+        let mut sum = ProcessTotals { totals: self.totals(), ..ProcessTotals::default() };
+        for &tgid in self.processes.keys() {
+            let process = self.process(tgid);
+            sum.outstanding_bytes += process.outstanding_bytes;
+            sum.outstanding_blocks += process.outstanding_blocks;
+            sum.mmap_bytes += process.mmap_bytes;
+            sum.shm_bytes += process.shm_bytes;
+            sum.brk_bytes += process.brk_bytes;
+        }
+        sum
+    }
+
+    /// Outstanding bytes and blocks (or mappings) per (process, stack, kind), most bytes first.
     pub fn by_stack(&self) -> Vec<StackTotal> {
-        let mut totals: HashMap<(u32, i32), StackTotal> = HashMap::new();
+        let mut totals: HashMap<(u32, i32, MemoryKind), StackTotal> = HashMap::new();
         for (&tgid, process) in &self.processes {
-            for block in process.blocks.values() {
-                let total = totals.entry((tgid, block.stack_id)).or_insert(StackTotal {
+            let heap = process.blocks.values().map(|block| (block.stack_id, MemoryKind::Heap, block.size));
+            let regions = process.regions.pieces().map(|(stack_id, kind, bytes)| {
+                let kind = match kind {
+                    Some(RegionKind::Private) => MemoryKind::Mmap,
+                    Some(RegionKind::Shared) => MemoryKind::Shm,
+                    None => MemoryKind::Brk,
+                };
+                (stack_id, kind, bytes)
+            });
+            for (stack_id, kind, bytes) in heap.chain(regions) {
+                let total = totals.entry((tgid, stack_id, kind)).or_insert(StackTotal {
                     tgid,
-                    stack_id: block.stack_id,
+                    stack_id,
+                    kind,
                     bytes: 0,
                     allocations: 0,
                 });
-                total.bytes += block.size;
+                total.bytes += bytes;
                 total.allocations += 1;
             }
         }
@@ -196,7 +262,7 @@ mod tests {
     use super::*;
 
     fn event(kind: EventKind, addr: u64, size: u64, old_addr: u64, stack_id: i32) -> Event {
-        Event { kind: kind as u32, tgid: 7, stack_id, _padding: 0, size, addr, old_addr, timestamp_ns: 1 }
+        Event { kind: kind as u32, tgid: 7, stack_id, flags: 0, size, addr, old_addr, old_size: 0, timestamp_ns: 1 }
     }
 
     #[test]
@@ -237,7 +303,7 @@ mod tests {
         assert_eq!(heap.outstanding_bytes(), 64);
         // realloc(0x10, 128) moving to 0x30 frees the old block and records the new one.
         heap.apply(&event(EventKind::Realloc, 0x30, 128, 0x10, 2));
-        assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, bytes: 128, allocations: 1 }]);
+        assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, bytes: 128, allocations: 1 }]);
         // A failed realloc keeps the old block.
         heap.apply(&event(EventKind::Realloc, 0, 1 << 40, 0x30, 3));
         assert_eq!(heap.outstanding_bytes(), 128);

@@ -13,6 +13,7 @@ pub mod output;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;
+pub mod regions;
 pub mod report;
 pub mod session;
 pub mod symbolize;

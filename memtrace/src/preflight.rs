@@ -58,6 +58,34 @@ pub fn check_kernel() -> Result<(), PreflightError> {
     Ok(())
 }
 
+/// Makes sure tracefs is mounted: the syscall tracepoints are found there. memtrace mounts it
+/// at `/sys/kernel/tracing` when it is not (root may).
+pub fn ensure_tracefs() -> Result<(), PreflightError> {
+    let mounted = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
+        .iter()
+        .any(|path| Path::new(path).exists());
+    if mounted {
+        return Ok(());
+    }
+    // SAFETY: mount(2) with NUL-terminated strings and no data.
+    let result = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if result != 0 {
+        return Err(PreflightError::KernelFeature {
+            what: "a mounted tracefs (for the syscall tracepoints)",
+            hint: "mount it with `mount -t tracefs nodev /sys/kernel/tracing`",
+        });
+    }
+    Ok(())
+}
+
 /// Whether the running kernel's release is at least `major.minor`.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        UProbe,
+        TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
@@ -83,6 +83,18 @@ impl Probes {
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
+        for (program, tracepoint) in names::MAPPING_TRACEPOINTS.into_iter().chain([names::SHMDT]) {
+            let tracepoint_program: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
+                .try_into()
+                .map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
+            tracepoint_program.load().map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
+            // Syscall tracepoints fire for every process; the programs keep only traced ones.
+            tracepoint_program
+                .attach("syscalls", tracepoint)
+                .map_err(|error| ProbeError::Load(format!("attaching to syscalls/{tracepoint}: {error:#}")))?;
+        }
         for name in [
             names::SIZE_ENTER,
             names::CALLOC_ENTER,
@@ -93,6 +105,8 @@ impl Probes {
             names::ALLOC_EXIT,
             names::FREE_ENTER,
             names::DELETE_ENTER,
+            names::WRAPPER_ENTER,
+            names::WRAPPER_EXIT,
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
@@ -127,8 +141,7 @@ impl Probes {
             Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),
         };
         for point in &allocator.probes {
-            let entry = point.shape.entry_program();
-            let programs = std::iter::once(entry).chain(point.shape.allocates().then_some(names::ALLOC_EXIT));
+            let programs = std::iter::once(point.shape.entry_program()).chain(point.shape.return_program());
             for program in programs {
                 let link = uprobe(&mut self.ebpf, program)?
                     .attach(point.file_offset, &point.object.path, uprobe_scope)

@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, StackTraceMap};
+use memtrace_common::{Event, EventKind};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -28,6 +29,7 @@ use crate::{
     output::{Console, ReportSink},
     preflight,
     probes::{KernelCounters, ProbeSettings, Probes, Scope},
+    regions,
     report::{Counts, Mode, ProcessReport, Report, ReportInput, Target, Window},
     symbolize::{Frame, Symbolizer},
 };
@@ -107,9 +109,7 @@ impl Trace {
         };
         if let Some(probes) = &mut self.probes {
             probes.attach(&new, scope)?;
-            if self.all_processes {
-                probes.trace(pid.get(), true)?;
-            }
+            probes.trace(pid.get(), true)?;
         }
         Ok(())
     }
@@ -140,9 +140,8 @@ impl Trace {
             }
         }
         if let Some(probes) = &mut self.probes {
-            if self.all_processes {
-                let _ = probes.trace(pid, false);
-            } else {
+            let _ = probes.trace(pid, false);
+            if !self.all_processes {
                 probes.detach_process(pid);
             }
         }
@@ -151,7 +150,14 @@ impl Trace {
     fn drain(&mut self) {
         let (heap, window) = (&mut self.heap, self.window);
         self.events.drain(|event| {
-            if (window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
+            if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
+                return;
+            }
+            if event.kind == EventKind::Shmat as u32 {
+                // The kernel side sees only the segment id; its size is in /proc.
+                let size = regions::sysv_segment_size(event.old_addr).unwrap_or(0);
+                heap.apply(&Event { size, ..*event });
+            } else {
                 heap.apply(event);
             }
         });
@@ -234,6 +240,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let program = launch::resolve_program(Path::new(&args.command[0]))?;
     preflight::check_privileges()?;
     preflight::check_kernel()?;
+    preflight::ensure_tracefs()?;
     let selection = selection(&args.trace);
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &selection)?;
@@ -354,6 +361,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     pids.dedup();
     preflight::check_privileges()?;
     preflight::check_kernel()?;
+    preflight::ensure_tracefs()?;
     let selection = selection(&args.trace);
     let allocators = pids
         .iter()

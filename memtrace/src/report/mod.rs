@@ -5,8 +5,11 @@ mod text;
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+
 use crate::{
-    heap::{HeapTable, ProcessTotals},
+    allocator::is_dynamic_loader,
+    heap::{HeapTable, MemoryKind, ProcessTotals},
     probes::KernelCounters,
     symbolize::Frame,
 };
@@ -80,12 +83,25 @@ pub struct Counts {
     pub failed_reallocs: u64,
     /// Blocks outstanding when their process called exec, which discarded them.
     pub dropped_by_exec: u64,
+    /// Private mappings (mmap, mremap) the program's own code made and still holds; not the
+    /// allocator's own, not the dynamic loader's.
+    pub mmap_bytes: u64,
+    /// Shared memory (MAP_SHARED mappings, POSIX and System V shared memory) it still holds.
+    pub shm_bytes: u64,
+    /// Break growth (brk, sbrk) by the program's own code, not the allocator's.
+    pub brk_bytes: u64,
+    /// Mappings the dynamic loader made (libraries), left out of `mmap_bytes`.
+    pub loader_mmap_bytes: u64,
 }
 
 impl From<ProcessTotals> for Counts {
     fn from(process: ProcessTotals) -> Self {
         let totals = process.totals;
         Counts {
+            mmap_bytes: process.mmap_bytes,
+            shm_bytes: process.shm_bytes,
+            brk_bytes: process.brk_bytes,
+            loader_mmap_bytes: 0,
             outstanding_bytes: process.outstanding_bytes,
             outstanding_allocations: process.outstanding_blocks,
             total_allocations: totals.allocations,
@@ -154,9 +170,37 @@ impl Lost {
     }
 }
 
+/// What kind of memory a stack holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Allocator blocks (malloc, new, ...).
+    Heap,
+    /// Private mappings (mmap, mremap).
+    Mmap,
+    /// Shared memory (MAP_SHARED, System V).
+    Shm,
+    /// Break growth (brk, sbrk).
+    Brk,
+}
+
+impl From<MemoryKind> for Kind {
+    fn from(kind: MemoryKind) -> Self {
+        match kind {
+            MemoryKind::Heap => Kind::Heap,
+            MemoryKind::Mmap => Kind::Mmap,
+            MemoryKind::Shm => Kind::Shm,
+            MemoryKind::Brk => Kind::Brk,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stack {
+    pub kind: Kind,
+    /// Bytes held: blocks' sizes, or mappings' lengths.
     pub bytes: u64,
+    /// Blocks (or mappings, or break increments) held.
     pub allocations: u64,
     pub pid: u32,
     /// Innermost first: frame 0 is the code that called the allocator.
@@ -216,13 +260,67 @@ impl Report {
         input: ReportInput<'_>,
         mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
     ) -> Self {
-        let by_stack = input.heap.by_stack();
+        let mut resolve = |pid: u32, stack_id: i32| match frames_of(pid, stack_id) {
+            Ok(frames) => (frames.into_iter().map(ReportFrame::from).collect::<Vec<_>>(), None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        // Memory outside malloc is named first, whatever --top says: what the dynamic loader
+        // mapped (the libraries) is set apart from what the program mapped.
+        let mut loader_bytes: HashMap<u32, u64> = HashMap::new();
+        let mut stacks = Vec::new();
+        let mut heap_stacks = Vec::new();
+        for total in input.heap.by_stack() {
+            if total.kind == MemoryKind::Heap {
+                heap_stacks.push(total);
+                continue;
+            }
+            let (frames, unavailable) = resolve(total.tgid, total.stack_id);
+            let module = frames.first().and_then(|frame| frame.module.as_deref());
+            if module.is_some_and(is_dynamic_loader) {
+                *loader_bytes.entry(total.tgid).or_default() += total.bytes;
+                continue;
+            }
+            stacks.push(Stack {
+                kind: total.kind.into(),
+                bytes: total.bytes,
+                allocations: total.allocations,
+                pid: total.tgid,
+                frames,
+                unavailable,
+            });
+        }
+        let stacks_total = (stacks.len() + heap_stacks.len()) as u64;
+        let top = input.top.unwrap_or(usize::MAX);
+        // Only the stacks shown are symbolized.
+        stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        stacks.truncate(top);
+        for total in heap_stacks.into_iter().take(top) {
+            let (frames, unavailable) = resolve(total.tgid, total.stack_id);
+            stacks.push(Stack {
+                kind: Kind::Heap,
+                bytes: total.bytes,
+                allocations: total.allocations,
+                pid: total.tgid,
+                frames,
+                unavailable,
+            });
+        }
+        stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations)));
+        stacks.truncate(top);
+
+        let counts_of = |totals: ProcessTotals, loader: u64| Counts {
+            mmap_bytes: totals.mmap_bytes.saturating_sub(loader),
+            loader_mmap_bytes: loader,
+            ..Counts::from(totals)
+        };
         let processes = input
             .processes
             .into_iter()
-            .map(|process| ProcessReport { summary: input.heap.process(process.pid).into(), ..process })
+            .map(|process| {
+                let loader = loader_bytes.get(&process.pid).copied().unwrap_or(0);
+                ProcessReport { summary: counts_of(input.heap.process(process.pid), loader), ..process }
+            })
             .collect();
-        let totals = input.heap.totals();
         let lost = Lost {
             ring_buffer_full: input.counters.ring_buffer_full,
             stack_capture_failed: input.counters.stack_capture_failed,
@@ -231,17 +329,6 @@ impl Report {
             argument_unreadable: input.counters.argument_unreadable,
             malformed: input.malformed,
         };
-        let stacks = by_stack
-            .iter()
-            .take(input.top.unwrap_or(usize::MAX))
-            .map(|total| {
-                let (frames, unavailable) = match frames_of(total.tgid, total.stack_id) {
-                    Ok(frames) => (frames.into_iter().map(ReportFrame::from).collect(), None),
-                    Err(why) => (Vec::new(), Some(why)),
-                };
-                Stack { bytes: total.bytes, allocations: total.allocations, pid: total.tgid, frames, unavailable }
-            })
-            .collect();
         Report {
             memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: input.mode,
@@ -250,16 +337,11 @@ impl Report {
             window: input.window,
             allocator: input.allocator,
             summary: Summary {
-                counts: ProcessTotals {
-                    outstanding_bytes: input.heap.outstanding_bytes(),
-                    outstanding_blocks: input.heap.outstanding_blocks() as u64,
-                    totals,
-                }
-                .into(),
+                counts: counts_of(input.heap.all(), loader_bytes.values().sum()),
                 null_frees: input.counters.null_frees,
                 lost_events: lost.total(),
                 lost,
-                stacks_total: by_stack.len() as u64,
+                stacks_total,
             },
             processes,
             stacks,

@@ -4,7 +4,7 @@ use std::{
     path::Path,
 };
 
-use super::{Mode, Report, ReportFrame};
+use super::{Kind, Mode, Report, ReportFrame};
 
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
@@ -24,12 +24,18 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
     let shown = top.unwrap_or(DEFAULT_TOP).min(report.stacks.len());
     for (rank, stack) in report.stacks.iter().take(shown).enumerate() {
         writeln!(out)?;
+        let (what, unit) = match stack.kind {
+            Kind::Heap => ("", "allocation"),
+            Kind::Mmap => (" mapped", "mapping"),
+            Kind::Shm => (" of shared memory", "mapping"),
+            Kind::Brk => (" of break growth", "increment"),
+        };
         writeln!(
             out,
-            "#{}: {} in {} (pid {})",
+            "#{}: {}{what} in {} (pid {})",
             rank + 1,
             bytes(stack.bytes),
-            plural(stack.allocations, "allocation"),
+            plural(stack.allocations, unit),
             stack.pid
         )?;
         if let Some(why) = &stack.unavailable {
@@ -69,6 +75,15 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         plural(counts.unknown_frees, "free"),
         plural(summary.null_frees, "free"),
     )?;
+    if counts.mmap_bytes + counts.shm_bytes + counts.brk_bytes > 0 {
+        writeln!(
+            out,
+            "Outside malloc: {} mapped, {} of shared memory, {} of break growth still held",
+            bytes(counts.mmap_bytes),
+            bytes(counts.shm_bytes),
+            bytes(counts.brk_bytes),
+        )?;
+    }
     let lost = &summary.lost;
     writeln!(
         out,

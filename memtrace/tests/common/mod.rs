@@ -103,8 +103,31 @@ pub fn stack_from<'a>(report: &'a Value, function: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no stack from {function} in {report:#}"))
 }
 
-/// Names of memtrace's kernel programs.
-pub const PROGRAM_NAMES: [&str; 5] = ["malloc_enter", "calloc_enter", "realloc_enter", "free_enter", "alloc_exit"];
+/// Names of memtrace's kernel programs (as the kernel keeps them: at most 15 characters).
+pub const PROGRAM_NAMES: [&str; 22] = [
+    "size_enter",
+    "calloc_enter",
+    "aligned_enter",
+    "realloc_enter",
+    "reallocarray_en",
+    "posix_memalign_",
+    "alloc_exit",
+    "free_enter",
+    "delete_enter",
+    "wrapper_enter",
+    "wrapper_exit",
+    "mmap_enter",
+    "mmap_exit",
+    "munmap_enter",
+    "munmap_exit",
+    "mremap_enter",
+    "mremap_exit",
+    "brk_enter",
+    "brk_exit",
+    "shmat_enter",
+    "shmat_exit",
+    "shmdt_enter",
+];
 
 /// memtrace programs loaded in the kernel right now, per `bpftool prog list`.
 pub fn loaded_memtrace_programs() -> Vec<String> {
