@@ -11,7 +11,7 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-fn process<'a>(report: &'a Value, pid: u64) -> &'a Value {
+fn process(report: &Value, pid: u64) -> &Value {
     report["processes"]
         .as_array()
         .unwrap()

@@ -292,7 +292,7 @@ impl Report {
         let stacks_total = (stacks.len() + heap_stacks.len()) as u64;
         let top = input.top.unwrap_or(usize::MAX);
         // Only the stacks shown are symbolized.
-        stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        stacks.sort_by_key(|stack| std::cmp::Reverse(stack.bytes));
         stacks.truncate(top);
         for total in heap_stacks.into_iter().take(top) {
             let (frames, unavailable) = resolve(total.tgid, total.stack_id);
