@@ -218,6 +218,10 @@ pub mod names {
     /// `operator delete(ptr, ...)`, every variant: a release that may call `free` itself.
     pub const DELETE_ENTER: &str = "delete_enter";
 
+    /// Empty programs for measuring the probes' own cost (`--empty-probes`).
+    pub const FLOOR_ENTER: &str = "floor_enter";
+    pub const FLOOR_EXIT: &str = "floor_exit";
+
     /// Entry and return of libc's mapping wrappers (mmap, mremap, shmat, brk, sbrk).
     pub const WRAPPER_ENTER: &str = "wrapper_enter";
     pub const WRAPPER_EXIT: &str = "wrapper_exit";

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod allocations;
+mod floor;
 mod frees;
 mod mappings;
 mod maps;

@@ -103,6 +103,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PREFIX", default_value = "")]
     pub symbol_prefix: String,
 
+    /// Benchmarking only: attach empty programs at the same points, to measure what the probes
+    /// themselves cost (the report then counts nothing).
+    #[arg(long, hide = true)]
+    pub empty_probes: bool,
+
     /// Bytes of ring buffer between the kernel and memtrace (rounded up to a power of two pages).
     /// Raise it if the report says events were lost.
     #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]

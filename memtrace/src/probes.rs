@@ -28,6 +28,8 @@ pub struct ProbeSettings {
     pub outer_frees: bool,
     /// Probes are attached for all processes, and only those given to [`Probes::trace`] count.
     pub filter_by_map: bool,
+    /// Attach empty programs instead (benchmarking the probes' own cost).
+    pub empty: bool,
 }
 
 /// Which processes an attachment fires for.
@@ -54,6 +56,7 @@ pub enum ProbeError {
 /// memtrace's programs, loaded, with their links and maps.
 pub struct Probes {
     ebpf: Ebpf,
+    empty: bool,
     /// The links made for each process, so they can be let go when it ends.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
@@ -83,7 +86,8 @@ impl Probes {
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
-        for (program, tracepoint) in names::MAPPING_TRACEPOINTS.into_iter().chain([names::SHMDT]) {
+        let tracepoints = if settings.empty { Vec::new() } else { names::MAPPING_TRACEPOINTS.into_iter().chain([names::SHMDT]).collect() };
+        for (program, tracepoint) in tracepoints {
             let tracepoint_program: &mut TracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
@@ -107,12 +111,14 @@ impl Probes {
             names::DELETE_ENTER,
             names::WRAPPER_ENTER,
             names::WRAPPER_EXIT,
+            names::FLOOR_ENTER,
+            names::FLOOR_EXIT,
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
                 .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))?;
         }
-        Ok(Self { ebpf, links: HashMap::new() })
+        Ok(Self { ebpf, empty: settings.empty, links: HashMap::new() })
     }
 
     /// Starts forwarding kernel-side log records (aya-log) to the `log` crate.
@@ -141,7 +147,11 @@ impl Probes {
             Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),
         };
         for point in &allocator.probes {
-            let programs = std::iter::once(point.shape.entry_program()).chain(point.shape.return_program());
+            let (entry, exit) = match self.empty {
+                true => (names::FLOOR_ENTER, point.shape.return_program().map(|_| names::FLOOR_EXIT)),
+                false => (point.shape.entry_program(), point.shape.return_program()),
+            };
+            let programs = std::iter::once(entry).chain(exit);
             for program in programs {
                 let link = uprobe(&mut self.ebpf, program)?
                     .attach(point.file_offset, &point.object.path, uprobe_scope)

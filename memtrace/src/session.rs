@@ -71,6 +71,7 @@ impl Trace {
             stack_slots: args.stack_slots,
             outer_frees,
             filter_by_map: all_processes,
+            empty: args.empty_probes,
         })?;
         probes.forward_kernel_logs();
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;

@@ -1,4 +1,5 @@
 //! `cargo xtask setup | demo | test`: the project's own tasks, each doing the set-up it needs.
+mod bench;
 mod setup;
 
 use std::{
@@ -30,6 +31,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up (and install bpftrace), then measure memtrace's overhead side by side with the
+    /// probe floor and bpftrace; writes target/bench/summary.json.
+    Bench,
 }
 
 fn main() {
@@ -62,6 +66,7 @@ fn run(task: Task) -> Result<()> {
                 "memtrace run",
             )
         }
+        Task::Bench => bench::run(&root),
         Task::Test { args } => {
             setup::ensure()?;
             let mut test = vec!["test", "--no-fail-fast", "--package", "memtrace", "--package", "memtrace-common"];

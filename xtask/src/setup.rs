@@ -57,8 +57,17 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// bpftrace, which `cargo xtask bench` compares memtrace with.
+pub fn ensure_bpftrace() -> Result<()> {
+    install(&[("bpftrace", "/usr/bin/bpftrace")])
+}
+
 fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    install(PACKAGES)
+}
+
+fn install(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, marker)| !Path::new(marker).exists())
         .map(|(package, _)| *package)

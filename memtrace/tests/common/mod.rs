@@ -104,7 +104,9 @@ pub fn stack_from<'a>(report: &'a Value, function: &str) -> &'a Value {
 }
 
 /// Names of memtrace's kernel programs (as the kernel keeps them: at most 15 characters).
-pub const PROGRAM_NAMES: [&str; 22] = [
+pub const PROGRAM_NAMES: [&str; 24] = [
+    "floor_enter",
+    "floor_exit",
     "size_enter",
     "calloc_enter",
     "aligned_enter",
