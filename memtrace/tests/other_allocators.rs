@@ -65,28 +65,27 @@ fn assert_allocator(report: &Value, library: &str) {
     assert!(allocator.contains(library), "the allocator is {allocator}, not {library}");
 }
 
+/// leaky.c linked with `-lLIBRARY`, which then provides malloc and the rest.
+fn linked_with(library: &str) {
+    let binary = build_variant("leaky.c", &format!("leaky-{library}"), "cc", FLAGS, &[&format!("-l{library}")]);
+    let report = traced(&binary, &[], &[]);
+    assert_allocator(&report, &format!("lib{library}"));
+    assert_leaky_numbers(&report, &binary);
+}
+
 #[test]
 fn jemalloc() {
-    let binary = build_variant("leaky.c", "leaky-jemalloc", "cc", FLAGS, &["-ljemalloc"]);
-    let report = traced(&binary, &[], &[]);
-    assert_allocator(&report, "libjemalloc");
-    assert_leaky_numbers(&report, &binary);
+    linked_with("jemalloc");
 }
 
 #[test]
 fn tcmalloc() {
-    let binary = build_variant("leaky.c", "leaky-tcmalloc", "cc", FLAGS, &["-ltcmalloc"]);
-    let report = traced(&binary, &[], &[]);
-    assert_allocator(&report, "libtcmalloc");
-    assert_leaky_numbers(&report, &binary);
+    linked_with("tcmalloc");
 }
 
 #[test]
 fn mimalloc() {
-    let binary = build_variant("leaky.c", "leaky-mimalloc", "cc", FLAGS, &["-lmimalloc"]);
-    let report = traced(&binary, &[], &[]);
-    assert_allocator(&report, "libmimalloc");
-    assert_leaky_numbers(&report, &binary);
+    linked_with("mimalloc");
 }
 
 #[test]
