@@ -17,7 +17,7 @@ use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight};
 
 use crate::{
     frees::forget_mark,
-    maps::{EVENTS, IN_FLIGHT, STACKS, count, traced},
+    maps::{IN_FLIGHT, STACKS, count, emit, traced},
     regs::stack_pointer,
 };
 
@@ -159,11 +159,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
             }
         }
     };
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count(Counter::RingBufferFull);
-        return 0;
-    };
-    entry.write(Event {
+    emit(Event {
         kind: kind as u32,
         tgid: (pid_tgid >> 32) as u32,
         stack_id,
@@ -175,6 +171,5 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     });
-    entry.submit(0);
     0
 }

@@ -14,7 +14,7 @@ use memtrace_common::{Counter, Event, EventKind, FreeMark};
 
 use crate::{
     allocations::inside_allocator_call,
-    maps::{EVENTS, FREE_MARKS, count, traced},
+    maps::{FREE_MARKS, count, emit, traced},
     regs::stack_pointer,
 };
 
@@ -96,11 +96,7 @@ pub fn forget_mark(pid_tgid: u64, addr: u64) {
 
 #[inline(always)]
 fn send_free(pid_tgid: u64, addr: u64) {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count(Counter::RingBufferFull);
-        return;
-    };
-    entry.write(Event {
+    emit(Event {
         kind: EventKind::Free as u32,
         tgid: (pid_tgid >> 32) as u32,
         stack_id: 0,
@@ -112,5 +108,4 @@ fn send_free(pid_tgid: u64, addr: u64) {
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     });
-    entry.submit(0);
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{
 use memtrace_common::{Counter, Event, EventKind, SyscallArgs, WrapperCall, mapping};
 
 use crate::{
-    maps::{EVENTS, IN_FLIGHT, STACKS, SYSCALLS, TRACED, WRAPPERS, count},
+    maps::{IN_FLIGHT, STACKS, SYSCALLS, TRACED, WRAPPERS, count, emit},
     regs::stack_pointer,
 };
 
@@ -197,7 +197,7 @@ pub fn wrapper_exit(ctx: RetProbeContext) -> u32 {
     let _ = WRAPPERS.remove(pid_tgid);
     if call.armed != 0 {
         let stack_id = capture_stack(&ctx);
-        submit(Event { stack_id, ..call.event });
+        emit(Event { stack_id, ..call.event });
     }
     0
 }
@@ -211,16 +211,6 @@ fn capture_stack<C: StackIdContext>(ctx: &C) -> i32 {
             errno
         }
     }
-}
-
-#[inline(always)]
-fn submit(event: Event) {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count(Counter::RingBufferFull);
-        return;
-    };
-    entry.write(event);
-    entry.submit(0);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -251,7 +241,7 @@ fn send<C: EbpfContext + StackIdContext>(
     // Memory gained by the program's own code gets a stack; memory released or gained inside
     // the allocator needs none.
     if !with_stack || flags & mapping::INTERNAL != 0 {
-        return submit(event);
+        return emit(event);
     }
     // Through a libc wrapper: the wrapper's return takes the stack.
     if let Some(wrapper) = WRAPPERS.get_ptr_mut(pid_tgid) {
@@ -263,5 +253,5 @@ fn send<C: EbpfContext + StackIdContext>(
         return;
     }
     // A raw system call: its own stack is whole.
-    submit(Event { stack_id: capture_stack(ctx), ..event });
+    emit(Event { stack_id: capture_stack(ctx), ..event });
 }

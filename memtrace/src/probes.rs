@@ -79,11 +79,13 @@ impl Probes {
         let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
         let outer_frees = u8::from(settings.outer_frees);
         let filter_by_map = u8::from(settings.filter_by_map);
+        let wakeup_bytes = u64::from(ring_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::STACKS, settings.stack_slots.max(1))
             .override_global(names::HAS_OUTER_FREES, &outer_frees, true)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
+            .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
         let tracepoints = if settings.empty { Vec::new() } else { names::MAPPING_TRACEPOINTS.into_iter().chain([names::SHMDT]).collect() };

@@ -260,12 +260,14 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut drain_tick = drain_timer();
     let ending = loop {
         tokio::select! {
             ready = trace.events.readable() => {
                 ready.context("reading the ring buffer")?;
                 trace.drain();
             }
+            _ = drain_tick.tick() => trace.drain(),
             event = target.next_event() => match event {
                 Some(TargetEvent::Started) => {}
                 Some(TargetEvent::ExecFailed(error)) => {
@@ -398,12 +400,14 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut running = pids.len();
+    let mut drain_tick = drain_timer();
     let all_exited = loop {
         tokio::select! {
             ready = trace.events.readable() => {
                 ready.context("reading the ring buffer")?;
                 trace.drain();
             }
+            _ = drain_tick.tick() => trace.drain(),
             Some(pid) = exited_rx.recv() => {
                 trace.ended(pid, None);
                 running -= 1;
@@ -441,6 +445,14 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
+}
+
+/// The kernel side wakes memtrace only when the ring buffer is a quarter full; between wake-ups
+/// memtrace drains it on this timer.
+fn drain_timer() -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(Duration::from_millis(10));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
 }
 
 fn selection(args: &TraceArgs) -> Selection {
