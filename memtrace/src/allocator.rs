@@ -20,7 +20,7 @@ use memtrace_common::names;
 use object::{Object, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind, read::elf::ProgramHeader};
 use thiserror::Error;
 
-use crate::procmaps;
+use crate::{placement, procmaps};
 
 /// How a function is probed: its arguments decide the entry program, and whether it hands out
 /// a block (probed at return too) or releases one (entry only).
@@ -139,6 +139,9 @@ pub struct Selection {
     pub library: Option<PathBuf>,
     /// `--symbol-prefix`: the C functions are named PREFIX + name (jemalloc's `je_`).
     pub prefix: String,
+    /// `--probe-at-entry`: probe `free` at its first instruction, so that `free(NULL)` is seen,
+    /// rather than after its NULL check (see `placement`).
+    pub probe_at_entry: bool,
 }
 
 /// An object file to probe.
@@ -158,7 +161,10 @@ pub struct ProbePoint {
     pub symbol: String,
     pub shape: Shape,
     pub object: ObjectFile,
+    /// Where the probe goes: the function's entry, or past its NULL check (`placement`).
     pub file_offset: u64,
+    /// The probe sits past the NULL check: calls with NULL are not seen.
+    pub past_null_check: bool,
 }
 
 /// Everything to probe for one target.
@@ -241,7 +247,11 @@ pub fn for_process(pid: u32, selection: &Selection) -> Result<Allocator, Allocat
             .cloned()
             .unwrap_or(ObjectFile { name: wanted, path: library.clone() })
     });
-    resolve(&objects, library.as_ref(), &selection.prefix, &format!("process {pid}"))
+    let mut allocator = resolve(&objects, library.as_ref(), &selection.prefix, &format!("process {pid}"))?;
+    if !selection.probe_at_entry {
+        place(&mut allocator);
+    }
+    Ok(allocator)
 }
 
 /// Finds the allocator functions a command will use once started, without running it.
@@ -264,7 +274,11 @@ pub fn for_command(
         .library
         .as_ref()
         .map(|library| ObjectFile { name: library.display().to_string(), path: library.clone() });
-    resolve(&objects, library.as_ref(), &selection.prefix, &name)
+    let mut allocator = resolve(&objects, library.as_ref(), &selection.prefix, &name)?;
+    if !selection.probe_at_entry {
+        place(&mut allocator);
+    }
+    Ok(allocator)
 }
 
 /// Picks, for each function, the first object in lookup order that defines it.
@@ -300,7 +314,13 @@ fn resolve(
             let Some(&file_offset) = symbol_tables[&object.path].get(&symbol) else { continue };
             // Symbols that alias one address are probed once, by the first of them.
             if probed_addresses.insert((object.path.clone(), file_offset)) {
-                probes.push(ProbePoint { symbol: symbol.clone(), shape: function.shape, object: object.clone(), file_offset });
+                probes.push(ProbePoint {
+                    symbol: symbol.clone(),
+                    shape: function.shape,
+                    object: object.clone(),
+                    file_offset,
+                    past_null_check: false,
+                });
             } else {
                 log::debug!("{symbol} in {} aliases a function already probed", object.name);
             }
@@ -316,6 +336,29 @@ fn resolve(
         });
     }
     Ok(Allocator { probes })
+}
+
+/// Moves `free`'s probe past its NULL check where its prologue allows (see `placement`).
+fn place(allocator: &mut Allocator) {
+    for point in allocator.probes.iter_mut().filter(|point| point.shape == Shape::Free) {
+        let mut prologue = [0u8; placement::PROLOGUE_BYTES];
+        let read = File::open(&point.object.path).and_then(|file| {
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(&mut prologue, point.file_offset)
+        });
+        if read.is_err() {
+            continue;
+        }
+        if let Some(skip) = placement::after_null_check(&prologue) {
+            log::info!(
+                "probing {} in {} {skip} bytes past its entry, after its NULL check (an emulated push there, not a single-stepped test)",
+                point.symbol,
+                point.object.name
+            );
+            point.file_offset += skip;
+            point.past_null_check = true;
+        }
+    }
 }
 
 fn file_name(path: &str) -> &str {

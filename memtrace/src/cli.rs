@@ -103,6 +103,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PREFIX", default_value = "")]
     pub symbol_prefix: String,
 
+    /// Probe free at its first instruction so that free(NULL) calls are counted. By default the
+    /// probe sits after free's NULL check when its code allows, which costs the traced program
+    /// far less (an emulated instruction instead of a single-stepped one).
+    #[arg(long)]
+    pub probe_at_entry: bool,
+
     /// Benchmarking only: attach empty programs at the same points, to measure what the probes
     /// themselves cost (the report then counts nothing).
     #[arg(long, hide = true)]

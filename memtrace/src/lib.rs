@@ -10,6 +10,7 @@ pub mod events;
 pub mod heap;
 pub mod launch;
 pub mod output;
+pub mod placement;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;

@@ -456,7 +456,11 @@ fn drain_timer() -> tokio::time::Interval {
 }
 
 fn selection(args: &TraceArgs) -> Selection {
-    Selection { library: args.allocator_lib.clone(), prefix: args.symbol_prefix.clone() }
+    Selection {
+        library: args.allocator_lib.clone(),
+        prefix: args.symbol_prefix.clone(),
+        probe_at_entry: args.probe_at_entry,
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.

@@ -23,7 +23,8 @@ fn bytes_by_function(report: &Value) -> BTreeMap<String, u64> {
 fn every_c_allocator_function_and_reallocs_four_cases() {
     let _serial = serial();
     let binary = build_c("allocators");
-    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    // At free's entry, so that free(NULL) is seen too.
+    let (output, report) = memtrace_json(&["run", "--probe-at-entry"], &[binary.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let expected: BTreeMap<String, u64> = [
         ("use_malloc", 100),
@@ -57,6 +58,17 @@ fn every_c_allocator_function_and_reallocs_four_cases() {
     for stack in report["stacks"].as_array().unwrap() {
         assert_eq!(stack["frames"][1]["function"], "main", "{stack:#}");
     }
+
+    // By default free's probe sits after glibc's NULL check (an emulated push, not a
+    // single-stepped test): every number is the same but free(NULL), which is not seen.
+    let (output, placed) = memtrace_json(&["-v", "run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("probing free in ") && stderr.contains("9 bytes past its entry, after its NULL check"), "{stderr}");
+    let mut expected = report["summary"].clone();
+    expected["null_frees"] = 0.into();
+    assert_eq!(placed["summary"], expected);
+    assert_eq!(bytes_by_function(&placed), bytes_by_function(&report));
     assert_no_probes_left();
 }
 
