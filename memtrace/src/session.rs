@@ -61,6 +61,9 @@ struct Trace {
     attached: HashMap<u32, HashSet<PointId>>,
     /// Every process traced, by pid.
     processes: BTreeMap<u32, ProcessReport>,
+    /// The kernel side wakes memtrace only when the ring buffer is a quarter full; between
+    /// wake-ups memtrace drains it on this timer.
+    drain_timer: tokio::time::Interval,
 }
 
 impl Trace {
@@ -87,7 +90,23 @@ impl Trace {
             all_processes,
             attached: HashMap::new(),
             processes: BTreeMap::new(),
+            drain_timer: {
+                let mut timer = tokio::time::interval(Duration::from_millis(10));
+                timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                timer
+            },
         })
+    }
+
+    /// Waits until events may have arrived (a wake-up from the kernel, or the drain timer) and
+    /// takes them in.
+    async fn take_events(&mut self) -> Result<()> {
+        tokio::select! {
+            ready = self.events.readable() => ready.context("reading the ring buffer")?,
+            _ = self.drain_timer.tick() => {}
+        }
+        self.drain();
+        Ok(())
     }
 
     /// Attaches the allocator's probes for `pid`, skipping points already probed for it.
@@ -260,14 +279,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let mut drain_tick = drain_timer();
     let ending = loop {
         tokio::select! {
-            ready = trace.events.readable() => {
-                ready.context("reading the ring buffer")?;
-                trace.drain();
-            }
-            _ = drain_tick.tick() => trace.drain(),
+            taken = trace.take_events() => taken?,
             event = target.next_event() => match event {
                 Some(TargetEvent::Started) => {}
                 Some(TargetEvent::ExecFailed(error)) => {
@@ -400,14 +414,9 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut running = pids.len();
-    let mut drain_tick = drain_timer();
     let all_exited = loop {
         tokio::select! {
-            ready = trace.events.readable() => {
-                ready.context("reading the ring buffer")?;
-                trace.drain();
-            }
-            _ = drain_tick.tick() => trace.drain(),
+            taken = trace.take_events() => taken?,
             Some(pid) = exited_rx.recv() => {
                 trace.ended(pid, None);
                 running -= 1;
@@ -445,14 +454,6 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
-}
-
-/// The kernel side wakes memtrace only when the ring buffer is a quarter full; between wake-ups
-/// memtrace drains it on this timer.
-fn drain_timer() -> tokio::time::Interval {
-    let mut timer = tokio::time::interval(Duration::from_millis(10));
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    timer
 }
 
 fn selection(args: &TraceArgs) -> Selection {
