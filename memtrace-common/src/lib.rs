@@ -64,7 +64,9 @@ pub struct Event {
     pub kind: u32,
     /// The process (thread group) id of the caller.
     pub tgid: u32,
-    /// Id of the user stack in the `STACKS` map; negative (`-errno`) when capture failed.
+    /// Frames of user stack that follow this event in its ring-buffer record (innermost
+    /// first); negative (`-errno`) when the capture failed. The agent replaces it with the id it
+    /// gives that stack.
     pub stack_id: i32,
     /// For mapping events, [`mapping`] bits.
     pub flags: u32,
@@ -151,7 +153,7 @@ pub struct FreeMark {
 pub enum Counter {
     /// No room in the ring buffer: the event was dropped (the agent fell behind).
     RingBufferFull = 0,
-    /// `bpf_get_stackid` failed: the event was sent without a stack.
+    /// `bpf_get_stack` failed: the event was sent without a stack.
     StackCaptureFailed = 1,
     /// The in-flight table was full: that allocation was not recorded.
     InFlightFull = 2,
@@ -181,10 +183,19 @@ pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 /// Deepest user stack captured (the kernel's `PERF_MAX_STACK_DEPTH`).
 pub const MAX_STACK_DEPTH: usize = 127;
 
+/// A ring-buffer record that carries a user stack: the event, then `event.stack_id` frames.
+/// Only the frames captured are sent, so the record's length varies. Stacks travel whole
+/// instead of through a kernel stack map, whose hash buckets collide and drop stacks.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EventWithStack {
+    pub event: Event,
+    pub frames: [u64; MAX_STACK_DEPTH],
+}
+
 /// Map and program names, written once here so both sides agree.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
-    pub const STACKS: &str = "STACKS";
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const FREE_MARKS: &str = "FREE_MARKS";
     pub const TRACED: &str = "TRACED";

@@ -7,17 +7,16 @@
 //! outer call and is ignored; only a return seen above the outer entry's stack pointer is the
 //! outer call's return.
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
+    programs::{ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
 use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight};
 
 use crate::{
     frees::forget_mark,
-    maps::{IN_FLIGHT, STACKS, count, emit, traced},
+    maps::{IN_FLIGHT, count, emit, emit_with_stack, traced},
     regs::stack_pointer,
 };
 
@@ -147,22 +146,10 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     }
     // A block handed out again may carry a stale operator-delete mark on this thread.
     forget_mark(pid_tgid, addr);
-    // The stack is only worth capturing for a block that is now outstanding.
-    let stack_id = if addr == 0 {
-        0
-    } else {
-        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-            Ok(id) => id as i32,
-            Err(errno) => {
-                count(Counter::StackCaptureFailed);
-                errno
-            }
-        }
-    };
-    emit(Event {
+    let event = Event {
         kind: kind as u32,
         tgid: (pid_tgid >> 32) as u32,
-        stack_id,
+        stack_id: 0,
         flags: 0,
         size: call.size,
         addr,
@@ -170,6 +157,8 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         old_size: 0,
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
-    });
+    };
+    // The stack is only worth capturing for a block that is now outstanding.
+    if addr == 0 { emit(event) } else { emit_with_stack(&ctx, event) }
     0
 }

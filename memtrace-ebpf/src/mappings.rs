@@ -9,15 +9,14 @@
 //! frame-pointer walk would skip the function that called it.
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{tracepoint, uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext, TracePointContext, tracing::StackIdContext},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use memtrace_common::{Counter, Event, EventKind, SyscallArgs, WrapperCall, mapping};
 
 use crate::{
-    maps::{IN_FLIGHT, STACKS, SYSCALLS, TRACED, WRAPPERS, count, emit},
+    maps::{IN_FLIGHT, SYSCALLS, TRACED, WRAPPERS, count, emit, emit_with_stack},
     regs::stack_pointer,
 };
 
@@ -196,26 +195,14 @@ pub fn wrapper_exit(ctx: RetProbeContext) -> u32 {
     }
     let _ = WRAPPERS.remove(pid_tgid);
     if call.armed != 0 {
-        let stack_id = capture_stack(&ctx);
-        emit(Event { stack_id, ..call.event });
+        emit_with_stack(&ctx, call.event);
     }
     0
 }
 
-#[inline(always)]
-fn capture_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
-        Err(errno) => {
-            count(Counter::StackCaptureFailed);
-            errno
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn send<C: EbpfContext + StackIdContext>(
+fn send<C: EbpfContext>(
     ctx: &C,
     pid_tgid: u64,
     kind: EventKind,
@@ -253,5 +240,5 @@ fn send<C: EbpfContext + StackIdContext>(
         return;
     }
     // A raw system call: its own stack is whole.
-    emit(Event { stack_id: capture_stack(ctx), ..event });
+    emit_with_stack(ctx, event);
 }

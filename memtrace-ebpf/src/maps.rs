@@ -1,19 +1,21 @@
 //! The maps shared with the agent, and the one helper that counts what was dropped.
 use aya_ebpf::{
     Global,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    EbpfContext,
+    helpers::bpf_get_stack,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use memtrace_common::{COUNTER_SLOTS, Counter, Event, FreeMark, InFlight, SyscallArgs, WrapperCall};
+use memtrace_common::{COUNTER_SLOTS, Counter, Event, EventWithStack, FreeMark, InFlight, SyscallArgs, WrapperCall};
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// User stacks of allocations, by id. Sized by the agent at load time.
-#[map(name = "STACKS")]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
+/// Per-CPU room to assemble an event and its stack before it is copied to `EVENTS`.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<EventWithStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Allocator calls entered but not yet returned, by pid_tgid (one per thread at most:
 /// nested calls keep the outer entry, see `InFlight::entry_sp`).
@@ -74,10 +76,42 @@ pub fn emit(event: Event) {
         return;
     };
     entry.write(event);
+    entry.submit(wakeup_flags());
+}
+
+/// Sends one event followed by the caller's user stack (only the frames captured).
+#[inline(always)]
+pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
+    let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
+    let record = unsafe { &mut *record };
+    let room = size_of::<[u64; memtrace_common::MAX_STACK_DEPTH]>() as u32;
+    // SAFETY: the helper writes at most `room` bytes into the frames array.
+    let written = unsafe {
+        bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), room, BPF_F_USER_STACK as u64)
+    };
+    let (stack_id, depth) = if written < 0 {
+        count(Counter::StackCaptureFailed);
+        (written as i32, 0)
+    } else {
+        ((written / 8) as i32, (written as usize / 8).min(memtrace_common::MAX_STACK_DEPTH))
+    };
+    record.event = Event { stack_id, ..event };
+    let length = size_of::<Event>() + depth * 8;
+    // SAFETY: `length` is at most the size of the record it is taken from.
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const EventWithStack).cast::<u8>(), length) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+        count(Counter::RingBufferFull);
+    }
+}
+
+/// Wake the agent only once a quarter of the ring is waiting (see `WAKEUP_BYTES`).
+#[inline(always)]
+fn wakeup_flags() -> u64 {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(flags as u64);
+    flags as u64
 }

@@ -119,9 +119,6 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
     pub ring_buffer_size: u32,
 
-    /// Distinct call stacks the kernel can hold. Raise it if the report says stack captures failed.
-    #[arg(long, default_value_t = 16 * 1024, value_name = "N")]
-    pub stack_slots: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

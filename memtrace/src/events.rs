@@ -41,14 +41,15 @@ impl EventReader {
         Ok(())
     }
 
-    /// Hands every event available now to `sink`; returns how many there were.
-    pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+    /// Hands every event available now to `sink`, with the bytes that follow it in its record
+    /// (its stack's frames, for events that carry one); returns how many there were.
+    pub fn drain(&mut self, mut sink: impl FnMut(&Event, &[u8])) -> usize {
         let ring = self.ring.get_mut();
         let mut count = 0;
         while let Some(record) = ring.next() {
             match decode(&record) {
                 Some(event) => {
-                    sink(&event);
+                    sink(&event, &record[size_of::<Event>()..]);
                     count += 1;
                 }
                 None => self.malformed += 1,

@@ -23,7 +23,7 @@ pub enum MemoryKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Block {
     pub size: u64,
-    /// Id in the kernel's stack map; negative when the capture failed.
+    /// Id in the agent's stack table; negative (-errno) when the capture failed.
     pub stack_id: i32,
     pub timestamp_ns: u64,
 }

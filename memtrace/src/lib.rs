@@ -17,4 +17,5 @@ pub mod procmaps;
 pub mod regions;
 pub mod report;
 pub mod session;
+pub mod stacks;
 pub mod symbolize;

@@ -6,7 +6,7 @@ use std::{collections::HashMap, num::NonZeroU32};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
@@ -23,7 +23,6 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
-    pub stack_slots: u32,
     /// Some target's operator delete will be probed: `free` must then check delete's marks.
     pub outer_frees: bool,
     /// Probes are attached for all processes, and only those given to [`Probes::trace`] count.
@@ -82,7 +81,6 @@ impl Probes {
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
-            .map_max_entries(names::STACKS, settings.stack_slots.max(1))
             .override_global(names::HAS_OUTER_FREES, &outer_frees, true)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
@@ -213,12 +211,6 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self.ebpf.take_map(names::EVENTS).ok_or_else(|| missing(names::EVENTS))?;
         RingBuf::try_from(map).map_err(|error| map_error(names::EVENTS, error))
-    }
-
-    /// Takes the stack map (once); it stays valid after the probes are detached.
-    pub fn take_stacks(&mut self) -> Result<StackTraceMap<MapData>, ProbeError> {
-        let map = self.ebpf.take_map(names::STACKS).ok_or_else(|| missing(names::STACKS))?;
-        StackTraceMap::try_from(map).map_err(|error| map_error(names::STACKS, error))
     }
 
     /// Reads the kernel side's drop counters.

@@ -13,8 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{MapData, StackTraceMap};
-use memtrace_common::{Event, EventKind};
+use memtrace_common::EventKind;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -30,6 +29,7 @@ use crate::{
     preflight,
     probes::{KernelCounters, ProbeSettings, Probes, Scope},
     regions,
+    stacks::{self, StackTable},
     report::{Counts, Mode, ProcessReport, Report, ReportInput, Target, Window},
     symbolize::{Frame, Symbolizer},
 };
@@ -45,7 +45,7 @@ type PointId = (u64, u64, u64);
 struct Trace {
     probes: Option<Probes>,
     events: EventReader,
-    stacks: StackTraceMap<MapData>,
+    stacks: StackTable,
     heap: HeapTable,
     symbolizer: Symbolizer,
     counters: KernelCounters,
@@ -71,18 +71,16 @@ impl Trace {
     fn load(args: &TraceArgs, outer_frees: bool, all_processes: bool) -> Result<Self> {
         let mut probes = Probes::load(ProbeSettings {
             ring_buffer_bytes: args.ring_buffer_size,
-            stack_slots: args.stack_slots,
             outer_frees,
             filter_by_map: all_processes,
             empty: args.empty_probes,
         })?;
         probes.forward_kernel_logs();
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
-        let stacks = probes.take_stacks()?;
         Ok(Self {
             probes: Some(probes),
             events,
-            stacks,
+            stacks: StackTable::default(),
             heap: HeapTable::new(),
             symbolizer: Symbolizer::new(),
             counters: KernelCounters::default(),
@@ -168,18 +166,22 @@ impl Trace {
     }
 
     fn drain(&mut self) {
-        let (heap, window) = (&mut self.heap, self.window);
-        self.events.drain(|event| {
+        let (heap, stacks, window) = (&mut self.heap, &mut self.stacks, self.window);
+        self.events.drain(|event, rest| {
             if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
                 return;
             }
+            let mut event = *event;
+            // A record with frames after it: the stack gets its id here (a negative count is
+            // the kernel's error for a failed capture, kept as it is).
+            if event.stack_id >= 0 && !rest.is_empty() {
+                event.stack_id = stacks.intern(&stacks::frames(rest));
+            }
             if event.kind == EventKind::Shmat as u32 {
                 // The kernel side sees only the segment id; its size is in /proc.
-                let size = regions::sysv_segment_size(event.old_addr).unwrap_or(0);
-                heap.apply(&Event { size, ..*event });
-            } else {
-                heap.apply(event);
+                event.size = regions::sysv_segment_size(event.old_addr).unwrap_or(0);
             }
+            heap.apply(&event);
         });
     }
 
@@ -225,25 +227,19 @@ impl Trace {
     }
 }
 
-fn frames_of(
-    stacks: &StackTraceMap<MapData>,
-    symbolizer: &mut Symbolizer,
-    pid: u32,
-    stack_id: i32,
-) -> Result<Vec<Frame>, String> {
+fn frames_of(stacks: &StackTable, symbolizer: &mut Symbolizer, pid: u32, stack_id: i32) -> Result<Vec<Frame>, String> {
     if stack_id < 0 {
         return Err(format!("the kernel could not capture it ({})", std::io::Error::from_raw_os_error(-stack_id)));
     }
-    let trace = stacks.get(&(stack_id as u32), 0).map_err(|error| format!("stack {stack_id}: {error}"))?;
-    let addresses: Vec<u64> = trace.frames().iter().map(|frame| frame.ip).collect();
-    Ok(symbolizer.symbolize(pid, &addresses))
+    let addresses = stacks.get(stack_id).ok_or_else(|| format!("stack {stack_id} was never received"))?;
+    Ok(symbolizer.symbolize(pid, addresses))
 }
 
 fn warn_about_losses(report: &Report) {
     let lost = &report.summary.lost;
     if lost.total() > 0 {
         eprintln!(
-            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}); numbers are low by that much. Raise --ring-buffer-size or --stack-slots.",
+            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}); numbers are low by that much. Raise --ring-buffer-size if the ring buffer was full.",
             lost.total(),
             lost.ring_buffer_full,
             lost.stack_capture_failed,

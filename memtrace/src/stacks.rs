@@ -1,0 +1,60 @@
+//! User stacks as they arrive with events, each distinct one kept once under an id. The kernel
+//! sends every stack whole (no kernel stack map, whose hash buckets collide and drop stacks).
+use std::collections::HashMap;
+
+#[derive(Debug, Default)]
+pub struct StackTable {
+    ids: HashMap<Box<[u64]>, i32>,
+    stacks: Vec<Box<[u64]>>,
+}
+
+impl StackTable {
+    /// The id of this stack (innermost address first), given on first sight.
+    pub fn intern(&mut self, addresses: &[u64]) -> i32 {
+        if let Some(&id) = self.ids.get(addresses) {
+            return id;
+        }
+        let id = self.stacks.len() as i32;
+        self.stacks.push(addresses.into());
+        self.ids.insert(addresses.into(), id);
+        id
+    }
+
+    pub fn get(&self, id: i32) -> Option<&[u64]> {
+        usize::try_from(id).ok().and_then(|index| self.stacks.get(index)).map(|stack| &stack[..])
+    }
+}
+
+/// The frames that follow an event in its record, read in place when they are aligned (ring
+/// buffer records are 8-byte aligned, and so is `Event`'s size), copied otherwise.
+pub fn frames(bytes: &[u8]) -> std::borrow::Cow<'_, [u64]> {
+    // SAFETY: any bytes are a valid u64; align_to only hands out the aligned middle.
+    let (head, middle, tail) = unsafe { bytes.align_to::<u64>() };
+    if head.is_empty() && tail.is_empty() {
+        return std::borrow::Cow::Borrowed(middle);
+    }
+    std::borrow::Cow::Owned(
+        bytes.chunks_exact(8).map(|chunk| u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]))).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_stacks_share_an_id_and_different_ones_do_not() {
+        let mut table = StackTable::default();
+        let a = table.intern(&[1, 2, 3]);
+        let b = table.intern(&[1, 2, 4]);
+        assert_eq!(table.intern(&[1, 2, 3]), a);
+        assert_ne!(a, b);
+        assert_eq!(table.get(b), Some(&[1u64, 2, 4][..]));
+        assert_eq!(table.get(-14), None);
+        let words = [1u64, 2];
+        // SAFETY: viewing two u64s as their 16 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 16) };
+        assert_eq!(&*frames(bytes), &[1, 2]);
+        assert_eq!(&*frames(&bytes[..8]), &[1]);
+    }
+}
