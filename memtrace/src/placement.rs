@@ -22,11 +22,7 @@ pub fn after_null_check(prologue: &[u8]) -> Option<u64> {
 
 /// `push %reg`: 0x50-0x57, or 0x41 0x50-0x57 for %r8-%r15. The kernel emulates both.
 fn is_emulated_push(code: &[u8]) -> bool {
-    match code {
-        [0x50..=0x57, ..] => true,
-        [0x41, 0x50..=0x57, ..] => true,
-        _ => false,
-    }
+    matches!(code, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..])
 }
 
 #[cfg(test)]
