@@ -239,8 +239,9 @@ pub mod names {
     pub const WRAPPER_ENTER: &str = "wrapper_enter";
     pub const WRAPPER_EXIT: &str = "wrapper_exit";
 
-    /// Syscall tracepoints for memory outside malloc: (program, tracepoint name).
-    pub const MAPPING_TRACEPOINTS: [(&str, &str); 10] = [
+    /// Syscall tracepoints for memory outside malloc: (program, tracepoint name). shmdt has no
+    /// exit program: it is complete at entry.
+    pub const MAPPING_TRACEPOINTS: [(&str, &str); 11] = [
         ("mmap_enter", "sys_enter_mmap"),
         ("mmap_exit", "sys_exit_mmap"),
         ("munmap_enter", "sys_enter_munmap"),
@@ -251,9 +252,8 @@ pub mod names {
         ("brk_exit", "sys_exit_brk"),
         ("shmat_enter", "sys_enter_shmat"),
         ("shmat_exit", "sys_exit_shmat"),
+        ("shmdt_enter", "sys_enter_shmdt"),
     ];
-    /// shmdt is complete at entry (it cannot fail for an attached segment's address).
-    pub const SHMDT: (&str, &str) = ("shmdt_enter", "sys_enter_shmdt");
 }
 
 #[cfg(feature = "user")]

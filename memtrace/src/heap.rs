@@ -174,13 +174,6 @@ impl HeapTable {
         }
     }
 
-    /// Processes that sent at least one event, in pid order.
-    pub fn pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.processes.keys().copied().collect();
-        pids.sort();
-        pids
-    }
-
     /// One process's numbers (zero for a process never seen).
     pub fn process(&self, tgid: u32) -> ProcessTotals {
         self.processes.get(&tgid).map_or_else(ProcessTotals::default, |process| ProcessTotals {
@@ -200,14 +193,6 @@ impl HeapTable {
             sum.add(&process.totals);
         }
         sum
-    }
-
-    pub fn outstanding_blocks(&self) -> usize {
-        self.processes.values().map(|process| process.blocks.len()).sum()
-    }
-
-    pub fn outstanding_bytes(&self) -> u64 {
-        self.processes.values().map(ProcessHeap::outstanding_bytes).sum()
     }
 
     /// All processes' numbers together.
@@ -274,7 +259,6 @@ mod tests {
         heap.apply(&Event { tgid: 8, ..event(EventKind::Free, 0x10, 0, 0, 0) });
         assert_eq!(heap.process(7).outstanding_bytes, 100);
         assert_eq!(heap.process(8).outstanding_bytes, 0);
-        assert_eq!(heap.pids(), vec![7, 8]);
         heap.drop_image(7);
         assert_eq!(heap.process(7).outstanding_blocks, 0);
         assert_eq!(heap.process(7).totals.dropped_by_exec, 1);
@@ -288,8 +272,8 @@ mod tests {
         heap.apply(&event(EventKind::Alloc, 0x20, 50, 0, 2));
         heap.apply(&event(EventKind::Free, 0x10, 0, 0, 0));
         heap.apply(&event(EventKind::Free, 0x99, 0, 0, 0));
-        assert_eq!(heap.outstanding_bytes(), 50);
-        assert_eq!(heap.outstanding_blocks(), 1);
+        assert_eq!(heap.all().outstanding_bytes, 50);
+        assert_eq!(heap.all().outstanding_blocks, 1);
         let totals = heap.totals();
         assert_eq!((totals.allocations, totals.frees, totals.unknown_frees), (2, 1, 1));
         assert_eq!((totals.allocated_bytes, totals.freed_bytes), (150, 100));
@@ -300,17 +284,17 @@ mod tests {
         let mut heap = HeapTable::new();
         // realloc(NULL, 64) allocates.
         heap.apply(&event(EventKind::Realloc, 0x10, 64, 0, 1));
-        assert_eq!(heap.outstanding_bytes(), 64);
+        assert_eq!(heap.all().outstanding_bytes, 64);
         // realloc(0x10, 128) moving to 0x30 frees the old block and records the new one.
         heap.apply(&event(EventKind::Realloc, 0x30, 128, 0x10, 2));
         assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, bytes: 128, allocations: 1 }]);
         // A failed realloc keeps the old block.
         heap.apply(&event(EventKind::Realloc, 0, 1 << 40, 0x30, 3));
-        assert_eq!(heap.outstanding_bytes(), 128);
+        assert_eq!(heap.all().outstanding_bytes, 128);
         assert_eq!(heap.totals().failed_reallocs, 1);
         // realloc(p, 0) frees.
         heap.apply(&event(EventKind::Realloc, 0, 0, 0x30, 4));
-        assert_eq!(heap.outstanding_blocks(), 0);
+        assert_eq!(heap.all().outstanding_blocks, 0);
         assert_eq!(heap.totals().frees, 2);
     }
 

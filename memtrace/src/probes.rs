@@ -86,8 +86,9 @@ impl Probes {
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
-        let tracepoints = if settings.empty { Vec::new() } else { names::MAPPING_TRACEPOINTS.into_iter().chain([names::SHMDT]).collect() };
-        for (program, tracepoint) in tracepoints {
+        // The floor measures the uprobes alone: no tracepoints then.
+        let tracepoints: &[(&str, &str)] = if settings.empty { &[] } else { &names::MAPPING_TRACEPOINTS };
+        for &(program, tracepoint) in tracepoints {
             let tracepoint_program: &mut TracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
