@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::{
+    fs::File,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::{Mutex, MutexGuard},
@@ -10,12 +11,27 @@ use std::{
 
 use serde_json::Value;
 
-/// Tests in one binary run one memtrace at a time, so that "no memtrace program is loaded
-/// afterwards" is a meaningful check.
+/// Tests run one memtrace at a time, so that "no memtrace program is loaded afterwards" is a
+/// meaningful check: the mutex orders the tests of one binary, the file lock every test process
+/// on the machine (two checkouts testing at once).
 static SERIAL: Mutex<()> = Mutex::new(());
+const MACHINE_LOCK: &str = "/tmp/memtrace-tests.lock";
 
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub struct Serial {
+    _in_process: MutexGuard<'static, ()>,
+    _machine: File,
+}
+
+pub fn serial() -> Serial {
+    let in_process = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let machine = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MACHINE_LOCK)
+        .expect("the test lock file opens");
+    machine.lock().expect("the test lock is taken");
+    Serial { _in_process: in_process, _machine: machine }
 }
 
 pub fn memtrace_bin() -> PathBuf {
