@@ -26,6 +26,9 @@ pub enum EventKind {
     Shmat = 8,
     /// `shmdt(addr)` detached a System V segment.
     Shmdt = 9,
+    /// A page fault at `addr` (`flags`: [`fault`] bits); `size` is the sampling period, the
+    /// number of faults this one sample stands for.
+    Fault = 10,
 }
 
 impl EventKind {
@@ -40,6 +43,7 @@ impl EventKind {
             7 => Some(Self::Brk),
             8 => Some(Self::Shmat),
             9 => Some(Self::Shmdt),
+            10 => Some(Self::Fault),
             _ => None,
         }
     }
@@ -54,6 +58,12 @@ pub mod mapping {
     /// Made inside an allocator call (malloc's own mmap or brk): the block the caller asked
     /// for is what counts, not this.
     pub const INTERNAL: u32 = 4;
+}
+
+/// Bits of [`Event::flags`] for fault events.
+pub mod fault {
+    /// A major fault (the page had to be read from disk); otherwise minor.
+    pub const MAJOR: u32 = 1;
 }
 
 /// One allocator call, as it completed in the traced process.
@@ -230,6 +240,10 @@ pub mod names {
     pub const FREE_ENTER: &str = "free_enter";
     /// `operator delete(ptr, ...)`, every variant: a release that may call `free` itself.
     pub const DELETE_ENTER: &str = "delete_enter";
+
+    /// perf-event programs on the software events for minor and major page faults.
+    pub const FAULT_MINOR: &str = "fault_minor";
+    pub const FAULT_MAJOR: &str = "fault_major";
 
     /// Empty programs for measuring the probes' own cost (`--empty-probes`).
     pub const FLOOR_ENTER: &str = "floor_enter";

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod allocations;
+mod faults;
 mod floor;
 mod frees;
 mod mappings;

@@ -1,5 +1,10 @@
 //! Command-line definitions (clap) and nothing else.
-use std::{ffi::OsString, num::NonZeroU32, path::PathBuf, time::Duration};
+use std::{
+    ffi::OsString,
+    num::{NonZeroU32, NonZeroU64},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -36,6 +41,9 @@ on any error of its own with 1.")]
     /// freed at its end. Stops after --duration, on Ctrl-C or SIGTERM, or when every process has
     /// exited.
     Record(RecordArgs),
+    /// Shorthand for `run --faults` (`memtrace faults -- CMD`) or `record --faults`
+    /// (`memtrace faults -p PID`): page faults by stack, with the rest of the report.
+    Faults(FaultsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +127,71 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
     pub ring_buffer_size: u32,
 
+    /// Also count the target's minor and major page faults, each with its user stack and the
+    /// kind of memory it touched (heap, stack, anonymous, file, shared memory, other).
+    #[arg(long)]
+    pub faults: bool,
+
+    /// Sample one page fault in N instead of every one (implies --faults), for processes that
+    /// fault millions of times. Counts are then scaled by N and marked as estimates.
+    #[arg(long, value_name = "N")]
+    pub fault_period: Option<NonZeroU64>,
+
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["pids", "command"]))]
+pub struct FaultsArgs {
+    /// Attach to these running processes, as `record -p` does.
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<NonZeroU32>,
+
+    /// With -p: stop after this long (as `record --duration`).
+    #[arg(short, long, value_parser = parse_duration, value_name = "DURATION", requires = "pids")]
+    pub duration: Option<Duration>,
+
+    /// With a command: trace its children too (as `run --follow-forks`).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub follow_forks: bool,
+
+    #[command(flatten)]
+    pub report: ReportArgs,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// Or start this command, as `run` does (after `--`).
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// What `memtrace faults` stands for.
+pub enum FaultsShorthand {
+    Run(RunArgs),
+    Record(RecordArgs),
+}
+
+impl FaultsArgs {
+    /// The `run --faults` or `record --faults` this shorthand means.
+    pub fn expand(self) -> FaultsShorthand {
+        let trace = TraceArgs { faults: true, ..self.trace };
+        if self.command.is_empty() {
+            FaultsShorthand::Record(RecordArgs { pids: self.pids, duration: self.duration, report: self.report, trace })
+        } else {
+            FaultsShorthand::Run(RunArgs { report: self.report, trace, follow_forks: self.follow_forks, command: self.command })
+        }
+    }
+}
+
+impl TraceArgs {
+    /// The fault sampling period when faults are traced: 1 counts every fault.
+    pub fn fault_sampling(&self) -> Option<u64> {
+        match (self.faults, self.fault_period) {
+            (_, Some(period)) => Some(period.get()),
+            (true, None) => Some(1),
+            (false, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

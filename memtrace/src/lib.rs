@@ -7,8 +7,10 @@
 pub mod allocator;
 pub mod cli;
 pub mod events;
+pub mod faults;
 pub mod heap;
 pub mod launch;
+pub mod memory_picture;
 pub mod output;
 pub mod placement;
 pub mod preflight;

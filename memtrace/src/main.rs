@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use memtrace::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, FaultsShorthand},
     launch::LaunchError,
     session,
 };
@@ -23,6 +23,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => session::run(args).await,
             Command::Record(args) => session::record(args).await,
+            Command::Faults(args) => match args.expand() {
+                FaultsShorthand::Run(args) => session::run(args).await,
+                FaultsShorthand::Record(args) => session::record(args).await,
+            },
         }
     });
     // Dropping the runtime first ends the kernel log task before we exit.

@@ -173,6 +173,11 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches the page-fault programs on every CPU, one sample every `period` faults.
+    pub fn attach_faults(&mut self, period: u64) -> Result<(), ProbeError> {
+        crate::faults::attach::attach(&mut self.ebpf, period)
+    }
+
     /// Counts `pid` in (or out) when the probes are attached for all processes.
     pub fn trace(&mut self, pid: u32, traced: bool) -> Result<(), ProbeError> {
         let map = self.ebpf.map_mut(names::TRACED).ok_or_else(|| missing(names::TRACED))?;

@@ -23,14 +23,16 @@ use crate::{
     allocator::{self, Allocator, Selection},
     cli::{RecordArgs, RunArgs, TraceArgs},
     events::{EventReader, watch_readable},
+    faults::FaultTable,
     heap::HeapTable,
     launch::{self, Ending, TargetEvent},
+    memory_picture::{self, MemoryPicture},
     output::{Console, ReportSink},
     preflight,
     probes::{KernelCounters, ProbeSettings, Probes, Scope},
     regions,
     stacks::{self, StackTable},
-    report::{Counts, Mode, ProcessReport, Report, ReportInput, Target, Window},
+    report::{Counts, FaultsSection, Mode, ProcessReport, Report, ReportInput, Target, Window},
     symbolize::{Frame, Symbolizer},
 };
 
@@ -64,6 +66,10 @@ struct Trace {
     /// The kernel side wakes memtrace only when the ring buffer is a quarter full; between
     /// wake-ups memtrace drains it on this timer.
     drain_timer: tokio::time::Interval,
+    /// Page faults by stack, with `--faults`.
+    faults: Option<FaultTable>,
+    /// Each process's memory picture, read while it was still alive.
+    pictures: BTreeMap<u32, MemoryPicture>,
 }
 
 impl Trace {
@@ -76,6 +82,10 @@ impl Trace {
             empty: args.empty_probes,
         })?;
         probes.forward_kernel_logs();
+        let faults = args.fault_sampling().map(FaultTable::new);
+        if let Some(table) = &faults {
+            probes.attach_faults(table.period())?;
+        }
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
         Ok(Self {
             probes: Some(probes),
@@ -93,6 +103,8 @@ impl Trace {
                 timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 timer
             },
+            faults,
+            pictures: BTreeMap::new(),
         })
     }
 
@@ -166,7 +178,7 @@ impl Trace {
     }
 
     fn drain(&mut self) {
-        let (heap, stacks, window) = (&mut self.heap, &mut self.stacks, self.window);
+        let (heap, stacks, faults, window) = (&mut self.heap, &mut self.stacks, &mut self.faults, self.window);
         self.events.drain(|event, rest| {
             if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
                 return;
@@ -181,8 +193,28 @@ impl Trace {
                 // The kernel side sees only the segment id; its size is in /proc.
                 event.size = regions::sysv_segment_size(event.old_addr).unwrap_or(0);
             }
+            if let Some(faults) = faults.as_mut() {
+                if event.kind == EventKind::Fault as u32 {
+                    faults.record(&event);
+                    return;
+                }
+                if !matches!(EventKind::from_u32(event.kind), Some(EventKind::Alloc | EventKind::Free | EventKind::Realloc)) {
+                    faults.mappings_changed(event.tgid);
+                }
+            }
             heap.apply(&event);
         });
+    }
+
+    /// Reads the memory picture of a process that is still alive (stopped at its exit, or
+    /// running at the end of the trace); a failure is a warning, the report goes on.
+    fn capture_picture(&mut self, pid: u32) {
+        match memory_picture::capture(pid) {
+            Ok(picture) => {
+                self.pictures.insert(pid, picture);
+            }
+            Err(error) => eprintln!("memtrace: warning: no memory picture for process {pid}: {error}"),
+        }
     }
 
     /// Opens the window: from now on every probe is in place.
@@ -221,7 +253,18 @@ impl Trace {
             top,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);
-        let report = Report::build(input, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id));
+        let mut report = Report::build(input, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id));
+        if let Some(faults) = &self.faults {
+            let pids: Vec<u32> = self.processes.keys().copied().collect();
+            report.add_faults(FaultsSection::build(faults, &pids, top, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id)));
+        }
+        // The target first, then the others by pid.
+        let mut pictures: Vec<MemoryPicture> = self.pictures.values().cloned().collect();
+        pictures.sort_by_key(|picture| (picture.pid != report.target.pid, picture.pid));
+        for picture in &mut pictures {
+            picture.allocator.outstanding_bytes = self.heap.process(picture.pid).outstanding_bytes;
+        }
+        report.memory = pictures;
         warn_about_losses(&report);
         report
     }
@@ -324,6 +367,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     if let Err(error) = trace.symbolizer.snapshot(pid) {
                         log::warn!("cannot read the mappings of process {pid}: {error}");
                     }
+                    trace.capture_picture(pid);
                     target.resume();
                 }
                 Some(TargetEvent::Ended { pid, ending }) => {
@@ -347,6 +391,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     for pid in trace.processes.keys().copied().collect::<Vec<_>>() {
         if !trace.symbolizer.knows(pid) && trace.symbolizer.snapshot(pid).is_err() {
             eprintln!("memtrace: warning: process {pid} ended before its mappings could be read (killed with SIGKILL?); its frames show addresses only");
+        }
+        if !trace.processes[&pid].exited && !trace.pictures.contains_key(&pid) {
+            trace.capture_picture(pid);
         }
     }
     trace.detach();
@@ -431,6 +478,12 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         // Refresh the mappings of the living: libraries loaded during the window get names too.
         if !trace.processes[&pid].exited && let Err(error) = trace.symbolizer.snapshot(pid) {
             log::warn!("cannot re-read the mappings of process {pid}: {error}");
+        }
+        // The picture needs a living process: one that exited during the window has none.
+        if trace.processes[&pid].exited {
+            eprintln!("memtrace: warning: no memory picture for process {pid}: it exited before the end of the trace");
+        } else {
+            trace.capture_picture(pid);
         }
     }
     trace.detach();

@@ -1,6 +1,8 @@
 //! The `Report`: the one value every output format renders. The JSON format is this value
 //! serialized, so a saved report can be loaded back and rendered again.
+mod faults;
 mod json;
+mod memory;
 mod text;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,7 @@ use crate::{
     symbolize::Frame,
 };
 
+pub use faults::{FaultStack, FaultsSection, ProcessFaults};
 pub use json::render as render_json;
 pub use text::render as render_text;
 
@@ -43,6 +46,12 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Stacks holding outstanding memory, most bytes first.
     pub stacks: Vec<Stack>,
+    /// Page faults by stack (`--faults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultsSection>,
+    /// Each process's memory picture at the end of the trace, the target first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<crate::memory_picture::MemoryPicture>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +150,11 @@ pub struct Summary {
     pub lost: Lost,
     /// Distinct stacks holding outstanding memory (before `--top`).
     pub stacks_total: u64,
+    /// Page faults of every traced process (`--faults`; scaled when sampled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor_faults: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major_faults: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -255,6 +269,13 @@ pub struct ReportInput<'a> {
 }
 
 impl Report {
+    /// Adds the page-fault section and its totals.
+    pub fn add_faults(&mut self, section: FaultsSection) {
+        self.summary.minor_faults = Some(section.minor);
+        self.summary.major_faults = Some(section.major);
+        self.faults = Some(section);
+    }
+
     /// Builds the report; `frames_of(pid, stack_id)` names a stack's frames or says why not.
     pub fn build(
         input: ReportInput<'_>,
@@ -342,9 +363,13 @@ impl Report {
                 lost_events: lost.total(),
                 lost,
                 stacks_total,
+                minor_faults: None,
+                major_faults: None,
             },
             processes,
             stacks,
+            faults: None,
+            memory: Vec::new(),
         }
     }
 }

@@ -95,7 +95,11 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         lost.stale_in_flight,
         lost.argument_unreadable,
         lost.malformed,
-    )
+    )?;
+    if let Some(faults) = &report.faults {
+        super::faults::render_text(faults, top, out)?;
+    }
+    super::memory::render_text(&report.memory, out)
 }
 
 fn ending(exit_code: Option<i32>, signal: Option<i32>, exited: bool) -> String {
@@ -121,7 +125,7 @@ fn headline(report: &Report) -> String {
     )
 }
 
-fn frame_line(frame: &ReportFrame) -> String {
+pub(super) fn frame_line(frame: &ReportFrame) -> String {
     let mut line = frame.address.clone();
     line.push_str(" in ");
     line.push_str(frame.function.as_deref().unwrap_or("??"));
@@ -157,7 +161,7 @@ fn bytes(count: u64) -> String {
 }
 
 /// 1234567 as "1,234,567".
-fn thousands(value: u64) -> String {
+pub(super) fn thousands(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {

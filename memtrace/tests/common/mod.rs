@@ -120,7 +120,7 @@ pub fn stack_from<'a>(report: &'a Value, function: &str) -> &'a Value {
 }
 
 /// Names of memtrace's kernel programs (as the kernel keeps them: at most 15 characters).
-pub const PROGRAM_NAMES: [&str; 24] = [
+pub const PROGRAM_NAMES: [&str; 26] = [
     "floor_enter",
     "floor_exit",
     "size_enter",
@@ -145,6 +145,8 @@ pub const PROGRAM_NAMES: [&str; 24] = [
     "shmat_enter",
     "shmat_exit",
     "shmdt_enter",
+    "fault_minor",
+    "fault_major",
 ];
 
 /// memtrace programs loaded in the kernel right now, per `bpftool prog list`.

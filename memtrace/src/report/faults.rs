@@ -1,0 +1,125 @@
+//! The `faults` section: page faults by user stack, with the kind of memory they touched.
+use std::io::{self, Write};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ReportFrame,
+    text::{frame_line, thousands},
+};
+use crate::{
+    faults::{FaultTable, KindCounts},
+    symbolize::Frame,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultsSection {
+    /// One sample was taken every `period` faults; every count is samples × period.
+    pub period: u64,
+    /// The counts are estimates scaled from samples (`period` > 1).
+    pub scaled: bool,
+    pub minor: u64,
+    pub major: u64,
+    /// Minor and major faults by the kind of memory the faulting address is in.
+    pub kinds: KindCounts,
+    pub processes: Vec<ProcessFaults>,
+    /// Distinct stacks that faulted (before `--top`).
+    pub stacks_total: u64,
+    /// Stacks by faults (minor + major), most first.
+    pub stacks: Vec<FaultStack>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessFaults {
+    pub pid: u32,
+    pub minor: u64,
+    pub major: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultStack {
+    pub pid: u32,
+    pub minor: u64,
+    pub major: u64,
+    pub kinds: KindCounts,
+    /// Innermost first: frame 0 is the instruction that faulted.
+    pub frames: Vec<ReportFrame>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+impl FaultsSection {
+    /// Builds the section for `pids`, naming the `top` stacks with `frames_of`.
+    pub fn build(
+        table: &FaultTable,
+        pids: &[u32],
+        top: Option<usize>,
+        mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
+    ) -> Self {
+        let all = table.all();
+        let mut stacks: Vec<_> = table.stacks().collect();
+        stacks.sort_by_key(|(_, _, counts)| std::cmp::Reverse(counts.minor + counts.major));
+        let stacks_total = stacks.len() as u64;
+        let stacks = stacks
+            .into_iter()
+            .take(top.unwrap_or(usize::MAX))
+            .map(|(pid, stack_id, counts)| {
+                let (frames, unavailable) = match frames_of(pid, stack_id) {
+                    Ok(frames) => (frames.into_iter().map(ReportFrame::from).collect(), None),
+                    Err(why) => (Vec::new(), Some(why)),
+                };
+                FaultStack { pid, minor: counts.minor, major: counts.major, kinds: counts.kinds, frames, unavailable }
+            })
+            .collect();
+        let processes = pids
+            .iter()
+            .map(|&pid| {
+                let counts = table.process(pid);
+                ProcessFaults { pid, minor: counts.minor, major: counts.major }
+            })
+            .collect();
+        FaultsSection {
+            period: table.period(),
+            scaled: table.period() > 1,
+            minor: all.minor,
+            major: all.major,
+            kinds: all.kinds,
+            processes,
+            stacks_total,
+            stacks,
+        }
+    }
+}
+
+/// Text: the totals, the kind breakdown, then the top stacks.
+pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    let estimate = if section.scaled { format!(" (estimated: one fault in {} sampled)", section.period) } else { String::new() };
+    writeln!(out)?;
+    writeln!(out, "Page faults: {} minor, {} major{estimate}", thousands(section.minor), thousands(section.major))?;
+    let kinds = &section.kinds;
+    writeln!(
+        out,
+        "    by memory: heap {}, stack {}, anonymous {}, file {}, shared memory {}, other {}",
+        thousands(kinds.heap),
+        thousands(kinds.stack),
+        thousands(kinds.anonymous),
+        thousands(kinds.file),
+        thousands(kinds.shm),
+        thousands(kinds.other)
+    )?;
+    let shown = top.unwrap_or(super::text::DEFAULT_TOP).min(section.stacks.len());
+    for (rank, stack) in section.stacks.iter().take(shown).enumerate() {
+        writeln!(out)?;
+        writeln!(out, "faults #{}: {} minor, {} major (pid {})", rank + 1, thousands(stack.minor), thousands(stack.major), stack.pid)?;
+        if let Some(why) = &stack.unavailable {
+            writeln!(out, "    (stack unavailable: {why})")?;
+        }
+        for (depth, frame) in stack.frames.iter().enumerate() {
+            writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
+        }
+    }
+    if (shown as u64) < section.stacks_total {
+        writeln!(out, "\n... {} more faulting stacks (use --top N to see more)", section.stacks_total - shown as u64)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! `--faults`: minor and major page faults by user stack, from real programs whose faults are
+//! known (they count their own with getrusage).
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use serde_json::Value;
+
+/// The fault stack whose innermost frame is `function`.
+fn fault_stack<'a>(report: &'a Value, function: &str) -> &'a Value {
+    report["faults"]["stacks"]
+        .as_array()
+        .expect("faults.stacks is an array")
+        .iter()
+        .find(|stack| stack["frames"][0]["function"] == function)
+        .unwrap_or_else(|| panic!("no fault stack from {function} in {:#}", report["faults"]))
+}
+
+/// The number after `key` in the program's one line of output.
+fn printed(stdout: &[u8], key: &str) -> u64 {
+    let text = String::from_utf8_lossy(stdout);
+    let mut words = text.split_whitespace();
+    words.by_ref().find(|word| *word == key).unwrap_or_else(|| panic!("no {key} in {text:?}"));
+    words.next().and_then(|word| word.parse().ok()).unwrap_or_else(|| panic!("no number after {key} in {text:?}"))
+}
+
+#[test]
+fn touching_fresh_pages_counts_one_minor_fault_each_in_the_touching_function() {
+    let _serial = serial();
+    let program = build_c("touch_pages");
+    let (output, report) = memtrace_json(&["run", "--faults"], &[program.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let own_count = printed(&output.stdout, "minflt");
+    const PAGES: u64 = 3000;
+    assert!(own_count >= PAGES, "the program saw {own_count} minor faults");
+
+    let stack = fault_stack(&report, "touch_pages");
+    let minor = stack["minor"].as_u64().unwrap();
+    assert!(minor >= PAGES, "{minor} minor faults in touch_pages: {stack:#}");
+    // Within 3% of what the kernel told the program itself.
+    let difference = minor.abs_diff(own_count);
+    assert!(difference * 100 <= own_count * 3, "memtrace {minor}, getrusage {own_count}: {stack:#}");
+    assert_eq!(stack["major"], 0, "{stack:#}");
+    // Every one of them in the anonymous mapping.
+    assert_eq!(stack["kinds"]["anonymous"], minor, "{stack:#}");
+    assert_eq!(stack["frames"][0]["line"], line_of("touch_pages", "region[i * page] = 1;"), "{stack:#}");
+    assert_eq!(stack["frames"][1]["function"], "main", "{stack:#}");
+
+    let faults = &report["faults"];
+    assert_eq!(faults["period"], 1);
+    assert_eq!(faults["scaled"], false);
+    // The whole process faulted more (loading, libc start-up), and the summary says so.
+    let total = report["summary"]["minor_faults"].as_u64().unwrap();
+    assert!(total > minor, "summary {total}, touch_pages {minor}");
+    assert_eq!(faults["minor"], total);
+    assert_eq!(report["summary"]["major_faults"], faults["major"]);
+    assert_eq!(report["summary"]["lost_events"], 0);
+    assert_no_probes_left();
+}
+
+#[test]
+fn reading_an_evicted_file_through_mmap_takes_major_faults_in_the_reading_function() {
+    let _serial = serial();
+    let program = build_c("read_mapped");
+    // On a real disk (the target directory), not tmpfs, whose pages cannot be evicted.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let file = dir.path().join("data.bin");
+    let mut writer = std::fs::File::create(&file).expect("data file");
+    let block: Vec<u8> = (0..1024 * 1024).map(|index| (index % 251) as u8).collect();
+    for _ in 0..8 {
+        writer.write_all(&block).expect("data written");
+    }
+    writer.sync_all().expect("data on disk");
+    drop(writer);
+
+    let (output, report) = memtrace_json(&["run", "--faults"], &[program.to_str().unwrap(), file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let own_count = printed(&output.stdout, "majflt");
+    assert_eq!(printed(&output.stdout, "cached"), 0, "the file was not evicted");
+    assert!(own_count > 0, "the program saw no major fault");
+
+    let stack = fault_stack(&report, "read_mapped");
+    let major = stack["major"].as_u64().unwrap();
+    assert!(major > 0, "{stack:#}");
+    // The kernel's own count for the process, to the fault.
+    assert_eq!(major, own_count, "{stack:#}");
+    assert_eq!(stack["frames"][0]["line"], line_of("read_mapped", "sum += data[offset];"), "{stack:#}");
+    assert_eq!(stack["frames"][1]["function"], "main", "{stack:#}");
+    // The faulting addresses are in the mapped file.
+    assert_eq!(stack["kinds"]["file"], stack["minor"].as_u64().unwrap() + major, "{stack:#}");
+    assert!(report["summary"]["major_faults"].as_u64().unwrap() >= major);
+    assert_no_probes_left();
+}
+
+#[test]
+fn a_fault_period_samples_and_scales_the_counts_and_says_so() {
+    let _serial = serial();
+    let program = build_c("touch_pages");
+    let (output, report) = memtrace_json(&["run", "--fault-period", "10"], &[program.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let own_count = printed(&output.stdout, "minflt");
+    let faults = &report["faults"];
+    assert_eq!(faults["period"], 10);
+    assert_eq!(faults["scaled"], true);
+    let minor = fault_stack(&report, "touch_pages")["minor"].as_u64().unwrap();
+    // Samples times ten: a multiple of ten, near the true count. The events are counted per
+    // CPU over every process, so the first sample in touch_pages may come up to 10 faults
+    // late and the last up to 10 early.
+    assert_eq!(minor % 10, 0);
+    assert!(minor.abs_diff(own_count) <= 20 + own_count / 20, "memtrace {minor}, getrusage {own_count}");
+    assert_no_probes_left();
+}
+
+#[test]
+fn the_faults_shorthand_runs_a_command_with_faults_on() {
+    let _serial = serial();
+    let program = build_c("touch_pages");
+    let (output, report) = memtrace_json(&["faults"], &[program.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(report["mode"], "run");
+    assert!(fault_stack(&report, "touch_pages")["minor"].as_u64().unwrap() >= 3000);
+    assert_no_probes_left();
+}
+
+#[test]
+fn text_report_shows_fault_totals_and_the_faulting_stack() {
+    let _serial = serial();
+    let program = build_c("touch_pages");
+    let output = memtrace().args(["run", "--faults", "--"]).arg(&program).output().expect("memtrace runs");
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.lines().any(|line| line.starts_with("Page faults: ") && line.ends_with(" major")), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("    by memory: heap ")), "{text}");
+    assert!(text.contains(" in touch_pages at "), "{text}");
+    assert_no_probes_left();
+}
+
+#[test]
+fn without_faults_the_report_has_no_fault_figures() {
+    let _serial = serial();
+    let program = build_c("touch_pages");
+    let (output, report) = memtrace_json(&["run"], &[program.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(report.get("faults").is_none());
+    assert!(report["summary"].get("minor_faults").is_none());
+    assert_no_probes_left();
+}
+
+#[test]
+fn the_faults_shorthand_refuses_both_a_pid_and_a_command() {
+    let output = memtrace().args(["faults", "-p", "1", "--", "true"]).output().expect("memtrace runs");
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("cannot be used with"), "{text}");
+}
