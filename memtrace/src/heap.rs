@@ -160,6 +160,8 @@ impl HeapTable {
                 let by_program = event.flags & mapping::INTERNAL == 0 && event.old_addr != 0;
                 process.regions.set_break(event.addr, by_program, event.stack_id);
             }
+            // Page faults are counted by the fault table, not here.
+            Some(EventKind::Fault) => {}
             None => log::warn!("ignoring an event of unknown kind {}", event.kind),
         }
     }

@@ -2,7 +2,10 @@
 //! known (they count their own with getrusage).
 mod common;
 
-use std::io::Write;
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    process::{Command, Stdio},
+};
 
 use common::*;
 use serde_json::Value;
@@ -153,4 +156,54 @@ fn the_faults_shorthand_refuses_both_a_pid_and_a_command() {
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("cannot be used with"), "{text}");
+}
+
+#[test]
+fn the_faults_shorthand_attaches_to_a_running_process() {
+    let _serial = serial();
+    let program = build_c("touch_pages");
+    let mut target = Command::new(&program)
+        .arg("wait")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let mut target_out = BufReader::new(target.stdout.take().unwrap());
+    let mut line = String::new();
+    target_out.read_line(&mut line).expect("the program says it waits");
+    assert_eq!(line, "waiting\n");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_path = dir.path().join("report.json");
+    let mut memtrace = memtrace()
+        .args(["faults", "-p", &target.id().to_string(), "--duration", "20s", "--format", "json", "-o"])
+        .arg(&report_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("memtrace starts");
+    // memtrace says "tracing ..." once every probe is attached.
+    let mut memtrace_err = BufReader::new(memtrace.stderr.take().unwrap());
+    let mut said = String::new();
+    memtrace_err.read_line(&mut said).expect("memtrace reports progress");
+    assert!(said.starts_with("memtrace: tracing pid "), "{said}");
+    target.stdin.take().unwrap().write_all(b"go\n").expect("the program is told to go");
+    let mut rest = String::new();
+    target_out.read_to_string(&mut rest).expect("the program's count");
+    assert!(target.wait().expect("the program ends").success());
+    let status = memtrace.wait().expect("memtrace ends");
+    let mut stderr = String::new();
+    memtrace_err.read_to_string(&mut stderr).unwrap();
+    // Every traced process exited before the window ended.
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["mode"], "record");
+
+    let own_count = printed(rest.as_bytes(), "minflt");
+    let minor = fault_stack(&report, "touch_pages")["minor"].as_u64().unwrap();
+    assert!(minor >= 3000, "{minor}");
+    assert!(minor.abs_diff(own_count) * 100 <= own_count * 3, "memtrace {minor}, getrusage {own_count}");
+    // It exited before the window closed: no memory picture, and memtrace said why.
+    assert!(report.get("memory").is_none());
+    assert!(stderr.contains("no memory picture for process"), "{stderr}");
+    assert_no_probes_left();
 }

@@ -10,7 +10,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 const PAGE: u64 = 4096;
 
@@ -146,15 +145,15 @@ fn heap_stack_and_mapping_sizes_match_the_program_within_a_page_or_two() {
     assert_eq!(own["dirty_bytes"], 3 * MIB);
 
     // malloc's view: 200,000 + 10 x 1,000 bytes outstanding, against far more resident in the
-    // heap and anonymous memory (the program's own sbrk and mmap, which malloc never saw).
+    // heap and anonymous memory: the program's own sbrk and mmap, which malloc never saw. (The
+    // 200,000-byte block was never written: only its header page is resident.)
     let allocator = &picture["allocator"];
     assert_eq!(allocator["outstanding_bytes"], 210_000);
     assert_eq!(report["summary"]["outstanding_bytes"], 210_000);
     let resident = number(&allocator["heap_and_anonymous_rss_bytes"]);
-    assert!(resident >= MIB + 3 * MIB + 200_000 / PAGE * PAGE, "{allocator:#}");
+    assert!((MIB + 3 * MIB..=MIB + 3 * MIB + 64 * PAGE).contains(&resident), "{allocator:#}");
     assert!(number(&picture["vsz_bytes"]) > number(&picture["rss_bytes"]));
     assert!(number(&picture["uss_bytes"]) + number(&picture["shared_bytes"]) == number(&picture["rss_bytes"]), "{picture:#}");
-    let _ = KIB;
     assert_no_probes_left();
 }
 
