@@ -93,8 +93,8 @@ pub struct ReportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Show only the N stacks holding the most bytes. Text shows 10 by default; JSON shows all
-    /// unless this is given.
+    /// Show only the N stacks holding the most bytes (and, with --faults, the N stacks with the
+    /// most page faults). Text shows 10 by default; JSON shows all unless this is given.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
 }
