@@ -4,18 +4,15 @@
 //! A release must count once even when one releasing function calls another: realloc(p, 0)
 //! calling free (seen through the in-flight realloc), and operator delete calling or tail-calling
 //! free (seen through the mark delete leaves: same block, at or below delete's stack pointer).
-use aya_ebpf::{
-    Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::uprobe,
-    programs::ProbeContext,
-};
-use memtrace_common::{Counter, Event, EventKind, FreeMark};
+use aya_ebpf::{Global, helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
+use memtrace_common::{BlockKey, Counter, Event, EventKind, FreeMark};
 
 use crate::{
-    allocations::inside_allocator_call,
-    maps::{FREE_MARKS, count, emit, traced},
+    allocations::{inside_allocator_call, new_event},
+    combined,
+    maps::{FREE_MARKS, LIVE_BLOCKS, count, emit, traced},
     regs::stack_pointer,
+    sampling,
 };
 
 /// Set to 1 at load time when any operator delete is probed; without one, `free` skips the
@@ -31,7 +28,7 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         let _ = FREE_MARKS.remove(pid_tgid);
         return 0;
     }
-    send_free(pid_tgid, addr);
+    release_block(pid_tgid, addr);
     0
 }
 
@@ -45,7 +42,7 @@ pub fn delete_enter(ctx: ProbeContext) -> u32 {
     // An LRU map: when full it forgets the oldest threads' marks, which can only make a later
     // free of the same block count as a second release (visible as an unknown free).
     let _ = FREE_MARKS.insert(pid_tgid, FreeMark { addr, sp }, 0);
-    send_free(pid_tgid, addr);
+    release_block(pid_tgid, addr);
     0
 }
 
@@ -94,18 +91,17 @@ pub fn forget_mark(pid_tgid: u64, addr: u64) {
     }
 }
 
+/// A block was given back: sent to the agent, or (in-kernel aggregation) taken off its stack's
+/// sums. When sampling, only the frees of sampled blocks are sent.
 #[inline(always)]
-fn send_free(pid_tgid: u64, addr: u64) {
-    emit(Event {
-        kind: EventKind::Free as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        stack_id: 0,
-        flags: 0,
-        size: 0,
-        addr,
-        old_addr: 0,
-        old_size: 0,
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-    });
+pub fn release_block(pid_tgid: u64, addr: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if combined::enabled() {
+        combined::release(tgid, addr);
+        return;
+    }
+    if sampling::sampling() && LIVE_BLOCKS.remove(&BlockKey { tgid, _padding: 0, addr }).is_err() {
+        return;
+    }
+    emit(Event { kind: EventKind::Free as u32, addr, ..new_event(pid_tgid, 0) });
 }

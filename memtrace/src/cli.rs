@@ -119,6 +119,30 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
     pub ring_buffer_size: u32,
 
+    /// Add up outstanding bytes per stack in the kernel instead of sending an event per call:
+    /// the least overhead, at the price of stacks going through a kernel stack map (two stacks
+    /// hashing alike cannot both be kept: counted as failed captures) and no per-block times.
+    #[arg(long, conflicts_with_all = ["sample_bytes", "empty_probes"])]
+    pub combined: bool,
+
+    /// `--combined`: slots in the kernel's stack map (about 1 KiB each).
+    #[arg(long, default_value_t = 16 * 1024, value_name = "N", requires = "combined")]
+    pub stack_slots: u32,
+
+    /// Record a Poisson sample of the allocated bytes, one sample every BYTES on average, as
+    /// tcmalloc and jemalloc profile their heaps; blocks not sampled cost no stack walk and no
+    /// event. Numbers are scaled up and marked as estimates (summary.estimated).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample_bytes: Option<u64>,
+
+    /// Record only blocks of at least this many bytes (filtered in the kernel; frees of blocks
+    /// not recorded then show as unknown frees).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub min_size: u64,
+
+    /// Record only blocks of at most this many bytes (filtered in the kernel).
+    #[arg(long, value_name = "BYTES")]
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
