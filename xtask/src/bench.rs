@@ -43,6 +43,16 @@ pub fn run(root: &Path) -> Result<()> {
     let stacks10k = out.join("stacks10k");
     compile(&root.join("bench/stacks10k.c"), &stacks10k, "-O0")?;
     let memtrace = root.join("target/release/memtrace");
+    // The same machine-wide lock the integration tests take: they check that no memtrace
+    // program is loaded after each of theirs, and a benchmark running beside them would also
+    // skew its own numbers.
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/memtrace-tests.lock")
+        .context("opening /tmp/memtrace-tests.lock")?;
+    lock.lock().context("waiting for /tmp/memtrace-tests.lock")?;
     let report = out.join("report.json");
     let libc = libc_path()?;
 
