@@ -283,8 +283,8 @@ pub mod names {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const COUNTERS: &str = "COUNTERS";
 
-    /// Global set at load time: 1 when operator delete is probed, so `free` must check marks.
-    pub const HAS_OUTER_FREES: &str = "HAS_OUTER_FREES";
+    /// Slot 0 set to 1 once any operator delete is probed, so `free` must check marks.
+    pub const OUTER_FREES: &str = "OUTER_FREES";
 
     /// `f(size)`: malloc, valloc, pvalloc, every operator new.
     pub const SIZE_ENTER: &str = "size_enter";

@@ -4,7 +4,12 @@
 //! A release must count once even when one releasing function calls another: realloc(p, 0)
 //! calling free (seen through the in-flight realloc), and operator delete calling or tail-calling
 //! free (seen through the mark delete leaves: same block, at or below delete's stack pointer).
-use aya_ebpf::{Global, helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{map, uprobe},
+    maps::Array,
+    programs::ProbeContext,
+};
 use memtrace_common::{BlockKey, Counter, Event, EventKind, FreeMark};
 
 use crate::{
@@ -15,15 +20,21 @@ use crate::{
     sampling,
 };
 
-/// Set to 1 at load time when any operator delete is probed; without one, `free` skips the
-/// marks entirely.
-#[unsafe(no_mangle)]
-static HAS_OUTER_FREES: Global<u8> = Global::new(0);
+/// Slot 0 is set to 1 by the agent before it probes any operator delete; until then `free`
+/// skips the marks entirely (a C program never pays for them, even while memtrace follows its
+/// forks in case one execs a C++ program).
+#[map(name = "OUTER_FREES")]
+static OUTER_FREES: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn has_outer_frees() -> bool {
+    OUTER_FREES.get(0).is_some_and(|flag| *flag != 0)
+}
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, addr, sp)) = release(&ctx) else { return 0 };
-    if HAS_OUTER_FREES.load() != 0 && inside_delete(pid_tgid, addr, sp) {
+    if has_outer_frees() && inside_delete(pid_tgid, addr, sp) {
         // The free inside operator delete, already reported; the mark has served.
         let _ = FREE_MARKS.remove(pid_tgid);
         return 0;
@@ -80,7 +91,7 @@ fn release(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
 /// Drops this thread's delete mark for `addr`, which was just handed out again.
 #[inline(always)]
 pub fn forget_mark(pid_tgid: u64, addr: u64) {
-    if HAS_OUTER_FREES.load() == 0 {
+    if !has_outer_frees() {
         return;
     }
     if let Some(mark) = FREE_MARKS.get_ptr(pid_tgid) {

@@ -1,7 +1,7 @@
 //! The maps shared with the agent, and the one helper that counts what was dropped.
 use aya_ebpf::{
     Global,
-    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     EbpfContext,
     helpers::bpf_get_stack,
@@ -38,10 +38,11 @@ pub static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16 * 
 pub static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 1024, 0);
 
 /// Blocks tracked in the kernel: every outstanding one with `--combined`, the sampled ones with
-/// `--sample-bytes` (so that only their frees are sent). Entries are allocated as they come:
-/// the limit costs nothing until used.
+/// `--sample-bytes` (so that only their frees are sent). Preallocated (an insert takes a free
+/// entry from a per-CPU list instead of allocating one) and sized by the agent: one entry when
+/// neither mode is on.
 #[map(name = "LIVE_BLOCKS")]
-pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1 << 22, BPF_F_NO_PREALLOC);
+pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1, 0);
 
 /// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`. Sized by the agent (one entry
 /// when not combined).

@@ -23,8 +23,6 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
-    /// Some target's operator delete will be probed: `free` must then check delete's marks.
-    pub outer_frees: bool,
     /// Probes are attached for all processes, and only those given to [`Probes::trace`] count.
     pub filter_by_map: bool,
     /// Attach empty programs instead (benchmarking the probes' own cost).
@@ -38,6 +36,8 @@ pub struct ProbeSettings {
     pub max_size: u64,
     /// Slots in the kernel stack map (`--combined`).
     pub stack_slots: u32,
+    /// Blocks the kernel can track at once (`--combined`, `--sample-bytes`).
+    pub live_blocks: u32,
 }
 
 /// Which processes an attachment fires for.
@@ -103,16 +103,18 @@ impl Probes {
     pub fn load(settings: ProbeSettings) -> Result<Self, ProbeError> {
         // A ring buffer must be a power-of-two number of pages.
         let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
-        let outer_frees = u8::from(settings.outer_frees);
         let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
         // The stack map's slots are allocated up front (a kilobyte each): one when unused.
         let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
+        // So are the block table's entries (about 64 bytes each).
+        let tracks_blocks = settings.combined || settings.sample_bytes != 0;
+        let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::STACK_IDS, stack_slots)
-            .override_global(names::HAS_OUTER_FREES, &outer_frees, true)
+            .map_max_entries(names::LIVE_BLOCKS, live_blocks)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::COMBINED, &combined, true)
@@ -181,6 +183,13 @@ impl Probes {
     /// Attaches the entry (and, for allocating functions, return) probes to every allocator
     /// function, for one process or all.
     pub fn attach(&mut self, allocator: &Allocator, scope: Scope) -> Result<(), ProbeError> {
+        if allocator.has_deletes() && !self.empty {
+            // Before the first delete probe: from now on `free` checks delete's marks.
+            let map = self.ebpf.map_mut(names::OUTER_FREES).ok_or_else(|| missing(names::OUTER_FREES))?;
+            let mut flag: Array<_, u32> =
+                Array::try_from(map).map_err(|error| map_error(names::OUTER_FREES, error))?;
+            flag.set(0, 1, 0).map_err(|error| map_error(names::OUTER_FREES, error))?;
+        }
         let (uprobe_scope, owner, whom) = match scope {
             Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get(), format!("pid {pid}")),
             Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),

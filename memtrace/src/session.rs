@@ -70,10 +70,9 @@ struct Trace {
 
 impl Trace {
     /// Loads the programs (nothing attached yet).
-    fn load(args: &TraceArgs, outer_frees: bool, all_processes: bool) -> Result<Self> {
+    fn load(args: &TraceArgs, all_processes: bool) -> Result<Self> {
         let mut probes = Probes::load(ProbeSettings {
             ring_buffer_bytes: args.ring_buffer_size,
-            outer_frees,
             filter_by_map: all_processes,
             empty: args.empty_probes,
             combined: args.combined,
@@ -81,6 +80,7 @@ impl Trace {
             min_size: args.min_size,
             max_size: args.max_size.unwrap_or(u64::MAX),
             stack_slots: args.stack_slots,
+            live_blocks: args.live_blocks.unwrap_or(if args.combined { 1 << 20 } else { 1 << 17 }),
         })?;
         if args.min_size > args.max_size.unwrap_or(u64::MAX) {
             bail!("--min-size {} is above --max-size {}: no block would be recorded", args.min_size, args.max_size.unwrap_or(0));
@@ -303,8 +303,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let selection = selection(&args.trace);
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &selection)?;
-    // Children may exec C++ programs, whose operator delete pairs with free.
-    let mut trace = Trace::load(&args.trace, allocator.has_deletes() || args.follow_forks, args.follow_forks)?;
+    let mut trace = Trace::load(&args.trace, args.follow_forks)?;
     let mut target = launch::launch(&program, &args.command, args.follow_forks)?;
     let main_pid = target.pid;
     trace.attach(&allocator, main_pid)?;
@@ -422,7 +421,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         .iter()
         .map(|&pid| allocator::for_process(pid, &selection))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut trace = Trace::load(&args.trace, allocators.iter().any(Allocator::has_deletes), false)?;
+    let mut trace = Trace::load(&args.trace, false)?;
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {
         watch_exit(pid, exited_tx.clone())?;
