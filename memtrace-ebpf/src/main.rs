@@ -7,12 +7,14 @@
 #![no_main]
 
 mod allocations;
+mod combined;
 mod faults;
 mod floor;
 mod frees;
 mod mappings;
 mod maps;
 mod regs;
+mod sampling;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::{
     allocator::is_dynamic_loader,
-    heap::{HeapTable, MemoryKind, ProcessTotals},
+    heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
     probes::KernelCounters,
     symbolize::Frame,
 };
@@ -155,6 +155,25 @@ pub struct Summary {
     pub minor_faults: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub major_faults: Option<u64>,
+    /// How the allocator's numbers were gathered: `events` (one per call, the default),
+    /// `combined` (added up in the kernel) or `sampled`.
+    #[serde(default)]
+    pub collection: Collection,
+    /// `sampled`: mean bytes between samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_bytes: Option<u64>,
+    /// The allocator's numbers (bytes, blocks, totals) are estimates scaled up from a sample.
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Collection {
+    #[default]
+    Events,
+    Combined,
+    Sampled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -169,6 +188,12 @@ pub struct Lost {
     pub stale_in_flight: u64,
     /// Allocations whose result could not be read from the target (posix_memalign).
     pub argument_unreadable: u64,
+    /// Blocks the kernel had no room to track (`--combined`, `--sample-bytes`).
+    #[serde(default)]
+    pub live_blocks_full: u64,
+    /// Blocks from new stacks `--combined` had no room to add up.
+    #[serde(default)]
+    pub stack_sums_full: u64,
     /// Records the agent could not decode.
     pub malformed: u64,
 }
@@ -180,6 +205,8 @@ impl Lost {
             + self.in_flight_full
             + self.stale_in_flight
             + self.argument_unreadable
+            + self.live_blocks_full
+            + self.stack_sums_full
             + self.malformed
     }
 }
@@ -266,6 +293,8 @@ pub struct ReportInput<'a> {
     pub window: Window,
     /// Keep only this many stacks.
     pub top: Option<usize>,
+    /// The allocator's numbers were added up in the kernel (`--combined`).
+    pub combined: bool,
 }
 
 impl Report {
@@ -348,7 +377,18 @@ impl Report {
             in_flight_full: input.counters.in_flight_full,
             stale_in_flight: input.counters.stale_in_flight,
             argument_unreadable: input.counters.argument_unreadable,
+            live_blocks_full: input.counters.live_blocks_full,
+            stack_sums_full: input.counters.stack_sums_full,
             malformed: input.malformed,
+        };
+        let sample_bytes = match input.heap.scale() {
+            Scale::Sampled { mean_bytes } => Some(mean_bytes as u64),
+            Scale::Exact => None,
+        };
+        let collection = match (input.combined, sample_bytes) {
+            (true, _) => Collection::Combined,
+            (false, Some(_)) => Collection::Sampled,
+            (false, None) => Collection::Events,
         };
         Report {
             memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -365,6 +405,9 @@ impl Report {
                 stacks_total,
                 minor_faults: None,
                 major_faults: None,
+                collection,
+                sample_bytes,
+                estimated: sample_bytes.is_some(),
             },
             processes,
             stacks,
