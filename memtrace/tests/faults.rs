@@ -207,3 +207,39 @@ fn the_faults_shorthand_attaches_to_a_running_process() {
     assert!(stderr.contains("no memory picture for process"), "{stderr}");
     assert_no_probes_left();
 }
+
+/// Minor faults of every stack whose innermost frame is `function`, and the pids they are in.
+fn minor_faults_in(report: &Value, function: &str) -> (u64, Vec<u64>) {
+    let stacks: Vec<&Value> = report["faults"]["stacks"]
+        .as_array()
+        .expect("faults.stacks is an array")
+        .iter()
+        .filter(|stack| stack["frames"][0]["function"] == function)
+        .collect();
+    let mut pids: Vec<u64> = stacks.iter().map(|stack| stack["pid"].as_u64().unwrap()).collect();
+    pids.dedup();
+    (stacks.iter().map(|stack| stack["minor"].as_u64().unwrap()).sum(), pids)
+}
+
+#[test]
+fn faults_of_threads_and_forked_children_are_counted_in_their_own_process() {
+    let _serial = serial();
+    let program = build_c("fault_family");
+    let (output, report) = memtrace_json(&["run", "--faults"], &[program.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let child = printed(&output.stdout, "child");
+    let target = report["target"]["pid"].as_u64().unwrap();
+
+    // Two threads, 1,000 fresh pages each: one fault per page, in the target process.
+    let (threads, pids) = minor_faults_in(&report, "thread_touch");
+    assert!((2000..=2010).contains(&threads), "{threads} in thread_touch: {:#}", report["faults"]);
+    assert_eq!(pids, [target]);
+    // The child's 700 pages, in the child.
+    let (children, pids) = minor_faults_in(&report, "child_touch");
+    assert!((700..=710).contains(&children), "{children} in child_touch: {:#}", report["faults"]);
+    assert_eq!(pids, [child]);
+    let processes = report["faults"]["processes"].as_array().unwrap();
+    let child_entry = processes.iter().find(|process| process["pid"] == child).expect("the child has its own entry");
+    assert!(child_entry["minor"].as_u64().unwrap() >= 700);
+    assert_no_probes_left();
+}

@@ -123,3 +123,51 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::{Event, EventKind, fault};
+
+    use super::*;
+
+    fn sample(stack_id: i32, major: bool) -> Event {
+        Event {
+            kind: EventKind::Fault as u32,
+            tgid: 0,
+            stack_id,
+            flags: if major { fault::MAJOR } else { 0 },
+            size: 10,
+            addr: u64::MAX - 4096,
+            old_addr: 0,
+            old_size: 0,
+            timestamp_ns: 1,
+        }
+    }
+
+    #[test]
+    fn stacks_are_ranked_by_faults_cut_at_top_and_scaled_counts_are_marked() {
+        let mut table = FaultTable::new(10);
+        for _ in 0..3 {
+            table.record(&sample(7, false));
+        }
+        table.record(&sample(8, true));
+        table.record(&sample(-14, false));
+        let section = FaultsSection::build(&table, &[0], Some(2), |_, stack_id| {
+            if stack_id < 0 { Err("no stack".to_owned()) } else { Ok(Vec::new()) }
+        });
+        assert_eq!((section.minor, section.major, section.period, section.scaled), (40, 10, 10, true));
+        assert_eq!(section.stacks_total, 3);
+        assert_eq!(section.stacks.len(), 2);
+        assert_eq!((section.stacks[0].minor, section.stacks[0].major), (30, 0));
+        assert_eq!(section.processes, [ProcessFaults { pid: 0, minor: 40, major: 10 }]);
+        // The JSON form loads back as it was.
+        let json = serde_json::to_string(&section).unwrap();
+        assert_eq!(serde_json::from_str::<FaultsSection>(&json).unwrap(), section);
+
+        let mut text = Vec::new();
+        render_text(&section, None, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("Page faults: 40 minor, 10 major (estimated: one fault in 10 sampled)"), "{text}");
+        assert!(text.contains("... 1 more faulting stacks"), "{text}");
+    }
+}
