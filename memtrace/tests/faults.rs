@@ -243,3 +243,28 @@ fn faults_of_threads_and_forked_children_are_counted_in_their_own_process() {
     assert!(child_entry["minor"].as_u64().unwrap() >= 700);
     assert_no_probes_left();
 }
+
+#[test]
+fn faults_in_shared_memory_are_classified_as_shared_memory() {
+    let _serial = serial();
+    let program = build_c("shared_memory");
+    let name = format!("/memtrace-test-faults-{}", std::process::id());
+    let (output, report) = memtrace_json(&["run", "--faults"], &[program.to_str().unwrap(), "once", &name]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    // touch() writes every page of the 3 MiB System V segment and the 5 MiB POSIX object once,
+    // called from two places in main: two stacks.
+    let stacks: Vec<&Value> = report["faults"]["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|stack| stack["frames"][0]["function"] == "touch")
+        .collect();
+    let mut per_stack: Vec<(u64, u64)> =
+        stacks.iter().map(|stack| (stack["minor"].as_u64().unwrap(), stack["kinds"]["shm"].as_u64().unwrap())).collect();
+    per_stack.sort();
+    const PAGE: u64 = 4096;
+    let (sysv, posix) = (3 * 1024 * 1024 / PAGE, 5 * 1024 * 1024 / PAGE);
+    assert_eq!(per_stack, [(sysv, sysv), (posix, posix)], "{:#}", report["faults"]);
+    assert_eq!(report["faults"]["kinds"]["shm"], sysv + posix);
+    assert_no_probes_left();
+}
