@@ -268,3 +268,19 @@ fn faults_in_shared_memory_are_classified_as_shared_memory() {
     assert_eq!(report["faults"]["kinds"]["shm"], sysv + posix);
     assert_no_probes_left();
 }
+
+#[test]
+fn faults_are_classified_as_heap_stack_and_anonymous_memory() {
+    let _serial = serial();
+    let program = build_c("layout");
+    let (output, report) = memtrace_json(&["run", "--faults"], &[program.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let kinds = &report["faults"]["kinds"];
+    let count = |kind: &str| kinds[kind].as_u64().unwrap();
+    // 1 MiB of sbrk'd heap (256 pages) and malloc's few; 2 MiB of stack growing down (512
+    // pages, the kernel extending [stack] on each fault); 3 MiB of the mapping (768 pages).
+    assert!((256..=266).contains(&count("heap")), "{kinds}");
+    assert!((512..=530).contains(&count("stack")), "{kinds}");
+    assert!((768..=800).contains(&count("anonymous")), "{kinds}");
+    assert_no_probes_left();
+}

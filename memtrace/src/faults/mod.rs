@@ -3,7 +3,10 @@
 pub mod attach;
 pub mod classify;
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
 
 use memtrace_common::{Event, fault};
 use serde::{Deserialize, Serialize};
@@ -61,13 +64,18 @@ impl FaultCounts {
     }
 }
 
-/// A process's mappings as last read, re-read when an address falls outside them or the
-/// process mapped or unmapped something since.
-#[derive(Default)]
+/// A process's mappings as last read. Re-read when an address falls outside them and either
+/// the process mapped or unmapped something since, or the last read is older than
+/// [`REREAD_AFTER`] (the kernel grows stacks without a system call). Bounded that way, a
+/// process faulting in memory that is gone by the time its faults are counted (mapped, touched
+/// and unmapped between two drains) costs a few reads a second, not one per fault.
 struct MappingsCache {
     mappings: Vec<Mapping>,
     stale: bool,
+    read_at: Instant,
 }
+
+const REREAD_AFTER: Duration = Duration::from_millis(50);
 
 /// Every fault event seen, counted by (process, stack). Counts are scaled by the sampling
 /// period each sample carries.
@@ -108,12 +116,20 @@ impl FaultTable {
     }
 
     fn classify(&mut self, pid: u32, address: u64) -> FaultKind {
-        let cache = self.mappings.entry(pid).or_insert_with(|| MappingsCache { mappings: Vec::new(), stale: true });
-        let covering = |mappings: &[Mapping]| mappings.iter().find(|mapping| mapping.contains(address)).map(FaultKind::of);
+        let cache = self
+            .mappings
+            .entry(pid)
+            .or_insert_with(|| MappingsCache { mappings: Vec::new(), stale: true, read_at: Instant::now() });
+        let covering = |mappings: &[Mapping]| {
+            mappings.iter().find(|mapping| mapping.contains(address)).map(FaultKind::of).or_else(|| stack_growth(mappings, address))
+        };
         if !cache.stale
             && let Some(kind) = covering(&cache.mappings)
         {
             return kind;
+        }
+        if !cache.stale && cache.read_at.elapsed() < REREAD_AFTER {
+            return FaultKind::Other;
         }
         // A mapping made since the last read, or a first look: read them again. A process
         // already gone leaves what was read last.
@@ -121,6 +137,7 @@ impl FaultTable {
             cache.mappings = mappings;
         }
         cache.stale = false;
+        cache.read_at = Instant::now();
         covering(&cache.mappings).unwrap_or(FaultKind::Other)
     }
 
@@ -148,6 +165,14 @@ impl FaultTable {
     }
 }
 
+/// An address in the gap below `[stack]` is the stack growing: the kernel extends the mapping
+/// down on that very fault, after the last read of the mappings.
+fn stack_growth(mappings: &[Mapping], address: u64) -> Option<FaultKind> {
+    let stack = mappings.iter().find(|mapping| mapping.path.as_deref() == Some("[stack]"))?;
+    let gap_start = mappings.iter().map(|mapping| mapping.end).filter(|&end| end <= stack.start).max().unwrap_or(0);
+    (gap_start..stack.start).contains(&address).then_some(FaultKind::Stack)
+}
+
 #[cfg(test)]
 mod tests {
     use memtrace_common::EventKind;
@@ -167,6 +192,16 @@ mod tests {
             old_size: 0,
             timestamp_ns: 1,
         }
+    }
+
+    #[test]
+    fn an_address_in_the_gap_below_the_stack_is_stack_growth() {
+        let mappings = procmaps::parse(
+            "7f0000000000-7f0000100000 rw-p 00000000 00:00 0 \n7ffc00100000-7ffc00121000 rw-p 00000000 00:00 0    [stack]\n",
+        );
+        assert_eq!(stack_growth(&mappings, 0x7ffc000ff000), Some(FaultKind::Stack));
+        assert_eq!(stack_growth(&mappings, 0x7f0000000000), None);
+        assert_eq!(stack_growth(&mappings, 0x7ffc00200000), None);
     }
 
     #[test]
