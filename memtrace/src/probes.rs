@@ -38,6 +38,8 @@ pub struct ProbeSettings {
     pub stack_slots: u32,
     /// Blocks the kernel can track at once (`--combined`, `--sample-bytes`).
     pub live_blocks: u32,
+    /// User stack frames captured per event (`--stack-depth`).
+    pub stack_depth: u32,
 }
 
 /// Which processes an attachment fires for.
@@ -120,6 +122,7 @@ impl Probes {
             .override_global(names::COMBINED, &combined, true)
             .override_global(names::SAMPLE_BYTES, &settings.sample_bytes, true)
             .override_global(names::MIN_SIZE, &settings.min_size, true)
+            .override_global(names::STACK_DEPTH, &settings.stack_depth, true)
             .override_global(names::MAX_SIZE, &settings.max_size, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;

@@ -80,6 +80,7 @@ impl Trace {
             min_size: args.min_size,
             max_size: args.max_size.unwrap_or(u64::MAX),
             stack_slots: args.stack_slots,
+            stack_depth: args.stack_depth,
             live_blocks: args.live_blocks.unwrap_or(if args.combined { 1 << 20 } else { 1 << 17 }),
         })?;
         if args.min_size > args.max_size.unwrap_or(u64::MAX) {
