@@ -3,7 +3,6 @@
 //! memtrace, and bpftrace running a memleak-equivalent script. Prints a table and writes
 //! `target/bench/summary.json`.
 use std::{
-    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -106,14 +105,28 @@ pub fn run(root: &Path) -> Result<()> {
 
     // The agent's memory for outstanding allocations: peak RSS holding HELD blocks, less its
     // peak RSS holding none.
-    let (base, _) = peak_rss(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", "0"]))?;
-    let (held, cpu_seconds) =
-        peak_rss(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", &HELD.to_string()]))?;
-    let outstanding = read_json(&report)?["summary"]["outstanding_allocations"].as_u64().unwrap_or(0);
+    // memtrace reports its own usage (getrusage of its process alone: the traced program's time
+    // in the probes is the program's, and counted above).
+    let agent_usage = |blocks: u64| -> Result<(u64, f64, u64)> {
+        let status = memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", &blocks.to_string()]).status()?;
+        if !status.success() {
+            bail!("memtrace failed while measuring its memory ({status})");
+        }
+        let recorded = read_json(&report)?;
+        Ok((
+            recorded["agent"]["peak_rss_bytes"].as_u64().unwrap_or(0),
+            recorded["agent"]["cpu_seconds"].as_f64().unwrap_or(0.0),
+            recorded["summary"]["outstanding_allocations"].as_u64().unwrap_or(0),
+        ))
+    };
+    let (base, base_cpu_seconds, _) = agent_usage(0)?;
+    let (held, held_cpu_seconds, outstanding) = agent_usage(HELD)?;
+    let cpu_seconds = held_cpu_seconds - base_cpu_seconds;
     summary.insert("agent_peak_rss_bytes".into(), json!(held));
     summary.insert("agent_base_rss_bytes".into(), json!(base));
     summary.insert("outstanding_allocations".into(), json!(outstanding));
     summary.insert("agent_bytes_per_outstanding_allocation".into(), json!((held.saturating_sub(base)) as f64 / outstanding.max(1) as f64));
+    // Beyond what memtrace spends holding none (loading, attaching, reporting).
     summary.insert("agent_cpu_seconds_per_million_allocations".into(), json!(cpu_seconds * 1e6 / outstanding.max(1) as f64));
 
     // Symbolizing and rendering 10,000 distinct stacks: the same trace reported in full and
@@ -203,21 +216,6 @@ fn compile(source: &Path, binary: &Path, optimization: &str) -> Result<()> {
             .arg(source),
         &format!("compiling {}", source.display()),
     )
-}
-
-/// Peak resident memory of the command's own process (memtrace), in bytes, and the CPU
-/// seconds it used.
-fn peak_rss(command: &mut Command) -> Result<(u64, f64)> {
-    let child = command.stdout(Stdio::null()).spawn().context("running memtrace")?;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, with valid out-pointers.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    if pid < 0 || std::process::ExitStatus::from_raw(status).code() != Some(0) {
-        bail!("memtrace failed while measuring its memory");
-    }
-    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    Ok((usage.ru_maxrss as u64 * 1024, seconds(usage.ru_utime) + seconds(usage.ru_stime)))
 }
 
 fn read_json(path: &Path) -> Result<Value> {
