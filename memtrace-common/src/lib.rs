@@ -282,6 +282,8 @@ pub mod names {
     pub const COMBINED: &str = "COMBINED";
     /// Global set at load time: mean bytes between samples, 0 when every block is recorded.
     pub const SAMPLE_BYTES: &str = "SAMPLE_BYTES";
+    /// Global set at load time: user stack frames captured per event.
+    pub const STACK_DEPTH: &str = "STACK_DEPTH";
     /// Globals set at load time: blocks outside [MIN_SIZE, MAX_SIZE] are not recorded.
     pub const MIN_SIZE: &str = "MIN_SIZE";
     pub const MAX_SIZE: &str = "MAX_SIZE";

@@ -107,14 +107,21 @@ pub fn emit(event: Event) {
     entry.submit(wakeup_flags());
 }
 
+/// Set at load time: user stack frames captured per event (`--stack-depth`); the walk stops
+/// there, which is cheaper for deep stacks.
+#[unsafe(no_mangle)]
+static STACK_DEPTH: Global<u32> = Global::new(memtrace_common::MAX_STACK_DEPTH as u32);
+
 /// Sends one event followed by the caller's user stack (only the frames captured).
 #[inline(always)]
 pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let record = unsafe { &mut *record };
-    let room = size_of::<[u64; memtrace_common::MAX_STACK_DEPTH]>() as u32;
-    // SAFETY: the helper writes at most `room` bytes into the frames array.
+    // At most the frames array; fewer frames when the agent asked for a shallower walk.
+    let depth = (STACK_DEPTH.load() as usize).clamp(1, memtrace_common::MAX_STACK_DEPTH);
+    let room = (depth * 8) as u32;
+    // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
     let written = unsafe {
         bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), room, BPF_F_USER_STACK as u64)
     };

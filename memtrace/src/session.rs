@@ -29,7 +29,7 @@ use crate::{
     memory_picture::{self, MemoryPicture},
     output::{Console, ReportSink},
     preflight,
-    probes::{KernelCounters, ProbeSettings, Probes, Scope},
+    probes::{KernelCounters, ProbeSettings, ProgramCost, Probes, Scope},
     regions,
     stacks::{self, StackTable},
     report::{Counts, FaultsSection, Mode, ProcessReport, Report, ReportInput, Target, Window},
@@ -65,6 +65,8 @@ struct Trace {
     processes: BTreeMap<u32, ProcessReport>,
     /// In-kernel aggregation: the allocator's numbers are read from kernel maps at the end.
     combined: bool,
+    /// `--program-stats`: what each kernel-side program cost, read when the probes are removed.
+    program_costs: Vec<ProgramCost>,
     /// The kernel side wakes memtrace only when the ring buffer is a quarter full; between
     /// wake-ups memtrace drains it on this timer.
     drain_timer: tokio::time::Interval,
@@ -86,6 +88,7 @@ impl Trace {
             min_size: args.min_size,
             max_size: args.max_size.unwrap_or(u64::MAX),
             stack_slots: args.stack_slots,
+            stack_depth: args.stack_depth,
             live_blocks: args.live_blocks.unwrap_or(if args.combined { 1 << 20 } else { 1 << 17 }),
         })?;
         if args.min_size > args.max_size.unwrap_or(u64::MAX) {
@@ -96,6 +99,9 @@ impl Trace {
         if let Some(table) = &faults {
             probes.attach_faults(table.period())?;
         }
+        if args.program_stats {
+            probes.enable_program_stats()?;
+        }
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
         Ok(Self {
             probes: Some(probes),
@@ -103,6 +109,7 @@ impl Trace {
             stacks: StackTable::default(),
             heap: args.sample_bytes.map_or_else(HeapTable::new, HeapTable::sampled),
             combined: args.combined,
+            program_costs: Vec::new(),
             symbolizer: Symbolizer::new(),
             counters: KernelCounters::default(),
             window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
@@ -256,6 +263,7 @@ impl Trace {
     fn detach(&mut self, target: u32) {
         if let Some(mut probes) = self.probes.take() {
             probes.detach_all();
+            self.program_costs = probes.program_costs();
             match probes.counters() {
                 Ok(counters) => self.counters = counters,
                 Err(error) => log::warn!("{error}"),
@@ -308,6 +316,7 @@ impl Trace {
             picture.allocator.outstanding_bytes = process.map_or(0, |process| process.summary.outstanding_bytes);
         }
         report.memory = pictures;
+        report.kernel_programs = std::mem::take(&mut self.program_costs);
         warn_about_losses(&report);
         report
     }

@@ -3,7 +3,6 @@
 //! memtrace, and bpftrace running a memleak-equivalent script. Prints a table and writes
 //! `target/bench/summary.json`.
 use std::{
-    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -102,18 +101,59 @@ pub fn run(root: &Path) -> Result<()> {
         summary.insert(format!("lost_events_{threads}_threads"), json!(lost));
     }
     let total_lost: u64 = rows.iter().map(|row| row.lost).sum();
+
+    // The kernel-side programs' own time per pair, from the kernel's BPF run-time stats
+    // (`--program-stats`): far less noisy than wall-clock rows on a shared machine. The uprobe
+    // traps themselves are not in it (the floor's wall-clock row has them).
+    let mut program_ns = Vec::new();
+    for (label, options) in [
+        ("floor", &["--empty-probes"][..]),
+        ("memtrace", &[][..]),
+        ("combined", &["--combined"][..]),
+        ("sampled", &["--sample-bytes", SAMPLE_BYTES][..]),
+    ] {
+        let args = ["churn", "1", &PAIRS.to_string()].map(str::to_owned);
+        churn(memtrace_run(&memtrace, &report).arg("--program-stats").args(options).arg("--").arg(&bench).args(&args))?;
+        let recorded = read_json(&report)?;
+        let total: f64 = recorded["kernel_programs"]
+            .as_array()
+            .map(|programs| {
+                programs
+                    .iter()
+                    .map(|program| program["runs"].as_f64().unwrap_or(0.0) * program["ns_per_run"].as_f64().unwrap_or(0.0))
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        let per_pair = total / PAIRS as f64;
+        summary.insert(format!("kernel_program_ns_per_pair_{label}"), json!(per_pair));
+        program_ns.push((label, per_pair));
+    }
     summary.insert("lost_events".into(), json!(total_lost));
 
     // The agent's memory for outstanding allocations: peak RSS holding HELD blocks, less its
     // peak RSS holding none.
-    let (base, _) = peak_rss(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", "0"]))?;
-    let (held, cpu_seconds) =
-        peak_rss(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", &HELD.to_string()]))?;
-    let outstanding = read_json(&report)?["summary"]["outstanding_allocations"].as_u64().unwrap_or(0);
+    // memtrace reports its own usage (getrusage of its process alone: the traced program's time
+    // in the probes is the program's, and counted above).
+    let agent_usage = |blocks: u64| -> Result<(u64, f64, u64)> {
+        let status = memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", &blocks.to_string()]).status()?;
+        if !status.success() {
+            bail!("memtrace failed while measuring its memory ({status})");
+        }
+        let recorded = read_json(&report)?;
+        Ok((
+            recorded["agent"]["peak_rss_bytes"].as_u64().unwrap_or(0),
+            recorded["agent"]["cpu_seconds"].as_f64().unwrap_or(0.0),
+            recorded["summary"]["outstanding_allocations"].as_u64().unwrap_or(0),
+        ))
+    };
+    let (base, base_cpu_seconds, _) = agent_usage(0)?;
+    let (held, held_cpu_seconds, outstanding) = agent_usage(HELD)?;
+    let cpu_seconds = held_cpu_seconds - base_cpu_seconds;
     summary.insert("agent_peak_rss_bytes".into(), json!(held));
     summary.insert("agent_base_rss_bytes".into(), json!(base));
     summary.insert("outstanding_allocations".into(), json!(outstanding));
     summary.insert("agent_bytes_per_outstanding_allocation".into(), json!((held.saturating_sub(base)) as f64 / outstanding.max(1) as f64));
+    // Beyond what memtrace spends holding none (loading, attaching, reporting).
     summary.insert("agent_cpu_seconds_per_million_allocations".into(), json!(cpu_seconds * 1e6 / outstanding.max(1) as f64));
 
     // Symbolizing and rendering 10,000 distinct stacks: the same trace reported in full and
@@ -156,6 +196,8 @@ pub fn run(root: &Path) -> Result<()> {
             row.lost
         );
     }
+    let described: Vec<String> = program_ns.iter().map(|(label, ns)| format!("{label} {ns:.0}")).collect();
+    println!("kernel-side program time per pair, 1 thread (ns): {}", described.join(", "));
     println!(
         "agent memory: {} bytes peak RSS holding {outstanding} outstanding allocations, {} bytes holding none: {:.1} bytes each",
         held,
@@ -203,21 +245,6 @@ fn compile(source: &Path, binary: &Path, optimization: &str) -> Result<()> {
             .arg(source),
         &format!("compiling {}", source.display()),
     )
-}
-
-/// Peak resident memory of the command's own process (memtrace), in bytes, and the CPU
-/// seconds it used.
-fn peak_rss(command: &mut Command) -> Result<(u64, f64)> {
-    let child = command.stdout(Stdio::null()).spawn().context("running memtrace")?;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, with valid out-pointers.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    if pid < 0 || std::process::ExitStatus::from_raw(status).code() != Some(0) {
-        bail!("memtrace failed while measuring its memory");
-    }
-    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    Ok((usage.ru_maxrss as u64 * 1024, seconds(usage.ru_utime) + seconds(usage.ru_stime)))
 }
 
 fn read_json(path: &Path) -> Result<Value> {

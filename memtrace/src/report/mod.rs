@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::{
     allocator::is_dynamic_loader,
     heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
-    probes::KernelCounters,
+    probes::{KernelCounters, ProgramCost},
     symbolize::Frame,
 };
 
@@ -52,6 +52,37 @@ pub struct Report {
     /// Each process's memory picture at the end of the trace, the target first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub memory: Vec<crate::memory_picture::MemoryPicture>,
+    /// What memtrace itself used, up to the report.
+    #[serde(default)]
+    pub agent: AgentUsage,
+    /// `--program-stats`: each kernel-side program's runs and mean time per run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_programs: Vec<ProgramCost>,
+}
+
+/// memtrace's own cost (not the traced processes'), for the overhead-minded.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct AgentUsage {
+    /// CPU seconds, user and system, memtrace's own process.
+    pub cpu_seconds: f64,
+    /// Its peak resident memory.
+    pub peak_rss_bytes: u64,
+}
+
+impl AgentUsage {
+    /// This process's usage so far (its children's excluded).
+    pub fn of_this_process() -> Self {
+        // SAFETY: getrusage fills the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return Self::default();
+        }
+        let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+        Self {
+            cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            peak_rss_bytes: usage.ru_maxrss.max(0) as u64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,6 +444,8 @@ impl Report {
             stacks,
             faults: None,
             memory: Vec::new(),
+            agent: AgentUsage::of_this_process(),
+            kernel_programs: Vec::new(),
         }
     }
 }
