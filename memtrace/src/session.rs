@@ -74,6 +74,8 @@ struct Trace {
     faults: Option<FaultTable>,
     /// Each process's memory picture, read while it was still alive.
     pictures: BTreeMap<u32, MemoryPicture>,
+    /// The processes whose picture was read or tried (a failure was reported then).
+    pictures_tried: HashSet<u32>,
 }
 
 impl Trace {
@@ -123,6 +125,7 @@ impl Trace {
             },
             faults,
             pictures: BTreeMap::new(),
+            pictures_tried: HashSet::new(),
         })
     }
 
@@ -227,6 +230,7 @@ impl Trace {
     /// Reads the memory picture of a process that is still alive (stopped at its exit, or
     /// running at the end of the trace); a failure is a warning, the report goes on.
     fn capture_picture(&mut self, pid: u32) {
+        self.pictures_tried.insert(pid);
         match memory_picture::capture(pid) {
             Ok(picture) => {
                 self.pictures.insert(pid, picture);
@@ -444,8 +448,12 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         if !trace.symbolizer.knows(pid) && trace.symbolizer.snapshot(pid).is_err() {
             eprintln!("memtrace: warning: process {pid} ended before its mappings could be read (killed with SIGKILL?); its frames show addresses only");
         }
-        if !trace.processes[&pid].exited && !trace.pictures.contains_key(&pid) {
-            trace.capture_picture(pid);
+        if !trace.pictures_tried.contains(&pid) {
+            if trace.processes[&pid].exited {
+                eprintln!("memtrace: warning: no memory picture for process {pid}: it ended without stopping at its exit (killed with SIGKILL?)");
+            } else {
+                trace.capture_picture(pid);
+            }
         }
     }
     trace.detach(main_pid);
