@@ -17,7 +17,7 @@ use memtrace_common::{BlockKey, CallKind, Counter, Event, EventKind, InFlight, L
 use crate::{
     combined,
     frees::{forget_mark, release_block},
-    maps::{IN_FLIGHT, LIVE_BLOCKS, count, emit, emit_with_stack, traced},
+    maps::{IN_FLIGHT, LIVE_BLOCKS, count, emit, emit_with_user_stack, traced},
     regs::stack_pointer,
     sampling,
 };
@@ -165,7 +165,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     }
     let event = Event { kind: kind as u32, addr, old_addr: call.old_addr, ..new_event(pid_tgid, call.size) };
     // The stack is only worth capturing for a block that is now outstanding.
-    if addr == 0 { emit(event) } else { emit_with_stack(&ctx, event) }
+    if addr == 0 { emit(event) } else { emit_with_user_stack(&ctx, ctx.regs, event) }
     0
 }
 
@@ -205,7 +205,7 @@ fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
         count(Counter::LiveBlocksFull);
         return;
     }
-    emit_with_stack(ctx, Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) });
+    emit_with_user_stack(ctx, ctx.regs, Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) });
 }
 
 /// An event of this thread's process, stamped now; the caller fills in kind and addresses.
