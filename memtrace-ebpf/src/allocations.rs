@@ -194,13 +194,13 @@ fn realloc_in_parts(ctx: &RetProbeContext, pid_tgid: u64, call: &InFlight, addr:
 fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     if combined::enabled() {
-        combined::acquire(ctx, tgid, addr, size);
+        combined::acquire(ctx.regs, tgid, addr, size);
         return;
     }
     // A sampled block is remembered so that its free, and only its, is sent. One that cannot
     // be remembered is not sent either: the agent would hold it forever.
     if sampling::sampling()
-        && LIVE_BLOCKS.insert(&BlockKey { tgid, _padding: 0, addr }, &LiveBlock { size, stack_id: 0 }, 0).is_err()
+        && LIVE_BLOCKS.insert(&BlockKey { tgid, _padding: 0, addr }, &LiveBlock { size, stack_hash: 0 }, 0).is_err()
     {
         count(Counter::LiveBlocksFull);
         return;

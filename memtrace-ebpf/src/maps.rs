@@ -6,13 +6,13 @@ use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
     helpers::bpf_get_stack,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 #[cfg(bpf_target_arch = "x86_64")]
 use crate::user_stack;
 use memtrace_common::{
     BlockKey, COUNTER_SLOTS, Counter, Event, EventWithStack, FreeMark, InFlight, LiveBlock, SAMPLE_GAPS as GAP_COUNT,
-    StackKey, StackSums, SyscallArgs, WrapperCall,
+    StackFrames, StackKey, StackSums, SyscallArgs, WrapperCall,
 };
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
@@ -47,10 +47,14 @@ pub static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 
 #[map(name = "LIVE_BLOCKS")]
 pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1, 0);
 
-/// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`. Sized by the agent (one entry
-/// when not combined).
-#[map(name = "STACK_IDS")]
-pub static STACK_IDS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
+/// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`, by the hash of their frames. Sized
+/// by the agent (one entry when not combined).
+#[map(name = "STACKS")]
+pub static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(1, 0);
+
+/// `--combined`: per-CPU room to walk a stack before it is hashed and perhaps stored.
+#[map(name = "STACK_SCRATCH")]
+pub static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--combined`: running sums per (process, stack), one copy per CPU so that no update needs
 /// an atomic operation; the agent adds the copies up.
@@ -157,7 +161,7 @@ pub fn emit_with_user_stack<C: EbpfContext>(ctx: &C, _regs: *const pt_regs, even
 
 /// Frames to capture: at most the frames array; fewer when the agent asked for a shallower walk.
 #[inline(always)]
-fn stack_depth() -> usize {
+pub fn stack_depth() -> usize {
     (STACK_DEPTH.load() as usize).clamp(1, memtrace_common::MAX_STACK_DEPTH)
 }
 
