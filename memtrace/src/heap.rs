@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use memtrace_common::{Event, EventKind, mapping};
 
-use crate::regions::{RegionKind, Regions};
+use crate::{
+    allocated::{Allocated, AllocatedByStack},
+    regions::{RegionKind, Regions},
+};
 
 /// What kind of memory a stack holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,12 +76,15 @@ struct ProcessHeap {
     blocks: HashMap<u64, Block>,
     totals: Totals,
     regions: Regions,
+    /// Everything allocated during the trace, by stack, freed or not.
+    allocated: AllocatedByStack,
 }
 
 impl ProcessHeap {
     fn allocate(&mut self, addr: u64, block: Block) {
         self.totals.allocations += 1;
         self.totals.allocated_bytes += block.size;
+        self.allocated.add(block.stack_id, MemoryKind::Heap, block.size);
         self.blocks.insert(addr, block);
     }
 
@@ -147,9 +153,14 @@ impl HeapTable {
             Some(EventKind::Realloc) => process.reallocate(event, block),
             Some(EventKind::Mmap) if event.flags & mapping::INTERNAL == 0 => {
                 let kind = if event.flags & mapping::SHARED != 0 { RegionKind::Shared } else { RegionKind::Private };
+                let memory = if kind == RegionKind::Shared { MemoryKind::Shm } else { MemoryKind::Mmap };
+                process.allocated.add(event.stack_id, memory, event.size);
                 process.regions.map(event.addr, event.size, kind, event.stack_id);
             }
-            Some(EventKind::Shmat) => process.regions.map(event.addr, event.size, RegionKind::Shared, event.stack_id),
+            Some(EventKind::Shmat) => {
+                process.allocated.add(event.stack_id, MemoryKind::Shm, event.size);
+                process.regions.map(event.addr, event.size, RegionKind::Shared, event.stack_id)
+            }
             // An internal mmap is the allocator's (counted as the block asked for); an unmap or
             // remap of a range this trace does not hold changes nothing.
             Some(EventKind::Mmap) => {}
@@ -207,6 +218,45 @@ impl HeapTable {
             sum.brk_bytes += process.brk_bytes;
         }
         sum
+    }
+
+    /// Everything allocated during the trace (heap blocks, mappings), freed or not, per
+    /// (process, stack, kind).
+    pub fn allocated_by_stack(&self) -> HashMap<(u32, i32, MemoryKind), Allocated> {
+        let mut all = HashMap::new();
+        for (&tgid, process) in &self.processes {
+            for (stack_id, kind, total) in process.allocated.iter() {
+                all.insert((tgid, stack_id, kind), total);
+            }
+        }
+        all
+    }
+
+    /// Like [`HeapTable::by_stack`], counting only allocator blocks allocated before
+    /// `cutoff_ns` (CLOCK_MONOTONIC), for `--older-than`. Mappings and break growth carry no
+    /// age and are all kept.
+    pub fn by_stack_allocated_before(&self, cutoff_ns: u64) -> Vec<StackTotal> {
+        let mut totals: Vec<StackTotal> =
+            self.by_stack().into_iter().filter(|total| total.kind != MemoryKind::Heap).collect();
+        let mut heap: HashMap<(u32, i32), StackTotal> = HashMap::new();
+        for (&tgid, process) in &self.processes {
+            for block in process.blocks.values().filter(|block| block.timestamp_ns < cutoff_ns) {
+                let total = heap.entry((tgid, block.stack_id)).or_insert(StackTotal {
+                    tgid,
+                    stack_id: block.stack_id,
+                    kind: MemoryKind::Heap,
+                    bytes: 0,
+                    allocations: 0,
+                });
+                total.bytes += block.size;
+                total.allocations += 1;
+            }
+        }
+        totals.extend(heap.into_values());
+        totals.sort_by(|a, b| {
+            b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations)).then(a.stack_id.cmp(&b.stack_id))
+        });
+        totals
     }
 
     /// Outstanding bytes and blocks (or mappings) per (process, stack, kind), most bytes first.

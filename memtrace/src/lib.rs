@@ -4,9 +4,11 @@
 //! `events` reads what it reports into the `heap` table; `symbolize` names the stacks; `report`
 //! builds the one `Report` value that every format renders. `session` wires these together for
 //! `run` (with `launch`) and `record`.
+pub mod allocated;
 pub mod allocator;
 pub mod cli;
 pub mod events;
+pub mod growth;
 pub mod heap;
 pub mod launch;
 pub mod output;
@@ -16,6 +18,8 @@ pub mod probes;
 pub mod procmaps;
 pub mod regions;
 pub mod report;
+pub mod saved_report;
 pub mod session;
 pub mod stacks;
+pub mod status;
 pub mod symbolize;
