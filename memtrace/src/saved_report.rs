@@ -15,20 +15,21 @@ use crate::{
 
 #[derive(Debug, Error)]
 pub enum SavedReportError {
-    #[error("cannot read {}: {source}", path.display())]
-    Unreadable { path: PathBuf, source: io::Error },
+    // The causes are in the messages, not sources: the one line says it all.
+    #[error("cannot read {}: {cause}", path.display())]
+    Unreadable { path: PathBuf, cause: io::Error },
     #[error(
-        "{} is not a memtrace JSON report ({source}); save one with `memtrace run|record --format json -o FILE`",
+        "{} is not a memtrace JSON report ({cause}); save one with `memtrace run|record --format json -o FILE`",
         path.display()
     )]
-    NotAReport { path: PathBuf, source: serde_json::Error },
+    NotAReport { path: PathBuf, cause: serde_json::Error },
 }
 
 /// Reads and parses a saved JSON report.
 pub fn load(path: &Path) -> Result<Report, SavedReportError> {
     let text =
-        std::fs::read(path).map_err(|source| SavedReportError::Unreadable { path: path.to_path_buf(), source })?;
-    serde_json::from_slice(&text).map_err(|source| SavedReportError::NotAReport { path: path.to_path_buf(), source })
+        std::fs::read(path).map_err(|cause| SavedReportError::Unreadable { path: path.to_path_buf(), cause })?;
+    serde_json::from_slice(&text).map_err(|cause| SavedReportError::NotAReport { path: path.to_path_buf(), cause })
 }
 
 /// Renders the saved report as asked; returns the exit code (0).

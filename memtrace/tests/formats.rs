@@ -136,7 +136,9 @@ fn compile_profile_proto(dir: &Path) -> PathBuf {
 fn decode_pprof(profile: &Path, scratch: &Path) -> Value {
     let compiled = compile_profile_proto(scratch);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/decode_pprof.py");
-    let output = Command::new("python3").arg(script).arg(&compiled).arg(profile).output().expect("python3 runs");
+    // Debian's python3-protobuf (installed by cargo xtask setup) is for the system Python, not
+    // for another python3 that may come first on PATH (pyenv).
+    let output = Command::new("/usr/bin/python3").arg(script).arg(&compiled).arg(profile).output().expect("python3 runs");
     assert!(output.status.success(), "decoding failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("the decoder prints JSON")
 }

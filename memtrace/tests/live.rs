@@ -74,7 +74,7 @@ fn the_status_line_shows_on_a_terminal_and_not_otherwise() {
 
     // On a pseudo-terminal (python's pty module runs memtrace on one and copies what it
     // writes): the line is drawn, and erased before the report.
-    let output = Command::new("python3")
+    let output = Command::new("/usr/bin/python3")
         .args(["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)"])
         .arg(memtrace_bin())
         .args(["record", "-p", &service.pid(), "--duration", "2500ms"])
