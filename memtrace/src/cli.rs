@@ -158,7 +158,7 @@ pub struct TraceArgs {
 
     /// Look for separate debug files of stripped binaries under DIR (by build-id in
     /// DIR/.build-id/, and by .gnu_debuglink in DIR/<the binary's directory>/), like gdb's
-    /// debug-file-directory. Repeatable; default /usr/lib/debug.
+    /// debug-file-directory. Repeatable; given, it replaces the default.
     #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
     pub debug_dirs: Vec<PathBuf>,
 

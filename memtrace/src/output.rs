@@ -14,10 +14,11 @@ use crate::{
 };
 
 #[derive(Debug, Error)]
-#[error("cannot write the report to {path}: {source}")]
+// The cause is in the message, not a source: printed as a chain it would show twice.
+#[error("cannot write the report to {path}: {cause}")]
 pub struct OutputError {
     pub path: PathBuf,
-    pub source: io::Error,
+    pub cause: io::Error,
 }
 
 /// The stream a report is written to when no `-o FILE` is given.
@@ -55,7 +56,7 @@ impl ReportSink {
         let created = !path.exists();
         File::create(path)
             .map(|file| ReportSink::File(ReportFile { path: path.to_path_buf(), file: Some(file), created }))
-            .map_err(|source| OutputError { path: path.to_path_buf(), source })
+            .map_err(|cause| OutputError { path: path.to_path_buf(), cause })
     }
 
     /// Like [`ReportSink::open`], refusing to send a binary format to a terminal.
@@ -70,7 +71,7 @@ impl ReportSink {
                     Console::Stdout => "stdout",
                     Console::Stderr => "stderr",
                 }),
-                source: io::Error::other("it is a terminal and this format is binary: give -o FILE"),
+                cause: io::Error::other("it is a terminal and this format is binary: give -o FILE"),
             });
         }
         Self::open(path, console)
@@ -86,6 +87,6 @@ impl ReportSink {
             ReportSink::Console(Console::Stderr) => ("stderr".into(), Box::new(io::stderr().lock())),
         };
         let written = report::render(report, options, &mut out);
-        written.and_then(|()| out.flush()).map_err(|source| OutputError { path, source })
+        written.and_then(|()| out.flush()).map_err(|cause| OutputError { path, cause })
     }
 }

@@ -301,6 +301,19 @@ fn saved_json_rerenders_as_the_live_text_report() {
     let again: Value = serde_json::from_slice(&rerender(&[json_path.to_str().unwrap(), "--format", "json"])).unwrap();
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(again, saved);
+
+    // pprof is binary: not written to a terminal (python's pty module runs memtrace on one).
+    let output = Command::new("/usr/bin/python3")
+        .args(["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)"])
+        .arg(memtrace_bin())
+        .args(["report", json_path.to_str().unwrap(), "--format", "pprof"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim_end(),
+        "memtrace: error: cannot write the report to stdout: it is a terminal and this format is binary: give -o FILE"
+    );
     assert_no_probes_left();
 }
 
