@@ -87,14 +87,14 @@ mod tests {
         std::fs::write(by_id.join("cdef.debug"), b"x").unwrap();
         let links = DebugLinks { build_id: Some(vec![0xab, 0xcd, 0xef]), debuglink: None };
         let module = dir.path().join("bin/prog");
-        assert_eq!(find(&links, module.to_str().unwrap(), &[debug_dir.clone()]), Some(by_id.join("cdef.debug")));
+        assert_eq!(find(&links, module.to_str().unwrap(), std::slice::from_ref(&debug_dir)), Some(by_id.join("cdef.debug")));
 
         std::fs::create_dir_all(dir.path().join("bin/.debug")).unwrap();
         let linked = dir.path().join("bin/.debug/prog.debug");
         std::fs::write(&linked, b"debug info").unwrap();
         let crc = crc32_of(&linked).unwrap();
         let links = DebugLinks { build_id: None, debuglink: Some(("prog.debug".into(), crc)) };
-        assert_eq!(find(&links, module.to_str().unwrap(), &[debug_dir.clone()]), Some(linked));
+        assert_eq!(find(&links, module.to_str().unwrap(), std::slice::from_ref(&debug_dir)), Some(linked));
         // A file of that name with another CRC is not it.
         let links = DebugLinks { build_id: None, debuglink: Some(("prog.debug".into(), crc ^ 1)) };
         assert_eq!(find(&links, module.to_str().unwrap(), &[debug_dir]), None);
