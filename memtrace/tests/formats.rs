@@ -177,6 +177,13 @@ fn pprof_decodes_independently_with_the_json_numbers() {
         .chain(report["released_stacks"].as_array().unwrap())
         .collect();
     assert_eq!(samples.len(), stacks.len());
+    // The JSON's own totals: the outstanding stacks and the released ones (churn, and the
+    // block realloc replaced).
+    assert_eq!(stacks.len(), 5, "{report:#}");
+    let allocated: u64 = stacks.iter().map(|stack| stack["total_allocated_bytes"].as_u64().unwrap()).sum();
+    assert_eq!(report["summary"]["total_allocated_bytes"], allocated);
+    let released = report["released_stacks"].as_array().unwrap();
+    assert!(released.iter().all(|stack| stack["bytes"] == 0 && stack["allocations"] == 0), "{report:#}");
     for (sample, stack) in samples.iter().zip(&stacks) {
         let values: Vec<u64> = sample["values"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         let expected: Vec<u64> = ["total_allocations", "total_allocated_bytes", "allocations", "bytes"]

@@ -299,7 +299,13 @@ impl Report {
         let intervals = input.growth.intervals();
         let growth_of = |tgid: u32, stack_id: i32, kind: MemoryKind| GrowthTracker::of(&growth, intervals, (tgid, stack_id, kind));
         let outstanding = match input.allocated_before_ns {
-            Some(cutoff) => input.heap.by_stack_allocated_before(cutoff),
+            Some(cutoff) => {
+                // A stack left out for being too young still holds memory: not "released".
+                for total in input.heap.by_stack() {
+                    allocated.remove(&(total.tgid, total.stack_id, total.kind));
+                }
+                input.heap.by_stack_allocated_before(cutoff)
+            }
             None => input.heap.by_stack(),
         };
         let mut stacks = Vec::new();
