@@ -82,8 +82,8 @@ pub struct RecordArgs {
     pub duration: Option<Duration>,
 
     /// Print a text report of the top stacks every DURATION while recording (as memleak does),
-    /// on stdout, or stderr when -o is given; the final report marks the stacks that grew in
-    /// most intervals as leak suspects.
+    /// on stdout (on stderr when -o is given or the format is not text); the final report
+    /// marks the stacks that grew in most intervals as leak suspects.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Option<Duration>,
 

@@ -447,7 +447,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
                 trace.growth.observe(&trace.heap.by_stack());
                 let target = record_target(&trace, pids[0]);
                 let report = trace.report(Mode::Record, target, started.elapsed(), &allocators[0], &args.report);
-                print_interval(&report, trace.growth.intervals(), args.report.output.is_some(), &args.report);
+                // stdout carries them only when the final report is text there too: JSON or pprof on
+                // stdout stays one document.
+                let to_stderr = args.report.output.is_some() || args.report.format != crate::cli::Format::Text;
+                print_interval(&report, trace.growth.intervals(), to_stderr, &args.report);
                 if let Some(left) = &mut intervals_left {
                     *left -= 1;
                     if *left == 0 {
@@ -503,8 +506,7 @@ fn lost_of(counters: &KernelCounters) -> u64 {
         + counters.argument_unreadable
 }
 
-/// One `--interval` report, as text: on stdout, or on stderr when the final report goes to a
-/// file (-o).
+/// One `--interval` report, as text, on stdout or stderr.
 fn print_interval(report: &Report, interval: u64, to_stderr: bool, args: &ReportArgs) {
     let options = RenderOptions { format: crate::cli::Format::Text, ..RenderOptions::from(args) };
     let mut text = format!("memtrace: interval {interval} at {:.1} s\n", report.duration_seconds).into_bytes();
