@@ -6,6 +6,7 @@
 //! `run` (with `launch`) and `record`.
 pub mod allocated;
 pub mod allocator;
+pub mod blocks;
 pub mod cli;
 pub mod events;
 pub mod growth;
