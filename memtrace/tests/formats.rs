@@ -226,12 +226,14 @@ fn pprof_decodes_independently_with_the_json_numbers() {
     assert_no_probes_left();
 }
 
-#[test]
-fn pprof_written_live_has_the_same_samples() {
-    let _serial = serial();
+/// Runs leaky with `args` and `--format pprof`; the decoded samples as (leaf function, values),
+/// sorted.
+fn live_pprof_samples(args: &[&str]) -> Vec<(String, Vec<u64>)> {
     let dir = tempfile::tempdir().unwrap();
     let pprof_path = dir.path().join("live.pb.gz");
-    run_leaky(&["--format", "pprof"], &pprof_path);
+    let mut all = args.to_vec();
+    all.extend(["--format", "pprof"]);
+    run_leaky(&all, &pprof_path);
     let profile = decode_pprof(&pprof_path, dir.path());
     let mut values: Vec<(String, Vec<u64>)> = profile["samples"]
         .as_array()
@@ -243,17 +245,33 @@ fn pprof_written_live_has_the_same_samples() {
         })
         .collect();
     values.sort();
+    values
+}
+
+/// What leaky allocates and holds, per stack, as pprof's four values.
+fn leaky_samples() -> Vec<(String, Vec<u64>)> {
     let churned = (64..164).sum::<u64>();
-    assert_eq!(
-        values,
-        [
-            ("churn".to_owned(), vec![100, churned, 0, 0]),
-            ("leak_with_calloc".to_owned(), vec![1, 300, 1, 300]),
-            ("leak_with_malloc".to_owned(), vec![4, 4000, 4, 4000]),
-            ("leak_with_realloc".to_owned(), vec![1, 50, 0, 0]),
-            ("leak_with_realloc".to_owned(), vec![1, 5000, 1, 5000]),
-        ]
-    );
+    vec![
+        ("churn".to_owned(), vec![100, churned, 0, 0]),
+        ("leak_with_calloc".to_owned(), vec![1, 300, 1, 300]),
+        ("leak_with_malloc".to_owned(), vec![4, 4000, 4, 4000]),
+        ("leak_with_realloc".to_owned(), vec![1, 50, 0, 0]),
+        ("leak_with_realloc".to_owned(), vec![1, 5000, 1, 5000]),
+    ]
+}
+
+#[test]
+fn pprof_written_live_has_the_same_samples() {
+    let _serial = serial();
+    assert_eq!(live_pprof_samples(&[]), leaky_samples());
+    assert_no_probes_left();
+}
+
+#[test]
+fn pprof_from_sums_made_in_the_kernel_has_the_same_samples() {
+    let _serial = serial();
+    // --combined: the kernel adds up each stack's allocations; fully freed stacks included.
+    assert_eq!(live_pprof_samples(&["--combined"]), leaky_samples());
     assert_no_probes_left();
 }
 
