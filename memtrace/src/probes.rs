@@ -66,6 +66,8 @@ pub enum ProbeError {
 /// memtrace's programs, loaded, with their links and maps.
 pub struct Probes {
     ebpf: Ebpf,
+    /// Held while the kernel keeps run-time stats for BPF programs (`--program-stats`).
+    stats: Option<std::os::fd::OwnedFd>,
     empty: bool,
     /// The links made for each process, so they can be let go when it ends.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
@@ -89,6 +91,14 @@ pub struct KernelCounters {
     /// Failed reallocs seen by the kernel when it splits a realloc (`--combined`,
     /// `--sample-bytes`, size filters).
     pub failed_reallocs: u64,
+}
+
+/// What one kernel-side program cost while stats were on (`--program-stats`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs: u64,
+    pub ns_per_run: f64,
 }
 
 /// `--combined`: one (process, stack)'s sums, and the stack (innermost first) when the kernel
@@ -162,7 +172,34 @@ impl Probes {
                 .load()
                 .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))?;
         }
-        Ok(Self { ebpf, empty: settings.empty, links: HashMap::new() })
+        Ok(Self { ebpf, stats: None, empty: settings.empty, links: HashMap::new() })
+    }
+
+    /// Has the kernel time every BPF program run from now on (BPF_ENABLE_STATS, about two
+    /// clock reads per run), until these probes are dropped.
+    pub fn enable_program_stats(&mut self) -> Result<(), ProbeError> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|error| ProbeError::Load(format!("enabling BPF run-time stats: {error}")))?;
+        self.stats = Some(fd);
+        Ok(())
+    }
+
+    /// The programs that ran, with their runs and mean time per run (with stats enabled).
+    pub fn program_costs(&self) -> Vec<ProgramCost> {
+        let mut costs: Vec<ProgramCost> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                (info.run_count() > 0).then(|| ProgramCost {
+                    program: name.to_owned(),
+                    runs: info.run_count(),
+                    ns_per_run: info.run_time().as_nanos() as f64 / info.run_count() as f64,
+                })
+            })
+            .collect();
+        costs.sort_by(|a, b| a.program.cmp(&b.program));
+        costs
     }
 
     /// Starts forwarding kernel-side log records (aya-log) to the `log` crate.

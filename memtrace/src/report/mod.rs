@@ -17,7 +17,7 @@ use crate::{
     cli::SortBy,
     growth::{Growth, GrowthTracker},
     heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
-    probes::KernelCounters,
+    probes::{KernelCounters, ProgramCost},
     symbolize::Frame,
 };
 
@@ -58,6 +58,9 @@ pub struct Report {
     /// What memtrace itself used, up to the report.
     #[serde(default)]
     pub agent: AgentUsage,
+    /// `--program-stats`: each kernel-side program's runs and mean time per run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_programs: Vec<ProgramCost>,
 }
 
 /// memtrace's own cost (not the traced processes'), for the overhead-minded.
@@ -477,6 +480,7 @@ impl Report {
             stacks,
             released_stacks,
             agent: AgentUsage::of_this_process(),
+            kernel_programs: Vec::new(),
         }
     }
 }
