@@ -59,7 +59,8 @@ fn exit_code_for(error: &anyhow::Error) -> u8 {
 /// with -v; everything at debug with -vv.
 fn init_logging(verbose: u8) {
     let filter = match verbose {
-        0 => "warn,memtrace_ebpf=off",
+        // inferno logs an error for an empty flamegraph, which svg.rs already says in its words.
+        0 => "warn,memtrace_ebpf=off,inferno=off",
         1 => "info",
         _ => "debug",
     };

@@ -372,3 +372,17 @@ fn report_of_a_missing_or_corrupt_file_says_so_in_one_line() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(stderr_lines(&output).len(), 1);
 }
+
+#[test]
+fn a_program_that_frees_everything_gets_an_empty_but_valid_flamegraph() {
+    let _serial = serial();
+    let clean = build_c("clean");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clean.svg");
+    let output = memtrace().args(["run", "--format", "svg", "-o"]).arg(&path).arg("--").arg(&clean).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stderr_lines(&output), ["memtrace: no stack holds memory: the flamegraph is empty"]);
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert_well_formed(&svg);
+    assert_no_probes_left();
+}
