@@ -207,3 +207,37 @@ fn jit_code_is_named_from_the_perf_map() {
     assert_eq!(stack["frames"][1]["line"], line_of("jit", "sink = jitted()"));
     assert_no_probes_left();
 }
+
+#[test]
+fn non_pie_executables_are_named() {
+    let _serial = serial();
+    let binary = build_variant("leaky.c", "leaky_no_pie", "cc", &["-O0", "-g", "-fno-omit-frame-pointer", "-no-pie"], &[]);
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_leaky_named(&report);
+    // Loaded at its link address: the address is the file's virtual address, not relocated.
+    let frame = &stack_from(&report, "leak_with_malloc")["frames"][0];
+    let address = u64::from_str_radix(frame["address"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!((0x400000..0x1000000).contains(&address), "{frame:#}");
+    assert_no_probes_left();
+}
+
+#[test]
+fn frames_in_a_shared_library_are_named() {
+    let _serial = serial();
+    let flags = ["-O0", "-g", "-fno-omit-frame-pointer"];
+    let library = build_variant("libleak.c", "libleak.so", "cc", &[&flags[..], &["-shared", "-fPIC"]].concat(), &[]);
+    let directory = library.parent().unwrap().display().to_string();
+    let rpath = format!("-Wl,-rpath,{directory}");
+    let binary = build_variant("uses_lib.c", "uses_lib", "cc", &flags, &[library.to_str().unwrap(), &rpath]);
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stack = stack_from(&report, "leak_in_library");
+    assert_eq!(stack["bytes"], 2468);
+    assert_eq!(stack["frames"][0]["module"], library.to_str().unwrap());
+    assert_eq!(stack["frames"][0]["line"], line_of("libleak", "malloc(2468)"));
+    assert_eq!(stack["frames"][0]["file"], source_path("libleak.c"));
+    assert_eq!(stack["frames"][1]["function"], "main");
+    assert_eq!(stack["frames"][1]["module"], binary.to_str().unwrap());
+    assert_no_probes_left();
+}
