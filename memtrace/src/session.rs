@@ -554,6 +554,8 @@ fn lost_of(counters: &KernelCounters) -> u64 {
         + counters.in_flight_full
         + counters.stale_in_flight
         + counters.argument_unreadable
+        + counters.live_blocks_full
+        + counters.stack_sums_full
 }
 
 /// One `--interval` report, as text, on stdout or stderr.
