@@ -184,8 +184,12 @@ impl Probes {
         Ok(())
     }
 
-    /// The programs that ran, with their runs and mean time per run (with stats enabled).
+    /// The programs that ran, with their runs and mean time per run; nothing unless this
+    /// memtrace enabled the stats (someone else may have, for part of the time).
     pub fn program_costs(&self) -> Vec<ProgramCost> {
+        if self.stats.is_none() {
+            return Vec::new();
+        }
         let mut costs: Vec<ProgramCost> = self
             .ebpf
             .programs()
