@@ -386,3 +386,45 @@ fn a_program_that_frees_everything_gets_an_empty_but_valid_flamegraph() {
     assert_well_formed(&svg);
     assert_no_probes_left();
 }
+
+#[test]
+fn pprof_keeps_an_inline_chain_as_one_location_with_several_lines() {
+    let _serial = serial();
+    let binary = build("inlined.c", "cc", &["-O2", "-g", "-fno-omit-frame-pointer"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inlined.pb.gz");
+    let output = memtrace()
+        .args(["run", "--format", "pprof", "-o"])
+        .arg(&path)
+        .arg("--")
+        .arg(&binary)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let profile = decode_pprof(&path, dir.path());
+    let sample = profile["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sample| leaf_function(sample) == "grab")
+        .unwrap_or_else(|| panic!("no sample from grab: {profile:#}"));
+    assert_eq!(sample["values"], serde_json::json!([1, 777, 1, 777]));
+    // grab inlined into build_table: one address, two lines, innermost first; then main.
+    let lines = |index: usize| -> Vec<(String, u64)> {
+        sample["locations"][index]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| (line["function"].as_str().unwrap().to_owned(), line["line"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        lines(0),
+        [
+            ("grab".to_owned(), line_of("inlined", "return malloc(size)")),
+            ("build_table".to_owned(), line_of("inlined", "sink = grab(777)")),
+        ]
+    );
+    assert_eq!(lines(1), [("main".to_owned(), line_of("inlined", "build_table();"))]);
+    assert_no_probes_left();
+}
