@@ -284,6 +284,7 @@ impl Trace {
             sort: args.sort,
             allocated_before_ns: self.older_than.map(|age| now.saturating_sub(age.as_nanos() as u64)),
             growth: &self.growth,
+            with_released: matches!(args.format, crate::cli::Format::Json | crate::cli::Format::Pprof),
             combined: self.combined,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);

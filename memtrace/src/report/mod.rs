@@ -337,6 +337,8 @@ pub struct ReportInput<'a> {
     pub allocated_before_ns: Option<u64>,
     /// Interval samples taken (`--interval`), and each stack's growth over them.
     pub growth: &'a GrowthTracker,
+    /// Fill in `released_stacks` (JSON and pprof show them; text, folded and svg do not).
+    pub with_released: bool,
     /// The allocator's numbers were added up in the kernel (`--combined`).
     pub combined: bool,
 }
@@ -425,7 +427,8 @@ impl Report {
         }
         sort_stacks(&mut stacks, input.sort);
         stacks.truncate(top);
-        let released_stacks = released(allocated, top, &mut resolve);
+        // Symbolizing them costs time: only for the formats that show them.
+        let released_stacks = if input.with_released { released(allocated, top, &mut resolve) } else { Vec::new() };
 
         let counts_of = |totals: ProcessTotals, loader: u64| Counts {
             mmap_bytes: totals.mmap_bytes.saturating_sub(loader),
