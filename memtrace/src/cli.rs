@@ -171,12 +171,12 @@ pub struct TraceArgs {
     pub program_stats: bool,
 
     /// Add up outstanding bytes per stack in the kernel instead of sending an event per call:
-    /// the least overhead, at the price of stacks going through a kernel stack map (two stacks
-    /// hashing alike cannot both be kept: counted as failed captures) and no per-block times.
+    /// no ring-buffer traffic and no agent work per call, at the price of no per-block times.
     #[arg(long, conflicts_with_all = ["sample_bytes", "empty_probes"])]
     pub combined: bool,
 
-    /// `--combined`: slots in the kernel's stack map (about 1 KiB each).
+    /// `--combined`: distinct stacks the kernel can keep (preallocated, about 1 KiB each);
+    /// blocks from stacks beyond it are counted in lost.stack_sums_full.
     #[arg(long, default_value_t = 16 * 1024, value_name = "N", requires = "combined")]
     pub stack_slots: u32,
 

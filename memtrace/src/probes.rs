@@ -6,13 +6,13 @@ use std::{collections::HashMap, num::NonZeroU32};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf, StackTraceMap},
+    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
         TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackKey, StackSums, names};
+use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, names};
 use thiserror::Error;
 use crate::{allocator::Allocator, events::watch_readable};
 
@@ -101,12 +101,13 @@ pub struct ProgramCost {
     pub ns_per_run: f64,
 }
 
-/// `--combined`: one (process, stack)'s sums, and the stack (innermost first) when the kernel
-/// kept it.
+/// `--combined`: one (process, stack)'s sums, and the stack (innermost first).
 #[derive(Debug, Clone)]
 pub struct KernelStackSums {
     pub tgid: u32,
-    pub stack: Result<Vec<u64>, i32>,
+    /// `None` when the kernel's stack table had no entry for it (never expected: the sums
+    /// are only created once the stack is stored).
+    pub stack: Option<Vec<u64>>,
     pub sums: StackSums,
 }
 
@@ -118,14 +119,14 @@ impl Probes {
         let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
-        // The stack map's slots are allocated up front (a kilobyte each): one when unused.
+        // The stack table's slots are allocated up front (a kilobyte each): one when unused.
         let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
         // So are the block table's entries (about 64 bytes each).
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
-            .map_max_entries(names::STACK_IDS, stack_slots)
+            .map_max_entries(names::STACKS, stack_slots)
             .map_max_entries(names::LIVE_BLOCKS, live_blocks)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
@@ -334,8 +335,9 @@ impl Probes {
         let map = self.ebpf.map(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
         let sums: PerCpuHashMap<_, StackKey, StackSums> =
             PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
-        let map = self.ebpf.map(names::STACK_IDS).ok_or_else(|| missing(names::STACK_IDS))?;
-        let stacks = StackTraceMap::try_from(map).map_err(|error| map_error(names::STACK_IDS, error))?;
+        let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing(names::STACKS))?;
+        let stacks: AyaHashMap<_, u64, StackFrames> =
+            AyaHashMap::try_from(map).map_err(|error| map_error(names::STACKS, error))?;
         let mut all = Vec::new();
         for entry in sums.iter() {
             let (key, per_cpu) = entry.map_err(|error| map_error(names::STACK_SUMS, error))?;
@@ -345,13 +347,10 @@ impl Probes {
                 allocated_bytes: sum.allocated_bytes.wrapping_add(cpu.allocated_bytes),
                 allocations: sum.allocations.wrapping_add(cpu.allocations),
             });
-            let stack = match u32::try_from(key.stack_id) {
-                Ok(id) => stacks
-                    .get(&id, 0)
-                    .map(|trace| trace.frames().iter().map(|frame| frame.ip).collect())
-                    .map_err(|_| -libc::ENOENT),
-                Err(_) => Err(key.stack_id),
-            };
+            let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
+                let depth = (stack.depth as usize).min(stack.frames.len());
+                stack.frames[..depth].to_vec()
+            });
             all.push(KernelStackSums { tgid: key.tgid, stack, sums });
         }
         Ok(all)
@@ -367,18 +366,18 @@ impl Probes {
             AyaHashMap::try_from(map).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
         let mine: Vec<(BlockKey, LiveBlock)> =
             blocks.iter().filter_map(Result::ok).filter(|(key, _)| key.tgid == tgid).collect();
-        let mut per_stack: HashMap<i32, (u64, u64)> = HashMap::new();
+        let mut per_stack: HashMap<u64, (u64, u64)> = HashMap::new();
         for (key, block) in &mine {
             let _ = blocks.remove(key);
-            let entry = per_stack.entry(block.stack_id as i32).or_default();
+            let entry = per_stack.entry(block.stack_hash).or_default();
             entry.0 += block.size;
             entry.1 += 1;
         }
         let map = self.ebpf.map_mut(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
         let mut sums: PerCpuHashMap<_, StackKey, StackSums> =
             PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
-        for (stack_id, (bytes, count)) in per_stack {
-            let key = StackKey { tgid, stack_id };
+        for (stack_hash, (bytes, count)) in per_stack {
+            let key = StackKey { tgid, _padding: 0, stack_hash };
             // Taken off the first CPU's copy: only the copies' sum means anything.
             if let Ok(per_cpu) = sums.get(&key, 0) {
                 let mut copies: Vec<StackSums> = per_cpu.iter().copied().collect();

@@ -254,8 +254,8 @@ impl Trace {
                     Ok(all) => {
                         for entry in all {
                             let stack_id = match &entry.stack {
-                                Ok(addresses) => self.stacks.intern(addresses),
-                                Err(error) => *error,
+                                Some(addresses) => self.stacks.intern(addresses),
+                                None => -libc::ENOENT,
                             };
                             self.heap.add_kernel_sums(entry.tgid, stack_id, entry.sums);
                         }
