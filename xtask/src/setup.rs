@@ -19,6 +19,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libjemalloc-dev", "/usr/lib/x86_64-linux-gnu/libjemalloc.so"),
     ("libgoogle-perftools-dev", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so"),
     ("libmimalloc-dev", "/usr/lib/x86_64-linux-gnu/libmimalloc.so"),
+    // The formats tests decode memtrace's pprof output independently: protoc compiles
+    // memtrace/proto/profile.proto for the Python protobuf package.
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    ("python3-protobuf", "/usr/lib/python3/dist-packages/google/protobuf/__init__.py"),
+    // Stripped binaries with separate debug files for the symbolization tests (objcopy, strip).
+    ("binutils", "/usr/bin/objcopy"),
 ];
 
 pub fn ensure() -> Result<()> {

@@ -32,11 +32,12 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         };
         writeln!(
             out,
-            "#{}: {}{what} in {} (pid {})",
+            "#{}: {}{what} in {} (pid {}){}",
             rank + 1,
             bytes(stack.bytes),
             plural(stack.allocations, unit),
-            stack.pid
+            stack.pid,
+            stack.growth.map(growth_note).unwrap_or_default(),
         )?;
         if let Some(why) = &stack.unavailable {
             writeln!(out, "    (stack unavailable: {why})")?;
@@ -100,6 +101,12 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         super::faults::render_text(faults, top, out)?;
     }
     super::memory::render_text(&report.memory, out)
+}
+
+/// Interval growth after a stack's headline; leak suspects stand out.
+fn growth_note(growth: crate::growth::Growth) -> String {
+    let mark = if growth.leak_suspect { "LEAK SUSPECT: " } else { "" };
+    format!(" [{mark}grew in {} of {} intervals]", growth.grew_in, growth.intervals)
 }
 
 fn ending(exit_code: Option<i32>, signal: Option<i32>, exited: bool) -> String {
