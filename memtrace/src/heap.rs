@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use memtrace_common::{Event, EventKind, mapping};
 
-use crate::regions::{RegionKind, Regions};
+use crate::{
+    reachability::LeakKind,
+    regions::{RegionKind, Regions},
+};
 
 /// What kind of memory a stack holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,6 +66,8 @@ pub struct StackTotal {
     pub tgid: u32,
     pub stack_id: i32,
     pub kind: MemoryKind,
+    /// Heap blocks of a process scanned at its end are split by leak kind; `None` otherwise.
+    pub leak: Option<LeakKind>,
     pub bytes: u64,
     pub allocations: u64,
 }
@@ -209,24 +214,44 @@ impl HeapTable {
         sum
     }
 
+    /// One process's outstanding blocks as (address, size), by address.
+    pub fn blocks_of(&self, tgid: u32) -> Vec<(u64, u64)> {
+        let mut blocks: Vec<(u64, u64)> = self
+            .processes
+            .get(&tgid)
+            .map(|process| process.blocks.iter().map(|(&addr, block)| (addr, block.size)).collect())
+            .unwrap_or_default();
+        blocks.sort_unstable();
+        blocks
+    }
+
     /// Outstanding bytes and blocks (or mappings) per (process, stack, kind), most bytes first.
     pub fn by_stack(&self) -> Vec<StackTotal> {
-        let mut totals: HashMap<(u32, i32, MemoryKind), StackTotal> = HashMap::new();
+        self.by_stack_and_leak(|_, _| None)
+    }
+
+    /// Like [`HeapTable::by_stack`], heap blocks split further by `leak_of(tgid, address)`.
+    pub fn by_stack_and_leak(&self, leak_of: impl Fn(u32, u64) -> Option<LeakKind>) -> Vec<StackTotal> {
+        let mut totals: HashMap<(u32, i32, MemoryKind, Option<LeakKind>), StackTotal> = HashMap::new();
         for (&tgid, process) in &self.processes {
-            let heap = process.blocks.values().map(|block| (block.stack_id, MemoryKind::Heap, block.size));
+            let heap = process
+                .blocks
+                .iter()
+                .map(|(&addr, block)| (block.stack_id, MemoryKind::Heap, leak_of(tgid, addr), block.size));
             let regions = process.regions.pieces().map(|(stack_id, kind, bytes)| {
                 let kind = match kind {
                     Some(RegionKind::Private) => MemoryKind::Mmap,
                     Some(RegionKind::Shared) => MemoryKind::Shm,
                     None => MemoryKind::Brk,
                 };
-                (stack_id, kind, bytes)
+                (stack_id, kind, None, bytes)
             });
-            for (stack_id, kind, bytes) in heap.chain(regions) {
-                let total = totals.entry((tgid, stack_id, kind)).or_insert(StackTotal {
+            for (stack_id, kind, leak, bytes) in heap.chain(regions) {
+                let total = totals.entry((tgid, stack_id, kind, leak)).or_insert(StackTotal {
                     tgid,
                     stack_id,
                     kind,
+                    leak,
                     bytes: 0,
                     allocations: 0,
                 });
@@ -236,7 +261,11 @@ impl HeapTable {
         }
         let mut totals: Vec<StackTotal> = totals.into_values().collect();
         totals.sort_by(|a, b| {
-            b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations)).then(a.stack_id.cmp(&b.stack_id))
+            b.bytes
+                .cmp(&a.bytes)
+                .then(b.allocations.cmp(&a.allocations))
+                .then(a.stack_id.cmp(&b.stack_id))
+                .then(a.leak.cmp(&b.leak))
         });
         totals
     }
@@ -287,7 +316,7 @@ mod tests {
         assert_eq!(heap.all().outstanding_bytes, 64);
         // realloc(0x10, 128) moving to 0x30 frees the old block and records the new one.
         heap.apply(&event(EventKind::Realloc, 0x30, 128, 0x10, 2));
-        assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, bytes: 128, allocations: 1 }]);
+        assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, leak: None, bytes: 128, allocations: 1 }]);
         // A failed realloc keeps the old block.
         heap.apply(&event(EventKind::Realloc, 0, 1 << 40, 0x30, 3));
         assert_eq!(heap.all().outstanding_bytes, 128);

@@ -5,6 +5,7 @@
 //! builds the one `Report` value that every format renders. `session` wires these together for
 //! `run` (with `launch`) and `record`.
 pub mod allocator;
+pub mod check;
 pub mod cli;
 pub mod events;
 pub mod heap;
@@ -14,6 +15,7 @@ pub mod placement;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;
+pub mod reachability;
 pub mod regions;
 pub mod report;
 pub mod session;

@@ -70,6 +70,7 @@ impl ReportSink {
         let written = match format {
             Format::Text => report::render_text(report, top, &mut out),
             Format::Json => report::render_json(report, &mut out),
+            Format::Junit => report::render_junit(report, &mut out),
         };
         written.and_then(|()| out.flush()).map_err(|source| OutputError { path, source })
     }

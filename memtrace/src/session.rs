@@ -21,6 +21,7 @@ use tokio::{
 
 use crate::{
     allocator::{self, Allocator, Selection},
+    check::CiSettings,
     cli::{RecordArgs, RunArgs, TraceArgs},
     events::{EventReader, watch_readable},
     heap::HeapTable,
@@ -28,6 +29,7 @@ use crate::{
     output::{Console, ReportSink},
     preflight,
     probes::{KernelCounters, ProbeSettings, Probes, Scope},
+    reachability::{self, LeakKinds},
     regions,
     stacks::{self, StackTable},
     report::{Counts, Mode, ProcessReport, Report, ReportInput, Target, Window},
@@ -47,6 +49,8 @@ struct Trace {
     events: EventReader,
     stacks: StackTable,
     heap: HeapTable,
+    /// Leak kinds of the blocks of each process scanned at its end.
+    leaks: LeakKinds,
     symbolizer: Symbolizer,
     counters: KernelCounters,
     /// Events outside [start, end] (CLOCK_MONOTONIC ns, the clock of `bpf_ktime_get_ns`) are
@@ -82,6 +86,7 @@ impl Trace {
             events,
             stacks: StackTable::default(),
             heap: HeapTable::new(),
+            leaks: LeakKinds::default(),
             symbolizer: Symbolizer::new(),
             counters: KernelCounters::default(),
             window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
@@ -215,6 +220,7 @@ impl Trace {
             duration_seconds: duration.as_secs_f64(),
             allocator: allocator.name().to_owned(),
             heap: &self.heap,
+            leaks: &self.leaks,
             counters: self.counters,
             malformed: self.events.malformed(),
             window: self.window,
@@ -253,6 +259,7 @@ fn warn_about_losses(report: &Report) {
 /// `memtrace run`: returns the exit code memtrace should exit with (the target's).
 pub async fn run(args: RunArgs) -> Result<i32> {
     let sink = ReportSink::open(args.report.output.as_deref(), Console::Stderr)?;
+    let mut ci = CiSettings::new(&args.check, args.report.format)?;
     let program = launch::resolve_program(Path::new(&args.command[0]))?;
     preflight::check_privileges()?;
     preflight::check_kernel()?;
@@ -317,13 +324,15 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     }
                     target.resume();
                 }
-                Some(TargetEvent::Exiting { pid }) => {
+                Some(TargetEvent::Exiting { pid, threads }) => {
                     // Stopped on its way out, memory still mapped: everything it did is in the
-                    // ring buffer, and its mappings can be read one last time.
+                    // ring buffer, and its mappings can be read one last time, and its memory
+                    // scanned for what still points to its blocks.
                     trace.drain();
                     if let Err(error) = trace.symbolizer.snapshot(pid) {
                         log::warn!("cannot read the mappings of process {pid}: {error}");
                     }
+                    reachability::scan_into(&mut trace.leaks, pid, &threads, &trace.heap.blocks_of(pid), false);
                     target.resume();
                 }
                 Some(TargetEvent::Ended { pid, ending }) => {
@@ -350,7 +359,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         }
     }
     trace.detach();
-    let report = trace.report(
+    let mut report = trace.report(
         Mode::Run,
         Target {
             pid: main_pid,
@@ -361,15 +370,20 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         },
         duration,
         &allocator,
-        args.report.top,
+        if ci.needs_all_stacks() { None } else { args.report.top },
     );
+    ci.apply(&mut report, args.report.top)?;
     sink.write(&report, args.report.format, args.report.top)?;
-    Ok(ending.map_or(1, Ending::shell_code))
+    Ok(ci.exit_code(ending.map_or(1, Ending::shell_code), &report))
 }
 
 /// `memtrace record`: returns 0, or [`EXIT_TARGET_GONE`] when every target exited first.
 pub async fn record(args: RecordArgs) -> Result<i32> {
     let sink = ReportSink::open(args.report.output.as_deref(), Console::Stdout)?;
+    if args.check.check && !args.scan {
+        bail!("--check needs leak kinds, which record finds only with --scan: add --scan");
+    }
+    let mut ci = CiSettings::new(&args.check, args.report.format)?;
     let mut pids: Vec<u32> = args.pids.iter().map(|pid| pid.get()).collect();
     pids.dedup();
     preflight::check_privileges()?;
@@ -426,7 +440,26 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         }
     };
     let duration = started.elapsed();
+    // --scan: each living process is stopped (all its threads) before the window closes, so
+    // the heap table and the memory scanned agree, and let go right after its scan.
+    let mut stopped = Vec::new();
+    if args.scan {
+        for &pid in pids.iter().filter(|pid| !trace.processes[pid].exited) {
+            match reachability::StoppedProcess::stop(pid) {
+                Ok(process) => stopped.push(process),
+                Err(error) => eprintln!("memtrace: warning: no leak kinds for process {pid}: {error}"),
+            }
+        }
+    }
     trace.close_window();
+    trace.drain();
+    for process in stopped {
+        let pid = process.pid();
+        reachability::scan_into(&mut trace.leaks, pid, process.threads(), &trace.heap.blocks_of(pid), true);
+        let stopped_for = process.resume();
+        trace.leaks.stopped(pid, stopped_for);
+        eprintln!("memtrace: process {pid} was stopped for {:.1} ms for the scan", stopped_for.as_secs_f64() * 1e3);
+    }
     for &pid in &pids {
         // Refresh the mappings of the living: libraries loaded during the window get names too.
         if !trace.processes[&pid].exited && let Err(error) = trace.symbolizer.snapshot(pid) {
@@ -442,8 +475,14 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         signal: None,
         exited: first.exited,
     };
-    let report = trace.report(Mode::Record, target, duration, &allocators[0], args.report.top);
+    let top = if ci.needs_all_stacks() { None } else { args.report.top };
+    let mut report = trace.report(Mode::Record, target, duration, &allocators[0], top);
+    ci.apply(&mut report, args.report.top)?;
     sink.write(&report, args.report.format, args.report.top)?;
+    let check_code = ci.exit_code(0, &report);
+    if check_code != 0 {
+        return Ok(check_code);
+    }
     if all_exited {
         let which = if pids.len() == 1 { format!("process {}", pids[0]) } else { "every process".to_owned() };
         eprintln!("memtrace: {which} exited during the trace; the report covers it up to its exit");

@@ -1,6 +1,7 @@
 //! The `Report`: the one value every output format renders. The JSON format is this value
 //! serialized, so a saved report can be loaded back and rendered again.
 mod json;
+mod junit;
 mod text;
 
 use serde::{Deserialize, Serialize};
@@ -11,10 +12,16 @@ use crate::{
     allocator::is_dynamic_loader,
     heap::{HeapTable, MemoryKind, ProcessTotals},
     probes::KernelCounters,
+    reachability::{LeakKind, LeakKinds},
     symbolize::Frame,
 };
 
+pub use leaks::{CheckSummary, LeakSummary};
+
+mod leaks;
+
 pub use json::render as render_json;
+pub use junit::render as render_junit;
 pub use text::render as render_text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +50,9 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Stacks holding outstanding memory, most bytes first.
     pub stacks: Vec<Stack>,
+    /// `--check`: what failed the check, or that it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +140,7 @@ pub struct ProcessReport {
     pub summary: Counts,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     #[serde(flatten)]
     pub counts: Counts,
@@ -141,6 +151,9 @@ pub struct Summary {
     pub lost: Lost,
     /// Distinct stacks holding outstanding memory (before `--top`).
     pub stacks_total: u64,
+    /// Leak kinds, when the processes were scanned at their end (run) or `record --scan`.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub leaks: Option<LeakSummary>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -208,6 +221,12 @@ pub struct Stack {
     /// Why there are no frames, when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// Heap blocks of a scanned process: what still reaches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak_kind: Option<LeakKind>,
+    /// The suppression that matched this stack (`--suppressions`, or a built-in one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +266,8 @@ pub struct ReportInput<'a> {
     pub duration_seconds: f64,
     pub allocator: String,
     pub heap: &'a HeapTable,
+    /// Leak kinds of the blocks of the processes scanned.
+    pub leaks: &'a LeakKinds,
     pub counters: KernelCounters,
     pub malformed: u64,
     pub window: Window,
@@ -269,7 +290,9 @@ impl Report {
         let mut loader_bytes: HashMap<u32, u64> = HashMap::new();
         let mut stacks = Vec::new();
         let mut heap_stacks = Vec::new();
-        for total in input.heap.by_stack() {
+        let totals = input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr));
+        let leaks = input.leaks.any().then(|| LeakSummary::of(&totals, input.leaks));
+        for total in totals {
             if total.kind == MemoryKind::Heap {
                 heap_stacks.push(total);
                 continue;
@@ -287,6 +310,8 @@ impl Report {
                 pid: total.tgid,
                 frames,
                 unavailable,
+                leak_kind: None,
+                suppressed_by: None,
             });
         }
         let stacks_total = (stacks.len() + heap_stacks.len()) as u64;
@@ -303,6 +328,8 @@ impl Report {
                 pid: total.tgid,
                 frames,
                 unavailable,
+                leak_kind: total.leak,
+                suppressed_by: None,
             });
         }
         stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations)));
@@ -342,9 +369,11 @@ impl Report {
                 lost_events: lost.total(),
                 lost,
                 stacks_total,
+                leaks,
             },
             processes,
             stacks,
+            check: None,
         }
     }
 }
