@@ -73,6 +73,12 @@ impl LeakKind {
 pub struct Extent {
     pub addr: u64,
     pub size: u64,
+    /// An address inside the block that is not a pointer to it: the header of the allocator's
+    /// next chunk, which overlaps the block's last bytes (glibc lends a chunk's first word to
+    /// the block before it). The allocator's own records (glibc's `main_arena` in libc's data:
+    /// the top chunk, free lists) point there; valgrind, which replaces the allocator, never
+    /// sees them.
+    pub next_chunk: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -83,28 +89,62 @@ enum State {
     Reachable,
 }
 
+/// The first pointer that marked a block from the roots, for `-vv` (why is this block not
+/// lost?).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Witness {
+    /// Register `index` (in [`crate::reachability::ThreadState::registers`]) of thread `tid`.
+    Register { tid: u32, index: usize },
+    /// The root word at this address.
+    Root(u64),
+    /// A word of this block (by index).
+    Block(usize),
+}
+
 /// Marks blocks from roots, then classifies. Blocks must be sorted by address and disjoint.
 pub struct Classifier<'a> {
     blocks: &'a [Extent],
     state: Vec<State>,
     pending: Vec<usize>,
+    witness: Vec<Option<Witness>>,
 }
 
 impl<'a> Classifier<'a> {
     pub fn new(blocks: &'a [Extent]) -> Self {
         debug_assert!(blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr), "blocks sorted by address");
-        Self { blocks, state: vec![State::Unreached; blocks.len()], pending: Vec::new() }
+        let none = vec![None; blocks.len()];
+        Self { blocks, state: vec![State::Unreached; blocks.len()], pending: Vec::new(), witness: none }
     }
 
-    /// A root word: a register, or an aligned word of a root region.
-    pub fn root_word(&mut self, word: u64) {
-        self.mark(word, true);
+    /// A register's value.
+    pub fn root_register(&mut self, word: u64, tid: u32, index: usize) {
+        self.mark(word, true, Witness::Register { tid, index });
     }
 
-    /// Every aligned 8-byte word of `bytes` (which starts 8-aligned in the target) is a root.
-    pub fn root_bytes(&mut self, bytes: &[u8]) {
-        for word in words(bytes) {
-            self.mark(word, true);
+    /// Every aligned 8-byte word of `bytes`, read at `addr` (8-aligned) in the target, is a root.
+    pub fn root_bytes(&mut self, bytes: &[u8], addr: u64) {
+        for (index, word) in words(bytes).enumerate() {
+            self.mark(word, true, Witness::Root(addr + 8 * index as u64));
+        }
+    }
+
+    /// Like [`Classifier::classify`], and says what first marked each block (for `-vv`: why is
+    /// this block not lost?).
+    pub fn classify_with_witnesses<'c>(
+        mut self,
+        contents: impl Fn(usize) -> &'c [u8],
+    ) -> (Vec<LeakKind>, Vec<Option<Witness>>) {
+        self.mark_from_blocks(&contents);
+        let witness = std::mem::take(&mut self.witness);
+        (self.classify(contents), witness)
+    }
+
+    fn mark_from_blocks<'c>(&mut self, contents: &impl Fn(usize) -> &'c [u8]) {
+        while let Some(index) = self.pending.pop() {
+            let definite = self.state[index] == State::Reachable;
+            for word in words(contents(index)) {
+                self.mark(word, definite, Witness::Block(index));
+            }
         }
     }
 
@@ -112,12 +152,7 @@ impl<'a> Classifier<'a> {
     /// bytes (as many as could be read; a block that could not be read points nowhere).
     pub fn classify<'c>(mut self, contents: impl Fn(usize) -> &'c [u8]) -> Vec<LeakKind> {
         // Phase 1: from the roots, through reachable and possibly lost blocks.
-        while let Some(index) = self.pending.pop() {
-            let definite = self.state[index] == State::Reachable;
-            for word in words(contents(index)) {
-                self.mark(word, definite);
-            }
-        }
+        self.mark_from_blocks(&contents);
         // Phase 2: cliques of lost blocks, leaders in address order.
         for leader in 0..self.blocks.len() {
             if self.state[leader] != State::Unreached {
@@ -148,8 +183,9 @@ impl<'a> Classifier<'a> {
     }
 
     /// A pointer `word` found in a root (`definite`) or in a block of the given state.
-    fn mark(&mut self, word: u64, definite: bool) {
+    fn mark(&mut self, word: u64, definite: bool, witness: Witness) {
         let Some(target) = self.block_at(word) else { return };
+        self.witness[target].get_or_insert(witness);
         let state = &mut self.state[target];
         if *state == State::Reachable {
             return;
@@ -170,7 +206,7 @@ impl<'a> Classifier<'a> {
         let after = self.blocks.partition_point(|block| block.addr <= word);
         let index = after.checked_sub(1)?;
         let block = self.blocks[index];
-        (word - block.addr < block.size.max(1)).then_some(index)
+        (word - block.addr < block.size.max(1) && block.next_chunk != Some(word)).then_some(index)
     }
 }
 
@@ -196,7 +232,7 @@ mod tests {
             let extents = blocks
                 .iter()
                 .enumerate()
-                .map(|(index, (size, _))| Extent { addr: addr(index), size: *size })
+                .map(|(index, (size, _))| Extent { addr: addr(index), size: *size, next_chunk: None })
                 .collect();
             let contents = blocks
                 .iter()
@@ -208,7 +244,7 @@ mod tests {
         fn classify(&self, roots: &[u64]) -> Vec<LeakKind> {
             let mut classifier = Classifier::new(&self.extents);
             let bytes: Vec<u8> = roots.iter().flat_map(|word| word.to_ne_bytes()).collect();
-            classifier.root_bytes(&bytes);
+            classifier.root_bytes(&bytes, 0x100);
             classifier.classify(|index| &self.contents[index])
         }
     }
@@ -277,6 +313,14 @@ mod tests {
         let mut memory = Memory::new(&[(12, &[0, addr(1)]), (16, &[0, 0])]);
         memory.contents[0].truncate(12);
         assert_eq!(memory.classify(&[addr(0)]), vec![StillReachable, DefinitelyLost]);
+    }
+
+    #[test]
+    fn the_allocators_pointer_to_the_next_chunk_is_not_a_pointer_to_the_block() {
+        let mut memory = Memory::new(&[(24, &[0, 0, 0]), (16, &[0, 0])]);
+        memory.extents[0].next_chunk = Some(addr(0) + 16);
+        assert_eq!(memory.classify(&[addr(0) + 16]), vec![DefinitelyLost, DefinitelyLost]);
+        assert_eq!(memory.classify(&[addr(0) + 8]), vec![PossiblyLost, DefinitelyLost]);
     }
 
     #[test]

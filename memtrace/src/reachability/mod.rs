@@ -51,8 +51,7 @@ impl LeakKinds {
 /// address) and records the result in `kinds`; a failure is a warning, and its blocks stay
 /// without a kind.
 pub fn scan_into(kinds: &mut LeakKinds, pid: u32, threads: &[ThreadState], blocks: &[(u64, u64)], heap_as_roots: bool) {
-    let extents: Vec<Extent> = blocks.iter().map(|&(addr, size)| Extent { addr, size }).collect();
-    match scan(pid, threads, &extents, heap_as_roots) {
+    match scan(pid, threads, blocks, heap_as_roots) {
         Ok((found, stats)) => {
             if stats.unreadable_blocks > 0 || stats.unreadable_bytes > 0 {
                 log::warn!(

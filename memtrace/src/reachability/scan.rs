@@ -90,27 +90,33 @@ pub struct ScanStats {
 pub fn scan(
     pid: u32,
     threads: &[ThreadState],
-    blocks: &[Extent],
+    blocks: &[(u64, u64)],
     heap_as_roots: bool,
 ) -> Result<(Vec<LeakKind>, ScanStats), ScanError> {
     let started = Instant::now();
     let maps = procmaps::read(pid).map_err(|source| ScanError::Maps { pid, source })?;
     let memory = File::open(format!("/proc/{pid}/mem")).map_err(|source| ScanError::Memory { pid, source })?;
+    let blocks: Vec<Extent> = blocks
+        .iter()
+        .map(|&(addr, size)| Extent { addr, size, next_chunk: next_chunk(&memory, addr, size) })
+        .collect();
+    let blocks = &blocks[..];
     let mut stats = ScanStats::default();
     let mut classifier = Classifier::new(blocks);
     for thread in threads {
-        for &register in &thread.registers {
-            classifier.root_word(register);
+        for (index, &register) in thread.registers.iter().enumerate() {
+            classifier.root_register(register, thread.tid, index);
         }
     }
     for (start, end) in root_ranges(&maps, threads, blocks, |addr| read_word(&memory, addr), heap_as_roots) {
+        log::debug!("process {pid}: root {start:#x}-{end:#x}");
         let mut buffer = vec![0u8; CHUNK];
         let mut at = start;
         while at < end {
             let length = ((end - at) as usize).min(CHUNK);
             match read_fully(&memory, &mut buffer[..length], at) {
                 Ok(()) => {
-                    classifier.root_bytes(&buffer[..length]);
+                    classifier.root_bytes(&buffer[..length], at);
                     stats.root_bytes += length as u64;
                 }
                 Err(_) => stats.unreadable_bytes += length as u64,
@@ -131,7 +137,15 @@ pub fn scan(
             }
         })
         .collect();
-    let kinds = classifier.classify(|index| &contents[index]);
+    let (kinds, witnesses) = classifier.classify_with_witnesses(|index| &contents[index]);
+    if log::log_enabled!(log::Level::Debug) {
+        for ((block, kind), witness) in blocks.iter().zip(&kinds).zip(&witnesses) {
+            log::debug!("process {pid}: block {:#x} ({} bytes) {}, first marked by {witness:?}", block.addr, block.size, kind.words());
+        }
+        for thread in threads {
+            log::debug!("process {pid}: thread {} stack pointer {:#x}", thread.tid, thread.stack_pointer);
+        }
+    }
     stats.micros = started.elapsed().as_micros() as u64;
     Ok((kinds, stats))
 }
@@ -205,6 +219,15 @@ fn outside_blocks(start: u64, end: u64, blocks: &[Extent]) -> Vec<(u64, u64)> {
     ranges
 }
 
+/// glibc's malloc chunk header: the word before a block holds its chunk's size (low 3 bits are
+/// flags), the chunk starts 16 bytes before the block, and the next chunk's header follows it.
+/// Returned only when it lies inside the block (the block uses the next chunk's first word).
+fn next_chunk(memory: &File, addr: u64, size: u64) -> Option<u64> {
+    let chunk_size = read_word(memory, addr.checked_sub(8)?)? & !7;
+    let next = (addr - 16).checked_add(chunk_size)?;
+    (next > addr && next < addr + size).then_some(next)
+}
+
 fn read_word(memory: &File, addr: u64) -> Option<u64> {
     let mut bytes = [0u8; 8];
     read_fully(memory, &mut bytes, addr).ok()?;
@@ -251,7 +274,10 @@ mod tests {
             ThreadState { tid: 1, stack_pointer: 0x7000_8000, registers: vec![] },
             ThreadState { tid: 2, stack_pointer: 0x5f000, registers: vec![] },
         ];
-        let blocks = [Extent { addr: 0x10010, size: 16 }, Extent { addr: 0x30010, size: 0xf000 }];
+        let blocks = [
+            Extent { addr: 0x10010, size: 16, next_chunk: None },
+            Extent { addr: 0x30010, size: 0xf000, next_chunk: None },
+        ];
         // The arena's first word points into its own mapping.
         let read = |addr: u64| (addr == 0x8000000).then_some(0x8000020);
         assert_eq!(
