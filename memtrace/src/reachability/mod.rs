@@ -2,6 +2,7 @@
 //! process's memory for pointers, as valgrind memcheck does: `scan` reads the roots and
 //! blocks, `classify` decides from the words read.
 pub mod classify;
+mod exit_frame;
 pub mod scan;
 mod stop;
 

@@ -22,7 +22,10 @@ use std::{fs::File, io, os::unix::fs::FileExt, time::Instant};
 
 use thiserror::Error;
 
-use super::classify::{Classifier, Extent, LeakKind};
+use super::{
+    classify::{Classifier, Extent, LeakKind},
+    exit_frame::{caller_stack_pointer, exit_functions},
+};
 use crate::procmaps::{self, Mapping};
 
 /// The x86-64 System V red zone below the stack pointer.
@@ -108,7 +111,19 @@ pub fn scan(
             classifier.root_register(register, thread.tid, index);
         }
     }
-    for (start, end) in root_ranges(&maps, threads, blocks, |addr| read_word(&memory, addr), heap_as_roots) {
+    // Each thread's stack is live from its stack pointer (less the red zone) up, or from the
+    // frame that called exit, above glibc's exit path (see exit_frame).
+    let exits = exit_functions(pid, &maps);
+    let stack_starts: Vec<u64> = threads
+        .iter()
+        .map(|thread| {
+            exits
+                .iter()
+                .find_map(|functions| caller_stack_pointer(&memory, &maps, thread.stack_pointer, functions))
+                .unwrap_or(thread.stack_pointer.saturating_sub(RED_ZONE))
+        })
+        .collect();
+    for (start, end) in root_ranges(&maps, &stack_starts, blocks, |addr| read_word(&memory, addr), heap_as_roots) {
         log::debug!("process {pid}: root {start:#x}-{end:#x}");
         let mut buffer = vec![0u8; CHUNK];
         let mut at = start;
@@ -150,11 +165,12 @@ pub fn scan(
     Ok((kinds, stats))
 }
 
-/// The address ranges to scan as roots, 8-aligned. `read_word` reads one word of the target
-/// (to recognize glibc's arena heaps).
+/// The address ranges to scan as roots, 8-aligned; `stack_starts` are the lowest live address
+/// of each thread's stack. `read_word` reads one word of the target (to recognize glibc's arena
+/// heaps).
 pub fn root_ranges(
     maps: &[Mapping],
-    threads: &[ThreadState],
+    stack_starts: &[u64],
     blocks: &[Extent],
     read_word: impl Fn(u64) -> Option<u64>,
     heap_as_roots: bool,
@@ -186,12 +202,9 @@ pub fn root_ranges(
         if heap && !heap_as_roots {
             continue;
         }
-        // A stack: only from the lowest live stack pointer in it (less the red zone) upwards.
-        let lowest_sp = threads.iter().map(|thread| thread.stack_pointer).filter(|&sp| mapping.contains(sp)).min();
-        let start = match lowest_sp {
-            Some(sp) => sp.saturating_sub(RED_ZONE).max(mapping.start) & !7,
-            None => mapping.start,
-        };
+        // A stack: only from the lowest live address in it upwards.
+        let lowest = stack_starts.iter().copied().filter(|&start| mapping.contains(start)).min();
+        let start = lowest.map_or(mapping.start, |start| start.max(mapping.start) & !7);
         if heap {
             ranges.extend(outside_blocks(start, mapping.end, blocks));
         } else {
@@ -270,10 +283,7 @@ mod tests {
             mapping(0x7000_0000, 0x7001_0000, "rw-p", Some("[stack]")),
             mapping(0x7100_0000, 0x7100_1000, "r--p", Some("[vvar]")),
         ];
-        let threads = vec![
-            ThreadState { tid: 1, stack_pointer: 0x7000_8000, registers: vec![] },
-            ThreadState { tid: 2, stack_pointer: 0x5f000, registers: vec![] },
-        ];
+        let threads = [0x7000_8000 - 128, 0x5f000 - 128];
         let blocks = [
             Extent { addr: 0x10010, size: 16, next_chunk: None },
             Extent { addr: 0x30010, size: 0xf000, next_chunk: None },
