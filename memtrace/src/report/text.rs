@@ -100,13 +100,14 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
     if let Some(check) = &report.check {
         writeln!(
             out,
-            "Check: {} ({} in {} of {} beyond the threshold of {}; {} suppressed)",
+            "Check: {}: {} in {} {} (threshold {}); {} in {} suppressed",
             if check.passed { "passed" } else { "FAILED" },
             bytes(check.failing_bytes),
             plural(check.failing_blocks, "block"),
             check.fail_on.iter().map(|kind| kind.words()).collect::<Vec<_>>().join(" or "),
             bytes(check.leak_threshold),
             bytes(check.suppressed_bytes),
+            plural(check.suppressed_blocks, "block"),
         )?;
     }
     if counts.mmap_bytes + counts.shm_bytes + counts.brk_bytes > 0 {
