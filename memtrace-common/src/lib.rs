@@ -110,7 +110,9 @@ pub struct InFlight {
     pub entry_sp: u64,
     /// A [`CallKind`] as `u32`.
     pub kind: u32,
-    pub _padding: u32,
+    /// 1 when the block this call returns is one to record: always, unless `--sample-bytes`
+    /// or a size filter passed it over.
+    pub record: u32,
 }
 
 /// A system call's arguments between its entry and exit tracepoints, keyed by pid_tgid.
@@ -163,16 +165,29 @@ pub enum Counter {
     NullFree = 4,
     /// A user pointer could not be read (posix_memalign's result): that allocation is lost.
     ArgumentUnreadable = 5,
+    /// `LIVE_BLOCKS` was full (`--combined`, `--sample-bytes`): that block is not tracked.
+    LiveBlocksFull = 6,
+    /// `--combined`: a free of a block not in `LIVE_BLOCKS` (allocated before the trace).
+    UnknownFree = 7,
+    /// A realloc that failed and kept its block, seen by the kernel when it splits reallocs
+    /// (`--combined`, `--sample-bytes`, size filters).
+    FailedRealloc = 8,
+    /// `--combined`: `STACK_SUMS` was full: a block from a new stack is not tracked.
+    StackSumsFull = 9,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 10] = [
         Counter::RingBufferFull,
         Counter::StackCaptureFailed,
         Counter::InFlightFull,
         Counter::StaleInFlight,
         Counter::NullFree,
         Counter::ArgumentUnreadable,
+        Counter::LiveBlocksFull,
+        Counter::UnknownFree,
+        Counter::FailedRealloc,
+        Counter::StackSumsFull,
     ];
 
 }
@@ -193,6 +208,46 @@ pub struct EventWithStack {
     pub frames: [u64; MAX_STACK_DEPTH],
 }
 
+/// A block tracked in the kernel (`LIVE_BLOCKS`): in-kernel aggregation (`--combined`) keeps
+/// every outstanding block's size and stack there; sampling (`--sample-bytes`) keeps the
+/// sampled blocks, so that only their frees are sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub tgid: u32,
+    pub _padding: u32,
+    pub addr: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LiveBlock {
+    pub size: u64,
+    /// Id in `STACK_IDS` (`--combined`), negative (`-errno`) when the capture failed.
+    pub stack_id: i64,
+}
+
+/// `--combined`: one (process, stack)'s running sums in `STACK_SUMS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub tgid: u32,
+    /// Id in `STACK_IDS`, negative (`-errno`) when the capture failed.
+    pub stack_id: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackSums {
+    pub outstanding_bytes: u64,
+    pub outstanding_blocks: u64,
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+}
+
+/// `--sample-bytes`: entries in the table of exponentially distributed gaps between samples.
+pub const SAMPLE_GAPS: u32 = 1024;
+
 /// Map and program names, written once here so both sides agree.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
@@ -201,6 +256,27 @@ pub mod names {
     pub const TRACED: &str = "TRACED";
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const WRAPPERS: &str = "WRAPPERS";
+    /// Blocks tracked in the kernel (`--combined`: all; `--sample-bytes`: the sampled ones).
+    pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
+    /// `--combined`: the stacks, by id (a kernel stack map).
+    pub const STACK_IDS: &str = "STACK_IDS";
+    /// `--combined`: sums per (process, stack).
+    pub const STACK_SUMS: &str = "STACK_SUMS";
+    /// `--sample-bytes`: exponentially distributed gaps (bytes) between samples, filled in by
+    /// the agent; the kernel picks one at random after each sample.
+    pub const SAMPLE_GAPS: &str = "SAMPLE_GAPS";
+    /// `--sample-bytes`: bytes left before the next sample, per CPU.
+    pub const SAMPLE_COUNTDOWN: &str = "SAMPLE_COUNTDOWN";
+
+    /// Global set at load time: 1 for in-kernel aggregation (`--combined`).
+    pub const COMBINED: &str = "COMBINED";
+    /// Global set at load time: mean bytes between samples, 0 when every block is recorded.
+    pub const SAMPLE_BYTES: &str = "SAMPLE_BYTES";
+    /// Global set at load time: user stack frames captured per event.
+    pub const STACK_DEPTH: &str = "STACK_DEPTH";
+    /// Globals set at load time: blocks outside [MIN_SIZE, MAX_SIZE] are not recorded.
+    pub const MIN_SIZE: &str = "MIN_SIZE";
+    pub const MAX_SIZE: &str = "MAX_SIZE";
 
     /// Global set at load time: 1 when the probes are attached for every process and the
     /// `TRACED` map says which processes count (run mode following forks).
@@ -209,8 +285,8 @@ pub mod names {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const COUNTERS: &str = "COUNTERS";
 
-    /// Global set at load time: 1 when operator delete is probed, so `free` must check marks.
-    pub const HAS_OUTER_FREES: &str = "HAS_OUTER_FREES";
+    /// Slot 0 set to 1 once any operator delete is probed, so `free` must check marks.
+    pub const OUTER_FREES: &str = "OUTER_FREES";
 
     /// `f(size)`: malloc, valloc, pvalloc, every operator new.
     pub const SIZE_ENTER: &str = "size_enter";
@@ -264,4 +340,8 @@ mod pod {
     unsafe impl aya::Pod for super::FreeMark {}
     unsafe impl aya::Pod for super::SyscallArgs {}
     unsafe impl aya::Pod for super::WrapperCall {}
+    unsafe impl aya::Pod for super::BlockKey {}
+    unsafe impl aya::Pod for super::LiveBlock {}
+    unsafe impl aya::Pod for super::StackKey {}
+    unsafe impl aya::Pod for super::StackSums {}
 }

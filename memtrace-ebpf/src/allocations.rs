@@ -12,12 +12,14 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
-use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight};
+use memtrace_common::{BlockKey, CallKind, Counter, Event, EventKind, InFlight, LiveBlock};
 
 use crate::{
-    frees::forget_mark,
-    maps::{IN_FLIGHT, count, emit, emit_with_stack, traced},
+    combined,
+    frees::{forget_mark, release_block},
+    maps::{IN_FLIGHT, LIVE_BLOCKS, count, emit, emit_with_stack, traced},
     regs::stack_pointer,
+    sampling,
 };
 
 /// `f(size)`: malloc, valloc, pvalloc and every operator new.
@@ -103,7 +105,9 @@ fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: 
         // The old entry's frame is gone without a return: that allocation was missed.
         count(Counter::StaleInFlight);
     }
-    let call = InFlight { size, old_addr, out_ptr, entry_sp: sp, kind: kind as u32, _padding: 0 };
+    // Entered even when its block will not be recorded, so that its nested calls stay quiet.
+    let record = u32::from(sampling::record(size));
+    let call = InFlight { size, old_addr, out_ptr, entry_sp: sp, kind: kind as u32, record };
     if IN_FLIGHT.insert(pid_tgid, call, 0).is_err() {
         count(Counter::InFlightFull);
         warn!(ctx, "memtrace: in-flight table full, an allocation is not recorded");
@@ -122,6 +126,9 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         return 0; // the return of a nested call, not of the outer one
     }
     let _ = IN_FLIGHT.remove(pid_tgid);
+    if call.record == 0 && call.kind != CallKind::Realloc as u32 {
+        return 0; // passed over by sampling or a size filter
+    }
 
     let (kind, addr) = if call.kind == CallKind::Realloc as u32 {
         (EventKind::Realloc, ctx.ret::<u64>())
@@ -141,24 +148,79 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     } else {
         (EventKind::Alloc, ctx.ret::<u64>())
     };
+    if kind == EventKind::Realloc && (combined::enabled() || sampling::sampling() || call.record == 0) {
+        // The old block is tracked in the kernel, or the new one is not to be recorded: the
+        // realloc is sent as what it did, a release and perhaps a new block.
+        realloc_in_parts(&ctx, pid_tgid, &call, addr);
+        return 0;
+    }
     if addr == 0 && kind == EventKind::Alloc {
         return 0; // a failed allocation changes nothing
     }
     // A block handed out again may carry a stale operator-delete mark on this thread.
     forget_mark(pid_tgid, addr);
-    let event = Event {
-        kind: kind as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        stack_id: 0,
-        flags: 0,
-        size: call.size,
-        addr,
-        old_addr: call.old_addr,
-        old_size: 0,
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-    };
+    if kind == EventKind::Alloc {
+        acquire(&ctx, pid_tgid, addr, call.size);
+        return 0;
+    }
+    let event = Event { kind: kind as u32, addr, old_addr: call.old_addr, ..new_event(pid_tgid, call.size) };
     // The stack is only worth capturing for a block that is now outstanding.
     if addr == 0 { emit(event) } else { emit_with_stack(&ctx, event) }
     0
+}
+
+/// realloc's four cases (see the agent's heap table) as a release and an acquisition.
+#[inline(always)]
+fn realloc_in_parts(ctx: &RetProbeContext, pid_tgid: u64, call: &InFlight, addr: u64) {
+    match (call.old_addr, addr) {
+        (0, 0) => {}
+        (_, 0) if call.size != 0 => count(Counter::FailedRealloc),
+        (old, _) => {
+            if old != 0 {
+                release_block(pid_tgid, old);
+            }
+            if addr != 0 {
+                forget_mark(pid_tgid, addr);
+                if call.record != 0 {
+                    acquire(ctx, pid_tgid, addr, call.size);
+                }
+            }
+        }
+    }
+}
+
+/// A block to record was handed out.
+#[inline(always)]
+fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if combined::enabled() {
+        combined::acquire(ctx, tgid, addr, size);
+        return;
+    }
+    // A sampled block is remembered so that its free, and only its, is sent. One that cannot
+    // be remembered is not sent either: the agent would hold it forever.
+    if sampling::sampling()
+        && LIVE_BLOCKS.insert(&BlockKey { tgid, _padding: 0, addr }, &LiveBlock { size, stack_id: 0 }, 0).is_err()
+    {
+        count(Counter::LiveBlocksFull);
+        return;
+    }
+    emit_with_stack(ctx, Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) });
+}
+
+/// An event of this thread's process, stamped now; the caller fills in kind and addresses.
+#[inline(always)]
+pub fn new_event(pid_tgid: u64, size: u64) -> Event {
+    Event {
+        kind: 0,
+        tgid: (pid_tgid >> 32) as u32,
+        stack_id: 0,
+        flags: 0,
+        size,
+        addr: 0,
+        old_addr: 0,
+        old_size: 0,
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+    }
 }

@@ -5,33 +5,41 @@
 //! calling free (seen through the in-flight realloc), and operator delete calling or tail-calling
 //! free (seen through the mark delete leaves: same block, at or below delete's stack pointer).
 use aya_ebpf::{
-    Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::uprobe,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{map, uprobe},
+    maps::Array,
     programs::ProbeContext,
 };
-use memtrace_common::{Counter, Event, EventKind, FreeMark};
+use memtrace_common::{BlockKey, Counter, Event, EventKind, FreeMark};
 
 use crate::{
-    allocations::inside_allocator_call,
-    maps::{FREE_MARKS, count, emit, traced},
+    allocations::{inside_allocator_call, new_event},
+    combined,
+    maps::{FREE_MARKS, LIVE_BLOCKS, count, emit, traced},
     regs::stack_pointer,
+    sampling,
 };
 
-/// Set to 1 at load time when any operator delete is probed; without one, `free` skips the
-/// marks entirely.
-#[unsafe(no_mangle)]
-static HAS_OUTER_FREES: Global<u8> = Global::new(0);
+/// Slot 0 is set to 1 by the agent before it probes any operator delete; until then `free`
+/// skips the marks entirely (a C program never pays for them, even while memtrace follows its
+/// forks in case one execs a C++ program).
+#[map(name = "OUTER_FREES")]
+static OUTER_FREES: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn has_outer_frees() -> bool {
+    OUTER_FREES.get(0).is_some_and(|flag| *flag != 0)
+}
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, addr, sp)) = release(&ctx) else { return 0 };
-    if HAS_OUTER_FREES.load() != 0 && inside_delete(pid_tgid, addr, sp) {
+    if has_outer_frees() && inside_delete(pid_tgid, addr, sp) {
         // The free inside operator delete, already reported; the mark has served.
         let _ = FREE_MARKS.remove(pid_tgid);
         return 0;
     }
-    send_free(pid_tgid, addr);
+    release_block(pid_tgid, addr);
     0
 }
 
@@ -45,7 +53,7 @@ pub fn delete_enter(ctx: ProbeContext) -> u32 {
     // An LRU map: when full it forgets the oldest threads' marks, which can only make a later
     // free of the same block count as a second release (visible as an unknown free).
     let _ = FREE_MARKS.insert(pid_tgid, FreeMark { addr, sp }, 0);
-    send_free(pid_tgid, addr);
+    release_block(pid_tgid, addr);
     0
 }
 
@@ -83,7 +91,7 @@ fn release(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
 /// Drops this thread's delete mark for `addr`, which was just handed out again.
 #[inline(always)]
 pub fn forget_mark(pid_tgid: u64, addr: u64) {
-    if HAS_OUTER_FREES.load() == 0 {
+    if !has_outer_frees() {
         return;
     }
     if let Some(mark) = FREE_MARKS.get_ptr(pid_tgid) {
@@ -94,18 +102,17 @@ pub fn forget_mark(pid_tgid: u64, addr: u64) {
     }
 }
 
+/// A block was given back: sent to the agent, or (in-kernel aggregation) taken off its stack's
+/// sums. When sampling, only the frees of sampled blocks are sent.
 #[inline(always)]
-fn send_free(pid_tgid: u64, addr: u64) {
-    emit(Event {
-        kind: EventKind::Free as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        stack_id: 0,
-        flags: 0,
-        size: 0,
-        addr,
-        old_addr: 0,
-        old_size: 0,
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-    });
+pub fn release_block(pid_tgid: u64, addr: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if combined::enabled() {
+        combined::release(tgid, addr);
+        return;
+    }
+    if sampling::sampling() && LIVE_BLOCKS.remove(&BlockKey { tgid, _padding: 0, addr }).is_err() {
+        return;
+    }
+    emit(Event { kind: EventKind::Free as u32, addr, ..new_event(pid_tgid, 0) });
 }

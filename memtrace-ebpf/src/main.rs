@@ -7,11 +7,13 @@
 #![no_main]
 
 mod allocations;
+mod combined;
 mod floor;
 mod frees;
 mod mappings;
 mod maps;
 mod regs;
+mod sampling;
 
 #[cfg(not(test))]
 #[panic_handler]

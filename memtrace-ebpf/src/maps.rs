@@ -5,9 +5,12 @@ use aya_ebpf::{
     macros::map,
     EbpfContext,
     helpers::bpf_get_stack,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
-use memtrace_common::{COUNTER_SLOTS, Counter, Event, EventWithStack, FreeMark, InFlight, SyscallArgs, WrapperCall};
+use memtrace_common::{
+    BlockKey, COUNTER_SLOTS, Counter, Event, EventWithStack, FreeMark, InFlight, LiveBlock, SAMPLE_GAPS as GAP_COUNT,
+    StackKey, StackSums, SyscallArgs, WrapperCall,
+};
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
 #[map(name = "EVENTS")]
@@ -33,6 +36,31 @@ pub static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16 * 
 /// libc mapping wrappers in flight, by pid_tgid (see `mappings.rs`).
 #[map(name = "WRAPPERS")]
 pub static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 1024, 0);
+
+/// Blocks tracked in the kernel: every outstanding one with `--combined`, the sampled ones with
+/// `--sample-bytes` (so that only their frees are sent). Preallocated (an insert takes a free
+/// entry from a per-CPU list instead of allocating one) and sized by the agent: one entry when
+/// neither mode is on.
+#[map(name = "LIVE_BLOCKS")]
+pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1, 0);
+
+/// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`. Sized by the agent (one entry
+/// when not combined).
+#[map(name = "STACK_IDS")]
+pub static STACK_IDS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
+
+/// `--combined`: running sums per (process, stack), one copy per CPU so that no update needs
+/// an atomic operation; the agent adds the copies up.
+#[map(name = "STACK_SUMS")]
+pub static STACK_SUMS: PerCpuHashMap<StackKey, StackSums> = PerCpuHashMap::with_max_entries(64 * 1024, 0);
+
+/// `--sample-bytes`: bytes left before the next sample, per CPU (seeded by the agent).
+#[map(name = "SAMPLE_COUNTDOWN")]
+pub static SAMPLE_COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `--sample-bytes`: exponentially distributed gaps between samples, written by the agent.
+#[map(name = "SAMPLE_GAPS")]
+pub static SAMPLE_GAPS: Array<u64> = Array::with_max_entries(GAP_COUNT, 0);
 
 /// The processes traced. The syscall tracepoints always check it; the uprobes only when they
 /// are attached for all processes (`FILTER_BY_MAP`).
@@ -79,14 +107,21 @@ pub fn emit(event: Event) {
     entry.submit(wakeup_flags());
 }
 
+/// Set at load time: user stack frames captured per event (`--stack-depth`); the walk stops
+/// there, which is cheaper for deep stacks.
+#[unsafe(no_mangle)]
+static STACK_DEPTH: Global<u32> = Global::new(memtrace_common::MAX_STACK_DEPTH as u32);
+
 /// Sends one event followed by the caller's user stack (only the frames captured).
 #[inline(always)]
 pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let record = unsafe { &mut *record };
-    let room = size_of::<[u64; memtrace_common::MAX_STACK_DEPTH]>() as u32;
-    // SAFETY: the helper writes at most `room` bytes into the frames array.
+    // At most the frames array; fewer frames when the agent asked for a shallower walk.
+    let depth = (STACK_DEPTH.load() as usize).clamp(1, memtrace_common::MAX_STACK_DEPTH);
+    let room = (depth * 8) as u32;
+    // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
     let written = unsafe {
         bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), room, BPF_F_USER_STACK as u64)
     };

@@ -139,8 +139,8 @@ pub struct Selection {
     pub library: Option<PathBuf>,
     /// `--symbol-prefix`: the C functions are named PREFIX + name (jemalloc's `je_`).
     pub prefix: String,
-    /// `--probe-at-entry`: probe `free` at its first instruction, so that `free(NULL)` is seen,
-    /// rather than after its NULL check (see `placement`).
+    /// `--probe-at-entry`: probe every function at its first instruction, rather than on the
+    /// first one the kernel emulates (see `placement`).
     pub probe_at_entry: bool,
 }
 
@@ -161,10 +161,9 @@ pub struct ProbePoint {
     pub symbol: String,
     pub shape: Shape,
     pub object: ObjectFile,
-    /// Where the probe goes: the function's entry, or past its NULL check (`placement`).
+    /// Where the probe goes: the function's entry, or the first instruction there the kernel
+    /// emulates (`placement`).
     pub file_offset: u64,
-    /// The probe sits past the NULL check: calls with NULL are not seen.
-    pub past_null_check: bool,
 }
 
 /// Everything to probe for one target.
@@ -319,7 +318,6 @@ fn resolve(
                     shape: function.shape,
                     object: object.clone(),
                     file_offset,
-                    past_null_check: false,
                 });
             } else {
                 log::debug!("{symbol} in {} aliases a function already probed", object.name);
@@ -338,25 +336,25 @@ fn resolve(
     Ok(Allocator { probes })
 }
 
-/// Moves `free`'s probe past its NULL check where its prologue allows (see `placement`).
+/// Moves each probe onto the first instruction the kernel emulates, where the function's code
+/// allows (see `placement`); `-v` says where each went.
 fn place(allocator: &mut Allocator) {
-    for point in allocator.probes.iter_mut().filter(|point| point.shape == Shape::Free) {
+    use std::os::unix::fs::FileExt;
+    for point in &mut allocator.probes {
         let mut prologue = [0u8; placement::PROLOGUE_BYTES];
-        let read = File::open(&point.object.path).and_then(|file| {
-            use std::os::unix::fs::FileExt;
-            file.read_exact_at(&mut prologue, point.file_offset)
-        });
-        if read.is_err() {
+        let Ok(read) = File::open(&point.object.path).and_then(|file| file.read_at(&mut prologue, point.file_offset))
+        else {
             continue;
-        }
-        if let Some(skip) = placement::after_null_check(&prologue) {
+        };
+        if let Some(placed) = placement::emulated_probe_point(&prologue[..read]) {
             log::info!(
-                "probing {} in {} {skip} bytes past its entry, after its NULL check (an emulated push there, not a single-stepped test)",
+                "probing {} in {} {} bytes past its entry, on `{}` (emulated by the kernel; the instructions before it are single-stepped otherwise)",
                 point.symbol,
-                point.object.name
+                point.object.name,
+                placed.offset,
+                placed.instruction
             );
-            point.file_offset += skip;
-            point.past_null_check = true;
+            point.file_offset += placed.offset;
         }
     }
 }

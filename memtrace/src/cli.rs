@@ -164,9 +164,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PREFIX", default_value = "")]
     pub symbol_prefix: String,
 
-    /// Probe free at its first instruction so that free(NULL) calls are counted. By default the
-    /// probe sits after free's NULL check when its code allows, which costs the traced program
-    /// far less (an emulated instruction instead of a single-stepped one).
+    /// Probe every allocator function at its first instruction. By default each probe sits on
+    /// the first instruction the kernel emulates, when only instructions that change nothing a
+    /// probe reads come before it (glibc's free: the branch of its NULL check; libstdc++'s
+    /// operators: past endbr64), which costs the traced program far less than a single-stepped
+    /// first instruction. -v shows where each probe went.
     #[arg(long)]
     pub probe_at_entry: bool,
 
@@ -180,6 +182,42 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
     pub ring_buffer_size: u32,
 
+    /// User stack frames captured per allocation, innermost first (at most 127). A shallower
+    /// walk costs less per call; the frames beyond it are cut off.
+    #[arg(long, default_value_t = 127, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=127))]
+    pub stack_depth: u32,
+
+    /// Add up outstanding bytes per stack in the kernel instead of sending an event per call:
+    /// the least overhead, at the price of stacks going through a kernel stack map (two stacks
+    /// hashing alike cannot both be kept: counted as failed captures) and no per-block times.
+    #[arg(long, conflicts_with_all = ["sample_bytes", "empty_probes"])]
+    pub combined: bool,
+
+    /// `--combined`: slots in the kernel's stack map (about 1 KiB each).
+    #[arg(long, default_value_t = 16 * 1024, value_name = "N", requires = "combined")]
+    pub stack_slots: u32,
+
+    /// `--combined` or `--sample-bytes`: outstanding blocks the kernel can track at once
+    /// (preallocated, about 64 bytes of kernel memory each). Default: 1,048,576 with
+    /// --combined, 131,072 sampled blocks with --sample-bytes. Blocks beyond it are counted in
+    /// lost.live_blocks_full.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub live_blocks: Option<u32>,
+
+    /// Record a Poisson sample of the allocated bytes, one sample every BYTES on average, as
+    /// tcmalloc and jemalloc profile their heaps; blocks not sampled cost no stack walk and no
+    /// event. Numbers are scaled up and marked as estimates (summary.estimated).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample_bytes: Option<u64>,
+
+    /// Record only blocks of at least this many bytes (filtered in the kernel; frees of blocks
+    /// not recorded then show as unknown frees).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub min_size: u64,
+
+    /// Record only blocks of at most this many bytes (filtered in the kernel).
+    #[arg(long, value_name = "BYTES")]
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,9 +2,10 @@
 //! process. Knows nothing about stacks' names or report formats.
 use std::collections::HashMap;
 
-use memtrace_common::{Event, EventKind, mapping};
+use memtrace_common::{Event, EventKind, StackSums, mapping};
 
 use crate::{
+    blocks::{Block, BlockMap},
     reachability::LeakKind,
     regions::{RegionKind, Regions},
 };
@@ -20,15 +21,6 @@ pub enum MemoryKind {
     Shm,
     /// Break growth by the program's own code (brk, sbrk).
     Brk,
-}
-
-/// One block handed out and not yet freed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Block {
-    pub size: u64,
-    /// Id in the agent's stack table; negative (-errno) when the capture failed.
-    pub stack_id: i32,
-    pub timestamp_ns: u64,
 }
 
 /// Counts over the whole trace.
@@ -72,49 +64,128 @@ pub struct StackTotal {
     pub allocations: u64,
 }
 
+/// How the blocks the agent sees stand for the program's: all of them, or a sample
+/// (`--sample-bytes`) where a block of `size` bytes was recorded with probability
+/// 1 - exp(-size / mean) and so stands for 1 / that many blocks like it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Scale {
+    #[default]
+    Exact,
+    Sampled { mean_bytes: f64 },
+}
+
+impl Scale {
+    /// How many blocks one recorded block of `size` bytes stands for.
+    pub fn weight(self, size: u64) -> f64 {
+        match self {
+            Scale::Exact => 1.0,
+            Scale::Sampled { mean_bytes } => {
+                let probability = -(-(size as f64) / mean_bytes).exp_m1();
+                if probability > 0.0 { 1.0 / probability } else { 1.0 }
+            }
+        }
+    }
+}
+
+/// Counts as estimated: exact integers when every block is recorded (f64 holds them exactly
+/// up to 2^53), scaled sums when sampling.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    allocations: f64,
+    allocated_bytes: f64,
+    frees: f64,
+    freed_bytes: f64,
+}
+
 /// One process's outstanding blocks and totals.
 #[derive(Debug, Default)]
 struct ProcessHeap {
-    blocks: HashMap<u64, Block>,
+    blocks: BlockMap,
+    tally: Tally,
     totals: Totals,
     regions: Regions,
+    /// `--combined`: what the kernel added up, per stack.
+    kernel_sums: Vec<(i32, StackSums)>,
+    /// `--combined`: (blocks, bytes) the kernel held when the process called exec; taken off
+    /// the sums' outstanding numbers, and not frees.
+    kernel_dropped: (u64, u64),
 }
 
 impl ProcessHeap {
-    fn allocate(&mut self, addr: u64, block: Block) {
-        self.totals.allocations += 1;
-        self.totals.allocated_bytes += block.size;
-        self.blocks.insert(addr, block);
+    fn allocate(&mut self, addr: u64, block: Block, scale: Scale) {
+        let weight = scale.weight(block.size);
+        self.tally.allocations += weight;
+        self.tally.allocated_bytes += weight * block.size as f64;
+        if let Some(replaced) = self.blocks.insert(addr, block) {
+            // Its free was never seen (it cannot have been missed in the ring buffer, which
+            // counts its drops): count it as freed now.
+            self.count_free(&replaced, scale);
+        }
     }
 
-    fn free(&mut self, addr: u64) {
-        match self.blocks.remove(&addr) {
-            Some(block) => {
-                self.totals.frees += 1;
-                self.totals.freed_bytes += block.size;
-            }
+    fn free(&mut self, addr: u64, scale: Scale) {
+        match self.blocks.remove(addr) {
+            Some(block) => self.count_free(&block, scale),
             None => self.totals.unknown_frees += 1,
         }
+    }
+
+    fn count_free(&mut self, block: &Block, scale: Scale) {
+        let weight = scale.weight(block.size);
+        self.tally.frees += weight;
+        self.tally.freed_bytes += weight * block.size as f64;
     }
 
     /// realloc's four cases: `realloc(NULL, n)` allocates; `realloc(p, 0)` frees and returns
     /// NULL (glibc); a failure returns NULL and keeps `p`; otherwise `p` is freed and the
     /// result is a new block from this stack (even when it did not move).
-    fn reallocate(&mut self, event: &Event, block: Block) {
+    fn reallocate(&mut self, event: &Event, block: Block, scale: Scale) {
         match (event.old_addr, event.addr) {
             (0, 0) => {} // realloc(NULL, n) that failed: nothing changed
-            (0, new) => self.allocate(new, block),
-            (old, 0) if event.size == 0 => self.free(old),
+            (0, new) => self.allocate(new, block, scale),
+            (old, 0) if event.size == 0 => self.free(old, scale),
             (_, 0) => self.totals.failed_reallocs += 1,
             (old, new) => {
-                self.free(old);
-                self.allocate(new, block);
+                self.free(old, scale);
+                self.allocate(new, block, scale);
             }
         }
     }
 
-    fn outstanding_bytes(&self) -> u64 {
-        self.blocks.values().map(|block| block.size).sum()
+    /// Outstanding (bytes, blocks), estimated when sampling.
+    fn outstanding(&self, scale: Scale) -> (u64, u64) {
+        let (mut bytes, mut blocks) = (0.0, 0.0);
+        for block in self.blocks.values() {
+            let weight = scale.weight(block.size);
+            bytes += weight * block.size as f64;
+            blocks += weight;
+        }
+        let (kernel_bytes, kernel_blocks) = self
+            .kernel_sums
+            .iter()
+            .fold((0, 0), |(bytes, blocks), (_, sums)| (bytes + sums.outstanding_bytes, blocks + sums.outstanding_blocks));
+        (bytes.round() as u64 + kernel_bytes, blocks.round() as u64 + kernel_blocks)
+    }
+
+    /// The totals, with the tally's estimates rounded and the kernel's sums added.
+    fn totals(&self) -> Totals {
+        let mut totals = Totals {
+            allocations: self.tally.allocations.round() as u64,
+            allocated_bytes: self.tally.allocated_bytes.round() as u64,
+            frees: self.tally.frees.round() as u64,
+            freed_bytes: self.tally.freed_bytes.round() as u64,
+            ..self.totals
+        };
+        for (_, sums) in &self.kernel_sums {
+            totals.allocations += sums.allocations;
+            totals.allocated_bytes += sums.allocated_bytes;
+            totals.frees += sums.allocations - sums.outstanding_blocks.min(sums.allocations);
+            totals.freed_bytes += sums.allocated_bytes - sums.outstanding_bytes.min(sums.allocated_bytes);
+        }
+        let (dropped_blocks, dropped_bytes) = self.kernel_dropped;
+        totals.frees = totals.frees.saturating_sub(dropped_blocks);
+        totals.freed_bytes = totals.freed_bytes.saturating_sub(dropped_bytes);
+        totals
     }
 }
 
@@ -135,6 +206,10 @@ pub struct ProcessTotals {
 #[derive(Debug, Default)]
 pub struct HeapTable {
     processes: HashMap<u32, ProcessHeap>,
+    scale: Scale,
+    /// Blocks' times are kept in milliseconds after this (CLOCK_MONOTONIC ns): the first
+    /// event's time.
+    epoch_ns: Option<u64>,
 }
 
 impl HeapTable {
@@ -142,14 +217,31 @@ impl HeapTable {
         Self::default()
     }
 
+    /// A table of sampled blocks (`--sample-bytes`): every number it gives is an estimate.
+    pub fn sampled(mean_bytes: u64) -> Self {
+        Self { scale: Scale::Sampled { mean_bytes: mean_bytes.max(1) as f64 }, ..Self::default() }
+    }
+
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+
+    /// When a block was allocated (CLOCK_MONOTONIC ns, to the millisecond).
+    pub fn allocated_at_ns(&self, block: &Block) -> u64 {
+        self.epoch_ns.unwrap_or(0) + u64::from(block.time_ms) * 1_000_000
+    }
+
     /// Applies one event from the kernel.
     pub fn apply(&mut self, event: &Event) {
-        let block = Block { size: event.size, stack_id: event.stack_id, timestamp_ns: event.timestamp_ns };
+        let epoch = *self.epoch_ns.get_or_insert(event.timestamp_ns);
+        let time_ms = u32::try_from(event.timestamp_ns.saturating_sub(epoch) / 1_000_000).unwrap_or(u32::MAX);
+        let block = Block { size: event.size, stack_id: event.stack_id, time_ms };
+        let scale = self.scale;
         let process = self.processes.entry(event.tgid).or_default();
         match EventKind::from_u32(event.kind) {
-            Some(EventKind::Alloc) => process.allocate(event.addr, block),
-            Some(EventKind::Free) => process.free(event.addr),
-            Some(EventKind::Realloc) => process.reallocate(event, block),
+            Some(EventKind::Alloc) => process.allocate(event.addr, block, scale),
+            Some(EventKind::Free) => process.free(event.addr, scale),
+            Some(EventKind::Realloc) => process.reallocate(event, block, scale),
             Some(EventKind::Mmap) if event.flags & mapping::INTERNAL == 0 => {
                 let kind = if event.flags & mapping::SHARED != 0 { RegionKind::Shared } else { RegionKind::Private };
                 process.regions.map(event.addr, event.size, kind, event.stack_id);
@@ -179,15 +271,39 @@ impl HeapTable {
         }
     }
 
+    /// `--combined`: blocks the kernel held for a process when it called exec.
+    pub fn dropped_in_kernel(&mut self, tgid: u32, blocks: u64, bytes: u64) {
+        let process = self.processes.entry(tgid).or_default();
+        process.totals.dropped_by_exec += blocks;
+        process.kernel_dropped.0 += blocks;
+        process.kernel_dropped.1 += bytes;
+    }
+
+    /// `--combined`: one (process, stack)'s sums as the kernel added them up.
+    pub fn add_kernel_sums(&mut self, tgid: u32, stack_id: i32, sums: StackSums) {
+        self.processes.entry(tgid).or_default().kernel_sums.push((stack_id, sums));
+    }
+
+    /// Counts the kernel kept itself when it splits reallocs or aggregates (not per process:
+    /// they go to `tgid`, the target).
+    pub fn add_kernel_counts(&mut self, tgid: u32, unknown_frees: u64, failed_reallocs: u64) {
+        let totals = &mut self.processes.entry(tgid).or_default().totals;
+        totals.unknown_frees += unknown_frees;
+        totals.failed_reallocs += failed_reallocs;
+    }
+
     /// One process's numbers (zero for a process never seen).
     pub fn process(&self, tgid: u32) -> ProcessTotals {
-        self.processes.get(&tgid).map_or_else(ProcessTotals::default, |process| ProcessTotals {
-            outstanding_bytes: process.outstanding_bytes(),
-            outstanding_blocks: process.blocks.len() as u64,
-            totals: process.totals,
+        self.processes.get(&tgid).map_or_else(ProcessTotals::default, |process| {
+            let (outstanding_bytes, outstanding_blocks) = process.outstanding(self.scale);
+            ProcessTotals {
+            outstanding_bytes,
+            outstanding_blocks,
+            totals: process.totals(),
             mmap_bytes: process.regions.mapped_bytes(RegionKind::Private),
             shm_bytes: process.regions.mapped_bytes(RegionKind::Shared),
             brk_bytes: process.regions.brk_bytes(),
+        }
         })
     }
 
@@ -195,7 +311,7 @@ impl HeapTable {
     pub fn totals(&self) -> Totals {
         let mut sum = Totals::default();
         for process in self.processes.values() {
-            sum.add(&process.totals);
+            sum.add(&process.totals());
         }
         sum
     }
@@ -219,7 +335,7 @@ impl HeapTable {
         let mut blocks: Vec<(u64, u64)> = self
             .processes
             .get(&tgid)
-            .map(|process| process.blocks.iter().map(|(&addr, block)| (addr, block.size)).collect())
+            .map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)).collect())
             .unwrap_or_default();
         blocks.sort_unstable();
         blocks
@@ -232,26 +348,33 @@ impl HeapTable {
 
     /// Like [`HeapTable::by_stack`], heap blocks split further by `leak_of(tgid, address)`.
     pub fn by_stack_and_leak(&self, leak_of: impl Fn(u32, u64) -> Option<LeakKind>) -> Vec<StackTotal> {
-        let mut totals: HashMap<(u32, i32, MemoryKind, Option<LeakKind>), StackTotal> = HashMap::new();
+        let mut totals: HashMap<(u32, i32, MemoryKind), StackTotal> = HashMap::new();
+        let mut estimates: HashMap<(u32, i32, Option<LeakKind>), (f64, f64)> = HashMap::new();
         for (&tgid, process) in &self.processes {
-            let heap = process
-                .blocks
-                .iter()
-                .map(|(&addr, block)| (block.stack_id, MemoryKind::Heap, leak_of(tgid, addr), block.size));
-            let regions = process.regions.pieces().map(|(stack_id, kind, bytes)| {
+            for (addr, block) in process.blocks.iter() {
+                let weight = self.scale.weight(block.size);
+                let estimate = estimates.entry((tgid, block.stack_id, leak_of(tgid, addr))).or_default();
+                estimate.0 += weight * block.size as f64;
+                estimate.1 += weight;
+            }
+            for &(stack_id, sums) in &process.kernel_sums {
+                if sums.outstanding_blocks > 0 {
+                    let estimate = estimates.entry((tgid, stack_id, None)).or_default();
+                    estimate.0 += sums.outstanding_bytes as f64;
+                    estimate.1 += sums.outstanding_blocks as f64;
+                }
+            }
+            for (stack_id, kind, bytes) in process.regions.pieces() {
                 let kind = match kind {
                     Some(RegionKind::Private) => MemoryKind::Mmap,
                     Some(RegionKind::Shared) => MemoryKind::Shm,
                     None => MemoryKind::Brk,
                 };
-                (stack_id, kind, None, bytes)
-            });
-            for (stack_id, kind, leak, bytes) in heap.chain(regions) {
-                let total = totals.entry((tgid, stack_id, kind, leak)).or_insert(StackTotal {
+                let total = totals.entry((tgid, stack_id, kind)).or_insert(StackTotal {
                     tgid,
                     stack_id,
                     kind,
-                    leak,
+                    leak: None,
                     bytes: 0,
                     allocations: 0,
                 });
@@ -259,7 +382,15 @@ impl HeapTable {
                 total.allocations += 1;
             }
         }
-        let mut totals: Vec<StackTotal> = totals.into_values().collect();
+        let heap = estimates.into_iter().map(|((tgid, stack_id, leak), (bytes, blocks))| StackTotal {
+            tgid,
+            stack_id,
+            kind: MemoryKind::Heap,
+            leak,
+            bytes: bytes.round() as u64,
+            allocations: blocks.round() as u64,
+        });
+        let mut totals: Vec<StackTotal> = totals.into_values().chain(heap).collect();
         totals.sort_by(|a, b| {
             b.bytes
                 .cmp(&a.bytes)

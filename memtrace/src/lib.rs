@@ -5,6 +5,7 @@
 //! builds the one `Report` value that every format renders. `session` wires these together for
 //! `run` (with `launch`) and `record`.
 pub mod allocator;
+pub mod blocks;
 pub mod check;
 pub mod cli;
 pub mod events;

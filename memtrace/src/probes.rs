@@ -6,13 +6,13 @@ use std::{collections::HashMap, num::NonZeroU32};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf, StackTraceMap},
     programs::{
         TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{Counter, names};
+use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackKey, StackSums, names};
 use thiserror::Error;
 use crate::{allocator::Allocator, events::watch_readable};
 
@@ -23,12 +23,23 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
-    /// Some target's operator delete will be probed: `free` must then check delete's marks.
-    pub outer_frees: bool,
     /// Probes are attached for all processes, and only those given to [`Probes::trace`] count.
     pub filter_by_map: bool,
     /// Attach empty programs instead (benchmarking the probes' own cost).
     pub empty: bool,
+    /// In-kernel aggregation (`--combined`): no event per allocator call.
+    pub combined: bool,
+    /// Mean bytes between samples (`--sample-bytes`); 0 records every block.
+    pub sample_bytes: u64,
+    /// Only blocks of these sizes are recorded (`--min-size`, `--max-size`).
+    pub min_size: u64,
+    pub max_size: u64,
+    /// Slots in the kernel stack map (`--combined`).
+    pub stack_slots: u32,
+    /// Blocks the kernel can track at once (`--combined`, `--sample-bytes`).
+    pub live_blocks: u32,
+    /// User stack frames captured per event (`--stack-depth`).
+    pub stack_depth: u32,
 }
 
 /// Which processes an attachment fires for.
@@ -69,6 +80,24 @@ pub struct KernelCounters {
     pub stale_in_flight: u64,
     pub argument_unreadable: u64,
     pub null_frees: u64,
+    /// Blocks the kernel could not track (`--combined`, `--sample-bytes`).
+    pub live_blocks_full: u64,
+    /// Blocks from a new stack `--combined` could not add up.
+    pub stack_sums_full: u64,
+    /// Frees of blocks the kernel did not hold (`--combined`).
+    pub unknown_frees: u64,
+    /// Failed reallocs seen by the kernel when it splits a realloc (`--combined`,
+    /// `--sample-bytes`, size filters).
+    pub failed_reallocs: u64,
+}
+
+/// `--combined`: one (process, stack)'s sums, and the stack (innermost first) when the kernel
+/// kept it.
+#[derive(Debug, Clone)]
+pub struct KernelStackSums {
+    pub tgid: u32,
+    pub stack: Result<Vec<u64>, i32>,
+    pub sums: StackSums,
 }
 
 impl Probes {
@@ -76,16 +105,30 @@ impl Probes {
     pub fn load(settings: ProbeSettings) -> Result<Self, ProbeError> {
         // A ring buffer must be a power-of-two number of pages.
         let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
-        let outer_frees = u8::from(settings.outer_frees);
         let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
+        let combined = u8::from(settings.combined);
+        // The stack map's slots are allocated up front (a kilobyte each): one when unused.
+        let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
+        // So are the block table's entries (about 64 bytes each).
+        let tracks_blocks = settings.combined || settings.sample_bytes != 0;
+        let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
-            .override_global(names::HAS_OUTER_FREES, &outer_frees, true)
+            .map_max_entries(names::STACK_IDS, stack_slots)
+            .map_max_entries(names::LIVE_BLOCKS, live_blocks)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(names::COMBINED, &combined, true)
+            .override_global(names::SAMPLE_BYTES, &settings.sample_bytes, true)
+            .override_global(names::MIN_SIZE, &settings.min_size, true)
+            .override_global(names::STACK_DEPTH, &settings.stack_depth, true)
+            .override_global(names::MAX_SIZE, &settings.max_size, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
+        if settings.sample_bytes != 0 {
+            seed_sampling(&mut ebpf, settings.sample_bytes)?;
+        }
         // The floor measures the uprobes alone: no tracepoints then.
         let tracepoints: &[(&str, &str)] = if settings.empty { &[] } else { &names::MAPPING_TRACEPOINTS };
         for &(program, tracepoint) in tracepoints {
@@ -143,6 +186,13 @@ impl Probes {
     /// Attaches the entry (and, for allocating functions, return) probes to every allocator
     /// function, for one process or all.
     pub fn attach(&mut self, allocator: &Allocator, scope: Scope) -> Result<(), ProbeError> {
+        if allocator.has_deletes() && !self.empty {
+            // Before the first delete probe: from now on `free` checks delete's marks.
+            let map = self.ebpf.map_mut(names::OUTER_FREES).ok_or_else(|| missing(names::OUTER_FREES))?;
+            let mut flag: Array<_, u32> =
+                Array::try_from(map).map_err(|error| map_error(names::OUTER_FREES, error))?;
+            flag.set(0, 1, 0).map_err(|error| map_error(names::OUTER_FREES, error))?;
+        }
         let (uprobe_scope, owner, whom) = match scope {
             Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get(), format!("pid {pid}")),
             Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),
@@ -231,8 +281,108 @@ impl Probes {
             stale_in_flight: read(Counter::StaleInFlight)?,
             argument_unreadable: read(Counter::ArgumentUnreadable)?,
             null_frees: read(Counter::NullFree)?,
+            live_blocks_full: read(Counter::LiveBlocksFull)?,
+            stack_sums_full: read(Counter::StackSumsFull)?,
+            unknown_frees: read(Counter::UnknownFree)?,
+            failed_reallocs: read(Counter::FailedRealloc)?,
         })
     }
+
+    /// `--combined`: every (process, stack)'s sums, with the stacks.
+    pub fn kernel_sums(&self) -> Result<Vec<KernelStackSums>, ProbeError> {
+        let map = self.ebpf.map(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
+        let sums: PerCpuHashMap<_, StackKey, StackSums> =
+            PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
+        let map = self.ebpf.map(names::STACK_IDS).ok_or_else(|| missing(names::STACK_IDS))?;
+        let stacks = StackTraceMap::try_from(map).map_err(|error| map_error(names::STACK_IDS, error))?;
+        let mut all = Vec::new();
+        for entry in sums.iter() {
+            let (key, per_cpu) = entry.map_err(|error| map_error(names::STACK_SUMS, error))?;
+            let sums = per_cpu.iter().fold(StackSums::default(), |sum, cpu| StackSums {
+                outstanding_bytes: sum.outstanding_bytes.wrapping_add(cpu.outstanding_bytes),
+                outstanding_blocks: sum.outstanding_blocks.wrapping_add(cpu.outstanding_blocks),
+                allocated_bytes: sum.allocated_bytes.wrapping_add(cpu.allocated_bytes),
+                allocations: sum.allocations.wrapping_add(cpu.allocations),
+            });
+            let stack = match u32::try_from(key.stack_id) {
+                Ok(id) => stacks
+                    .get(&id, 0)
+                    .map(|trace| trace.frames().iter().map(|frame| frame.ip).collect())
+                    .map_err(|_| -libc::ENOENT),
+                Err(_) => Err(key.stack_id),
+            };
+            all.push(KernelStackSums { tgid: key.tgid, stack, sums });
+        }
+        Ok(all)
+    }
+
+    /// `--combined`: a process replaced its image with exec; its blocks in the kernel are gone
+    /// with the old address space. Takes them off the sums and returns how many there were
+    /// and their bytes. Call it while the process is stopped, so none of its probes run
+    /// meanwhile.
+    pub fn drop_kernel_blocks(&mut self, tgid: u32) -> Result<(u64, u64), ProbeError> {
+        let map = self.ebpf.map_mut(names::LIVE_BLOCKS).ok_or_else(|| missing(names::LIVE_BLOCKS))?;
+        let mut blocks: AyaHashMap<_, BlockKey, LiveBlock> =
+            AyaHashMap::try_from(map).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
+        let mine: Vec<(BlockKey, LiveBlock)> =
+            blocks.iter().filter_map(Result::ok).filter(|(key, _)| key.tgid == tgid).collect();
+        let mut per_stack: HashMap<i32, (u64, u64)> = HashMap::new();
+        for (key, block) in &mine {
+            let _ = blocks.remove(key);
+            let entry = per_stack.entry(block.stack_id as i32).or_default();
+            entry.0 += block.size;
+            entry.1 += 1;
+        }
+        let map = self.ebpf.map_mut(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
+        let mut sums: PerCpuHashMap<_, StackKey, StackSums> =
+            PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
+        for (stack_id, (bytes, count)) in per_stack {
+            let key = StackKey { tgid, stack_id };
+            // Taken off the first CPU's copy: only the copies' sum means anything.
+            if let Ok(per_cpu) = sums.get(&key, 0) {
+                let mut copies: Vec<StackSums> = per_cpu.iter().copied().collect();
+                if let Some(first) = copies.first_mut() {
+                    first.outstanding_bytes = first.outstanding_bytes.wrapping_sub(bytes);
+                    first.outstanding_blocks = first.outstanding_blocks.wrapping_sub(count);
+                }
+                let copies = PerCpuValues::try_from(copies).map_err(|error| map_error(names::STACK_SUMS, error.into()))?;
+                sums.insert(key, copies, 0).map_err(|error| map_error(names::STACK_SUMS, error))?;
+            }
+        }
+        Ok((mine.len() as u64, mine.iter().map(|(_, block)| block.size).sum()))
+    }
+}
+
+/// `--sample-bytes`: fills the table of gaps between samples (exponential with the given
+/// mean, by inverse transform at evenly spaced quantiles) and starts each CPU's countdown at a
+/// random one, so that the first block is not always sampled.
+fn seed_sampling(ebpf: &mut Ebpf, mean: u64) -> Result<(), ProbeError> {
+    let gaps: Vec<u64> = (0..SAMPLE_GAPS)
+        .map(|index| {
+            let quantile = (f64::from(index) + 0.5) / f64::from(SAMPLE_GAPS);
+            (-quantile.ln() * mean as f64).round().max(1.0) as u64
+        })
+        .collect();
+    let map = ebpf.map_mut(names::SAMPLE_GAPS).ok_or_else(|| missing(names::SAMPLE_GAPS))?;
+    let mut table: Array<_, u64> = Array::try_from(map).map_err(|error| map_error(names::SAMPLE_GAPS, error))?;
+    for (index, gap) in gaps.iter().enumerate() {
+        table.set(index as u32, gap, 0).map_err(|error| map_error(names::SAMPLE_GAPS, error))?;
+    }
+    let cpus = aya::util::nr_cpus().map_err(|(what, error)| ProbeError::Load(format!("{what}: {error}")))?;
+    let starts: Vec<i64> = (0..cpus).map(|_| gaps[random_index(SAMPLE_GAPS as usize)] as i64).collect();
+    let map = ebpf.map_mut(names::SAMPLE_COUNTDOWN).ok_or_else(|| missing(names::SAMPLE_COUNTDOWN))?;
+    let mut countdown: PerCpuArray<_, i64> =
+        PerCpuArray::try_from(map).map_err(|error| map_error(names::SAMPLE_COUNTDOWN, error))?;
+    let values = PerCpuValues::try_from(starts).map_err(|error| ProbeError::Load(format!("sampling: {error}")))?;
+    countdown.set(0, values, 0).map_err(|error| map_error(names::SAMPLE_COUNTDOWN, error))
+}
+
+/// A random index below `bound`, from the standard library's randomly keyed hasher.
+fn random_index(bound: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    (hasher.finish() % bound as u64) as usize
 }
 
 /// Drops links concurrently. Removing a uprobe waits for the kernel's grace period (about a

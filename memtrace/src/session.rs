@@ -65,6 +65,8 @@ struct Trace {
     attached: HashMap<u32, HashSet<PointId>>,
     /// Every process traced, by pid.
     processes: BTreeMap<u32, ProcessReport>,
+    /// In-kernel aggregation: the allocator's numbers are read from kernel maps at the end.
+    combined: bool,
     /// The kernel side wakes memtrace only when the ring buffer is a quarter full; between
     /// wake-ups memtrace drains it on this timer.
     drain_timer: tokio::time::Interval,
@@ -72,20 +74,30 @@ struct Trace {
 
 impl Trace {
     /// Loads the programs (nothing attached yet).
-    fn load(args: &TraceArgs, outer_frees: bool, all_processes: bool) -> Result<Self> {
+    fn load(args: &TraceArgs, all_processes: bool) -> Result<Self> {
         let mut probes = Probes::load(ProbeSettings {
             ring_buffer_bytes: args.ring_buffer_size,
-            outer_frees,
             filter_by_map: all_processes,
             empty: args.empty_probes,
+            combined: args.combined,
+            sample_bytes: args.sample_bytes.unwrap_or(0),
+            min_size: args.min_size,
+            max_size: args.max_size.unwrap_or(u64::MAX),
+            stack_slots: args.stack_slots,
+            stack_depth: args.stack_depth,
+            live_blocks: args.live_blocks.unwrap_or(if args.combined { 1 << 20 } else { 1 << 17 }),
         })?;
+        if args.min_size > args.max_size.unwrap_or(u64::MAX) {
+            bail!("--min-size {} is above --max-size {}: no block would be recorded", args.min_size, args.max_size.unwrap_or(0));
+        }
         probes.forward_kernel_logs();
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
         Ok(Self {
             probes: Some(probes),
             events,
             stacks: StackTable::default(),
-            heap: HeapTable::new(),
+            heap: args.sample_bytes.map_or_else(HeapTable::new, HeapTable::sampled),
+            combined: args.combined,
             leaks: LeakKinds::default(),
             symbolizer: Symbolizer::new(),
             counters: KernelCounters::default(),
@@ -200,14 +212,43 @@ impl Trace {
         self.window.end_monotonic_ns = monotonic_ns();
     }
 
-    /// Removes every probe, keeping the counters, then takes in the last events.
-    fn detach(&mut self) {
+    /// A traced process called exec: the blocks of its old image are gone.
+    fn drop_image(&mut self, pid: u32) {
+        self.drain();
+        self.heap.drop_image(pid);
+        if self.combined && let Some(probes) = &mut self.probes {
+            match probes.drop_kernel_blocks(pid) {
+                Ok((blocks, bytes)) => self.heap.dropped_in_kernel(pid, blocks, bytes),
+                Err(error) => log::warn!("{error}"),
+            }
+        }
+    }
+
+    /// Removes every probe, keeping the counters, then takes in the last events and (with
+    /// in-kernel aggregation) the kernel's sums. `target` gets the counts the kernel keeps
+    /// for all processes together.
+    fn detach(&mut self, target: u32) {
         if let Some(mut probes) = self.probes.take() {
+            probes.detach_all();
             match probes.counters() {
                 Ok(counters) => self.counters = counters,
                 Err(error) => log::warn!("{error}"),
             }
-            probes.detach_all();
+            self.heap.add_kernel_counts(target, self.counters.unknown_frees, self.counters.failed_reallocs);
+            if self.combined {
+                match probes.kernel_sums() {
+                    Ok(all) => {
+                        for entry in all {
+                            let stack_id = match &entry.stack {
+                                Ok(addresses) => self.stacks.intern(addresses),
+                                Err(error) => *error,
+                            };
+                            self.heap.add_kernel_sums(entry.tgid, stack_id, entry.sums);
+                        }
+                    }
+                    Err(error) => eprintln!("memtrace: warning: cannot read the kernel's sums: {error}"),
+                }
+            }
         }
         self.drain();
     }
@@ -225,6 +266,7 @@ impl Trace {
             malformed: self.events.malformed(),
             window: self.window,
             top,
+            combined: self.combined,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);
         let report = Report::build(input, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id));
@@ -245,13 +287,15 @@ fn warn_about_losses(report: &Report) {
     let lost = &report.summary.lost;
     if lost.total() > 0 {
         eprintln!(
-            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}); numbers are low by that much. Raise --ring-buffer-size if the ring buffer was full.",
+            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}, kernel block table full {}, kernel stack sums full {}); numbers are low by that much. Raise --ring-buffer-size if the ring buffer was full, --stack-slots if stack captures failed with --combined.",
             lost.total(),
             lost.ring_buffer_full,
             lost.stack_capture_failed,
             lost.in_flight_full,
             lost.stale_in_flight,
-            lost.argument_unreadable
+            lost.argument_unreadable,
+            lost.live_blocks_full,
+            lost.stack_sums_full
         );
     }
 }
@@ -260,6 +304,11 @@ fn warn_about_losses(report: &Report) {
 pub async fn run(args: RunArgs) -> Result<i32> {
     let sink = ReportSink::open(args.report.output.as_deref(), Console::Stderr)?;
     let mut ci = CiSettings::new(&args.check, args.report.format)?;
+    // Leak kinds need every block: a sample or the kernel's sums per stack have no addresses.
+    let scan = every_block(&args.trace);
+    if args.check.check && !scan {
+        bail!("--check needs every block to tell leak kinds apart: leave out --combined and --sample-bytes");
+    }
     let program = launch::resolve_program(Path::new(&args.command[0]))?;
     preflight::check_privileges()?;
     preflight::check_kernel()?;
@@ -267,8 +316,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let selection = selection(&args.trace);
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &selection)?;
-    // Children may exec C++ programs, whose operator delete pairs with free.
-    let mut trace = Trace::load(&args.trace, allocator.has_deletes() || args.follow_forks, args.follow_forks)?;
+    let mut trace = Trace::load(&args.trace, args.follow_forks)?;
     let mut target = launch::launch(&program, &args.command, args.follow_forks)?;
     let main_pid = target.pid;
     trace.attach(&allocator, main_pid)?;
@@ -308,8 +356,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                 Some(TargetEvent::Exec { pid }) => {
                     // The old image and its blocks are gone; the new one may use another
                     // allocator (a static binary, another libc), probed before it runs.
-                    trace.drain();
-                    trace.heap.drop_image(pid);
+                    trace.drop_image(pid);
                     match allocator::for_command(&PathBuf::from(format!("/proc/{pid}/exe")), &environment_of(pid), &selection) {
                         Ok(allocator) => {
                             if let Err(error) = trace.attach(&allocator, pid) {
@@ -332,7 +379,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     if let Err(error) = trace.symbolizer.snapshot(pid) {
                         log::warn!("cannot read the mappings of process {pid}: {error}");
                     }
-                    reachability::scan_into(&mut trace.leaks, pid, &threads, &trace.heap.blocks_of(pid), false);
+                    if scan {
+                        reachability::scan_into(&mut trace.leaks, pid, &threads, &trace.heap.blocks_of(pid), false);
+                    }
                     target.resume();
                 }
                 Some(TargetEvent::Ended { pid, ending }) => {
@@ -358,7 +407,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             eprintln!("memtrace: warning: process {pid} ended before its mappings could be read (killed with SIGKILL?); its frames show addresses only");
         }
     }
-    trace.detach();
+    trace.detach(main_pid);
     let mut report = trace.report(
         Mode::Run,
         Target {
@@ -383,6 +432,9 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     if args.check.check && !args.scan {
         bail!("--check needs leak kinds, which record finds only with --scan: add --scan");
     }
+    if args.scan && !every_block(&args.trace) {
+        bail!("--scan needs every block to tell leak kinds apart: leave out --combined and --sample-bytes");
+    }
     let mut ci = CiSettings::new(&args.check, args.report.format)?;
     let mut pids: Vec<u32> = args.pids.iter().map(|pid| pid.get()).collect();
     pids.dedup();
@@ -394,7 +446,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         .iter()
         .map(|&pid| allocator::for_process(pid, &selection))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut trace = Trace::load(&args.trace, allocators.iter().any(Allocator::has_deletes), false)?;
+    let mut trace = Trace::load(&args.trace, false)?;
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {
         watch_exit(pid, exited_tx.clone())?;
@@ -466,7 +518,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             log::warn!("cannot re-read the mappings of process {pid}: {error}");
         }
     }
-    trace.detach();
+    trace.detach(pids[0]);
     let first = &trace.processes[&pids[0]];
     let target = Target {
         pid: first.pid,
@@ -489,6 +541,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
+}
+
+/// Whether the agent holds every block with its address (not `--combined`, not sampled).
+fn every_block(args: &TraceArgs) -> bool {
+    !args.combined && args.sample_bytes.is_none()
 }
 
 fn selection(args: &TraceArgs) -> Selection {

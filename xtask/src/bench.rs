@@ -3,7 +3,6 @@
 //! memtrace, and bpftrace running a memleak-equivalent script. Prints a table and writes
 //! `target/bench/summary.json`.
 use std::{
-    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -17,6 +16,20 @@ const RUNS: usize = 5;
 const PAIRS: u64 = 500_000;
 /// Outstanding blocks for the agent-memory measurement.
 const HELD: u64 = 1_000_000;
+/// Mean bytes between samples for the sampling row: jemalloc's default (lg_prof_sample 19).
+const SAMPLE_BYTES: &str = "524288";
+
+/// One row per thread count: ns per pair for each way of running.
+struct Row {
+    threads: u32,
+    untraced: f64,
+    floor: f64,
+    memtrace: f64,
+    combined: f64,
+    sampled: f64,
+    bpftrace: f64,
+    lost: u64,
+}
 
 pub fn run(root: &Path) -> Result<()> {
     crate::setup::ensure()?;
@@ -25,14 +38,20 @@ pub fn run(root: &Path) -> Result<()> {
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).context("creating target/bench")?;
     let bench = out.join("alloc_bench");
-    crate::status(
-        Command::new("cc")
-            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(&bench)
-            .arg(root.join("bench/alloc_bench.c")),
-        "compiling bench/alloc_bench.c",
-    )?;
+    compile(&root.join("bench/alloc_bench.c"), &bench, "-O2")?;
+    let stacks10k = out.join("stacks10k");
+    compile(&root.join("bench/stacks10k.c"), &stacks10k, "-O0")?;
     let memtrace = root.join("target/release/memtrace");
+    // The same machine-wide lock the integration tests take: they check that no memtrace
+    // program is loaded after each of theirs, and a benchmark running beside them would also
+    // skew its own numbers.
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/memtrace-tests.lock")
+        .context("opening /tmp/memtrace-tests.lock")?;
+    lock.lock().context("waiting for /tmp/memtrace-tests.lock")?;
     let report = out.join("report.json");
     let libc = libc_path()?;
 
@@ -46,6 +65,15 @@ pub fn run(root: &Path) -> Result<()> {
         })?;
         let mut lost = 0;
         let mut events_per_second: f64 = 0.0;
+        let traced_with = |options: &[&str], lost: &mut u64| {
+            median(RUNS, || {
+                let ns = churn(memtrace_run(&memtrace, &report).args(options).arg("--").arg(&bench).args(&args))?;
+                *lost += read_json(&report)?["summary"]["lost_events"].as_u64().unwrap_or(0);
+                Ok(ns)
+            })
+        };
+        let combined = traced_with(&["--combined"], &mut lost)?;
+        let sampled = traced_with(&["--sample-bytes", SAMPLE_BYTES], &mut lost)?;
         let traced = median(RUNS, || {
             let ns = churn(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(&args))?;
             let recorded = read_json(&report)?;
@@ -60,37 +88,85 @@ pub fn run(root: &Path) -> Result<()> {
         let bpftrace = median(RUNS, || {
             churn(Command::new("bpftrace").arg("-e").arg(bpftrace_script(&libc)).arg("-c").arg(&command))
         })?;
-        rows.push((threads, untraced, floor, traced, bpftrace, lost));
+        rows.push(Row { threads, untraced, floor, memtrace: traced, combined, sampled, bpftrace, lost });
         if threads == 1 {
             summary.insert("untraced_ns".into(), json!(untraced));
             summary.insert("floor_ns".into(), json!(floor));
             summary.insert("memtrace_ns".into(), json!(traced));
-            summary.insert("memtrace_combined_ns".into(), Value::Null);
+            summary.insert("memtrace_combined_ns".into(), json!(combined));
+            summary.insert("memtrace_sampled_ns".into(), json!(sampled));
             summary.insert("bpftrace_ns".into(), json!(bpftrace));
             summary.insert("events_per_second_1_thread".into(), json!(events_per_second.round()));
         }
         summary.insert(format!("lost_events_{threads}_threads"), json!(lost));
     }
-    let total_lost: u64 = rows.iter().map(|row| row.5).sum();
+    let total_lost: u64 = rows.iter().map(|row| row.lost).sum();
     summary.insert("lost_events".into(), json!(total_lost));
 
     // The agent's memory for outstanding allocations: peak RSS holding HELD blocks, less its
     // peak RSS holding none.
-    let base = peak_rss(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", "0"]))?;
-    let held = peak_rss(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", &HELD.to_string()]))?;
-    let outstanding = read_json(&report)?["summary"]["outstanding_allocations"].as_u64().unwrap_or(0);
+    // memtrace reports its own usage (getrusage of its process alone: the traced program's time
+    // in the probes is the program's, and counted above).
+    let agent_usage = |blocks: u64| -> Result<(u64, f64, u64)> {
+        let status = memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(["hold", &blocks.to_string()]).status()?;
+        if !status.success() {
+            bail!("memtrace failed while measuring its memory ({status})");
+        }
+        let recorded = read_json(&report)?;
+        Ok((
+            recorded["agent"]["peak_rss_bytes"].as_u64().unwrap_or(0),
+            recorded["agent"]["cpu_seconds"].as_f64().unwrap_or(0.0),
+            recorded["summary"]["outstanding_allocations"].as_u64().unwrap_or(0),
+        ))
+    };
+    let (base, base_cpu_seconds, _) = agent_usage(0)?;
+    let (held, held_cpu_seconds, outstanding) = agent_usage(HELD)?;
+    let cpu_seconds = held_cpu_seconds - base_cpu_seconds;
     summary.insert("agent_peak_rss_bytes".into(), json!(held));
     summary.insert("agent_base_rss_bytes".into(), json!(base));
     summary.insert("outstanding_allocations".into(), json!(outstanding));
     summary.insert("agent_bytes_per_outstanding_allocation".into(), json!((held.saturating_sub(base)) as f64 / outstanding.max(1) as f64));
+    // Beyond what memtrace spends holding none (loading, attaching, reporting).
+    summary.insert("agent_cpu_seconds_per_million_allocations".into(), json!(cpu_seconds * 1e6 / outstanding.max(1) as f64));
+
+    // Symbolizing and rendering 10,000 distinct stacks: the same trace reported in full and
+    // with --top 1, side by side; the difference is the naming and writing of 9,999 stacks.
+    let seconds_for = |top: &[&str]| {
+        median(RUNS, || {
+            let started = std::time::Instant::now();
+            let status = memtrace_run(&memtrace, &report).args(top).arg("--").arg(&stacks10k).status()?;
+            if !status.success() {
+                bail!("memtrace failed on stacks10k ({status})");
+            }
+            Ok(started.elapsed().as_secs_f64())
+        })
+    };
+    let all_stacks = seconds_for(&[])?;
+    let one_stack = seconds_for(&["--top", "1"])?;
+    let stacks_reported = read_json(&report)?["summary"]["stacks_total"].as_u64().unwrap_or(0);
+    summary.insert("stacks_symbolized".into(), json!(stacks_reported));
+    summary.insert("seconds_to_symbolize_and_render_stacks".into(), json!(all_stacks - one_stack));
 
     println!("ns per malloc+free pair, median of {RUNS} runs of {PAIRS} pairs per thread");
-    println!("{:>7} {:>9} {:>9} {:>9} {:>9} {:>12} {:>13} {:>6}", "threads", "untraced", "floor", "memtrace", "bpftrace", "memtrace/fl", "bpftrace/mt", "lost");
-    for (threads, untraced, floor, traced, bpftrace, lost) in &rows {
+    println!(
+        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "threads", "untraced", "floor", "memtrace", "combined", "sampled", "bpftrace", "mt/fl", "comb/fl", "samp/fl", "bt/mt", "lost"
+    );
+    for row in &rows {
         println!(
-            "{threads:>7} {untraced:>9.1} {floor:>9.1} {traced:>9.1} {bpftrace:>9.1} {:>12.2} {:>13.2} {lost:>6}",
-            traced / floor,
-            (bpftrace - untraced) / (traced - untraced),
+            "{:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6}",
+            row.threads,
+            row.untraced,
+            row.floor,
+            row.memtrace,
+            row.combined,
+            row.sampled,
+            row.bpftrace,
+            row.memtrace / row.floor,
+            row.combined / row.floor,
+            row.sampled / row.floor,
+            (row.bpftrace - row.untraced) / (row.memtrace - row.untraced),
+            row.lost
         );
     }
     println!(
@@ -99,6 +175,8 @@ pub fn run(root: &Path) -> Result<()> {
         base,
         (held.saturating_sub(base)) as f64 / outstanding.max(1) as f64
     );
+    println!("agent CPU: {:.2} s per million outstanding allocations", cpu_seconds * 1e6 / outstanding.max(1) as f64);
+    println!("symbolizing and rendering {stacks_reported} distinct stacks: {:.2} s", all_stacks - one_stack);
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(summary))?).context("writing summary.json")?;
     println!("wrote {}", path.display());
@@ -130,17 +208,14 @@ fn median(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f64> 
     Ok(values[runs / 2])
 }
 
-/// Peak resident memory of the command's own process (memtrace), in bytes.
-fn peak_rss(command: &mut Command) -> Result<u64> {
-    let child = command.stdout(Stdio::null()).spawn().context("running memtrace")?;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, with valid out-pointers.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    if pid < 0 || std::process::ExitStatus::from_raw(status).code() != Some(0) {
-        bail!("memtrace failed while measuring its memory");
-    }
-    Ok(usage.ru_maxrss as u64 * 1024)
+fn compile(source: &Path, binary: &Path, optimization: &str) -> Result<()> {
+    crate::status(
+        Command::new("cc")
+            .args([optimization, "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(binary)
+            .arg(source),
+        &format!("compiling {}", source.display()),
+    )
 }
 
 fn read_json(path: &Path) -> Result<Value> {

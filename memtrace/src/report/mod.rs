@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::{
     allocator::is_dynamic_loader,
-    heap::{HeapTable, MemoryKind, ProcessTotals},
+    heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
     probes::KernelCounters,
     reachability::{LeakKind, LeakKinds},
     symbolize::Frame,
@@ -53,6 +53,34 @@ pub struct Report {
     /// `--check`: what failed the check, or that it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckSummary>,
+    /// What memtrace itself used, up to the report.
+    #[serde(default)]
+    pub agent: AgentUsage,
+}
+
+/// memtrace's own cost (not the traced processes'), for the overhead-minded.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct AgentUsage {
+    /// CPU seconds, user and system, memtrace's own process.
+    pub cpu_seconds: f64,
+    /// Its peak resident memory.
+    pub peak_rss_bytes: u64,
+}
+
+impl AgentUsage {
+    /// This process's usage so far (its children's excluded).
+    pub fn of_this_process() -> Self {
+        // SAFETY: getrusage fills the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return Self::default();
+        }
+        let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+        Self {
+            cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            peak_rss_bytes: usage.ru_maxrss.max(0) as u64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +182,25 @@ pub struct Summary {
     /// Leak kinds, when the processes were scanned at their end (run) or `record --scan`.
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub leaks: Option<LeakSummary>,
+    /// How the allocator's numbers were gathered: `events` (one per call, the default),
+    /// `combined` (added up in the kernel) or `sampled`.
+    #[serde(default)]
+    pub collection: Collection,
+    /// `sampled`: mean bytes between samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_bytes: Option<u64>,
+    /// The allocator's numbers (bytes, blocks, totals) are estimates scaled up from a sample.
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Collection {
+    #[default]
+    Events,
+    Combined,
+    Sampled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -168,6 +215,12 @@ pub struct Lost {
     pub stale_in_flight: u64,
     /// Allocations whose result could not be read from the target (posix_memalign).
     pub argument_unreadable: u64,
+    /// Blocks the kernel had no room to track (`--combined`, `--sample-bytes`).
+    #[serde(default)]
+    pub live_blocks_full: u64,
+    /// Blocks from new stacks `--combined` had no room to add up.
+    #[serde(default)]
+    pub stack_sums_full: u64,
     /// Records the agent could not decode.
     pub malformed: u64,
 }
@@ -179,6 +232,8 @@ impl Lost {
             + self.in_flight_full
             + self.stale_in_flight
             + self.argument_unreadable
+            + self.live_blocks_full
+            + self.stack_sums_full
             + self.malformed
     }
 }
@@ -273,6 +328,8 @@ pub struct ReportInput<'a> {
     pub window: Window,
     /// Keep only this many stacks.
     pub top: Option<usize>,
+    /// The allocator's numbers were added up in the kernel (`--combined`).
+    pub combined: bool,
 }
 
 impl Report {
@@ -354,7 +411,18 @@ impl Report {
             in_flight_full: input.counters.in_flight_full,
             stale_in_flight: input.counters.stale_in_flight,
             argument_unreadable: input.counters.argument_unreadable,
+            live_blocks_full: input.counters.live_blocks_full,
+            stack_sums_full: input.counters.stack_sums_full,
             malformed: input.malformed,
+        };
+        let sample_bytes = match input.heap.scale() {
+            Scale::Sampled { mean_bytes } => Some(mean_bytes as u64),
+            Scale::Exact => None,
+        };
+        let collection = match (input.combined, sample_bytes) {
+            (true, _) => Collection::Combined,
+            (false, Some(_)) => Collection::Sampled,
+            (false, None) => Collection::Events,
         };
         Report {
             memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -370,9 +438,13 @@ impl Report {
                 lost,
                 stacks_total,
                 leaks,
+                collection,
+                sample_bytes,
+                estimated: sample_bytes.is_some(),
             },
             processes,
             stacks,
+            agent: AgentUsage::of_this_process(),
             check: None,
         }
     }
