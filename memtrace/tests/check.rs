@@ -281,3 +281,21 @@ fn record_scan_stops_a_running_process_only_for_the_scan() {
     assert!(child.0.try_wait().unwrap().is_none(), "lk_serve ended");
     assert_no_probes_left();
 }
+
+#[test]
+fn built_in_suppressions_cover_stdio_buffers_and_can_be_switched_off() {
+    // lk_stdio's only still reachable block is stdout's buffer, from _IO_file_doallocate.
+    let binary = build_c("lk_stdio");
+    let _serial = serial();
+    let with = memtrace().args(["run", "--check", "--fail-on", "reachable", "--"]).arg(&binary).output().unwrap();
+    assert_eq!(with.status.code(), Some(0), "{}", stderr(&with));
+    assert!(stderr(&with).contains("suppressed by leak:_IO_file_doallocate (built-in)"), "{}", stderr(&with));
+    let without = memtrace()
+        .args(["run", "--check", "--fail-on", "reachable", "--no-builtin-suppressions", "--"])
+        .arg(&binary)
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(23), "{}", stderr(&without));
+    assert!(stderr(&without).contains("4096 bytes in 1 blocks still reachable, from 1 stacks"), "{}", stderr(&without));
+    assert_no_probes_left();
+}
