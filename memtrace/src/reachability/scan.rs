@@ -99,12 +99,14 @@ pub fn scan(
     let started = Instant::now();
     let maps = procmaps::read(pid).map_err(|source| ScanError::Maps { pid, source })?;
     let memory = File::open(format!("/proc/{pid}/mem")).map_err(|source| ScanError::Memory { pid, source })?;
+    let (contents, headers, unreadable_blocks) = read_blocks(&memory, blocks);
     let blocks: Vec<Extent> = blocks
         .iter()
-        .map(|&(addr, size)| Extent { addr, size, next_chunk: next_chunk(&memory, addr, size) })
+        .zip(&headers)
+        .map(|(&(addr, size), &header)| Extent { addr, size, next_chunk: next_chunk(header, addr, size) })
         .collect();
     let blocks = &blocks[..];
-    let mut stats = ScanStats::default();
+    let mut stats = ScanStats { unreadable_blocks, ..ScanStats::default() };
     let mut classifier = Classifier::new(blocks);
     for thread in threads {
         for (index, &register) in thread.registers.iter().enumerate() {
@@ -139,19 +141,6 @@ pub fn scan(
             at += length as u64;
         }
     }
-    let contents: Vec<Vec<u8>> = blocks
-        .iter()
-        .map(|block| {
-            let mut bytes = vec![0u8; block.size as usize];
-            match read_fully(&memory, &mut bytes, block.addr) {
-                Ok(()) => bytes,
-                Err(_) => {
-                    stats.unreadable_blocks += 1;
-                    Vec::new()
-                }
-            }
-        })
-        .collect();
     let (kinds, witnesses) = classifier.classify_with_witnesses(|index| &contents[index]);
     if log::log_enabled!(log::Level::Debug) {
         for ((block, kind), witness) in blocks.iter().zip(&kinds).zip(&witnesses) {
@@ -232,13 +221,61 @@ fn outside_blocks(start: u64, end: u64, blocks: &[Extent]) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// glibc's malloc chunk header: the word before a block holds its chunk's size (low 3 bits are
-/// flags), the chunk starts 16 bytes before the block, and the next chunk's header follows it.
-/// Returned only when it lies inside the block (the block uses the next chunk's first word).
-fn next_chunk(memory: &File, addr: u64, size: u64) -> Option<u64> {
-    let chunk_size = read_word(memory, addr.checked_sub(8)?)? & !7;
-    let next = (addr - 16).checked_add(chunk_size)?;
+/// glibc's malloc chunk header: the word before a block (`header`) holds its chunk's size (low
+/// 3 bits are flags), the chunk starts 16 bytes before the block, and the next chunk's header
+/// follows it. Returned only when it lies inside the block (the block uses the next chunk's
+/// first word).
+fn next_chunk(header: Option<u64>, addr: u64, size: u64) -> Option<u64> {
+    let chunk_size = header? & !7;
+    let next = addr.checked_sub(16)?.checked_add(chunk_size)?;
     (next > addr && next < addr + size).then_some(next)
+}
+
+/// Each block's contents and the word before it (glibc's chunk size), and how many blocks
+/// could not be read. Nearby blocks are read in one span (one read for many small blocks
+/// rather than two each: the process is stopped meanwhile).
+fn read_blocks(memory: &File, blocks: &[(u64, u64)]) -> (Vec<Vec<u8>>, Vec<Option<u64>>, u64) {
+    const GAP: u64 = 4096;
+    const SPAN: u64 = 1 << 20;
+    let mut contents = Vec::with_capacity(blocks.len());
+    let mut headers = Vec::with_capacity(blocks.len());
+    let mut unreadable = 0;
+    let mut first = 0;
+    while first < blocks.len() {
+        let start = blocks[first].0.saturating_sub(8);
+        let mut end = blocks[first].0 + blocks[first].1;
+        let mut last = first + 1;
+        while let Some(&(addr, size)) = blocks.get(last) {
+            if addr.saturating_sub(8) > end + GAP || addr + size - start > SPAN {
+                break;
+            }
+            end = end.max(addr + size);
+            last += 1;
+        }
+        let mut span = vec![0u8; (end - start) as usize];
+        if read_fully(memory, &mut span, start).is_ok() {
+            for &(addr, size) in &blocks[first..last] {
+                let at = (addr - start) as usize;
+                let header = at.checked_sub(8).and_then(|header| span[header..at].try_into().ok());
+                headers.push(header.map(u64::from_ne_bytes));
+                contents.push(span[at..at + size as usize].to_vec());
+            }
+        } else {
+            // One unreadable page spoils the span: its blocks are read one by one.
+            for &(addr, size) in &blocks[first..last] {
+                headers.push(addr.checked_sub(8).and_then(|header| read_word(memory, header)));
+                let mut bytes = vec![0u8; size as usize];
+                if read_fully(memory, &mut bytes, addr).is_ok() {
+                    contents.push(bytes);
+                } else {
+                    unreadable += 1;
+                    contents.push(Vec::new());
+                }
+            }
+        }
+        first = last;
+    }
+    (contents, headers, unreadable)
 }
 
 fn read_word(memory: &File, addr: u64) -> Option<u64> {
