@@ -270,7 +270,7 @@ fn record_scan_stops_a_running_process_only_for_the_scan() {
     assert!(lost_blocks >= 20 && lost_blocks.abs_diff(kept_blocks) <= 1, "{lost_blocks} lost, {kept_blocks} kept");
     assert_eq!(summary["definitely_lost_bytes"].as_u64(), Some(100 * lost_blocks));
     assert_eq!(summary["still_reachable_bytes"].as_u64(), Some(200 * kept_blocks));
-    let stopped = summary["stopped_seconds"].as_f64().expect("stopped_seconds");
+    let stopped = report["scan"]["stopped_seconds"].as_f64().expect("scan.stopped_seconds");
     assert!(stopped > 0.0 && stopped < 1.0, "stopped {stopped} s");
     assert!(stderr(&output).contains(&format!("memtrace: process {pid} was stopped for ")), "{}", stderr(&output));
     // It runs on: still there, not stopped, not traced.

@@ -19,21 +19,33 @@ pub struct LeakSummary {
     pub still_reachable_blocks: u64,
     /// Processes whose memory was scanned.
     pub scanned_processes: u64,
+}
+
+/// How long the scans took: kept out of `summary`, whose numbers are the same from run to run.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ScanTiming {
     /// Time the scans took (the processes were held that long), in seconds.
-    pub scan_seconds: f64,
+    pub seconds: f64,
     /// `record --scan`: how long the processes were stopped in all (stopping every thread,
     /// the scan, letting them go), in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_seconds: Option<f64>,
 }
 
+impl ScanTiming {
+    pub fn of(leaks: &LeakKinds) -> Self {
+        Self {
+            seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).sum::<u64>() as f64 / 1e6,
+            stopped_seconds: (!leaks.stops.is_empty())
+                .then(|| leaks.stops.iter().map(|(_, duration)| duration.as_secs_f64()).sum()),
+        }
+    }
+}
+
 impl LeakSummary {
     pub fn of(totals: &[StackTotal], leaks: &LeakKinds) -> Self {
         let mut summary = LeakSummary {
             scanned_processes: leaks.scans.len() as u64,
-            scan_seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).sum::<u64>() as f64 / 1e6,
-            stopped_seconds: (!leaks.stops.is_empty())
-                .then(|| leaks.stops.iter().map(|(_, duration)| duration.as_secs_f64()).sum()),
             ..Self::default()
         };
         for total in totals.iter().filter(|total| total.kind == MemoryKind::Heap) {

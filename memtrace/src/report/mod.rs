@@ -16,7 +16,7 @@ use crate::{
     symbolize::Frame,
 };
 
-pub use leaks::{CheckSummary, LeakSummary};
+pub use leaks::{CheckSummary, LeakSummary, ScanTiming};
 
 mod leaks;
 
@@ -53,6 +53,9 @@ pub struct Report {
     /// `--check`: what failed the check, or that it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckSummary>,
+    /// How long the reachability scans took, when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanTiming>,
     /// What memtrace itself used, up to the report.
     #[serde(default)]
     pub agent: AgentUsage,
@@ -446,6 +449,7 @@ impl Report {
             stacks,
             agent: AgentUsage::of_this_process(),
             check: None,
+            scan: input.leaks.any().then(|| ScanTiming::of(input.leaks)),
         }
     }
 }
