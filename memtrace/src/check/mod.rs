@@ -16,9 +16,9 @@ pub use suppressions::{SuppressionError, Suppressions};
 /// written for it work unchanged); `--exit-code` changes it.
 pub const EXIT_LEAKS_FOUND: i32 = 23;
 
-/// The kinds that fail `--check` unless `--fail-on` says otherwise (as valgrind's
-/// `--errors-for-leak-kinds=definite,indirect`... and LeakSanitizer, which reports only lost
-/// memory).
+/// The kinds that fail `--check` unless `--fail-on` says otherwise: lost memory, as valgrind's
+/// default `--errors-for-leak-kinds=definite,possible` minus possible (whose interior pointers
+/// are often legitimate), and as LeakSanitizer, which reports only unreachable blocks.
 pub const DEFAULT_FAIL_ON: [LeakKind; 2] = [LeakKind::DefinitelyLost, LeakKind::IndirectlyLost];
 
 /// Marks each heap stack a suppression matches.
