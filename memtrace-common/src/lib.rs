@@ -172,7 +172,7 @@ pub enum Counter {
     /// A realloc that failed and kept its block, seen by the kernel when it splits reallocs
     /// (`--combined`, `--sample-bytes`, size filters).
     FailedRealloc = 8,
-    /// `--combined`: `STACK_SUMS` was full: a block from a new stack is not tracked.
+    /// `--combined`: `STACK_SUMS` or `STACKS` was full: a block from a new stack is not tracked.
     StackSumsFull = 9,
 }
 
@@ -223,8 +223,8 @@ pub struct BlockKey {
 #[derive(Clone, Copy, Debug)]
 pub struct LiveBlock {
     pub size: u64,
-    /// Id in `STACK_IDS` (`--combined`), negative (`-errno`) when the capture failed.
-    pub stack_id: i64,
+    /// `--combined`: the hash of its stack (the key in `STACKS`).
+    pub stack_hash: u64,
 }
 
 /// `--combined`: one (process, stack)'s running sums in `STACK_SUMS`.
@@ -232,8 +232,29 @@ pub struct LiveBlock {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StackKey {
     pub tgid: u32,
-    /// Id in `STACK_IDS`, negative (`-errno`) when the capture failed.
-    pub stack_id: i32,
+    pub _padding: u32,
+    /// The hash of the stack's frames (the key in `STACKS`).
+    pub stack_hash: u64,
+}
+
+/// `--combined`: a stack as kept in `STACKS`, by the hash of its frames.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackFrames {
+    /// Frames used, innermost first.
+    pub depth: u64,
+    pub frames: [u64; MAX_STACK_DEPTH],
+}
+
+/// The hash a stack is kept under with `--combined` (64-bit FNV-1a over the frames, a word at a
+/// time): both sides compute it the same way.
+#[inline(always)]
+pub fn stack_hash(frames: &[u64]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &frame in frames {
+        hash = (hash ^ frame).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 #[repr(C)]
@@ -258,8 +279,8 @@ pub mod names {
     pub const WRAPPERS: &str = "WRAPPERS";
     /// Blocks tracked in the kernel (`--combined`: all; `--sample-bytes`: the sampled ones).
     pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
-    /// `--combined`: the stacks, by id (a kernel stack map).
-    pub const STACK_IDS: &str = "STACK_IDS";
+    /// `--combined`: the stacks, by the hash of their frames.
+    pub const STACKS: &str = "STACKS";
     /// `--combined`: sums per (process, stack).
     pub const STACK_SUMS: &str = "STACK_SUMS";
     /// `--sample-bytes`: exponentially distributed gaps (bytes) between samples, filled in by
@@ -343,5 +364,6 @@ mod pod {
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::LiveBlock {}
     unsafe impl aya::Pod for super::StackKey {}
+    unsafe impl aya::Pod for super::StackFrames {}
     unsafe impl aya::Pod for super::StackSums {}
 }

@@ -17,7 +17,7 @@ use memtrace_common::{BlockKey, CallKind, Counter, Event, EventKind, InFlight, L
 use crate::{
     combined,
     frees::{forget_mark, release_block},
-    maps::{IN_FLIGHT, LIVE_BLOCKS, count, emit, emit_with_stack, traced},
+    maps::{IN_FLIGHT, LIVE_BLOCKS, count, emit, emit_with_user_stack, traced},
     regs::stack_pointer,
     sampling,
 };
@@ -165,7 +165,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     }
     let event = Event { kind: kind as u32, addr, old_addr: call.old_addr, ..new_event(pid_tgid, call.size) };
     // The stack is only worth capturing for a block that is now outstanding.
-    if addr == 0 { emit(event) } else { emit_with_stack(&ctx, event) }
+    if addr == 0 { emit(event) } else { emit_with_user_stack(&ctx, ctx.regs, event) }
     0
 }
 
@@ -194,18 +194,18 @@ fn realloc_in_parts(ctx: &RetProbeContext, pid_tgid: u64, call: &InFlight, addr:
 fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     if combined::enabled() {
-        combined::acquire(ctx, tgid, addr, size);
+        combined::acquire(ctx.regs, tgid, addr, size);
         return;
     }
     // A sampled block is remembered so that its free, and only its, is sent. One that cannot
     // be remembered is not sent either: the agent would hold it forever.
     if sampling::sampling()
-        && LIVE_BLOCKS.insert(&BlockKey { tgid, _padding: 0, addr }, &LiveBlock { size, stack_id: 0 }, 0).is_err()
+        && LIVE_BLOCKS.insert(&BlockKey { tgid, _padding: 0, addr }, &LiveBlock { size, stack_hash: 0 }, 0).is_err()
     {
         count(Counter::LiveBlocksFull);
         return;
     }
-    emit_with_stack(ctx, Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) });
+    emit_with_user_stack(ctx, ctx.regs, Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) });
 }
 
 /// An event of this thread's process, stamped now; the caller fills in kind and addresses.

@@ -1,14 +1,17 @@
-//! `--combined`: in-kernel aggregation. Each outstanding block's size and stack id live in
+//! `--combined`: in-kernel aggregation. Each outstanding block's size and stack live in
 //! `LIVE_BLOCKS`, and running sums per (process, stack) in `STACK_SUMS`; no event crosses the
 //! ring buffer per call. The agent reads the sums and the stacks once, at the end.
 //!
-//! The price: stacks go through a kernel stack map, where two stacks hashing to one bucket
-//! cannot both be kept (the second is counted as a failed capture), and there is no per-block
-//! time, so the trace window is the probes' lifetime.
-use aya_ebpf::{Global, bindings::{BPF_F_USER_STACK, BPF_NOEXIST}, programs::tracing::StackIdContext};
-use memtrace_common::{BlockKey, Counter, LiveBlock, StackKey, StackSums};
+//! A stack is walked by hand (`user_stack`) and kept in `STACKS` under a 64-bit hash of its
+//! frames, stored the first time its process's sums are created. The price: no per-block time,
+//! so the trace window is the probes' lifetime.
+use aya_ebpf::{Global, bindings::{BPF_NOEXIST, pt_regs}};
+use memtrace_common::{BlockKey, Counter, LiveBlock, StackKey, StackSums, stack_hash};
 
-use crate::maps::{LIVE_BLOCKS, STACK_IDS, STACK_SUMS, count};
+use crate::{
+    maps::{LIVE_BLOCKS, STACK_SCRATCH, STACK_SUMS, STACKS, count, stack_depth},
+    user_stack,
+};
 
 /// Set to 1 at load time for in-kernel aggregation.
 #[unsafe(no_mangle)]
@@ -21,17 +24,19 @@ pub fn enabled() -> bool {
 
 /// A block handed out: remember it and add it to its stack's sums.
 #[inline(always)]
-pub fn acquire<C: StackIdContext>(ctx: &C, tgid: u32, addr: u64, size: u64) {
-    let stack_id = ctx.get_stackid(&STACK_IDS, BPF_F_USER_STACK as u64).unwrap_or_else(|error| {
-        count(Counter::StackCaptureFailed);
-        i64::from(error)
-    });
-    let Some(sums) = sums_of(StackKey { tgid, stack_id: stack_id as i32 }) else {
+pub fn acquire(regs: *const pt_regs, tgid: u32, addr: u64, size: u64) {
+    let Some(stack) = STACK_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
+    let stack = unsafe { &mut *stack };
+    let depth = user_stack::walk(regs, &mut stack.frames, stack_depth());
+    stack.depth = depth as u64;
+    let hash = stack_hash(&stack.frames[..depth.min(memtrace_common::MAX_STACK_DEPTH)]);
+    let Some(sums) = sums_of(StackKey { tgid, _padding: 0, stack_hash: hash }, stack) else {
         count(Counter::StackSumsFull);
         return;
     };
     let key = BlockKey { tgid, _padding: 0, addr };
-    if LIVE_BLOCKS.insert(&key, &LiveBlock { size, stack_id }, 0).is_err() {
+    if LIVE_BLOCKS.insert(&key, &LiveBlock { size, stack_hash: hash }, 0).is_err() {
         count(Counter::LiveBlocksFull);
         return;
     }
@@ -56,7 +61,7 @@ pub fn release(tgid: u32, addr: u64) {
     // SAFETY: copied out before the entry is removed.
     let block = unsafe { *block };
     let _ = LIVE_BLOCKS.remove(&key);
-    if let Some(sums) = STACK_SUMS.get_ptr_mut(&StackKey { tgid, stack_id: block.stack_id as i32 }) {
+    if let Some(sums) = STACK_SUMS.get_ptr_mut(&StackKey { tgid, _padding: 0, stack_hash: block.stack_hash }) {
         // SAFETY: as above. A block freed on another CPU than it was allocated on leaves this
         // CPU's copy below zero: the copies add up right, wrapping, in the agent.
         unsafe {
@@ -66,14 +71,19 @@ pub fn release(tgid: u32, addr: u64) {
     }
 }
 
-/// This CPU's copy of one (process, stack)'s sums, created on first use.
+/// This CPU's copy of one (process, stack)'s sums, created on first use; the stack's frames
+/// are stored then.
 #[inline(always)]
-fn sums_of(key: StackKey) -> Option<*mut StackSums> {
+fn sums_of(key: StackKey, stack: &memtrace_common::StackFrames) -> Option<*mut StackSums> {
     if let Some(sums) = STACK_SUMS.get_ptr_mut(&key) {
         return Some(sums);
     }
-    // Another CPU may create it first; either way the entry then exists (with zeroed copies
-    // for the other CPUs).
+    // Another process may have stored the same frames: the same key, the same value.
+    if STACKS.insert(&key.stack_hash, stack, 0).is_err() {
+        return None;
+    }
+    // Another CPU may create the sums first; either way the entry then exists (with zeroed
+    // copies for the other CPUs).
     let _ = STACK_SUMS.insert(&key, &StackSums::default(), BPF_NOEXIST as u64);
     STACK_SUMS.get_ptr_mut(&key)
 }

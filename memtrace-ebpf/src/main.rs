@@ -14,6 +14,7 @@ mod mappings;
 mod maps;
 mod regs;
 mod sampling;
+mod user_stack;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -16,7 +16,7 @@ use aya_ebpf::{
 use memtrace_common::{Counter, Event, EventKind, SyscallArgs, WrapperCall, mapping};
 
 use crate::{
-    maps::{IN_FLIGHT, SYSCALLS, TRACED, WRAPPERS, count, emit, emit_with_stack},
+    maps::{IN_FLIGHT, SYSCALLS, TRACED, WRAPPERS, count, emit, emit_with_stack, emit_with_user_stack},
     regs::stack_pointer,
 };
 
@@ -195,7 +195,7 @@ pub fn wrapper_exit(ctx: RetProbeContext) -> u32 {
     }
     let _ = WRAPPERS.remove(pid_tgid);
     if call.armed != 0 {
-        emit_with_stack(&ctx, call.event);
+        emit_with_user_stack(&ctx, ctx.regs, call.event);
     }
     0
 }

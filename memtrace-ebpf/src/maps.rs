@@ -4,12 +4,15 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     EbpfContext,
+    bindings::pt_regs,
     helpers::bpf_get_stack,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
+#[cfg(bpf_target_arch = "x86_64")]
+use crate::user_stack;
 use memtrace_common::{
     BlockKey, COUNTER_SLOTS, Counter, Event, EventWithStack, FreeMark, InFlight, LiveBlock, SAMPLE_GAPS as GAP_COUNT,
-    StackKey, StackSums, SyscallArgs, WrapperCall,
+    StackFrames, StackKey, StackSums, SyscallArgs, WrapperCall,
 };
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
@@ -44,10 +47,14 @@ pub static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 
 #[map(name = "LIVE_BLOCKS")]
 pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1, 0);
 
-/// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`. Sized by the agent (one entry
-/// when not combined).
-#[map(name = "STACK_IDS")]
-pub static STACK_IDS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
+/// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`, by the hash of their frames. Sized
+/// by the agent (one entry when not combined).
+#[map(name = "STACKS")]
+pub static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(1, 0);
+
+/// `--combined`: per-CPU room to walk a stack before it is hashed and perhaps stored.
+#[map(name = "STACK_SCRATCH")]
+pub static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--combined`: running sums per (process, stack), one copy per CPU so that no update needs
 /// an atomic operation; the agent adds the copies up.
@@ -112,24 +119,59 @@ pub fn emit(event: Event) {
 #[unsafe(no_mangle)]
 static STACK_DEPTH: Global<u32> = Global::new(memtrace_common::MAX_STACK_DEPTH as u32);
 
-/// Sends one event followed by the caller's user stack (only the frames captured).
+/// Sends one event followed by the user stack, captured by the kernel's stack walker (for
+/// tracepoints, where the user registers are not at hand).
 #[inline(always)]
 pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let record = unsafe { &mut *record };
-    // At most the frames array; fewer frames when the agent asked for a shallower walk.
-    let depth = (STACK_DEPTH.load() as usize).clamp(1, memtrace_common::MAX_STACK_DEPTH);
-    let room = (depth * 8) as u32;
+    let room = (stack_depth() * 8) as u32;
     // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
     let written = unsafe {
         bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), room, BPF_F_USER_STACK as u64)
     };
-    let (stack_id, depth) = if written < 0 {
+    let captured = if written < 0 {
         count(Counter::StackCaptureFailed);
-        (written as i32, 0)
+        Err(written as i32)
     } else {
-        ((written / 8) as i32, (written as usize / 8).min(memtrace_common::MAX_STACK_DEPTH))
+        Ok((written as usize / 8).min(memtrace_common::MAX_STACK_DEPTH))
+    };
+    send_record(record, event, captured);
+}
+
+/// Sends one event followed by the user stack walked from a uprobe's registers (see
+/// `user_stack`).
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub fn emit_with_user_stack<C: EbpfContext>(_ctx: &C, regs: *const pt_regs, event: Event) {
+    let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: as above.
+    let record = unsafe { &mut *record };
+    let depth = user_stack::walk(regs, &mut record.frames, stack_depth());
+    send_record(record, event, Ok(depth));
+}
+
+/// Elsewhere the kernel's walker serves.
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+pub fn emit_with_user_stack<C: EbpfContext>(ctx: &C, _regs: *const pt_regs, event: Event) {
+    emit_with_stack(ctx, event)
+}
+
+/// Frames to capture: at most the frames array; fewer when the agent asked for a shallower walk.
+#[inline(always)]
+pub fn stack_depth() -> usize {
+    (STACK_DEPTH.load() as usize).clamp(1, memtrace_common::MAX_STACK_DEPTH)
+}
+
+/// Sends the record: the event, with the number of frames captured (or the capture's error)
+/// in `stack_id`, followed by those frames only.
+#[inline(always)]
+fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize, i32>) {
+    let (stack_id, depth) = match captured {
+        Ok(depth) => (depth as i32, depth.min(memtrace_common::MAX_STACK_DEPTH)),
+        Err(error) => (error, 0),
     };
     record.event = Event { stack_id, ..event };
     let length = size_of::<Event>() + depth * 8;

@@ -187,13 +187,19 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 127, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=127))]
     pub stack_depth: u32,
 
+    /// Time every run of memtrace's kernel-side programs (BPF_ENABLE_STATS) and report runs and
+    /// nanoseconds per run for each (JSON `kernel_programs`): what tracing costs the traced
+    /// program in the kernel, beyond the probes' own traps. Adds about two clock reads per run.
+    #[arg(long)]
+    pub program_stats: bool,
+
     /// Add up outstanding bytes per stack in the kernel instead of sending an event per call:
-    /// the least overhead, at the price of stacks going through a kernel stack map (two stacks
-    /// hashing alike cannot both be kept: counted as failed captures) and no per-block times.
+    /// no ring-buffer traffic and no agent work per call, at the price of no per-block times.
     #[arg(long, conflicts_with_all = ["sample_bytes", "empty_probes"])]
     pub combined: bool,
 
-    /// `--combined`: slots in the kernel's stack map (about 1 KiB each).
+    /// `--combined`: distinct stacks the kernel can keep (preallocated, about 1 KiB each);
+    /// blocks from stacks beyond it are counted in lost.stack_sums_full.
     #[arg(long, default_value_t = 16 * 1024, value_name = "N", requires = "combined")]
     pub stack_slots: u32,
 

@@ -6,13 +6,13 @@ use std::{collections::HashMap, num::NonZeroU32};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf, StackTraceMap},
+    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
         TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackKey, StackSums, names};
+use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, names};
 use thiserror::Error;
 use crate::{allocator::Allocator, events::watch_readable};
 
@@ -66,6 +66,8 @@ pub enum ProbeError {
 /// memtrace's programs, loaded, with their links and maps.
 pub struct Probes {
     ebpf: Ebpf,
+    /// Held while the kernel keeps run-time stats for BPF programs (`--program-stats`).
+    stats: Option<std::os::fd::OwnedFd>,
     empty: bool,
     /// The links made for each process, so they can be let go when it ends.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
@@ -91,12 +93,21 @@ pub struct KernelCounters {
     pub failed_reallocs: u64,
 }
 
-/// `--combined`: one (process, stack)'s sums, and the stack (innermost first) when the kernel
-/// kept it.
+/// What one kernel-side program cost while stats were on (`--program-stats`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs: u64,
+    pub ns_per_run: f64,
+}
+
+/// `--combined`: one (process, stack)'s sums, and the stack (innermost first).
 #[derive(Debug, Clone)]
 pub struct KernelStackSums {
     pub tgid: u32,
-    pub stack: Result<Vec<u64>, i32>,
+    /// `None` when the kernel's stack table had no entry for it (never expected: the sums
+    /// are only created once the stack is stored).
+    pub stack: Option<Vec<u64>>,
     pub sums: StackSums,
 }
 
@@ -108,14 +119,14 @@ impl Probes {
         let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
-        // The stack map's slots are allocated up front (a kilobyte each): one when unused.
+        // The stack table's slots are allocated up front (a kilobyte each): one when unused.
         let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
         // So are the block table's entries (about 64 bytes each).
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
-            .map_max_entries(names::STACK_IDS, stack_slots)
+            .map_max_entries(names::STACKS, stack_slots)
             .map_max_entries(names::LIVE_BLOCKS, live_blocks)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
@@ -162,7 +173,38 @@ impl Probes {
                 .load()
                 .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))?;
         }
-        Ok(Self { ebpf, empty: settings.empty, links: HashMap::new() })
+        Ok(Self { ebpf, stats: None, empty: settings.empty, links: HashMap::new() })
+    }
+
+    /// Has the kernel time every BPF program run from now on (BPF_ENABLE_STATS, about two
+    /// clock reads per run), until these probes are dropped.
+    pub fn enable_program_stats(&mut self) -> Result<(), ProbeError> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|error| ProbeError::Load(format!("enabling BPF run-time stats: {error}")))?;
+        self.stats = Some(fd);
+        Ok(())
+    }
+
+    /// The programs that ran, with their runs and mean time per run; nothing unless this
+    /// memtrace enabled the stats (someone else may have, for part of the time).
+    pub fn program_costs(&self) -> Vec<ProgramCost> {
+        if self.stats.is_none() {
+            return Vec::new();
+        }
+        let mut costs: Vec<ProgramCost> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                (info.run_count() > 0).then(|| ProgramCost {
+                    program: name.to_owned(),
+                    runs: info.run_count(),
+                    ns_per_run: info.run_time().as_nanos() as f64 / info.run_count() as f64,
+                })
+            })
+            .collect();
+        costs.sort_by(|a, b| a.program.cmp(&b.program));
+        costs
     }
 
     /// Starts forwarding kernel-side log records (aya-log) to the `log` crate.
@@ -293,8 +335,9 @@ impl Probes {
         let map = self.ebpf.map(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
         let sums: PerCpuHashMap<_, StackKey, StackSums> =
             PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
-        let map = self.ebpf.map(names::STACK_IDS).ok_or_else(|| missing(names::STACK_IDS))?;
-        let stacks = StackTraceMap::try_from(map).map_err(|error| map_error(names::STACK_IDS, error))?;
+        let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing(names::STACKS))?;
+        let stacks: AyaHashMap<_, u64, StackFrames> =
+            AyaHashMap::try_from(map).map_err(|error| map_error(names::STACKS, error))?;
         let mut all = Vec::new();
         for entry in sums.iter() {
             let (key, per_cpu) = entry.map_err(|error| map_error(names::STACK_SUMS, error))?;
@@ -304,13 +347,10 @@ impl Probes {
                 allocated_bytes: sum.allocated_bytes.wrapping_add(cpu.allocated_bytes),
                 allocations: sum.allocations.wrapping_add(cpu.allocations),
             });
-            let stack = match u32::try_from(key.stack_id) {
-                Ok(id) => stacks
-                    .get(&id, 0)
-                    .map(|trace| trace.frames().iter().map(|frame| frame.ip).collect())
-                    .map_err(|_| -libc::ENOENT),
-                Err(_) => Err(key.stack_id),
-            };
+            let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
+                let depth = (stack.depth as usize).min(stack.frames.len());
+                stack.frames[..depth].to_vec()
+            });
             all.push(KernelStackSums { tgid: key.tgid, stack, sums });
         }
         Ok(all)
@@ -326,18 +366,18 @@ impl Probes {
             AyaHashMap::try_from(map).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
         let mine: Vec<(BlockKey, LiveBlock)> =
             blocks.iter().filter_map(Result::ok).filter(|(key, _)| key.tgid == tgid).collect();
-        let mut per_stack: HashMap<i32, (u64, u64)> = HashMap::new();
+        let mut per_stack: HashMap<u64, (u64, u64)> = HashMap::new();
         for (key, block) in &mine {
             let _ = blocks.remove(key);
-            let entry = per_stack.entry(block.stack_id as i32).or_default();
+            let entry = per_stack.entry(block.stack_hash).or_default();
             entry.0 += block.size;
             entry.1 += 1;
         }
         let map = self.ebpf.map_mut(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
         let mut sums: PerCpuHashMap<_, StackKey, StackSums> =
             PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
-        for (stack_id, (bytes, count)) in per_stack {
-            let key = StackKey { tgid, stack_id };
+        for (stack_hash, (bytes, count)) in per_stack {
+            let key = StackKey { tgid, _padding: 0, stack_hash };
             // Taken off the first CPU's copy: only the copies' sum means anything.
             if let Ok(per_cpu) = sums.get(&key, 0) {
                 let mut copies: Vec<StackSums> = per_cpu.iter().copied().collect();

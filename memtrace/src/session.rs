@@ -28,7 +28,7 @@ use crate::{
     launch::{self, Ending, TargetEvent},
     output::{Console, ReportSink},
     preflight,
-    probes::{KernelCounters, ProbeSettings, Probes, Scope},
+    probes::{KernelCounters, ProbeSettings, ProgramCost, Probes, Scope},
     reachability::{self, LeakKinds},
     regions,
     stacks::{self, StackTable},
@@ -67,6 +67,8 @@ struct Trace {
     processes: BTreeMap<u32, ProcessReport>,
     /// In-kernel aggregation: the allocator's numbers are read from kernel maps at the end.
     combined: bool,
+    /// `--program-stats`: what each kernel-side program cost, read when the probes are removed.
+    program_costs: Vec<ProgramCost>,
     /// The kernel side wakes memtrace only when the ring buffer is a quarter full; between
     /// wake-ups memtrace drains it on this timer.
     drain_timer: tokio::time::Interval,
@@ -91,6 +93,9 @@ impl Trace {
             bail!("--min-size {} is above --max-size {}: no block would be recorded", args.min_size, args.max_size.unwrap_or(0));
         }
         probes.forward_kernel_logs();
+        if args.program_stats {
+            probes.enable_program_stats()?;
+        }
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
         Ok(Self {
             probes: Some(probes),
@@ -99,6 +104,7 @@ impl Trace {
             heap: args.sample_bytes.map_or_else(HeapTable::new, HeapTable::sampled),
             combined: args.combined,
             leaks: LeakKinds::default(),
+            program_costs: Vec::new(),
             symbolizer: Symbolizer::new(),
             counters: KernelCounters::default(),
             window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
@@ -230,6 +236,7 @@ impl Trace {
     fn detach(&mut self, target: u32) {
         if let Some(mut probes) = self.probes.take() {
             probes.detach_all();
+            self.program_costs = probes.program_costs();
             match probes.counters() {
                 Ok(counters) => self.counters = counters,
                 Err(error) => log::warn!("{error}"),
@@ -240,8 +247,8 @@ impl Trace {
                     Ok(all) => {
                         for entry in all {
                             let stack_id = match &entry.stack {
-                                Ok(addresses) => self.stacks.intern(addresses),
-                                Err(error) => *error,
+                                Some(addresses) => self.stacks.intern(addresses),
+                                None => -libc::ENOENT,
                             };
                             self.heap.add_kernel_sums(entry.tgid, stack_id, entry.sums);
                         }
@@ -269,7 +276,8 @@ impl Trace {
             combined: self.combined,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);
-        let report = Report::build(input, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id));
+        let mut report = Report::build(input, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id));
+        report.kernel_programs = std::mem::take(&mut self.program_costs);
         warn_about_losses(&report);
         report
     }

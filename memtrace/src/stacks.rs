@@ -1,10 +1,11 @@
 //! User stacks as they arrive with events, each distinct one kept once under an id. The kernel
 //! sends every stack whole (no kernel stack map, whose hash buckets collide and drop stacks).
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 #[derive(Debug, Default)]
 pub struct StackTable {
-    ids: HashMap<Box<[u64]>, i32>,
+    /// Fx hash, not SipHash: one lookup per event, and return addresses need no protection.
+    ids: FxHashMap<Box<[u64]>, i32>,
     stacks: Vec<Box<[u64]>>,
 }
 

@@ -164,3 +164,25 @@ fn stack_depth_cuts_the_walk() {
     assert_eq!(stack_from(&deeper, "leak_with_calloc")["frames"].as_array().unwrap().len(), 2);
     assert_no_probes_left();
 }
+
+#[test]
+fn program_stats_report_each_programs_runs_and_time() {
+    let _serial = serial();
+    let leaky = build_c("leaky");
+    let (output, report) = memtrace_json(&["run", "--program-stats"], &[leaky.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let programs = report["kernel_programs"].as_array().expect("kernel_programs with --program-stats");
+    let runs_of = |name: &str| {
+        programs.iter().find(|program| program["program"] == name).unwrap_or_else(|| panic!("{name} in {programs:#?}"))
+    };
+    // At least leaky's own calls (other processes on the machine may call malloc too while
+    // the probes are attached for every process): 107 allocator calls return, 101 frees and
+    // one free(NULL) enter.
+    assert!(runs_of("alloc_exit")["runs"].as_u64().unwrap() >= 107);
+    assert!(runs_of("free_enter")["runs"].as_u64().unwrap() >= 102);
+    assert!(runs_of("alloc_exit")["ns_per_run"].as_f64().unwrap() > 0.0);
+    // Without the option there is no such section.
+    let (_, plain) = memtrace_json(&["run"], &[leaky.to_str().unwrap()]);
+    assert!(plain.get("kernel_programs").is_none());
+    assert_no_probes_left();
+}

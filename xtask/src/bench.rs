@@ -101,6 +101,33 @@ pub fn run(root: &Path) -> Result<()> {
         summary.insert(format!("lost_events_{threads}_threads"), json!(lost));
     }
     let total_lost: u64 = rows.iter().map(|row| row.lost).sum();
+
+    // The kernel-side programs' own time per pair, from the kernel's BPF run-time stats
+    // (`--program-stats`): far less noisy than wall-clock rows on a shared machine. The uprobe
+    // traps themselves are not in it (the floor's wall-clock row has them).
+    let mut program_ns = Vec::new();
+    for (label, options) in [
+        ("floor", &["--empty-probes"][..]),
+        ("memtrace", &[][..]),
+        ("combined", &["--combined"][..]),
+        ("sampled", &["--sample-bytes", SAMPLE_BYTES][..]),
+    ] {
+        let args = ["churn", "1", &PAIRS.to_string()].map(str::to_owned);
+        churn(memtrace_run(&memtrace, &report).arg("--program-stats").args(options).arg("--").arg(&bench).args(&args))?;
+        let recorded = read_json(&report)?;
+        let total: f64 = recorded["kernel_programs"]
+            .as_array()
+            .map(|programs| {
+                programs
+                    .iter()
+                    .map(|program| program["runs"].as_f64().unwrap_or(0.0) * program["ns_per_run"].as_f64().unwrap_or(0.0))
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        let per_pair = total / PAIRS as f64;
+        summary.insert(format!("kernel_program_ns_per_pair_{label}"), json!(per_pair));
+        program_ns.push((label, per_pair));
+    }
     summary.insert("lost_events".into(), json!(total_lost));
 
     // The agent's memory for outstanding allocations: peak RSS holding HELD blocks, less its
@@ -169,6 +196,8 @@ pub fn run(root: &Path) -> Result<()> {
             row.lost
         );
     }
+    let described: Vec<String> = program_ns.iter().map(|(label, ns)| format!("{label} {ns:.0}")).collect();
+    println!("kernel-side program time per pair, 1 thread (ns): {}", described.join(", "));
     println!(
         "agent memory: {} bytes peak RSS holding {outstanding} outstanding allocations, {} bytes holding none: {:.1} bytes each",
         held,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::{
     allocator::is_dynamic_loader,
     heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
-    probes::KernelCounters,
+    probes::{KernelCounters, ProgramCost},
     reachability::{LeakKind, LeakKinds},
     symbolize::Frame,
 };
@@ -59,6 +59,9 @@ pub struct Report {
     /// What memtrace itself used, up to the report.
     #[serde(default)]
     pub agent: AgentUsage,
+    /// `--program-stats`: each kernel-side program's runs and mean time per run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_programs: Vec<ProgramCost>,
 }
 
 /// memtrace's own cost (not the traced processes'), for the overhead-minded.
@@ -448,6 +451,7 @@ impl Report {
             processes,
             stacks,
             agent: AgentUsage::of_this_process(),
+            kernel_programs: Vec::new(),
             check: None,
             scan: input.leaks.any().then(|| ScanTiming::of(input.leaks)),
         }
