@@ -38,6 +38,20 @@ on any error of its own with 1.")]
     /// freed at its end. Stops after --duration, on Ctrl-C or SIGTERM, or when every process has
     /// exited.
     Record(RecordArgs),
+    /// Render a JSON report saved with `--format json -o FILE` again, in any format (a
+    /// flamegraph, pprof, ...). Needs no privileges and no running target.
+    #[command(after_help = "The report goes to stdout unless -o is given. A file that is missing, unreadable or not a memtrace JSON report is an error (exit code 1).")]
+    Report(SavedReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SavedReportArgs {
+    /// The JSON report to render, as written by `memtrace run|record --format json -o FILE`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +91,17 @@ pub struct RecordArgs {
     /// report says how long they were stopped.
     #[arg(long)]
     pub scan: bool,
+
+    /// Print a text report of the top stacks every DURATION while recording (as memleak does),
+    /// on stdout (on stderr when -o is given or the format is not text); the final report
+    /// marks the stacks that grew in most intervals as leak suspects. Not with --combined,
+    /// whose sums are read from the kernel only at the end.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "combined")]
+    pub interval: Option<Duration>,
+
+    /// With --interval: stop after N intervals.
+    #[arg(long, value_name = "N", requires = "interval")]
+    pub count: Option<NonZeroU32>,
 
     #[command(flatten)]
     pub report: ReportArgs,
@@ -136,20 +161,33 @@ fn parse_fail_on(text: &str) -> Result<FailOn, String> {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Report format: `text` for people, `json` for machines (schema in README), `junit` for
-    /// CI systems (one failing test case per leak stack).
+    /// Report format: `text` for people, `json` for machines (schema in README; `memtrace
+    /// report` renders it again later), `folded` collapsed stacks for flamegraph.pl, inferno and
+    /// speedscope, `svg` an interactive flamegraph, `pprof` a gzipped profile.proto for pprof,
+    /// Pyroscope, Grafana and speedscope, `junit` JUnit XML for CI systems (one failing test case
+    /// per leak stack).
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Write the report to this file instead of stderr (run) or stdout (record). Checked before
-    /// tracing starts.
+    /// Write the report to this file instead of stderr (run) or stdout (record, report).
+    /// Checked before tracing starts.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Show only the N stacks holding the most bytes. Text shows 10 by default; JSON shows all
-    /// unless this is given.
+    /// Show only the N stacks holding the most bytes. Text shows 10 by default; the other
+    /// formats show all unless this is given.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+
+    /// What `folded` and `svg` count per stack: outstanding `bytes`, or outstanding
+    /// `allocations` (blocks).
+    #[arg(long, value_enum, default_value_t = Weight::Bytes)]
+    pub weight: Weight,
+
+    /// Order stacks (and pick the --top ones) by outstanding `bytes` or by outstanding
+    /// allocation `count`.
+    #[arg(long, value_enum, default_value_t = SortBy::Bytes)]
+    pub sort: SortBy,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +262,18 @@ pub struct TraceArgs {
     /// Record only blocks of at most this many bytes (filtered in the kernel).
     #[arg(long, value_name = "BYTES")]
     pub max_size: Option<u64>,
+
+    /// Look for separate debug files of stripped binaries under DIR (by build-id in
+    /// DIR/.build-id/, and by .gnu_debuglink in DIR/<the binary's directory>/), like gdb's
+    /// debug-file-directory. Repeatable; given, it replaces the default.
+    #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
+    pub debug_dirs: Vec<PathBuf>,
+
+    /// Report only allocator blocks at least this old when the report is made (e.g. `5s`), to
+    /// leave out short-lived ones still in use; the totals still count every block. Not with
+    /// --combined, which keeps no per-block times.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "combined")]
+    pub older_than: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,6 +282,29 @@ pub enum Format {
     Json,
     /// JUnit XML for CI systems.
     Junit,
+    Folded,
+    Svg,
+    Pprof,
+}
+
+impl Format {
+    /// Formats that are not text: a terminal would show garbage.
+    pub fn is_binary(self) -> bool {
+        self == Format::Pprof
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum SortBy {
+    #[default]
+    Bytes,
+    Count,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Weight {
+    Bytes,
+    Allocations,
 }
 
 /// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use memtrace_common::{Event, EventKind, StackSums, mapping};
 
 use crate::{
+    allocated::{Allocated, AllocatedByStack},
     blocks::{Block, BlockMap},
     reachability::LeakKind,
     regions::{RegionKind, Regions},
@@ -109,6 +110,8 @@ struct ProcessHeap {
     /// `--combined`: (blocks, bytes) the kernel held when the process called exec; taken off
     /// the sums' outstanding numbers, and not frees.
     kernel_dropped: (u64, u64),
+    /// Everything allocated during the trace, by stack, freed or not.
+    allocated: AllocatedByStack,
 }
 
 impl ProcessHeap {
@@ -116,6 +119,7 @@ impl ProcessHeap {
         let weight = scale.weight(block.size);
         self.tally.allocations += weight;
         self.tally.allocated_bytes += weight * block.size as f64;
+        self.allocated.add(block.stack_id, MemoryKind::Heap, block.size, weight);
         if let Some(replaced) = self.blocks.insert(addr, block) {
             // Its free was never seen (it cannot have been missed in the ring buffer, which
             // counts its drops): count it as freed now.
@@ -244,9 +248,14 @@ impl HeapTable {
             Some(EventKind::Realloc) => process.reallocate(event, block, scale),
             Some(EventKind::Mmap) if event.flags & mapping::INTERNAL == 0 => {
                 let kind = if event.flags & mapping::SHARED != 0 { RegionKind::Shared } else { RegionKind::Private };
+                let memory = if kind == RegionKind::Shared { MemoryKind::Shm } else { MemoryKind::Mmap };
+                process.allocated.add(event.stack_id, memory, event.size, 1.0);
                 process.regions.map(event.addr, event.size, kind, event.stack_id);
             }
-            Some(EventKind::Shmat) => process.regions.map(event.addr, event.size, RegionKind::Shared, event.stack_id),
+            Some(EventKind::Shmat) => {
+                process.allocated.add(event.stack_id, MemoryKind::Shm, event.size, 1.0);
+                process.regions.map(event.addr, event.size, RegionKind::Shared, event.stack_id)
+            }
             // An internal mmap is the allocator's (counted as the block asked for); an unmap or
             // remap of a range this trace does not hold changes nothing.
             Some(EventKind::Mmap) => {}
@@ -339,6 +348,58 @@ impl HeapTable {
             .unwrap_or_default();
         blocks.sort_unstable();
         blocks
+    }
+
+    /// Everything allocated during the trace (heap blocks, mappings), freed or not, per
+    /// (process, stack, kind); estimated when sampling, the kernel's sums with `--combined`.
+    pub fn allocated_by_stack(&self) -> HashMap<(u32, i32, MemoryKind), Allocated> {
+        let mut all = HashMap::new();
+        for (&tgid, process) in &self.processes {
+            for (stack_id, kind, total) in process.allocated.iter() {
+                all.insert((tgid, stack_id, kind), total);
+            }
+            for &(stack_id, sums) in &process.kernel_sums {
+                let total: &mut Allocated = all.entry((tgid, stack_id, MemoryKind::Heap)).or_default();
+                total.bytes += sums.allocated_bytes;
+                total.count += sums.allocations;
+            }
+        }
+        all
+    }
+
+    /// Like [`HeapTable::by_stack`], counting only allocator blocks allocated before
+    /// `cutoff_ns` (CLOCK_MONOTONIC), for `--older-than`. Mappings, break growth and the
+    /// kernel's `--combined` sums carry no age and are all kept.
+    pub fn by_stack_allocated_before(&self, cutoff_ns: u64) -> Vec<StackTotal> {
+        let young: HashMap<(u32, i32), (f64, f64)> = {
+            let mut young: HashMap<(u32, i32), (f64, f64)> = HashMap::new();
+            for (&tgid, process) in &self.processes {
+                for block in process.blocks.values().filter(|block| self.allocated_at_ns(block) >= cutoff_ns) {
+                    let weight = self.scale.weight(block.size);
+                    let estimate = young.entry((tgid, block.stack_id)).or_default();
+                    estimate.0 += weight * block.size as f64;
+                    estimate.1 += weight;
+                }
+            }
+            young
+        };
+        let mut totals: Vec<StackTotal> = self
+            .by_stack()
+            .into_iter()
+            .filter_map(|mut total| {
+                if total.kind == MemoryKind::Heap
+                    && let Some(&(bytes, blocks)) = young.get(&(total.tgid, total.stack_id))
+                {
+                    total.bytes = total.bytes.saturating_sub(bytes.round() as u64);
+                    total.allocations = total.allocations.saturating_sub(blocks.round() as u64);
+                }
+                (total.allocations > 0).then_some(total)
+            })
+            .collect();
+        totals.sort_by(|a, b| {
+            b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations)).then(a.stack_id.cmp(&b.stack_id))
+        });
+        totals
     }
 
     /// Outstanding bytes and blocks (or mappings) per (process, stack, kind), most bytes first.

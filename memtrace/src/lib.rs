@@ -4,11 +4,13 @@
 //! `events` reads what it reports into the `heap` table; `symbolize` names the stacks; `report`
 //! builds the one `Report` value that every format renders. `session` wires these together for
 //! `run` (with `launch`) and `record`.
+pub mod allocated;
 pub mod allocator;
 pub mod blocks;
 pub mod check;
 pub mod cli;
 pub mod events;
+pub mod growth;
 pub mod heap;
 pub mod launch;
 pub mod output;
@@ -19,6 +21,8 @@ pub mod procmaps;
 pub mod reachability;
 pub mod regions;
 pub mod report;
+pub mod saved_report;
 pub mod session;
 pub mod stacks;
+pub mod status;
 pub mod symbolize;

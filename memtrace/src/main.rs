@@ -6,12 +6,17 @@ use clap::Parser;
 use memtrace::{
     cli::{Cli, Command},
     launch::LaunchError,
-    session,
+    saved_report, session,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Re-rendering a saved report needs no runtime, no privileges and no kernel.
+    let cli = match cli.command {
+        Command::Report(args) => return finish(saved_report::render(&args)),
+        command => Cli { command, ..cli },
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -23,10 +28,15 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => session::run(args).await,
             Command::Record(args) => session::record(args).await,
+            Command::Report(args) => saved_report::render(&args),
         }
     });
     // Dropping the runtime first ends the kernel log task before we exit.
     drop(runtime);
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<i32>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(error) => {
@@ -49,7 +59,8 @@ fn exit_code_for(error: &anyhow::Error) -> u8 {
 /// with -v; everything at debug with -vv.
 fn init_logging(verbose: u8) {
     let filter = match verbose {
-        0 => "warn,memtrace_ebpf=off",
+        // inferno logs an error for an empty flamegraph, which svg.rs already says in its words.
+        0 => "warn,memtrace_ebpf=off,inferno=off",
         1 => "info",
         _ => "debug",
     };

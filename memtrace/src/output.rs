@@ -2,7 +2,7 @@
 //! early), or stdout / stderr.
 use std::{
     fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, BufWriter, IsTerminal, Write},
     path::{Path, PathBuf},
 };
 
@@ -10,14 +10,15 @@ use thiserror::Error;
 
 use crate::{
     cli::Format,
-    report::{self, Report},
+    report::{self, RenderOptions, Report},
 };
 
 #[derive(Debug, Error)]
-#[error("cannot write the report to {path}: {source}")]
+// The cause is in the message, not a source: printed as a chain it would show twice.
+#[error("cannot write the report to {path}: {cause}")]
 pub struct OutputError {
     pub path: PathBuf,
-    pub source: io::Error,
+    pub cause: io::Error,
 }
 
 /// The stream a report is written to when no `-o FILE` is given.
@@ -55,10 +56,28 @@ impl ReportSink {
         let created = !path.exists();
         File::create(path)
             .map(|file| ReportSink::File(ReportFile { path: path.to_path_buf(), file: Some(file), created }))
-            .map_err(|source| OutputError { path: path.to_path_buf(), source })
+            .map_err(|cause| OutputError { path: path.to_path_buf(), cause })
     }
 
-    pub fn write(self, report: &Report, format: Format, top: Option<usize>) -> Result<(), OutputError> {
+    /// Like [`ReportSink::open`], refusing to send a binary format to a terminal.
+    pub fn open_for(path: Option<&Path>, console: Console, format: Format) -> Result<Self, OutputError> {
+        let terminal = match console {
+            Console::Stdout => io::stdout().is_terminal(),
+            Console::Stderr => io::stderr().is_terminal(),
+        };
+        if path.is_none() && format.is_binary() && terminal {
+            return Err(OutputError {
+                path: PathBuf::from(match console {
+                    Console::Stdout => "stdout",
+                    Console::Stderr => "stderr",
+                }),
+                cause: io::Error::other("it is a terminal and this format is binary: give -o FILE"),
+            });
+        }
+        Self::open(path, console)
+    }
+
+    pub fn write(self, report: &Report, options: &RenderOptions) -> Result<(), OutputError> {
         let (path, mut out): (PathBuf, Box<dyn Write>) = match self {
             ReportSink::File(mut report_file) => {
                 let file = report_file.file.take().expect("a report file is written once");
@@ -67,11 +86,7 @@ impl ReportSink {
             ReportSink::Console(Console::Stdout) => ("stdout".into(), Box::new(io::stdout().lock())),
             ReportSink::Console(Console::Stderr) => ("stderr".into(), Box::new(io::stderr().lock())),
         };
-        let written = match format {
-            Format::Text => report::render_text(report, top, &mut out),
-            Format::Json => report::render_json(report, &mut out),
-            Format::Junit => report::render_junit(report, &mut out),
-        };
-        written.and_then(|()| out.flush()).map_err(|source| OutputError { path, source })
+        let written = report::render(report, options, &mut out);
+        written.and_then(|()| out.flush()).map_err(|cause| OutputError { path, cause })
     }
 }

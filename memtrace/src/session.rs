@@ -2,7 +2,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     ffi::OsString,
-    io::IsTerminal,
+    io::{IsTerminal, Write},
     num::NonZeroU32,
     os::{
         fd::{FromRawFd, OwnedFd},
@@ -22,8 +22,9 @@ use tokio::{
 use crate::{
     allocator::{self, Allocator, Selection},
     check::CiSettings,
-    cli::{RecordArgs, RunArgs, TraceArgs},
+    cli::{RecordArgs, ReportArgs, RunArgs, TraceArgs},
     events::{EventReader, watch_readable},
+    growth::GrowthTracker,
     heap::HeapTable,
     launch::{self, Ending, TargetEvent},
     output::{Console, ReportSink},
@@ -32,7 +33,8 @@ use crate::{
     reachability::{self, LeakKinds},
     regions,
     stacks::{self, StackTable},
-    report::{Counts, Mode, ProcessReport, Report, ReportInput, Target, Window},
+    status::{self, StatusLine},
+    report::{Counts, Mode, ProcessReport, RenderOptions, Report, ReportInput, Target, Window},
     symbolize::{Frame, Symbolizer},
 };
 
@@ -51,6 +53,9 @@ struct Trace {
     heap: HeapTable,
     /// Leak kinds of the blocks of each process scanned at its end.
     leaks: LeakKinds,
+    /// The report keeps every stack until the CI settings have looked at them (they trim to
+    /// `--top` after).
+    all_stacks: bool,
     symbolizer: Symbolizer,
     counters: KernelCounters,
     /// Events outside [start, end] (CLOCK_MONOTONIC ns, the clock of `bpf_ktime_get_ns`) are
@@ -72,6 +77,12 @@ struct Trace {
     /// The kernel side wakes memtrace only when the ring buffer is a quarter full; between
     /// wake-ups memtrace drains it on this timer.
     drain_timer: tokio::time::Interval,
+    /// Outstanding bytes per stack at each `--interval`, for leak suspects.
+    growth: GrowthTracker,
+    /// Events taken in (for the status line's rate).
+    events_seen: u64,
+    /// `--older-than`.
+    older_than: Option<Duration>,
 }
 
 impl Trace {
@@ -104,8 +115,9 @@ impl Trace {
             heap: args.sample_bytes.map_or_else(HeapTable::new, HeapTable::sampled),
             combined: args.combined,
             leaks: LeakKinds::default(),
+            all_stacks: false,
             program_costs: Vec::new(),
-            symbolizer: Symbolizer::new(),
+            symbolizer: Symbolizer::with_debug_dirs(args.debug_dirs.clone()),
             counters: KernelCounters::default(),
             window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
             all_processes,
@@ -116,6 +128,9 @@ impl Trace {
                 timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 timer
             },
+            growth: GrowthTracker::default(),
+            events_seen: 0,
+            older_than: args.older_than,
         })
     }
 
@@ -189,8 +204,9 @@ impl Trace {
     }
 
     fn drain(&mut self) {
-        let (heap, stacks, window) = (&mut self.heap, &mut self.stacks, self.window);
+        let (heap, stacks, window, seen) = (&mut self.heap, &mut self.stacks, self.window, &mut self.events_seen);
         self.events.drain(|event, rest| {
+            *seen += 1;
             if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
                 return;
             }
@@ -260,7 +276,9 @@ impl Trace {
         self.drain();
     }
 
-    fn report(&mut self, mode: Mode, target: Target, duration: Duration, allocator: &Allocator, top: Option<usize>) -> Report {
+    fn report(&mut self, mode: Mode, target: Target, duration: Duration, allocator: &Allocator, args: &ReportArgs) -> Report {
+        // Ages are taken at the end of the window, or now while it is open (an interval).
+        let now = self.window.end_monotonic_ns.min(monotonic_ns());
         let input = ReportInput {
             mode,
             target,
@@ -272,7 +290,11 @@ impl Trace {
             counters: self.counters,
             malformed: self.events.malformed(),
             window: self.window,
-            top,
+            top: if self.all_stacks { None } else { args.top },
+            sort: args.sort,
+            allocated_before_ns: self.older_than.map(|age| now.saturating_sub(age.as_nanos() as u64)),
+            growth: &self.growth,
+            with_released: matches!(args.format, crate::cli::Format::Json | crate::cli::Format::Pprof),
             combined: self.combined,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);
@@ -310,7 +332,7 @@ fn warn_about_losses(report: &Report) {
 
 /// `memtrace run`: returns the exit code memtrace should exit with (the target's).
 pub async fn run(args: RunArgs) -> Result<i32> {
-    let sink = ReportSink::open(args.report.output.as_deref(), Console::Stderr)?;
+    let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stderr, args.report.format)?;
     let mut ci = CiSettings::new(&args.check, args.report.format)?;
     // Leak kinds need every block: a sample or the kernel's sums per stack have no addresses.
     let scan = every_block(&args.trace);
@@ -325,6 +347,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &selection)?;
     let mut trace = Trace::load(&args.trace, args.follow_forks)?;
+    trace.all_stacks = ci.needs_all_stacks();
     let mut target = launch::launch(&program, &args.command, args.follow_forks)?;
     let main_pid = target.pid;
     trace.attach(&allocator, main_pid)?;
@@ -427,16 +450,16 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         },
         duration,
         &allocator,
-        if ci.needs_all_stacks() { None } else { args.report.top },
+        &args.report,
     );
     ci.apply(&mut report, args.report.top)?;
-    sink.write(&report, args.report.format, args.report.top)?;
+    sink.write(&report, &(&args.report).into())?;
     Ok(ci.exit_code(ending.map_or(1, Ending::shell_code), &report))
 }
 
 /// `memtrace record`: returns 0, or [`EXIT_TARGET_GONE`] when every target exited first.
 pub async fn record(args: RecordArgs) -> Result<i32> {
-    let sink = ReportSink::open(args.report.output.as_deref(), Console::Stdout)?;
+    let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stdout, args.report.format)?;
     if args.check.check && !args.scan {
         bail!("--check needs leak kinds, which record finds only with --scan: add --scan");
     }
@@ -455,6 +478,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         .map(|&pid| allocator::for_process(pid, &selection))
         .collect::<Result<Vec<_>, _>>()?;
     let mut trace = Trace::load(&args.trace, false)?;
+    trace.all_stacks = ci.needs_all_stacks();
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {
         watch_exit(pid, exited_tx.clone())?;
@@ -484,9 +508,37 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut running = pids.len();
+    let mut intervals = args.interval.map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period));
+    let mut intervals_left = args.count.map(|count| count.get());
+    let mut status = StatusLine::new(started);
+    let mut status_timer = tokio::time::interval(status::REFRESH);
     let all_exited = loop {
         tokio::select! {
             taken = trace.take_events() => taken?,
+            _ = status_timer.tick() => {
+                let lost = trace.probes.as_ref().and_then(|probes| probes.counters().ok()).map_or(0, |counters| lost_of(&counters));
+                status.show(trace.events_seen, trace.heap.all().outstanding_bytes, lost);
+            }
+            _ = async { intervals.as_mut().expect("guarded by the if").tick().await }, if intervals.is_some() => {
+                status.clear();
+                trace.drain();
+                if let Some(Ok(counters)) = trace.probes.as_ref().map(Probes::counters) {
+                    trace.counters = counters;
+                }
+                trace.growth.observe(&trace.heap.by_stack());
+                let target = record_target(&trace, pids[0]);
+                let report = trace.report(Mode::Record, target, started.elapsed(), &allocators[0], &args.report);
+                // stdout carries them only when the final report is text there too: JSON or pprof on
+                // stdout stays one document.
+                let to_stderr = args.report.output.is_some() || args.report.format != crate::cli::Format::Text;
+                print_interval(&report, trace.growth.intervals(), to_stderr, &args.report);
+                if let Some(left) = &mut intervals_left {
+                    *left -= 1;
+                    if *left == 0 {
+                        break false;
+                    }
+                }
+            }
             Some(pid) = exited_rx.recv() => {
                 trace.ended(pid, None);
                 running -= 1;
@@ -499,6 +551,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             _ = interrupt.recv() => break false,
         }
     };
+    status.clear();
     let duration = started.elapsed();
     // --scan: each living process is stopped (all its threads) before the window closes, so
     // the heap table and the memory scanned agree, and let go right after its scan.
@@ -527,18 +580,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         }
     }
     trace.detach(pids[0]);
-    let first = &trace.processes[&pids[0]];
-    let target = Target {
-        pid: first.pid,
-        command: first.command.clone(),
-        exit_code: None,
-        signal: None,
-        exited: first.exited,
-    };
-    let top = if ci.needs_all_stacks() { None } else { args.report.top };
-    let mut report = trace.report(Mode::Record, target, duration, &allocators[0], top);
+    let target = record_target(&trace, pids[0]);
+    let mut report = trace.report(Mode::Record, target, duration, &allocators[0], &args.report);
     ci.apply(&mut report, args.report.top)?;
-    sink.write(&report, args.report.format, args.report.top)?;
+    sink.write(&report, &(&args.report).into())?;
     let check_code = ci.exit_code(0, &report);
     if check_code != 0 {
         return Ok(check_code);
@@ -554,6 +599,36 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
 /// Whether the agent holds every block with its address (not `--combined`, not sampled).
 fn every_block(args: &TraceArgs) -> bool {
     !args.combined && args.sample_bytes.is_none()
+}
+
+/// The target as `record` reports it: the first process given.
+fn record_target(trace: &Trace, pid: u32) -> Target {
+    let first = &trace.processes[&pid];
+    Target { pid: first.pid, command: first.command.clone(), exit_code: None, signal: None, exited: first.exited }
+}
+
+/// Events lost so far, as the status line shows them.
+fn lost_of(counters: &KernelCounters) -> u64 {
+    counters.ring_buffer_full
+        + counters.stack_capture_failed
+        + counters.in_flight_full
+        + counters.stale_in_flight
+        + counters.argument_unreadable
+        + counters.live_blocks_full
+        + counters.stack_sums_full
+}
+
+/// One `--interval` report, as text, on stdout or stderr.
+fn print_interval(report: &Report, interval: u64, to_stderr: bool, args: &ReportArgs) {
+    let options = RenderOptions { format: crate::cli::Format::Text, ..RenderOptions::from(args) };
+    let mut text = format!("memtrace: interval {interval} at {:.1} s\n", report.duration_seconds).into_bytes();
+    if crate::report::render(report, &options, &mut text).is_ok() {
+        text.push(b'\n');
+        let written = if to_stderr { std::io::stderr().write_all(&text) } else { std::io::stdout().write_all(&text) };
+        if let Err(error) = written {
+            log::warn!("cannot print the interval report: {error}");
+        }
+    }
 }
 
 fn selection(args: &TraceArgs) -> Selection {

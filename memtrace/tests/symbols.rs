@@ -92,3 +92,152 @@ fn without_debug_info_the_symbol_table_names_functions() {
     assert_eq!(stack["frames"][1]["function"], "main");
     assert_no_probes_left();
 }
+/// Runs a tool of the build (objcopy, strip) and checks it succeeded.
+fn tool(program: &str, args: &[&std::ffi::OsStr]) {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|error| panic!("{program} does not run (cargo xtask setup installs binutils): {error}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+/// Builds leaky.c as `name` in its own directory with `link_flags`, moves its debug info to
+/// `name.debug` beside it, and strips the binary of every symbol and all DWARF.
+fn stripped_leaky(dir: &std::path::Path, name: &str, link_flag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let built = build_variant("leaky.c", name, "cc", &["-O0", "-g", "-fno-omit-frame-pointer", link_flag], &[]);
+    let binary = dir.join(name);
+    std::fs::copy(&built, &binary).unwrap();
+    let debug = dir.join(format!("{name}.debug"));
+    tool("objcopy", &["--only-keep-debug".as_ref(), binary.as_os_str(), debug.as_os_str()]);
+    tool("strip", &["--strip-all".as_ref(), binary.as_os_str()]);
+    (binary, debug)
+}
+
+/// Asserts leaky's three leaking stacks are named, with file and line, as with full debug info.
+fn assert_leaky_named(report: &Value) {
+    for (function, bytes, call) in [
+        ("leak_with_realloc", 5000, "realloc(block, 5000)"),
+        ("leak_with_malloc", 4000, "malloc(1000)"),
+        ("leak_with_calloc", 300, "calloc(10, 30)"),
+    ] {
+        let stack = stack_from(report, function);
+        assert_eq!(stack["bytes"], bytes);
+        assert_eq!(stack["frames"][0]["line"], line_of("leaky", call), "{stack:#}");
+        assert_eq!(stack["frames"][0]["file"], source_path("leaky.c"), "{stack:#}");
+        assert_eq!(stack["frames"][1]["function"], "main", "{stack:#}");
+    }
+}
+
+#[test]
+fn stripped_binary_is_named_from_a_debug_file_found_by_build_id() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (binary, debug) = stripped_leaky(dir.path(), "leaky_by_id", "-Wl,--build-id=sha1");
+    let data = std::fs::read(&binary).unwrap();
+    let elf = object::File::parse(&*data).unwrap();
+    let build_id: String = object::Object::build_id(&elf).unwrap().expect("a build-id").iter().map(|b| format!("{b:02x}")).collect();
+    let debug_dir = dir.path().join("debug");
+    let by_id = debug_dir.join(".build-id").join(&build_id[..2]);
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::fs::rename(&debug, by_id.join(format!("{}.debug", &build_id[2..]))).unwrap();
+
+    // Without the debug directory the frames are bare: the binary has no names left.
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    let stacks = report["stacks"].as_array().unwrap();
+    assert_eq!(stacks.len(), 3, "{report:#}");
+    assert!(stacks.iter().all(|stack| stack["frames"][0]["function"].is_null()), "{report:#}");
+    assert!(stacks.iter().all(|stack| stack["frames"][0]["module_offset"].is_string()), "{report:#}");
+
+    let (output, report) = memtrace_json(&["run", "--debug-dir", debug_dir.to_str().unwrap()], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_leaky_named(&report);
+    assert_no_probes_left();
+}
+
+#[test]
+fn stripped_binary_is_named_from_a_debug_file_found_by_debuglink() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // No build-id: only the debuglink can lead to the debug file, in the binary's .debug/.
+    let (binary, debug) = stripped_leaky(dir.path(), "leaky_by_link", "-Wl,--build-id=none");
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    tool("objcopy", &[link.as_ref(), binary.as_os_str()]);
+    std::fs::create_dir_all(dir.path().join(".debug")).unwrap();
+    std::fs::rename(&debug, dir.path().join(".debug/leaky_by_link.debug")).unwrap();
+
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_leaky_named(&report);
+    assert_no_probes_left();
+}
+
+#[test]
+fn a_binary_replaced_on_disk_while_running_is_still_named() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let built = build_c("replaced");
+    let binary = dir.path().join("replaced");
+    std::fs::copy(&built, &binary).unwrap();
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    // The program did replace itself.
+    assert_eq!(std::fs::read_to_string(&binary).unwrap(), "not an ELF file any more\n");
+    let stack = stack_from(&report, "leak_after_replacing");
+    assert_eq!(stack["bytes"], 4321);
+    assert_eq!(stack["frames"][0]["line"], line_of("replaced", "malloc(4321)"));
+    assert_eq!(stack["frames"][0]["module"], binary.to_str().unwrap());
+    assert_eq!(stack["frames"][1]["function"], "main");
+    assert_no_probes_left();
+}
+
+#[test]
+fn jit_code_is_named_from_the_perf_map() {
+    let _serial = serial();
+    let binary = build_c("jit");
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    let pid = report["target"]["pid"].as_u64().unwrap();
+    let perf_map = format!("/tmp/perf-{pid}.map");
+    let _ = std::fs::remove_file(&perf_map);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stack = stack_from(&report, "jit_leaker");
+    assert_eq!(stack["bytes"], 4444);
+    assert_eq!(stack["frames"][0]["module"], perf_map);
+    assert_eq!(stack["frames"][1]["function"], "main");
+    assert_eq!(stack["frames"][1]["line"], line_of("jit", "sink = jitted()"));
+    assert_no_probes_left();
+}
+
+#[test]
+fn non_pie_executables_are_named() {
+    let _serial = serial();
+    let binary = build_variant("leaky.c", "leaky_no_pie", "cc", &["-O0", "-g", "-fno-omit-frame-pointer", "-no-pie"], &[]);
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_leaky_named(&report);
+    // Loaded at its link address: the address is the file's virtual address, not relocated.
+    let frame = &stack_from(&report, "leak_with_malloc")["frames"][0];
+    let address = u64::from_str_radix(frame["address"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!((0x400000..0x1000000).contains(&address), "{frame:#}");
+    assert_no_probes_left();
+}
+
+#[test]
+fn frames_in_a_shared_library_are_named() {
+    let _serial = serial();
+    let flags = ["-O0", "-g", "-fno-omit-frame-pointer"];
+    let library = build_variant("libleak.c", "libleak.so", "cc", &[&flags[..], &["-shared", "-fPIC"]].concat(), &[]);
+    let directory = library.parent().unwrap().display().to_string();
+    let rpath = format!("-Wl,-rpath,{directory}");
+    let binary = build_variant("uses_lib.c", "uses_lib", "cc", &flags, &[library.to_str().unwrap(), &rpath]);
+    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stack = stack_from(&report, "leak_in_library");
+    assert_eq!(stack["bytes"], 2468);
+    assert_eq!(stack["frames"][0]["module"], library.to_str().unwrap());
+    assert_eq!(stack["frames"][0]["line"], line_of("libleak", "malloc(2468)"));
+    assert_eq!(stack["frames"][0]["file"], source_path("libleak.c"));
+    assert_eq!(stack["frames"][1]["function"], "main");
+    assert_eq!(stack["frames"][1]["module"], binary.to_str().unwrap());
+    assert_no_probes_left();
+}

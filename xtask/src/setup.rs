@@ -21,6 +21,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libmimalloc-dev", "/usr/lib/x86_64-linux-gnu/libmimalloc.so"),
     // The leak-kind tests compare memtrace's numbers with valgrind memcheck's.
     ("valgrind", "/usr/bin/valgrind"),
+    // The formats tests decode memtrace's pprof output independently: protoc compiles
+    // memtrace/proto/profile.proto for the Python protobuf package.
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    ("python3-protobuf", "/usr/lib/python3/dist-packages/google/protobuf/__init__.py"),
+    // Stripped binaries with separate debug files for the symbolization tests (objcopy, strip).
+    ("binutils", "/usr/bin/objcopy"),
 ];
 
 pub fn ensure() -> Result<()> {

@@ -118,6 +118,9 @@ mod tests {
             unavailable: None,
             leak_kind: kind,
             suppressed_by: None,
+            growth: None,
+            total_allocated_bytes: 0,
+            total_allocations: 0,
         }
     }
 

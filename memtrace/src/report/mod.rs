@@ -1,7 +1,12 @@
 //! The `Report`: the one value every output format renders. The JSON format is this value
 //! serialized, so a saved report can be loaded back and rendered again.
+mod folded;
 mod json;
 mod junit;
+mod pprof;
+mod profile_proto;
+mod render;
+mod svg;
 mod text;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +15,8 @@ use std::collections::HashMap;
 
 use crate::{
     allocator::is_dynamic_loader,
+    cli::SortBy,
+    growth::{Growth, GrowthTracker},
     heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
     probes::{KernelCounters, ProgramCost},
     reachability::{LeakKind, LeakKinds},
@@ -21,7 +28,7 @@ pub use leaks::{CheckSummary, LeakSummary, ScanTiming};
 mod leaks;
 
 pub use json::render as render_json;
-pub use junit::render as render_junit;
+pub use render::{RenderOptions, render};
 pub use text::render as render_text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +63,10 @@ pub struct Report {
     /// How long the reachability scans took, when there were any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanTiming>,
+    /// Stacks that allocated during the trace and hold nothing at its end (everything they
+    /// allocated was freed), most bytes allocated first: pprof's `alloc_space` needs them.
+    #[serde(default)]
+    pub released_stacks: Vec<Stack>,
     /// What memtrace itself used, up to the report.
     #[serde(default)]
     pub agent: AgentUsage,
@@ -276,6 +287,12 @@ pub struct Stack {
     pub bytes: u64,
     /// Blocks (or mappings, or break increments) held.
     pub allocations: u64,
+    /// Bytes this stack allocated during the whole trace, freed or not (break growth: 0).
+    #[serde(default)]
+    pub total_allocated_bytes: u64,
+    /// Allocations (or mappings) it made during the whole trace, freed or not.
+    #[serde(default)]
+    pub total_allocations: u64,
     pub pid: u32,
     /// Innermost first: frame 0 is the code that called the allocator.
     pub frames: Vec<ReportFrame>,
@@ -288,6 +305,9 @@ pub struct Stack {
     /// The suppression that matched this stack (`--suppressions`, or a built-in one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed_by: Option<String>,
+    /// With `--interval`: how its outstanding bytes moved from interval to interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth: Option<Growth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +354,14 @@ pub struct ReportInput<'a> {
     pub window: Window,
     /// Keep only this many stacks.
     pub top: Option<usize>,
+    /// Which stacks come first (and are kept by `top`).
+    pub sort: SortBy,
+    /// `--older-than`: count only blocks allocated before this CLOCK_MONOTONIC time.
+    pub allocated_before_ns: Option<u64>,
+    /// Interval samples taken (`--interval`), and each stack's growth over them.
+    pub growth: &'a GrowthTracker,
+    /// Fill in `released_stacks` (JSON and pprof show them; text, folded and svg do not).
+    pub with_released: bool,
     /// The allocator's numbers were added up in the kernel (`--combined`).
     pub combined: bool,
 }
@@ -351,11 +379,28 @@ impl Report {
         // Memory outside malloc is named first, whatever --top says: what the dynamic loader
         // mapped (the libraries) is set apart from what the program mapped.
         let mut loader_bytes: HashMap<u32, u64> = HashMap::new();
+        let mut allocated = input.heap.allocated_by_stack();
+        let growth = input.growth.growth();
+        let intervals = input.growth.intervals();
+        let growth_of = |tgid: u32, stack_id: i32, kind: MemoryKind| GrowthTracker::of(&growth, intervals, (tgid, stack_id, kind));
+        let outstanding = match input.allocated_before_ns {
+            Some(cutoff) => {
+                // A stack left out for being too young still holds memory: not "released".
+                for total in input.heap.by_stack() {
+                    allocated.remove(&(total.tgid, total.stack_id, total.kind));
+                }
+                input.heap.by_stack_allocated_before(cutoff)
+            }
+            None => input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr)),
+        };
         let mut stacks = Vec::new();
         let mut heap_stacks = Vec::new();
-        let totals = input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr));
-        let leaks = input.leaks.any().then(|| LeakSummary::of(&totals, input.leaks));
-        for total in totals {
+        let leaks = input
+            .leaks
+            .any()
+            .then(|| LeakSummary::of(&input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr)), input.leaks));
+        let mut heap_made = HashMap::new();
+        for total in outstanding {
             if total.kind == MemoryKind::Heap {
                 heap_stacks.push(total);
                 continue;
@@ -366,37 +411,55 @@ impl Report {
                 *loader_bytes.entry(total.tgid).or_default() += total.bytes;
                 continue;
             }
+            let made = allocated.remove(&(total.tgid, total.stack_id, total.kind)).unwrap_or_default();
             stacks.push(Stack {
                 kind: total.kind.into(),
                 bytes: total.bytes,
                 allocations: total.allocations,
+                total_allocated_bytes: made.bytes,
+                total_allocations: made.count,
                 pid: total.tgid,
                 frames,
                 unavailable,
                 leak_kind: None,
                 suppressed_by: None,
+                growth: growth_of(total.tgid, total.stack_id, total.kind),
             });
         }
         let stacks_total = (stacks.len() + heap_stacks.len()) as u64;
+        for total in &heap_stacks {
+            // Taken out here, shown or not: what is left allocated and holds nothing.
+            let made = allocated.remove(&(total.tgid, total.stack_id, total.kind)).unwrap_or_default();
+            heap_made.insert((total.tgid, total.stack_id), made);
+        }
         let top = input.top.unwrap_or(usize::MAX);
         // Only the stacks shown are symbolized.
-        stacks.sort_by_key(|stack| std::cmp::Reverse(stack.bytes));
+        if input.sort == SortBy::Count {
+            heap_stacks.sort_by(|a, b| b.allocations.cmp(&a.allocations).then(b.bytes.cmp(&a.bytes)));
+        }
+        sort_stacks(&mut stacks, input.sort);
         stacks.truncate(top);
         for total in heap_stacks.into_iter().take(top) {
             let (frames, unavailable) = resolve(total.tgid, total.stack_id);
+            let made = heap_made.get(&(total.tgid, total.stack_id)).copied().unwrap_or_default();
             stacks.push(Stack {
                 kind: Kind::Heap,
                 bytes: total.bytes,
                 allocations: total.allocations,
+                total_allocated_bytes: made.bytes,
+                total_allocations: made.count,
                 pid: total.tgid,
                 frames,
                 unavailable,
                 leak_kind: total.leak,
                 suppressed_by: None,
+                growth: growth_of(total.tgid, total.stack_id, total.kind),
             });
         }
-        stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations)));
+        sort_stacks(&mut stacks, input.sort);
         stacks.truncate(top);
+        // Symbolizing them costs time: only for the formats that show them.
+        let released_stacks = if input.with_released { released(allocated, top, &mut resolve) } else { Vec::new() };
 
         let counts_of = |totals: ProcessTotals, loader: u64| Counts {
             mmap_bytes: totals.mmap_bytes.saturating_sub(loader),
@@ -450,10 +513,55 @@ impl Report {
             },
             processes,
             stacks,
+            released_stacks,
             agent: AgentUsage::of_this_process(),
             kernel_programs: Vec::new(),
             check: None,
             scan: input.leaks.any().then(|| ScanTiming::of(input.leaks)),
         }
+    }
+}
+
+/// The stacks that allocated and hold nothing at the end, most bytes allocated first, the
+/// first `top` of them symbolized. What the dynamic loader mapped is left out, as above.
+fn released(
+    allocated: HashMap<(u32, i32, MemoryKind), crate::allocated::Allocated>,
+    top: usize,
+    resolve: &mut impl FnMut(u32, i32) -> (Vec<ReportFrame>, Option<String>),
+) -> Vec<Stack> {
+    let mut made: Vec<_> = allocated.into_iter().filter(|(_, made)| made.count > 0).collect();
+    made.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(b.1.count.cmp(&a.1.count)).then(a.0.cmp(&b.0)));
+    let mut stacks = Vec::new();
+    for ((tgid, stack_id, kind), made) in made {
+        if stacks.len() >= top {
+            break;
+        }
+        let (frames, unavailable) = resolve(tgid, stack_id);
+        let module = frames.first().and_then(|frame| frame.module.as_deref());
+        if kind != MemoryKind::Heap && module.is_some_and(is_dynamic_loader) {
+            continue;
+        }
+        stacks.push(Stack {
+            kind: kind.into(),
+            bytes: 0,
+            allocations: 0,
+            total_allocated_bytes: made.bytes,
+            total_allocations: made.count,
+            pid: tgid,
+            frames,
+            unavailable,
+            growth: None,
+            leak_kind: None,
+            suppressed_by: None,
+        });
+    }
+    stacks
+}
+
+/// Most bytes first, or most allocations first (`--sort count`); the other breaks ties.
+pub fn sort_stacks(stacks: &mut [Stack], sort: SortBy) {
+    match sort {
+        SortBy::Bytes => stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations))),
+        SortBy::Count => stacks.sort_by(|a, b| b.allocations.cmp(&a.allocations).then(b.bytes.cmp(&a.bytes))),
     }
 }

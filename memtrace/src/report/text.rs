@@ -41,11 +41,12 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         };
         writeln!(
             out,
-            "#{}: {}{what} in {} (pid {})",
+            "#{}: {}{what} in {} (pid {}){}",
             rank + 1,
             bytes(stack.bytes),
             plural(stack.allocations, unit),
-            stack.pid
+            stack.pid,
+            stack.growth.map(growth_note).unwrap_or_default(),
         )?;
         if let Some(by) = &stack.suppressed_by {
             writeln!(out, "    (suppressed by {by})")?;
@@ -131,6 +132,12 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         lost.argument_unreadable,
         lost.malformed,
     )
+}
+
+/// Interval growth after a stack's headline; leak suspects stand out.
+fn growth_note(growth: crate::growth::Growth) -> String {
+    let mark = if growth.leak_suspect { "LEAK SUSPECT: " } else { "" };
+    format!(" [{mark}grew in {} of {} intervals]", growth.grew_in, growth.intervals)
 }
 
 fn ending(exit_code: Option<i32>, signal: Option<i32>, exited: bool) -> String {

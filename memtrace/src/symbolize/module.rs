@@ -1,8 +1,15 @@
 //! One object file (executable or library) opened for symbolization: its loadable segments, to
 //! turn file offsets into ELF addresses, and addr2line's loader for DWARF and symbol tables.
-use std::{borrow::Cow, fs::File, os::fd::AsRawFd, path::PathBuf};
+use std::{
+    borrow::Cow,
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
 
-use object::{Object, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind};
+
+use super::debuginfo::{self, DebugLinks};
 
 /// A source-level frame at one address; several for inlined calls, innermost first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +31,11 @@ pub struct Module {
 
 impl Module {
     /// Opens a module through a file handle taken while the target was alive, so that a
-    /// deleted file or an exited process still symbolizes.
-    pub fn open(file: &File) -> Result<Self, String> {
+    /// deleted file or an exited process still symbolizes. `module_path` is where the process
+    /// mapped it from: a stripped module's separate debug file is looked for from there (by
+    /// build-id first, under `debug_dirs`).
+    pub fn open(file: &File, module_path: &str, debug_dirs: &[PathBuf]) -> Result<Self, String> {
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        let loader = addr2line::Loader::new(&path).map_err(|error| error.to_string())?;
         let reader = File::open(&path).map_err(|error| error.to_string())?;
         let cache = ReadCache::new(reader);
         let elf = object::File::parse(&cache).map_err(|error| error.to_string())?;
@@ -38,15 +46,16 @@ impl Module {
                 (offset, size, segment.address())
             })
             .collect();
-        let mut symbols: Vec<(u64, u64, String)> = elf
-            .symbols()
-            .chain(elf.dynamic_symbols())
-            .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.size() > 0)
-            .filter_map(|symbol| {
-                let name = symbol.name().ok()?;
-                Some((symbol.address(), symbol.address() + symbol.size(), name.to_owned()))
-            })
-            .collect();
+        let mut symbols = function_symbols(&elf);
+        let has_dwarf = elf.section_by_name(".debug_info").is_some_and(|section| section.size() > 0);
+        let debug_file =
+            if has_dwarf { None } else { debuginfo::find(&DebugLinks::read(&elf), module_path, debug_dirs) };
+        if let Some(debug_file) = &debug_file {
+            log::debug!("debug info of {module_path} from {}", debug_file.display());
+            // Its symbol table has the static functions the stripped module lost.
+            symbols.extend(symbols_of_file(debug_file));
+        }
+        let loader = addr2line::Loader::new(debug_file.as_deref().unwrap_or(&path)).map_err(|error| error.to_string())?;
         symbols.sort();
         symbols.dedup_by_key(|symbol| symbol.0);
         Ok(Self { loader, segments, symbols })
@@ -93,4 +102,22 @@ impl Module {
         let (_, end, name) = &self.symbols[index];
         (address < *end).then_some(name.as_str())
     }
+}
+
+/// Function symbols as (start, end, name), from the symbol table and the dynamic one.
+fn function_symbols<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>) -> Vec<(u64, u64, String)> {
+    elf.symbols()
+        .chain(elf.dynamic_symbols())
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.size() > 0)
+        .filter_map(|symbol| {
+            let name = symbol.name().ok()?;
+            Some((symbol.address(), symbol.address() + symbol.size(), name.to_owned()))
+        })
+        .collect()
+}
+
+fn symbols_of_file(path: &Path) -> Vec<(u64, u64, String)> {
+    let Ok(file) = File::open(path) else { return Vec::new() };
+    let cache = ReadCache::new(file);
+    object::File::parse(&cache).map(|elf| function_symbols(&elf)).unwrap_or_default()
 }

@@ -1,0 +1,106 @@
+//! Collapsed stacks ("folded"): one line per stack, frames root first joined by `;`, then a
+//! space and the weight. The input flamegraph.pl, inferno and speedscope read as is.
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    path::Path,
+};
+
+use super::{Kind, Report, ReportFrame, Stack};
+use crate::cli::Weight;
+
+pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    for line in lines(report, weight, top) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// The folded lines, sorted. Stacks that differ only in addresses (the same functions reached
+/// from different call sites in one function) fold into one line with their weights summed.
+pub fn lines(report: &Report, weight: Weight, top: Option<usize>) -> Vec<String> {
+    let several_processes = report.processes.len() > 1;
+    let mut folded: BTreeMap<String, u64> = BTreeMap::new();
+    for stack in report.stacks.iter().take(top.unwrap_or(usize::MAX)) {
+        let value = match weight {
+            Weight::Bytes => stack.bytes,
+            Weight::Allocations => stack.allocations,
+        };
+        if value == 0 {
+            continue;
+        }
+        *folded.entry(path(stack, several_processes)).or_default() += value;
+    }
+    folded.into_iter().map(|(path, value)| format!("{path} {value}")).collect()
+}
+
+/// Root first: the process (when there are several), the kind of memory (when not the heap),
+/// then the frames from the outermost in.
+fn path(stack: &Stack, several_processes: bool) -> String {
+    let mut names = Vec::new();
+    if several_processes {
+        names.push(format!("pid {}", stack.pid));
+    }
+    match stack.kind {
+        Kind::Heap => {}
+        Kind::Mmap => names.push("[mmap]".to_owned()),
+        Kind::Shm => names.push("[shared memory]".to_owned()),
+        Kind::Brk => names.push("[brk]".to_owned()),
+    }
+    if stack.frames.is_empty() {
+        names.push("[stack unavailable]".to_owned());
+    }
+    names.extend(stack.frames.iter().rev().map(frame_name));
+    names.join(";")
+}
+
+/// A frame's name: its function, or where it is (module+offset, or the bare address) so that
+/// it never vanishes. `;` separates frames and a newline ends the line: neither may appear.
+pub fn frame_name(frame: &ReportFrame) -> String {
+    let name = match (&frame.function, &frame.module, &frame.module_offset) {
+        (Some(function), _, _) => function.clone(),
+        (None, Some(module), Some(offset)) => format!("{}+{offset}", basename(module)),
+        (None, _, _) => frame.address.clone(),
+    };
+    name.replace([';', '\n'], ":")
+}
+
+fn basename(path: &str) -> &str {
+    Path::new(path).file_name().and_then(|name| name.to_str()).unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: Option<&str>, address: &str) -> ReportFrame {
+        ReportFrame {
+            address: address.into(),
+            function: function.map(str::to_owned),
+            file: None,
+            line: None,
+            module: Some("/usr/lib/libc.so.6".into()),
+            module_offset: Some("0x2724a".into()),
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn frames_go_root_first_and_unnamed_ones_keep_their_place() {
+        let stack = Stack {
+            kind: Kind::Mmap,
+            bytes: 4096,
+            allocations: 1,
+            total_allocated_bytes: 4096,
+            total_allocations: 1,
+            pid: 9,
+            frames: vec![frame(Some("grab;it"), "0x1"), frame(Some("main"), "0x2"), frame(None, "0x3")],
+            unavailable: None,
+            growth: None,
+            leak_kind: None,
+            suppressed_by: None,
+        };
+        assert_eq!(path(&stack, false), "[mmap];libc.so.6+0x2724a;main;grab:it");
+        assert_eq!(path(&stack, true), "pid 9;[mmap];libc.so.6+0x2724a;main;grab:it");
+    }
+}

@@ -1,0 +1,197 @@
+//! pprof: a gzipped profile.proto with what each stack holds at the end (`inuse_space`,
+//! `inuse_objects`) and everything it allocated during the trace (`alloc_space`,
+//! `alloc_objects`), with functions, locations (inline chains as several lines of one
+//! location), lines and mappings, so that pprof, Pyroscope, Grafana and speedscope show
+//! function, file and line.
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
+
+use flate2::{Compression, write::GzEncoder};
+use prost::Message;
+
+use super::{
+    Kind, Report, ReportFrame, Stack,
+    profile_proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType},
+};
+
+/// The sample types, in the order of every sample's values (Go's heap profiles use this order).
+pub const SAMPLE_TYPES: [(&str, &str); 4] =
+    [("alloc_objects", "count"), ("alloc_space", "bytes"), ("inuse_objects", "count"), ("inuse_space", "bytes")];
+
+pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let profile = build(report);
+    let mut gzip = GzEncoder::new(out, Compression::default());
+    gzip.write_all(&profile.encode_to_vec())?;
+    gzip.finish()?;
+    Ok(())
+}
+
+pub fn build(report: &Report) -> Profile {
+    let mut builder = Builder::default();
+    builder.string(""); // index 0 is the empty string
+    let sample_type = SAMPLE_TYPES
+        .iter()
+        .map(|(kind, unit)| ValueType { r#type: builder.string(kind), unit: builder.string(unit) })
+        .collect();
+    let samples: Vec<Sample> =
+        report.stacks.iter().chain(&report.released_stacks).map(|stack| builder.sample(stack)).collect();
+    let comment = vec![
+        builder.string(&format!("memtrace {}", report.memtrace_version)),
+        builder.string(&report.target.command.join(" ")),
+    ];
+    let period_type = Some(ValueType { r#type: builder.string("space"), unit: builder.string("bytes") });
+    let default_sample_type = builder.string("inuse_space");
+    let mut mappings: Vec<Mapping> = builder.mappings.into_values().collect();
+    mappings.sort_by_key(|mapping| mapping.id);
+    Profile {
+        sample_type,
+        sample: samples,
+        mapping: mappings,
+        location: builder.locations,
+        function: builder.functions,
+        string_table: builder.strings,
+        duration_nanos: (report.duration_seconds * 1e9) as i64,
+        period_type,
+        period: 1,
+        comment,
+        default_sample_type,
+    }
+}
+
+/// Interns strings, functions, mappings and locations, each given an id on first sight.
+#[derive(Default)]
+struct Builder {
+    strings: Vec<String>,
+    string_ids: HashMap<String, i64>,
+    functions: Vec<Function>,
+    function_ids: HashMap<(String, Option<String>), u64>,
+    /// By (pid, module path, load base).
+    mappings: HashMap<(u32, String, u64), Mapping>,
+    locations: Vec<Location>,
+    location_ids: HashMap<(u32, u64), u64>,
+}
+
+impl Builder {
+    fn string(&mut self, text: &str) -> i64 {
+        if let Some(&id) = self.string_ids.get(text) {
+            return id;
+        }
+        let id = self.strings.len() as i64;
+        self.strings.push(text.to_owned());
+        self.string_ids.insert(text.to_owned(), id);
+        id
+    }
+
+    fn sample(&mut self, stack: &Stack) -> Sample {
+        let mut location_id = Vec::new();
+        // A location ends at a frame that was not inlined: the frames before it (same address)
+        // were inlined into it.
+        let mut chain: Vec<&ReportFrame> = Vec::new();
+        for frame in &stack.frames {
+            chain.push(frame);
+            if !frame.inlined {
+                location_id.push(self.location(stack.pid, &chain));
+                chain.clear();
+            }
+        }
+        if !chain.is_empty() {
+            location_id.push(self.location(stack.pid, &chain));
+        }
+        if stack.frames.is_empty() {
+            location_id.push(self.pseudo_location("[stack unavailable]"));
+        }
+        let kind = match stack.kind {
+            Kind::Heap => "heap",
+            Kind::Mmap => "mmap",
+            Kind::Shm => "shm",
+            Kind::Brk => "brk",
+        };
+        let label = vec![
+            Label { key: self.string("pid"), num: i64::from(stack.pid), ..Label::default() },
+            Label { key: self.string("kind"), str: self.string(kind), ..Label::default() },
+        ];
+        Sample {
+            location_id,
+            value: vec![
+                stack.total_allocations as i64,
+                stack.total_allocated_bytes as i64,
+                stack.allocations as i64,
+                stack.bytes as i64,
+            ],
+            label,
+        }
+    }
+
+    /// The location of one address: its inline chain, innermost first, as lines.
+    fn location(&mut self, pid: u32, chain: &[&ReportFrame]) -> u64 {
+        let Some(outer) = chain.last() else { return 0 };
+        let address = parse_hex(&outer.address);
+        if let Some(&id) = self.location_ids.get(&(pid, address)) {
+            return id;
+        }
+        let line = chain
+            .iter()
+            .filter_map(|frame| {
+                let function = frame.function.as_deref()?;
+                let function_id = self.function(function, frame.file.as_deref());
+                Some(Line { function_id, line: frame.line.map_or(0, i64::from) })
+            })
+            .collect();
+        let mapping_id = self.mapping(pid, address, chain);
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(Location { id, mapping_id, address, line });
+        self.location_ids.insert((pid, address), id);
+        id
+    }
+
+    /// A location that stands for something other than code (a stack that was not captured).
+    fn pseudo_location(&mut self, name: &str) -> u64 {
+        let function_id = self.function(name, None);
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(Location { id, mapping_id: 0, address: 0, line: vec![Line { function_id, line: 0 }] });
+        id
+    }
+
+    fn function(&mut self, name: &str, file: Option<&str>) -> u64 {
+        let key = (name.to_owned(), file.map(str::to_owned));
+        if let Some(&id) = self.function_ids.get(&key) {
+            return id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        let name = self.string(name);
+        let filename = file.map_or(0, |file| self.string(file));
+        self.functions.push(Function { id, name, system_name: name, filename });
+        self.function_ids.insert(key, id);
+        id
+    }
+
+    /// The mapping of the module a frame is in, grown to cover `address`. The report keeps each
+    /// frame's offset in its file, so the load base (address minus offset) identifies it.
+    fn mapping(&mut self, pid: u32, address: u64, chain: &[&ReportFrame]) -> u64 {
+        let Some(outer) = chain.last() else { return 0 };
+        let (Some(module), Some(offset)) = (&outer.module, &outer.module_offset) else { return 0 };
+        let base = address.saturating_sub(parse_hex(offset));
+        let next_id = self.mappings.len() as u64 + 1;
+        let filename = self.string(module);
+        let mapping = self.mappings.entry((pid, module.clone(), base)).or_insert_with(|| Mapping {
+            id: next_id,
+            memory_start: base,
+            memory_limit: address + 1,
+            file_offset: 0,
+            filename,
+            ..Mapping::default()
+        });
+        mapping.memory_limit = mapping.memory_limit.max(address + 1);
+        mapping.has_functions |= chain.iter().any(|frame| frame.function.is_some());
+        mapping.has_filenames |= chain.iter().any(|frame| frame.file.is_some());
+        mapping.has_line_numbers |= chain.iter().any(|frame| frame.line.is_some());
+        mapping.has_inline_frames |= chain.len() > 1;
+        mapping.id
+    }
+}
+
+fn parse_hex(text: &str) -> u64 {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap_or(0)
+}

@@ -1,0 +1,41 @@
+//! An interactive flamegraph (SVG) of the folded stacks, drawn by inferno, titled with the
+//! command and the totals.
+use std::io::{self, Write};
+
+use inferno::flamegraph::{
+    self,
+    color::{BasicPalette, Palette},
+};
+
+use super::{Report, folded};
+use crate::cli::Weight;
+
+pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    let lines = folded::lines(report, weight, top);
+    let counts = &report.summary.counts;
+    let mut options = flamegraph::Options::default();
+    options.title = format!("memtrace: {}", report.target.command.join(" "));
+    options.subtitle = Some(format!(
+        "{} bytes in {} allocations outstanding from {} stacks; {} bytes in {} allocations during the trace",
+        counts.outstanding_bytes,
+        counts.outstanding_allocations,
+        report.summary.stacks_total,
+        counts.total_allocated_bytes,
+        counts.total_allocations,
+    ));
+    options.count_name = match weight {
+        Weight::Bytes => "bytes",
+        Weight::Allocations => "allocations",
+    }
+    .to_owned();
+    options.colors = Palette::Basic(BasicPalette::Mem);
+    let drawn = flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut *out);
+    match drawn {
+        // Nothing outstanding: inferno has still written a well-formed SVG that says so.
+        Err(error) if lines.is_empty() && error.kind() == io::ErrorKind::InvalidData => {
+            eprintln!("memtrace: no stack holds memory: the flamegraph is empty");
+            Ok(())
+        }
+        other => other,
+    }
+}
