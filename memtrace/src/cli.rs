@@ -8,6 +8,8 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::reachability::LeakKind;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "memtrace",
@@ -66,6 +68,9 @@ pub struct RunArgs {
     pub report: ReportArgs,
 
     #[command(flatten)]
+    pub check: CheckArgs,
+
+    #[command(flatten)]
     pub trace: TraceArgs,
 
     /// Trace the processes the command forks too, and what they exec, each reported on its own
@@ -89,6 +94,12 @@ pub struct RecordArgs {
     #[arg(short, long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
+    /// At the end of the window, stop the processes (ptrace, every thread) just long enough to
+    /// scan their memory for pointers and tell leak kinds apart, as `run` does at exit; the
+    /// report says how long they were stopped.
+    #[arg(long)]
+    pub scan: bool,
+
     /// Print a text report of the top stacks every DURATION while recording (as memleak does),
     /// on stdout (on stderr when -o is given or the format is not text); the final report
     /// marks the stacks that grew in most intervals as leak suspects. Not with --combined,
@@ -104,7 +115,56 @@ pub struct RecordArgs {
     pub report: ReportArgs,
 
     #[command(flatten)]
+    pub check: CheckArgs,
+
+    #[command(flatten)]
     pub trace: TraceArgs,
+}
+
+/// CI mode and suppressions (see README, "CI leak check").
+#[derive(Debug, Default, Args)]
+pub struct CheckArgs {
+    /// Fail (exit with --exit-code, 23 by default) when unsuppressed leaks of the --fail-on kinds
+    /// exceed --leak-threshold bytes. A target that fails itself keeps its own exit code.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Bytes of failing leaks tolerated by --check (default 0: any leak fails).
+    #[arg(long, value_name = "BYTES", default_value_t = 0, requires = "check")]
+    pub leak_threshold: u64,
+
+    /// Leak kinds that fail --check, comma-separated: definite, indirect, possible, reachable,
+    /// or all. Default: definite,indirect.
+    #[arg(long, value_name = "KINDS", value_parser = parse_fail_on, requires = "check")]
+    pub fail_on: Option<FailOn>,
+
+    /// Exit code of --check when leaks are found (default 23).
+    #[arg(long, value_name = "N", requires = "check", value_parser = clap::value_parser!(u8).range(1..))]
+    pub exit_code: Option<u8>,
+
+    /// Suppressions file in LeakSanitizer's format (`leak:PATTERN` lines, `*` wildcards, `#`
+    /// comments), matched against the function, file and module of every frame; may be given
+    /// more than once. Suppressed stacks stay in the report, marked, and never fail --check.
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Vec<PathBuf>,
+
+    /// Do not apply the built-in suppressions (glibc's stdio buffers, the dynamic loader's
+    /// records and thread-local storage, locale data, libstdc++'s emergency pool).
+    #[arg(long)]
+    pub no_builtin_suppressions: bool,
+
+    /// Write a suppressions file that would silence this report's failing leaks to FILE (`-`
+    /// for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub print_suppressions: Option<PathBuf>,
+}
+
+/// The leak kinds `--fail-on` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailOn(pub Vec<LeakKind>);
+
+fn parse_fail_on(text: &str) -> Result<FailOn, String> {
+    crate::check::parse_fail_on(text).map(FailOn)
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +172,8 @@ pub struct ReportArgs {
     /// Report format: `text` for people, `json` for machines (schema in README; `memtrace
     /// report` renders it again later), `folded` collapsed stacks for flamegraph.pl, inferno and
     /// speedscope, `svg` an interactive flamegraph, `pprof` a gzipped profile.proto for pprof,
-    /// Pyroscope, Grafana and speedscope.
+    /// Pyroscope, Grafana and speedscope, `junit` JUnit XML for CI systems (one failing test case
+    /// per leak stack).
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -271,9 +332,24 @@ impl FaultsArgs {
     pub fn expand(self) -> FaultsShorthand {
         let trace = TraceArgs { faults: true, ..self.trace };
         if self.command.is_empty() {
-            FaultsShorthand::Record(RecordArgs { pids: self.pids, duration: self.duration, interval: None, count: None, report: self.report, trace })
+            FaultsShorthand::Record(RecordArgs {
+                pids: self.pids,
+                duration: self.duration,
+                interval: None,
+                count: None,
+                report: self.report,
+                trace,
+                check: CheckArgs::default(),
+                scan: false,
+            })
         } else {
-            FaultsShorthand::Run(RunArgs { report: self.report, trace, follow_forks: self.follow_forks, command: self.command })
+            FaultsShorthand::Run(RunArgs {
+                report: self.report,
+                trace,
+                follow_forks: self.follow_forks,
+                command: self.command,
+                check: CheckArgs::default(),
+            })
         }
     }
 }
@@ -293,6 +369,8 @@ impl TraceArgs {
 pub enum Format {
     Text,
     Json,
+    /// JUnit XML for CI systems.
+    Junit,
     Folded,
     Svg,
     Pprof,

@@ -80,7 +80,7 @@ mod tests {
     fn sample(bytes: &[(i32, u64)]) -> Vec<StackTotal> {
         bytes
             .iter()
-            .map(|&(stack_id, bytes)| StackTotal { tgid: 1, stack_id, kind: MemoryKind::Heap, bytes, allocations: 1 })
+            .map(|&(stack_id, bytes)| StackTotal { tgid: 1, stack_id, kind: MemoryKind::Heap, leak: None, bytes, allocations: 1 })
             .collect()
     }
 

@@ -7,6 +7,7 @@ use memtrace_common::{Event, EventKind, StackSums, mapping};
 use crate::{
     allocated::{Allocated, AllocatedByStack},
     blocks::{Block, BlockMap},
+    reachability::LeakKind,
     regions::{RegionKind, Regions},
 };
 
@@ -58,6 +59,8 @@ pub struct StackTotal {
     pub tgid: u32,
     pub stack_id: i32,
     pub kind: MemoryKind,
+    /// Heap blocks of a process scanned at its end are split by leak kind; `None` otherwise.
+    pub leak: Option<LeakKind>,
     pub bytes: u64,
     pub allocations: u64,
 }
@@ -338,6 +341,17 @@ impl HeapTable {
         sum
     }
 
+    /// One process's outstanding blocks as (address, size), by address.
+    pub fn blocks_of(&self, tgid: u32) -> Vec<(u64, u64)> {
+        let mut blocks: Vec<(u64, u64)> = self
+            .processes
+            .get(&tgid)
+            .map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)).collect())
+            .unwrap_or_default();
+        blocks.sort_unstable();
+        blocks
+    }
+
     /// Everything allocated during the trace (heap blocks, mappings), freed or not, per
     /// (process, stack, kind); estimated when sampling, the kernel's sums with `--combined`.
     pub fn allocated_by_stack(&self) -> HashMap<(u32, i32, MemoryKind), Allocated> {
@@ -392,18 +406,23 @@ impl HeapTable {
 
     /// Outstanding bytes and blocks (or mappings) per (process, stack, kind), most bytes first.
     pub fn by_stack(&self) -> Vec<StackTotal> {
+        self.by_stack_and_leak(|_, _| None)
+    }
+
+    /// Like [`HeapTable::by_stack`], heap blocks split further by `leak_of(tgid, address)`.
+    pub fn by_stack_and_leak(&self, leak_of: impl Fn(u32, u64) -> Option<LeakKind>) -> Vec<StackTotal> {
         let mut totals: HashMap<(u32, i32, MemoryKind), StackTotal> = HashMap::new();
-        let mut estimates: HashMap<(u32, i32), (f64, f64)> = HashMap::new();
+        let mut estimates: HashMap<(u32, i32, Option<LeakKind>), (f64, f64)> = HashMap::new();
         for (&tgid, process) in &self.processes {
-            for block in process.blocks.values() {
+            for (addr, block) in process.blocks.iter() {
                 let weight = self.scale.weight(block.size);
-                let estimate = estimates.entry((tgid, block.stack_id)).or_default();
+                let estimate = estimates.entry((tgid, block.stack_id, leak_of(tgid, addr))).or_default();
                 estimate.0 += weight * block.size as f64;
                 estimate.1 += weight;
             }
             for &(stack_id, sums) in &process.kernel_sums {
                 if sums.outstanding_blocks > 0 {
-                    let estimate = estimates.entry((tgid, stack_id)).or_default();
+                    let estimate = estimates.entry((tgid, stack_id, None)).or_default();
                     estimate.0 += sums.outstanding_bytes as f64;
                     estimate.1 += sums.outstanding_blocks as f64;
                 }
@@ -418,6 +437,7 @@ impl HeapTable {
                     tgid,
                     stack_id,
                     kind,
+                    leak: None,
                     bytes: 0,
                     allocations: 0,
                 });
@@ -425,16 +445,21 @@ impl HeapTable {
                 total.allocations += 1;
             }
         }
-        let heap = estimates.into_iter().map(|((tgid, stack_id), (bytes, blocks))| StackTotal {
+        let heap = estimates.into_iter().map(|((tgid, stack_id, leak), (bytes, blocks))| StackTotal {
             tgid,
             stack_id,
             kind: MemoryKind::Heap,
+            leak,
             bytes: bytes.round() as u64,
             allocations: blocks.round() as u64,
         });
         let mut totals: Vec<StackTotal> = totals.into_values().chain(heap).collect();
         totals.sort_by(|a, b| {
-            b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations)).then(a.stack_id.cmp(&b.stack_id))
+            b.bytes
+                .cmp(&a.bytes)
+                .then(b.allocations.cmp(&a.allocations))
+                .then(a.stack_id.cmp(&b.stack_id))
+                .then(a.leak.cmp(&b.leak))
         });
         totals
     }
@@ -485,7 +510,7 @@ mod tests {
         assert_eq!(heap.all().outstanding_bytes, 64);
         // realloc(0x10, 128) moving to 0x30 frees the old block and records the new one.
         heap.apply(&event(EventKind::Realloc, 0x30, 128, 0x10, 2));
-        assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, bytes: 128, allocations: 1 }]);
+        assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, leak: None, bytes: 128, allocations: 1 }]);
         // A failed realloc keeps the old block.
         heap.apply(&event(EventKind::Realloc, 0, 1 << 40, 0x30, 3));
         assert_eq!(heap.all().outstanding_bytes, 128);

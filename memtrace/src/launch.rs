@@ -8,7 +8,8 @@
 //! moment that needs probes or a snapshot: a new child (`PTRACE_O_TRACEFORK`/`VFORK`, held
 //! before its first instruction), an exec (a new image may need other probes), an exit (held
 //! before the address space is torn down). Signals pass through unchanged and job-control
-//! stops are kept (`PTRACE_LISTEN`). Threads are not traced: probes cover a whole process.
+//! stops are kept (`PTRACE_LISTEN`). Threads are traced only so that their registers can be
+//! read when they end (roots of the reachability scan); probes cover a whole process.
 //! When the first process exits the thread ends, which detaches any children still running;
 //! if memtrace dies, the kernel detaches them all and they run on.
 use std::{
@@ -23,6 +24,13 @@ use std::{
 
 use thiserror::Error;
 use tokio::sync::mpsc;
+
+use crate::reachability::ThreadState;
+
+/// How long the exit of a process waits for its other threads' exit stops (they were killed
+/// by the same exit_group and stop within microseconds; the bound only guards against a
+/// thread that never does, such as one calling exec).
+const THREADS_EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Debug, Error)]
 pub enum LaunchError {
@@ -65,8 +73,10 @@ pub enum TargetEvent {
     Spawned { pid: u32, parent: Option<u32> },
     /// `pid` replaced its image with exec; held before the new image runs.
     Exec { pid: u32 },
-    /// `pid` is on its way out, its memory still mapped; held.
-    Exiting { pid: u32 },
+    /// `pid` is on its way out, its memory still mapped; held. `threads` holds the registers
+    /// of each of its threads at its end (the others have ended already; their stacks stay
+    /// mapped while this one is held), for the reachability scan.
+    Exiting { pid: u32, threads: Vec<ThreadState> },
     /// `pid` is gone. For the command itself, this is the last event.
     Ended { pid: u32, ending: Ending },
 }
@@ -254,7 +264,8 @@ impl Child {
         }
         close(gate_read);
         close(error_write);
-        let mut options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC;
+        // Threads are traced (TRACECLONE) only to read their registers at their exit stop.
+        let mut options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC | libc::PTRACE_O_TRACECLONE;
         if self.follow_forks {
             options |= libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
         }
@@ -276,15 +287,29 @@ impl Child {
 fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &mpsc::UnboundedSender<TargetEvent>) {
     let mut known: HashSet<libc::pid_t> = HashSet::from([command]);
     let mut parents: HashMap<libc::pid_t, libc::pid_t> = HashMap::new();
+    let mut threads = Threads::default();
     // Reports an event and waits until the caller has acted on it (or is gone).
     let hold = |event: TargetEvent| {
         let _ = events.send(event);
         let _ = control.recv();
     };
     loop {
+        // A process whose exit waits for its threads' exit stops: poll, so that it is let go
+        // when they are all gone or the wait has lasted too long.
+        let waiting = threads.exiting_ready();
+        if let Some(leader) = waiting {
+            hold(TargetEvent::Exiting { pid: leader as u32, threads: threads.take_states(leader) });
+            resume(leader, libc::PTRACE_CONT, 0);
+            continue;
+        }
+        let flags = if threads.any_exiting() { libc::__WALL | libc::WNOHANG } else { libc::__WALL };
         let mut status = 0;
         // SAFETY: waiting for any of our traced processes.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if pid == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            continue;
+        }
         if pid < 0 {
             let error = io::Error::last_os_error();
             match error.raw_os_error() {
@@ -305,6 +330,9 @@ fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &
         };
         if let Some(ending) = ending {
             known.remove(&pid);
+            if threads.ended(pid) {
+                continue; // a thread, not a process
+            }
             let _ = events.send(TargetEvent::Ended { pid: pid as u32, ending });
             if pid == command {
                 return; // ending this thread detaches any children still running
@@ -317,6 +345,11 @@ fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &
         let signal = libc::WSTOPSIG(status);
         let event = status >> 16;
         if known.insert(pid) {
+            if threads.is_new_thread(pid) {
+                // A thread attached at its creation: it runs on untouched.
+                resume(pid, libc::PTRACE_CONT, if event == 0 { signal } else { 0 });
+                continue;
+            }
             // A child attached at its fork, stopped before its first instruction.
             let parent = parents.remove(&pid).or_else(|| parent_of(pid));
             hold(TargetEvent::Spawned { pid: pid as u32, parent: parent.map(|parent| parent as u32) });
@@ -331,12 +364,25 @@ fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &
                 parents.insert(child as libc::pid_t, pid);
                 (libc::PTRACE_CONT, 0)
             }
-            libc::PTRACE_EVENT_EXEC => {
-                hold(TargetEvent::Exec { pid: pid as u32 });
+            libc::PTRACE_EVENT_CLONE => {
+                let mut child: libc::c_ulong = 0;
+                // SAFETY: reading the new thread's id for a process stopped at its clone.
+                unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, pid, 0, &mut child) };
+                threads.cloned(pid, child as libc::pid_t);
+                (libc::PTRACE_CONT, 0)
+            }
+            libc::PTRACE_EVENT_EXIT if threads.is_thread(pid) => {
+                threads.exit_stop(pid);
                 (libc::PTRACE_CONT, 0)
             }
             libc::PTRACE_EVENT_EXIT => {
-                hold(TargetEvent::Exiting { pid: pid as u32 });
+                // Held until its threads have stopped at their exit too (their registers are
+                // roots of the scan); the loop above reports it then.
+                threads.leader_exiting(pid);
+                continue;
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                hold(TargetEvent::Exec { pid: pid as u32 });
                 (libc::PTRACE_CONT, 0)
             }
             // A job-control stop: stay stopped until SIGCONT, as without a tracer.
@@ -347,6 +393,89 @@ fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &
         };
         resume(pid, request, data);
     }
+}
+
+/// The threads of the traced processes (other than each process's main thread), and the
+/// registers of each thread at its end.
+#[derive(Default)]
+struct Threads {
+    /// Live thread id -> its process.
+    group: HashMap<libc::pid_t, libc::pid_t>,
+    /// Process -> each thread's registers at its exit stop.
+    states: HashMap<libc::pid_t, Vec<ThreadState>>,
+    /// Processes whose main thread is at its exit stop, since when.
+    exiting: HashMap<libc::pid_t, std::time::Instant>,
+}
+
+impl Threads {
+    /// `parent` (a thread of some process) created thread `child`.
+    fn cloned(&mut self, parent: libc::pid_t, child: libc::pid_t) {
+        let process = self.group.get(&parent).copied().unwrap_or(parent);
+        if thread_group_of(child).is_none_or(|group| group == process) {
+            self.group.insert(child, process);
+        }
+    }
+
+    /// A tracee never seen before: a thread when its process is another (its first stop may
+    /// come before its creator's clone event).
+    fn is_new_thread(&mut self, tid: libc::pid_t) -> bool {
+        if self.group.contains_key(&tid) {
+            return true;
+        }
+        match thread_group_of(tid) {
+            Some(process) if process != tid => {
+                self.group.insert(tid, process);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn is_thread(&self, tid: libc::pid_t) -> bool {
+        self.group.contains_key(&tid)
+    }
+
+    fn exit_stop(&mut self, tid: libc::pid_t) {
+        if let (Some(&process), Some(state)) = (self.group.get(&tid), ThreadState::of_stopped(tid as u32)) {
+            self.states.entry(process).or_default().push(state);
+        }
+    }
+
+    /// A thread (not a process) ended; true when `tid` was one.
+    fn ended(&mut self, tid: libc::pid_t) -> bool {
+        self.group.remove(&tid).is_some()
+    }
+
+    fn leader_exiting(&mut self, leader: libc::pid_t) {
+        if let Some(state) = ThreadState::of_stopped(leader as u32) {
+            self.states.entry(leader).or_default().push(state);
+        }
+        self.exiting.insert(leader, std::time::Instant::now());
+    }
+
+    fn any_exiting(&self) -> bool {
+        !self.exiting.is_empty()
+    }
+
+    /// A process at its exit whose threads are all gone (or that waited long enough).
+    fn exiting_ready(&mut self) -> Option<libc::pid_t> {
+        let ready = self.exiting.iter().find_map(|(&leader, since)| {
+            let alone = !self.group.values().any(|&process| process == leader);
+            (alone || since.elapsed() > THREADS_EXIT_WAIT).then_some(leader)
+        })?;
+        self.exiting.remove(&ready);
+        Some(ready)
+    }
+
+    fn take_states(&mut self, leader: libc::pid_t) -> Vec<ThreadState> {
+        self.states.remove(&leader).unwrap_or_default()
+    }
+}
+
+/// The process a thread belongs to, from /proc/TID/status.
+fn thread_group_of(tid: libc::pid_t) -> Option<libc::pid_t> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Tgid:"))?.trim().parse().ok()
 }
 
 fn resume(pid: libc::pid_t, request: libc::c_uint, signal: i32) {

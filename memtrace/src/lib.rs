@@ -7,6 +7,7 @@
 pub mod allocated;
 pub mod allocator;
 pub mod blocks;
+pub mod check;
 pub mod cli;
 pub mod events;
 pub mod faults;
@@ -19,6 +20,7 @@ pub mod placement;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;
+pub mod reachability;
 pub mod regions;
 pub mod report;
 pub mod saved_report;

@@ -7,6 +7,7 @@ pub struct Mapping {
     pub start: u64,
     pub end: u64,
     pub readable: bool,
+    pub writable: bool,
     pub executable: bool,
     /// Offset of `start` in the mapped file.
     pub offset: u64,
@@ -65,6 +66,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         readable: perms.first() == Some(&b'r'),
+        writable: perms.get(1) == Some(&b'w'),
         executable: perms.get(2) == Some(&b'x'),
         offset: u64::from_str_radix(offset, 16).ok()?,
         inode: inode.parse().ok()?,
@@ -92,6 +94,7 @@ garbage\n";
         assert!(maps[0].executable && maps[0].is_file());
         assert_eq!(maps[0].path.as_deref(), Some("/usr/bin/my prog"));
         assert_eq!(maps[1].path, None);
+        assert!(maps[1].writable && !maps[0].writable);
         assert!(!maps[1].executable && !maps[1].is_file());
         assert_eq!(maps[2].path.as_deref(), Some("[vdso]"));
         assert!(!maps[2].is_file());

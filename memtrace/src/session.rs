@@ -21,6 +21,7 @@ use tokio::{
 
 use crate::{
     allocator::{self, Allocator, Selection},
+    check::CiSettings,
     cli::{RecordArgs, ReportArgs, RunArgs, TraceArgs},
     events::{EventReader, watch_readable},
     faults::FaultTable,
@@ -31,6 +32,7 @@ use crate::{
     output::{Console, ReportSink},
     preflight,
     probes::{KernelCounters, ProbeSettings, ProgramCost, Probes, Scope},
+    reachability::{self, LeakKinds},
     regions,
     stacks::{self, StackTable},
     status::{self, StatusLine},
@@ -51,6 +53,11 @@ struct Trace {
     events: EventReader,
     stacks: StackTable,
     heap: HeapTable,
+    /// Leak kinds of the blocks of each process scanned at its end.
+    leaks: LeakKinds,
+    /// The report keeps every stack until the CI settings have looked at them (they trim to
+    /// `--top` after).
+    all_stacks: bool,
     symbolizer: Symbolizer,
     counters: KernelCounters,
     /// Events outside [start, end] (CLOCK_MONOTONIC ns, the clock of `bpf_ktime_get_ns`) are
@@ -119,6 +126,8 @@ impl Trace {
             stacks: StackTable::default(),
             heap: args.sample_bytes.map_or_else(HeapTable::new, HeapTable::sampled),
             combined: args.combined,
+            leaks: LeakKinds::default(),
+            all_stacks: false,
             program_costs: Vec::new(),
             symbolizer: Symbolizer::with_debug_dirs(args.debug_dirs.clone()),
             counters: KernelCounters::default(),
@@ -313,10 +322,11 @@ impl Trace {
             duration_seconds: duration.as_secs_f64(),
             allocator: allocator.name().to_owned(),
             heap: &self.heap,
+            leaks: &self.leaks,
             counters: self.counters,
             malformed: self.events.malformed(),
             window: self.window,
-            top: args.top,
+            top: if self.all_stacks { None } else { args.top },
             sort: args.sort,
             allocated_before_ns: self.older_than.map(|age| now.saturating_sub(age.as_nanos() as u64)),
             growth: &self.growth,
@@ -372,6 +382,12 @@ fn warn_about_losses(report: &Report) {
 /// `memtrace run`: returns the exit code memtrace should exit with (the target's).
 pub async fn run(args: RunArgs) -> Result<i32> {
     let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stderr, args.report.format)?;
+    let mut ci = CiSettings::new(&args.check, args.report.format)?;
+    // Leak kinds need every block: a sample or the kernel's sums per stack have no addresses.
+    let scan = every_block(&args.trace);
+    if args.check.check && !scan {
+        bail!("--check needs every block to tell leak kinds apart: leave out --combined and --sample-bytes");
+    }
     let program = launch::resolve_program(Path::new(&args.command[0]))?;
     preflight::check_privileges()?;
     preflight::check_kernel()?;
@@ -380,6 +396,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &selection)?;
     let mut trace = Trace::load(&args.trace, args.follow_forks)?;
+    trace.all_stacks = ci.needs_all_stacks();
     let mut target = launch::launch(&program, &args.command, args.follow_forks)?;
     let main_pid = target.pid;
     trace.attach(&allocator, main_pid)?;
@@ -434,14 +451,18 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     }
                     target.resume();
                 }
-                Some(TargetEvent::Exiting { pid }) => {
+                Some(TargetEvent::Exiting { pid, threads }) => {
                     // Stopped on its way out, memory still mapped: everything it did is in the
-                    // ring buffer, and its mappings can be read one last time.
+                    // ring buffer, and its mappings can be read one last time, and its memory
+                    // scanned for what still points to its blocks.
                     trace.drain();
                     if let Err(error) = trace.symbolizer.snapshot(pid) {
                         log::warn!("cannot read the mappings of process {pid}: {error}");
                     }
                     trace.capture_picture(pid);
+                    if scan {
+                        reachability::scan_into(&mut trace.leaks, pid, &threads, &trace.heap.blocks_of(pid), false);
+                    }
                     target.resume();
                 }
                 Some(TargetEvent::Ended { pid, ending }) => {
@@ -475,7 +496,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         }
     }
     trace.detach(main_pid);
-    let report = trace.report(
+    let mut report = trace.report(
         Mode::Run,
         Target {
             pid: main_pid,
@@ -488,13 +509,21 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         &allocator,
         &args.report,
     );
+    ci.apply(&mut report, args.report.top)?;
     sink.write(&report, &(&args.report).into())?;
-    Ok(ending.map_or(1, Ending::shell_code))
+    Ok(ci.exit_code(ending.map_or(1, Ending::shell_code), &report))
 }
 
 /// `memtrace record`: returns 0, or [`EXIT_TARGET_GONE`] when every target exited first.
 pub async fn record(args: RecordArgs) -> Result<i32> {
     let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stdout, args.report.format)?;
+    if args.check.check && !args.scan {
+        bail!("--check needs leak kinds, which record finds only with --scan: add --scan");
+    }
+    if args.scan && !every_block(&args.trace) {
+        bail!("--scan needs every block to tell leak kinds apart: leave out --combined and --sample-bytes");
+    }
+    let mut ci = CiSettings::new(&args.check, args.report.format)?;
     let mut pids: Vec<u32> = args.pids.iter().map(|pid| pid.get()).collect();
     pids.dedup();
     preflight::check_privileges()?;
@@ -506,6 +535,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         .map(|&pid| allocator::for_process(pid, &selection))
         .collect::<Result<Vec<_>, _>>()?;
     let mut trace = Trace::load(&args.trace, false)?;
+    trace.all_stacks = ci.needs_all_stacks();
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {
         watch_exit(pid, exited_tx.clone())?;
@@ -580,7 +610,26 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     };
     status.clear();
     let duration = started.elapsed();
+    // --scan: each living process is stopped (all its threads) before the window closes, so
+    // the heap table and the memory scanned agree, and let go right after its scan.
+    let mut stopped = Vec::new();
+    if args.scan {
+        for &pid in pids.iter().filter(|pid| !trace.processes[pid].exited) {
+            match reachability::StoppedProcess::stop(pid) {
+                Ok(process) => stopped.push(process),
+                Err(error) => eprintln!("memtrace: warning: no leak kinds for process {pid}: {error}"),
+            }
+        }
+    }
     trace.close_window();
+    trace.drain();
+    for process in stopped {
+        let pid = process.pid();
+        reachability::scan_into(&mut trace.leaks, pid, process.threads(), &trace.heap.blocks_of(pid), true);
+        let stopped_for = process.resume();
+        trace.leaks.stopped(pid, stopped_for);
+        eprintln!("memtrace: process {pid} was stopped for {:.1} ms for the scan", stopped_for.as_secs_f64() * 1e3);
+    }
     for &pid in &pids {
         // Refresh the mappings of the living: libraries loaded during the window get names too.
         if !trace.processes[&pid].exited && let Err(error) = trace.symbolizer.snapshot(pid) {
@@ -595,14 +644,24 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     }
     trace.detach(pids[0]);
     let target = record_target(&trace, pids[0]);
-    let report = trace.report(Mode::Record, target, duration, &allocators[0], &args.report);
+    let mut report = trace.report(Mode::Record, target, duration, &allocators[0], &args.report);
+    ci.apply(&mut report, args.report.top)?;
     sink.write(&report, &(&args.report).into())?;
+    let check_code = ci.exit_code(0, &report);
+    if check_code != 0 {
+        return Ok(check_code);
+    }
     if all_exited {
         let which = if pids.len() == 1 { format!("process {}", pids[0]) } else { "every process".to_owned() };
         eprintln!("memtrace: {which} exited during the trace; the report covers it up to its exit");
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
+}
+
+/// Whether the agent holds every block with its address (not `--combined`, not sampled).
+fn every_block(args: &TraceArgs) -> bool {
+    !args.combined && args.sample_bytes.is_none()
 }
 
 /// The target as `record` reports it: the first process given.

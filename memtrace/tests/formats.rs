@@ -294,11 +294,22 @@ fn run_leaky_fixed(args: &[&str], out: &Path) {
 }
 
 /// The text with what differs between two runs of one program blanked out: pids, the
-/// duration, and the memory picture (the kernel's live figures: PSS depends on who else maps
-/// the same libraries, the cgroup's on everything in it).
+/// duration, and the memory picture's figures (the cgroup's usage moves between runs).
 fn without_run_identity(text: &str) -> String {
     let mut out = String::new();
-    for line in text.lines().take_while(|line| !line.starts_with("Memory of pid ")) {
+    let mut in_memory_picture = false;
+    for line in text.lines() {
+        if line.starts_with("Memory of pid") {
+            in_memory_picture = true;
+            out.push_str("Memory of pid N\n");
+        }
+        if in_memory_picture {
+            if line.is_empty() {
+                in_memory_picture = false;
+            } else {
+                continue;
+            }
+        }
         let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
         for index in 1..words.len() {
             if words[index - 1] == "pid" || words[index - 1] == "(pid" || words[index - 1] == "for" {

@@ -19,6 +19,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libjemalloc-dev", "/usr/lib/x86_64-linux-gnu/libjemalloc.so"),
     ("libgoogle-perftools-dev", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so"),
     ("libmimalloc-dev", "/usr/lib/x86_64-linux-gnu/libmimalloc.so"),
+    // The leak-kind tests compare memtrace's numbers with valgrind memcheck's.
+    ("valgrind", "/usr/bin/valgrind"),
     // The formats tests decode memtrace's pprof output independently: protoc compiles
     // memtrace/proto/profile.proto for the Python protobuf package.
     ("protobuf-compiler", "/usr/bin/protoc"),

@@ -97,6 +97,8 @@ mod tests {
             frames: vec![frame(Some("grab;it"), "0x1"), frame(Some("main"), "0x2"), frame(None, "0x3")],
             unavailable: None,
             growth: None,
+            leak_kind: None,
+            suppressed_by: None,
         };
         assert_eq!(path(&stack, false), "[mmap];libc.so.6+0x2724a;main;grab:it");
         assert_eq!(path(&stack, true), "pid 9;[mmap];libc.so.6+0x2724a;main;grab:it");

@@ -4,6 +4,7 @@ mod faults;
 mod folded;
 mod json;
 mod memory;
+mod junit;
 mod pprof;
 mod profile_proto;
 mod render;
@@ -20,10 +21,15 @@ use crate::{
     growth::{Growth, GrowthTracker},
     heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
     probes::{KernelCounters, ProgramCost},
+    reachability::{LeakKind, LeakKinds},
     symbolize::Frame,
 };
 
 pub use faults::{FaultStack, FaultsSection, ProcessFaults};
+pub use leaks::{CheckSummary, LeakSummary, ScanTiming};
+
+mod leaks;
+
 pub use json::render as render_json;
 pub use render::{RenderOptions, render};
 pub use text::render as render_text;
@@ -54,6 +60,12 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Stacks holding outstanding memory, most bytes first.
     pub stacks: Vec<Stack>,
+    /// `--check`: what failed the check, or that it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSummary>,
+    /// How long the reachability scans took, when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanTiming>,
     /// Stacks that allocated during the trace and hold nothing at its end (everything they
     /// allocated was freed), most bytes allocated first: pprof's `alloc_space` needs them.
     #[serde(default)]
@@ -182,7 +194,7 @@ pub struct ProcessReport {
     pub summary: Counts,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     #[serde(flatten)]
     pub counts: Counts,
@@ -198,6 +210,9 @@ pub struct Summary {
     pub minor_faults: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub major_faults: Option<u64>,
+    /// Leak kinds, when the processes were scanned at their end (run) or `record --scan`.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub leaks: Option<LeakSummary>,
     /// How the allocator's numbers were gathered: `events` (one per call, the default),
     /// `combined` (added up in the kernel) or `sampled`.
     #[serde(default)]
@@ -298,6 +313,12 @@ pub struct Stack {
     /// Why there are no frames, when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// Heap blocks of a scanned process: what still reaches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak_kind: Option<LeakKind>,
+    /// The suppression that matched this stack (`--suppressions`, or a built-in one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
     /// With `--interval`: how its outstanding bytes moved from interval to interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth: Option<Growth>,
@@ -340,6 +361,8 @@ pub struct ReportInput<'a> {
     pub duration_seconds: f64,
     pub allocator: String,
     pub heap: &'a HeapTable,
+    /// Leak kinds of the blocks of the processes scanned.
+    pub leaks: &'a LeakKinds,
     pub counters: KernelCounters,
     pub malformed: u64,
     pub window: Window,
@@ -389,10 +412,14 @@ impl Report {
                 }
                 input.heap.by_stack_allocated_before(cutoff)
             }
-            None => input.heap.by_stack(),
+            None => input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr)),
         };
         let mut stacks = Vec::new();
         let mut heap_stacks = Vec::new();
+        let leaks = input
+            .leaks
+            .any()
+            .then(|| LeakSummary::of(&input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr)), input.leaks));
         let mut heap_made = HashMap::new();
         for total in outstanding {
             if total.kind == MemoryKind::Heap {
@@ -415,6 +442,8 @@ impl Report {
                 pid: total.tgid,
                 frames,
                 unavailable,
+                leak_kind: None,
+                suppressed_by: None,
                 growth: growth_of(total.tgid, total.stack_id, total.kind),
             });
         }
@@ -443,6 +472,8 @@ impl Report {
                 pid: total.tgid,
                 frames,
                 unavailable,
+                leak_kind: total.leak,
+                suppressed_by: None,
                 growth: growth_of(total.tgid, total.stack_id, total.kind),
             });
         }
@@ -498,6 +529,7 @@ impl Report {
                 stacks_total,
                 minor_faults: None,
                 major_faults: None,
+                leaks,
                 collection,
                 sample_bytes,
                 estimated: sample_bytes.is_some(),
@@ -509,6 +541,8 @@ impl Report {
             memory: Vec::new(),
             agent: AgentUsage::of_this_process(),
             kernel_programs: Vec::new(),
+            check: None,
+            scan: input.leaks.any().then(|| ScanTiming::of(input.leaks)),
         }
     }
 }
@@ -542,6 +576,8 @@ fn released(
             frames,
             unavailable,
             growth: None,
+            leak_kind: None,
+            suppressed_by: None,
         });
     }
     stacks

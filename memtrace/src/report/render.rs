@@ -2,7 +2,7 @@
 //! render a `Report` the same way.
 use std::io::{self, Write};
 
-use super::{Report, folded, json, pprof, sort_stacks, svg, text};
+use super::{Report, folded, json, junit, pprof, sort_stacks, svg, text};
 use crate::cli::{Format, ReportArgs, SortBy, Weight};
 
 /// How to render a report: which format, and what the formats that take options were given.
@@ -39,5 +39,6 @@ pub fn render(report: &Report, options: &RenderOptions, out: &mut dyn Write) -> 
         Format::Folded => folded::render(report, options.weight, options.top, out),
         Format::Svg => svg::render(report, options.weight, options.top, out),
         Format::Pprof => pprof::render(report, out),
+        Format::Junit => junit::render(report, out),
     }
 }

@@ -5,6 +5,7 @@ use std::{
 };
 
 use super::{Kind, Mode, Report, ReportFrame};
+use crate::reachability::LeakKind;
 
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
@@ -22,8 +23,16 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         if summary.stacks_total == 1 { "stack" } else { "stacks" },
     )?;
     let shown = top.unwrap_or(DEFAULT_TOP).min(report.stacks.len());
-    for (rank, stack) in report.stacks.iter().take(shown).enumerate() {
+    // Scanned stacks are grouped by leak kind, most serious first, by bytes within a kind.
+    let mut ordered: Vec<&super::Stack> = report.stacks.iter().take(shown).collect();
+    ordered.sort_by_key(|stack| stack.leak_kind.map_or(4, |kind| kind as u8));
+    let mut group = None;
+    for (rank, stack) in ordered.into_iter().enumerate() {
         writeln!(out)?;
+        if stack.leak_kind.is_some() && stack.leak_kind != group {
+            group = stack.leak_kind;
+            writeln!(out, "{}:", capitalized(stack.leak_kind.map_or("", LeakKind::words)))?;
+        }
         let (what, unit) = match stack.kind {
             Kind::Heap => ("", "allocation"),
             Kind::Mmap => (" mapped", "mapping"),
@@ -39,6 +48,9 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
             stack.pid,
             stack.growth.map(growth_note).unwrap_or_default(),
         )?;
+        if let Some(by) = &stack.suppressed_by {
+            writeln!(out, "    (suppressed by {by})")?;
+        }
         if let Some(why) = &stack.unavailable {
             writeln!(out, "    (stack unavailable: {why})")?;
         }
@@ -76,6 +88,29 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         plural(counts.unknown_frees, "free"),
         plural(summary.null_frees, "free"),
     )?;
+    if let Some(leaks) = &summary.leaks {
+        let parts: Vec<String> = LeakKind::ALL
+            .iter()
+            .map(|&kind| {
+                let (bytes_of, blocks) = leaks.of_kind(kind);
+                format!("{} {} in {}", kind.words(), bytes(bytes_of), plural(blocks, "block"))
+            })
+            .collect();
+        writeln!(out, "Leak summary: {}", parts.join(", "))?;
+    }
+    if let Some(check) = &report.check {
+        writeln!(
+            out,
+            "Check: {}: {} in {} {} (threshold {}); {} in {} suppressed",
+            if check.passed { "passed" } else { "FAILED" },
+            bytes(check.failing_bytes),
+            plural(check.failing_blocks, "block"),
+            check.fail_on.iter().map(|kind| kind.words()).collect::<Vec<_>>().join(" or "),
+            bytes(check.leak_threshold),
+            bytes(check.suppressed_bytes),
+            plural(check.suppressed_blocks, "block"),
+        )?;
+    }
     if counts.mmap_bytes + counts.shm_bytes + counts.brk_bytes > 0 {
         writeln!(
             out,
@@ -153,6 +188,11 @@ pub(super) fn frame_line(frame: &ReportFrame) -> String {
         (None, _) => {}
     }
     line
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 fn basename(path: &str) -> &str {

@@ -1,0 +1,334 @@
+//! Leak kinds as valgrind memcheck defines them, computed from words already read: the roots'
+//! words and each outstanding block's contents. Knows nothing about processes, so it is tested
+//! on synthetic memory.
+//!
+//! The algorithm is memcheck's (`mc_leakcheck.c`), so that the numbers agree with valgrind's:
+//! 1. Every aligned word of the roots that points into a block marks it: a pointer to its start
+//!    makes it *still reachable*, a pointer inside it *possibly lost*. Blocks marked are scanned
+//!    in turn: a start pointer from a reachable block makes the target reachable; any other
+//!    pointer from a marked block makes it possibly lost (unless it is reachable already).
+//! 2. The blocks still unmarked are lost. In address order, each one still unmarked is a clique
+//!    leader: every unmarked block reachable from it (by any pointer) is *indirectly lost*. The
+//!    leaders are *definitely lost*. So a lost cycle is one definitely lost block (the lowest
+//!    address) and the rest indirectly lost, as valgrind reports it.
+//!
+//! Not modelled: valgrind's `--leak-check-heuristics` (on by default), which count some
+//! interior pointers as start pointers (std::string, new[] array cookies, length-prefixed
+//! blocks, C++ multiple inheritance). memtrace counts those blocks as possibly lost.
+use serde::{Deserialize, Serialize};
+
+/// What can still reach a block when its process ends, in valgrind's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// No pointer to the block anywhere.
+    DefinitelyLost,
+    /// Only reachable from definitely lost blocks.
+    IndirectlyLost,
+    /// Only pointers into its middle reach it.
+    PossiblyLost,
+    /// A pointer to its start from a root (data, bss, a stack, a register) or a reachable block.
+    StillReachable,
+}
+
+impl LeakKind {
+    pub const ALL: [LeakKind; 4] =
+        [LeakKind::DefinitelyLost, LeakKind::IndirectlyLost, LeakKind::PossiblyLost, LeakKind::StillReachable];
+
+    /// The name used in reports and on the command line (`definitely_lost`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            LeakKind::DefinitelyLost => "definitely_lost",
+            LeakKind::IndirectlyLost => "indirectly_lost",
+            LeakKind::PossiblyLost => "possibly_lost",
+            LeakKind::StillReachable => "still_reachable",
+        }
+    }
+
+    /// For people: "definitely lost".
+    pub fn words(self) -> &'static str {
+        match self {
+            LeakKind::DefinitelyLost => "definitely lost",
+            LeakKind::IndirectlyLost => "indirectly lost",
+            LeakKind::PossiblyLost => "possibly lost",
+            LeakKind::StillReachable => "still reachable",
+        }
+    }
+
+    /// Parses a name as written on the command line: `definite`, `definitely_lost`,
+    /// `definitely-lost` (valgrind's short names work too).
+    pub fn parse(text: &str) -> Option<LeakKind> {
+        match text.trim().replace('-', "_").as_str() {
+            "definite" | "definitely_lost" => Some(LeakKind::DefinitelyLost),
+            "indirect" | "indirectly_lost" => Some(LeakKind::IndirectlyLost),
+            "possible" | "possibly_lost" => Some(LeakKind::PossiblyLost),
+            "reachable" | "still_reachable" => Some(LeakKind::StillReachable),
+            _ => None,
+        }
+    }
+}
+
+/// Where a block lies in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub addr: u64,
+    pub size: u64,
+    /// An address inside the block that is not a pointer to it: the header of the allocator's
+    /// next chunk, which overlaps the block's last bytes (glibc lends a chunk's first word to
+    /// the block before it). The allocator's own records (glibc's `main_arena` in libc's data:
+    /// the top chunk, free lists) point there; valgrind, which replaces the allocator, never
+    /// sees them.
+    pub next_chunk: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum State {
+    Unreached,
+    Indirect,
+    Possible,
+    Reachable,
+}
+
+/// The first pointer that marked a block from the roots, for `-vv` (why is this block not
+/// lost?).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Witness {
+    /// Register `index` (in [`crate::reachability::ThreadState::registers`]) of thread `tid`.
+    Register { tid: u32, index: usize },
+    /// The root word at this address.
+    Root(u64),
+    /// A word of this block (by index).
+    Block(usize),
+}
+
+/// Marks blocks from roots, then classifies. Blocks must be sorted by address and disjoint.
+pub struct Classifier<'a> {
+    blocks: &'a [Extent],
+    state: Vec<State>,
+    pending: Vec<usize>,
+    witness: Vec<Option<Witness>>,
+}
+
+impl<'a> Classifier<'a> {
+    pub fn new(blocks: &'a [Extent]) -> Self {
+        debug_assert!(blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr), "blocks sorted by address");
+        let none = vec![None; blocks.len()];
+        Self { blocks, state: vec![State::Unreached; blocks.len()], pending: Vec::new(), witness: none }
+    }
+
+    /// A register's value.
+    pub fn root_register(&mut self, word: u64, tid: u32, index: usize) {
+        self.mark(word, true, Witness::Register { tid, index });
+    }
+
+    /// Every aligned 8-byte word of `bytes`, read at `addr` (8-aligned) in the target, is a root.
+    pub fn root_bytes(&mut self, bytes: &[u8], addr: u64) {
+        for (index, word) in words(bytes).enumerate() {
+            self.mark(word, true, Witness::Root(addr + 8 * index as u64));
+        }
+    }
+
+    /// Like [`Classifier::classify`], and says what first marked each block (for `-vv`: why is
+    /// this block not lost?).
+    pub fn classify_with_witnesses<'c>(
+        mut self,
+        contents: impl Fn(usize) -> &'c [u8],
+    ) -> (Vec<LeakKind>, Vec<Option<Witness>>) {
+        self.mark_from_blocks(&contents);
+        let witness = std::mem::take(&mut self.witness);
+        (self.classify(contents), witness)
+    }
+
+    fn mark_from_blocks<'c>(&mut self, contents: &impl Fn(usize) -> &'c [u8]) {
+        while let Some(index) = self.pending.pop() {
+            let definite = self.state[index] == State::Reachable;
+            for word in words(contents(index)) {
+                self.mark(word, definite, Witness::Block(index));
+            }
+        }
+    }
+
+    /// Finishes marking from the roots and classifies every block; `contents(i)` is block i's
+    /// bytes (as many as could be read; a block that could not be read points nowhere).
+    pub fn classify<'c>(mut self, contents: impl Fn(usize) -> &'c [u8]) -> Vec<LeakKind> {
+        // Phase 1: from the roots, through reachable and possibly lost blocks.
+        self.mark_from_blocks(&contents);
+        // Phase 2: cliques of lost blocks, leaders in address order.
+        for leader in 0..self.blocks.len() {
+            if self.state[leader] != State::Unreached {
+                continue;
+            }
+            self.pending.push(leader);
+            while let Some(index) = self.pending.pop() {
+                for word in words(contents(index)) {
+                    if let Some(target) = self.block_at(word)
+                        && target != leader
+                        && self.state[target] == State::Unreached
+                    {
+                        self.state[target] = State::Indirect;
+                        self.pending.push(target);
+                    }
+                }
+            }
+        }
+        self.state
+            .into_iter()
+            .map(|state| match state {
+                State::Unreached => LeakKind::DefinitelyLost,
+                State::Indirect => LeakKind::IndirectlyLost,
+                State::Possible => LeakKind::PossiblyLost,
+                State::Reachable => LeakKind::StillReachable,
+            })
+            .collect()
+    }
+
+    /// A pointer `word` found in a root (`definite`) or in a block of the given state.
+    fn mark(&mut self, word: u64, definite: bool, witness: Witness) {
+        let Some(target) = self.block_at(word) else { return };
+        self.witness[target].get_or_insert(witness);
+        let state = &mut self.state[target];
+        if *state == State::Reachable {
+            return;
+        }
+        let to_start = word == self.blocks[target].addr;
+        if to_start && definite {
+            *state = State::Reachable;
+            self.pending.push(target); // (re)scanned: what it points to may be reachable now
+        } else if *state == State::Unreached {
+            *state = State::Possible;
+            self.pending.push(target);
+        }
+    }
+
+    /// The block `word` points into. A block of size 0 counts as one byte long, as in
+    /// valgrind, or nothing could point to it.
+    fn block_at(&self, word: u64) -> Option<usize> {
+        let after = self.blocks.partition_point(|block| block.addr <= word);
+        let index = after.checked_sub(1)?;
+        let block = self.blocks[index];
+        (word - block.addr < block.size.max(1) && block.next_chunk != Some(word)).then_some(index)
+    }
+}
+
+/// The whole native-endian 8-byte words of `bytes`.
+fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks_exact(8).map(|chunk| u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LeakKind::*;
+
+    /// Synthetic memory: blocks at 0x1000, 0x2000, ... each `size` bytes, with contents given
+    /// as words.
+    struct Memory {
+        extents: Vec<Extent>,
+        contents: Vec<Vec<u8>>,
+    }
+
+    impl Memory {
+        fn new(blocks: &[(u64, &[u64])]) -> Self {
+            let extents = blocks
+                .iter()
+                .enumerate()
+                .map(|(index, (size, _))| Extent { addr: addr(index), size: *size, next_chunk: None })
+                .collect();
+            let contents = blocks
+                .iter()
+                .map(|(_, words)| words.iter().flat_map(|word| word.to_ne_bytes()).collect())
+                .collect();
+            Self { extents, contents }
+        }
+
+        fn classify(&self, roots: &[u64]) -> Vec<LeakKind> {
+            let mut classifier = Classifier::new(&self.extents);
+            let bytes: Vec<u8> = roots.iter().flat_map(|word| word.to_ne_bytes()).collect();
+            classifier.root_bytes(&bytes, 0x100);
+            classifier.classify(|index| &self.contents[index])
+        }
+    }
+
+    fn addr(index: usize) -> u64 {
+        0x1000 * (index as u64 + 1)
+    }
+
+    #[test]
+    fn no_pointer_is_definitely_lost_and_a_root_start_pointer_reachable() {
+        let memory = Memory::new(&[(16, &[0, 0]), (16, &[0, 0])]);
+        assert_eq!(memory.classify(&[addr(1)]), vec![DefinitelyLost, StillReachable]);
+    }
+
+    #[test]
+    fn a_lost_list_has_one_definite_head_and_indirect_nodes() {
+        // head -> n1 -> n2, nothing points to head.
+        let memory = Memory::new(&[(16, &[addr(1), 0]), (16, &[addr(2), 0]), (16, &[0, 0])]);
+        assert_eq!(memory.classify(&[]), vec![DefinitelyLost, IndirectlyLost, IndirectlyLost]);
+        // With the head in a root, all are reachable.
+        assert_eq!(memory.classify(&[addr(0)]), vec![StillReachable; 3]);
+    }
+
+    #[test]
+    fn a_lost_cycle_is_led_by_its_lowest_address() {
+        // 0 -> 1 -> 2 -> 0, and a list 3 -> 1 that joins the cycle later in address order.
+        let memory = Memory::new(&[(8, &[addr(1)]), (8, &[addr(2)]), (8, &[addr(0)]), (8, &[addr(1)])]);
+        // Leader 0 takes 1 and 2; then 3 leads alone (1 is already indirect).
+        assert_eq!(memory.classify(&[]), vec![DefinitelyLost, IndirectlyLost, IndirectlyLost, DefinitelyLost]);
+    }
+
+    #[test]
+    fn a_later_leader_absorbs_an_earlier_one() {
+        // 1 -> 0: leader 0 reaches nothing; leader 1 then takes 0, which is no leader any more.
+        let memory = Memory::new(&[(8, &[0]), (8, &[addr(0)])]);
+        assert_eq!(memory.classify(&[]), vec![IndirectlyLost, DefinitelyLost]);
+    }
+
+    #[test]
+    fn interior_pointers_make_possibly_lost_and_spread_it() {
+        // root -> 0+16 (interior); 0 -> 1 (start): 1 is possibly lost too, from a possible block.
+        let memory = Memory::new(&[(32, &[addr(1), 0, 0, 0]), (16, &[0, 0])]);
+        assert_eq!(memory.classify(&[addr(0) + 16]), vec![PossiblyLost, PossiblyLost]);
+        // A start pointer from a root as well makes both reachable, whatever the order.
+        assert_eq!(memory.classify(&[addr(0) + 16, addr(0)]), vec![StillReachable, StillReachable]);
+        assert_eq!(memory.classify(&[addr(0), addr(0) + 16]), vec![StillReachable, StillReachable]);
+    }
+
+    #[test]
+    fn an_interior_pointer_from_a_reachable_block_is_possible() {
+        let memory = Memory::new(&[(16, &[addr(1) + 8, 0]), (16, &[0, 0])]);
+        assert_eq!(memory.classify(&[addr(0)]), vec![StillReachable, PossiblyLost]);
+    }
+
+    #[test]
+    fn the_end_of_a_block_is_outside_it_and_empty_blocks_are_one_byte() {
+        let memory = Memory::new(&[(16, &[0, 0]), (0, &[])]);
+        assert_eq!(memory.classify(&[addr(0) + 16]), vec![DefinitelyLost, DefinitelyLost]);
+        assert_eq!(memory.classify(&[addr(1)]), vec![DefinitelyLost, StillReachable]);
+    }
+
+    #[test]
+    fn a_partial_last_word_is_not_a_pointer() {
+        // Block 0 is 12 bytes: its second word is cut off and not scanned (valgrind scans whole
+        // words inside the block only).
+        let mut memory = Memory::new(&[(12, &[0, addr(1)]), (16, &[0, 0])]);
+        memory.contents[0].truncate(12);
+        assert_eq!(memory.classify(&[addr(0)]), vec![StillReachable, DefinitelyLost]);
+    }
+
+    #[test]
+    fn the_allocators_pointer_to_the_next_chunk_is_not_a_pointer_to_the_block() {
+        let mut memory = Memory::new(&[(24, &[0, 0, 0]), (16, &[0, 0])]);
+        memory.extents[0].next_chunk = Some(addr(0) + 16);
+        assert_eq!(memory.classify(&[addr(0) + 16]), vec![DefinitelyLost, DefinitelyLost]);
+        assert_eq!(memory.classify(&[addr(0) + 8]), vec![PossiblyLost, DefinitelyLost]);
+    }
+
+    #[test]
+    fn kinds_parse_from_long_and_short_names() {
+        assert_eq!(LeakKind::parse("definite"), Some(DefinitelyLost));
+        assert_eq!(LeakKind::parse("indirectly-lost"), Some(IndirectlyLost));
+        assert_eq!(LeakKind::parse("possibly_lost"), Some(PossiblyLost));
+        assert_eq!(LeakKind::parse("reachable"), Some(StillReachable));
+        assert_eq!(LeakKind::parse("lost"), None);
+    }
+}
