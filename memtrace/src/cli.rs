@@ -392,8 +392,12 @@ pub enum SortBy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Weight {
+    /// Outstanding bytes per stack.
     Bytes,
+    /// Outstanding blocks per stack.
     Allocations,
+    /// Page faults (minor and major) per faulting stack (needs a report made with --faults).
+    Faults,
 }
 
 /// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.

@@ -284,3 +284,75 @@ fn faults_are_classified_as_heap_stack_and_anonymous_memory() {
     assert!((768..=800).contains(&count("anonymous")), "{kinds}");
     assert_no_probes_left();
 }
+
+#[test]
+fn faults_render_as_folded_stacks_a_flamegraph_and_pprof_samples() {
+    let _serial = serial();
+    let program = build_c("touch_pages");
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("faults.json");
+    let output = memtrace()
+        .args(["run", "--faults", "--format", "json", "-o"])
+        .arg(&saved)
+        .arg("--")
+        .arg(&program)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let stack = fault_stack(&report, "touch_pages");
+    let faults_there = stack["minor"].as_u64().unwrap() + stack["major"].as_u64().unwrap();
+    let render = |args: &[&str]| {
+        let output = memtrace().arg("report").arg(&saved).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+
+    // Folded, weighted by faults: touch_pages's line, root first, with its count.
+    let folded = String::from_utf8(render(&["--format", "folded", "--weight", "faults"])).unwrap();
+    let line = folded
+        .lines()
+        .find(|line| line.contains(";main;touch_pages "))
+        .unwrap_or_else(|| panic!("no touch_pages line in {folded}"));
+    assert_eq!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap(), faults_there, "{line}");
+    let total: u64 = folded.lines().map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum();
+    let all = report["faults"]["minor"].as_u64().unwrap() + report["faults"]["major"].as_u64().unwrap();
+    assert_eq!(total, all, "every fault stack is in the folded output");
+
+    // The flamegraph counts faults.
+    let svg = String::from_utf8(render(&["--format", "svg", "--weight", "faults"])).unwrap();
+    assert!(svg.contains(&format!("<title>all ({} faults, 100%)</title>", thousands(all))), "{}", &svg[..svg.len().min(2000)]);
+    assert!(svg.contains("<title>touch_pages ("), "touch_pages has its cell");
+
+    // pprof: two more sample types, and touch_pages's sample carries its faults.
+    let profile_path = dir.path().join("faults.pb.gz");
+    let output = memtrace().arg("report").arg(&saved).args(["--format", "pprof", "-o"]).arg(&profile_path).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let profile = decode_pprof(&profile_path, dir.path());
+    let types: Vec<&str> =
+        profile["sample_types"].as_array().unwrap().iter().map(|pair| pair[0].as_str().unwrap()).collect();
+    assert_eq!(types, ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space", "minor_faults", "major_faults"]);
+    let samples = profile["samples"].as_array().unwrap();
+    let touching = samples
+        .iter()
+        .find(|sample| sample["locations"][0]["lines"][0]["function"] == "touch_pages")
+        .expect("a sample for touch_pages");
+    assert_eq!(touching["values"][4].as_u64().unwrap() + touching["values"][5].as_u64().unwrap(), faults_there);
+    assert_eq!(touching["labels"]["kind"], "fault");
+    let minor_total: u64 = samples.iter().map(|sample| sample["values"][4].as_u64().unwrap()).sum();
+    assert_eq!(minor_total, report["faults"]["minor"].as_u64().unwrap());
+    assert_no_probes_left();
+}
+
+/// 12345 as "12,345", as inferno writes counts.
+fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}

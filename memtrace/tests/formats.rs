@@ -119,30 +119,6 @@ fn svg_flamegraph_is_well_formed_and_titled_with_command_and_totals() {
     assert_no_probes_left();
 }
 
-/// Compiles memtrace/proto/profile.proto for Python with protoc; returns the directory.
-fn compile_profile_proto(dir: &Path) -> PathBuf {
-    let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
-    let status = Command::new("protoc")
-        .arg(format!("--proto_path={}", proto_dir.display()))
-        .arg(format!("--python_out={}", dir.display()))
-        .arg(proto_dir.join("profile.proto"))
-        .status()
-        .expect("protoc runs (cargo xtask setup installs protobuf-compiler)");
-    assert!(status.success(), "protoc failed");
-    dir.to_path_buf()
-}
-
-/// The profile decoded by tests/tools/decode_pprof.py (the Python protobuf package).
-fn decode_pprof(profile: &Path, scratch: &Path) -> Value {
-    let compiled = compile_profile_proto(scratch);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/decode_pprof.py");
-    // Debian's python3-protobuf (installed by cargo xtask setup) is for the system Python, not
-    // for another python3 that may come first on PATH (pyenv).
-    let output = Command::new("/usr/bin/python3").arg(script).arg(&compiled).arg(profile).output().expect("python3 runs");
-    assert!(output.status.success(), "decoding failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("the decoder prints JSON")
-}
-
 fn leaf_function(sample: &Value) -> &str {
     sample["locations"][0]["lines"][0]["function"].as_str().unwrap_or("??")
 }

@@ -6,7 +6,7 @@ use std::{
     path::Path,
 };
 
-use super::{Kind, Report, ReportFrame, Stack};
+use super::{Kind, Report, ReportFrame};
 use crate::cli::Weight;
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
@@ -18,39 +18,52 @@ pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn
 
 /// The folded lines, sorted. Stacks that differ only in addresses (the same functions reached
 /// from different call sites in one function) fold into one line with their weights summed.
+/// With `--weight faults`, the faulting stacks of a report made with `--faults` (none without).
 pub fn lines(report: &Report, weight: Weight, top: Option<usize>) -> Vec<String> {
     let several_processes = report.processes.len() > 1;
+    let top = top.unwrap_or(usize::MAX);
+    let weighted: Vec<(u64, String)> = match weight {
+        Weight::Bytes | Weight::Allocations => report
+            .stacks
+            .iter()
+            .take(top)
+            .map(|stack| {
+                let value = if weight == Weight::Bytes { stack.bytes } else { stack.allocations };
+                let root = match stack.kind {
+                    Kind::Heap => None,
+                    Kind::Mmap => Some("[mmap]"),
+                    Kind::Shm => Some("[shared memory]"),
+                    Kind::Brk => Some("[brk]"),
+                };
+                (value, path(stack.pid, several_processes, root, &stack.frames))
+            })
+            .collect(),
+        Weight::Faults => report
+            .faults
+            .iter()
+            .flat_map(|faults| faults.stacks.iter().take(top))
+            .map(|stack| (stack.minor + stack.major, path(stack.pid, several_processes, None, &stack.frames)))
+            .collect(),
+    };
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
-    for stack in report.stacks.iter().take(top.unwrap_or(usize::MAX)) {
-        let value = match weight {
-            Weight::Bytes => stack.bytes,
-            Weight::Allocations => stack.allocations,
-        };
-        if value == 0 {
-            continue;
-        }
-        *folded.entry(path(stack, several_processes)).or_default() += value;
+    for (value, path) in weighted.into_iter().filter(|(value, _)| *value > 0) {
+        *folded.entry(path).or_default() += value;
     }
     folded.into_iter().map(|(path, value)| format!("{path} {value}")).collect()
 }
 
 /// Root first: the process (when there are several), the kind of memory (when not the heap),
 /// then the frames from the outermost in.
-fn path(stack: &Stack, several_processes: bool) -> String {
+fn path(pid: u32, several_processes: bool, root: Option<&str>, frames: &[ReportFrame]) -> String {
     let mut names = Vec::new();
     if several_processes {
-        names.push(format!("pid {}", stack.pid));
+        names.push(format!("pid {pid}"));
     }
-    match stack.kind {
-        Kind::Heap => {}
-        Kind::Mmap => names.push("[mmap]".to_owned()),
-        Kind::Shm => names.push("[shared memory]".to_owned()),
-        Kind::Brk => names.push("[brk]".to_owned()),
-    }
-    if stack.frames.is_empty() {
+    names.extend(root.map(str::to_owned));
+    if frames.is_empty() {
         names.push("[stack unavailable]".to_owned());
     }
-    names.extend(stack.frames.iter().rev().map(frame_name));
+    names.extend(frames.iter().rev().map(frame_name));
     names.join(";")
 }
 
@@ -87,20 +100,9 @@ mod tests {
 
     #[test]
     fn frames_go_root_first_and_unnamed_ones_keep_their_place() {
-        let stack = Stack {
-            kind: Kind::Mmap,
-            bytes: 4096,
-            allocations: 1,
-            total_allocated_bytes: 4096,
-            total_allocations: 1,
-            pid: 9,
-            frames: vec![frame(Some("grab;it"), "0x1"), frame(Some("main"), "0x2"), frame(None, "0x3")],
-            unavailable: None,
-            growth: None,
-            leak_kind: None,
-            suppressed_by: None,
-        };
-        assert_eq!(path(&stack, false), "[mmap];libc.so.6+0x2724a;main;grab:it");
-        assert_eq!(path(&stack, true), "pid 9;[mmap];libc.so.6+0x2724a;main;grab:it");
+        let frames = vec![frame(Some("grab;it"), "0x1"), frame(Some("main"), "0x2"), frame(None, "0x3")];
+        assert_eq!(path(9, false, Some("[mmap]"), &frames), "[mmap];libc.so.6+0x2724a;main;grab:it");
+        assert_eq!(path(9, true, Some("[mmap]"), &frames), "pid 9;[mmap];libc.so.6+0x2724a;main;grab:it");
+        assert_eq!(path(9, false, None, &[]), "[stack unavailable]");
     }
 }

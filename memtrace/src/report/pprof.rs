@@ -12,13 +12,17 @@ use flate2::{Compression, write::GzEncoder};
 use prost::Message;
 
 use super::{
-    Kind, Report, ReportFrame, Stack,
+    Kind, Report, ReportFrame,
     profile_proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType},
 };
 
 /// The sample types, in the order of every sample's values (Go's heap profiles use this order).
 pub const SAMPLE_TYPES: [(&str, &str); 4] =
     [("alloc_objects", "count"), ("alloc_space", "bytes"), ("inuse_objects", "count"), ("inuse_space", "bytes")];
+
+/// With `--faults`, two more, after those: each faulting stack is a sample of its own with
+/// zeros for the four above, and each allocating stack has zeros for these.
+pub const FAULT_SAMPLE_TYPES: [(&str, &str); 2] = [("minor_faults", "count"), ("major_faults", "count")];
 
 pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let profile = build(report);
@@ -31,12 +35,40 @@ pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 pub fn build(report: &Report) -> Profile {
     let mut builder = Builder::default();
     builder.string(""); // index 0 is the empty string
+    let with_faults = report.faults.is_some();
+    let fault_types: &[(&str, &str)] = if with_faults { &FAULT_SAMPLE_TYPES } else { &[] };
     let sample_type = SAMPLE_TYPES
         .iter()
+        .chain(fault_types)
         .map(|(kind, unit)| ValueType { r#type: builder.string(kind), unit: builder.string(unit) })
         .collect();
-    let samples: Vec<Sample> =
-        report.stacks.iter().chain(&report.released_stacks).map(|stack| builder.sample(stack)).collect();
+    let mut samples: Vec<Sample> = report
+        .stacks
+        .iter()
+        .chain(&report.released_stacks)
+        .map(|stack| {
+            let mut values = vec![
+                stack.total_allocations as i64,
+                stack.total_allocated_bytes as i64,
+                stack.allocations as i64,
+                stack.bytes as i64,
+            ];
+            if with_faults {
+                values.extend([0, 0]);
+            }
+            let kind = match stack.kind {
+                Kind::Heap => "heap",
+                Kind::Mmap => "mmap",
+                Kind::Shm => "shm",
+                Kind::Brk => "brk",
+            };
+            builder.sample(stack.pid, &stack.frames, kind, values)
+        })
+        .collect();
+    for stack in report.faults.iter().flat_map(|faults| &faults.stacks) {
+        let values = vec![0, 0, 0, 0, stack.minor as i64, stack.major as i64];
+        samples.push(builder.sample(stack.pid, &stack.frames, "fault", values));
+    }
     let comment = vec![
         builder.string(&format!("memtrace {}", report.memtrace_version)),
         builder.string(&report.target.command.join(" ")),
@@ -84,44 +116,31 @@ impl Builder {
         id
     }
 
-    fn sample(&mut self, stack: &Stack) -> Sample {
+    /// One sample: a stack (innermost frame first) of process `pid`, labelled with its pid and
+    /// the kind of memory (or `fault`).
+    fn sample(&mut self, pid: u32, frames: &[ReportFrame], kind: &str, value: Vec<i64>) -> Sample {
         let mut location_id = Vec::new();
         // A location ends at a frame that was not inlined: the frames before it (same address)
         // were inlined into it.
         let mut chain: Vec<&ReportFrame> = Vec::new();
-        for frame in &stack.frames {
+        for frame in frames {
             chain.push(frame);
             if !frame.inlined {
-                location_id.push(self.location(stack.pid, &chain));
+                location_id.push(self.location(pid, &chain));
                 chain.clear();
             }
         }
         if !chain.is_empty() {
-            location_id.push(self.location(stack.pid, &chain));
+            location_id.push(self.location(pid, &chain));
         }
-        if stack.frames.is_empty() {
+        if frames.is_empty() {
             location_id.push(self.pseudo_location("[stack unavailable]"));
         }
-        let kind = match stack.kind {
-            Kind::Heap => "heap",
-            Kind::Mmap => "mmap",
-            Kind::Shm => "shm",
-            Kind::Brk => "brk",
-        };
         let label = vec![
-            Label { key: self.string("pid"), num: i64::from(stack.pid), ..Label::default() },
+            Label { key: self.string("pid"), num: i64::from(pid), ..Label::default() },
             Label { key: self.string("kind"), str: self.string(kind), ..Label::default() },
         ];
-        Sample {
-            location_id,
-            value: vec![
-                stack.total_allocations as i64,
-                stack.total_allocated_bytes as i64,
-                stack.allocations as i64,
-                stack.bytes as i64,
-            ],
-            label,
-        }
+        Sample { location_id, value, label }
     }
 
     /// The location of one address: its inline chain, innermost first, as lines.

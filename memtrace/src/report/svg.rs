@@ -26,14 +26,27 @@ pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn
     options.count_name = match weight {
         Weight::Bytes => "bytes",
         Weight::Allocations => "allocations",
+        Weight::Faults => "faults",
     }
     .to_owned();
+    if weight == Weight::Faults {
+        let faults = report.faults.as_ref();
+        options.subtitle = Some(format!(
+            "{} minor and {} major page faults{}",
+            faults.map_or(0, |faults| faults.minor),
+            faults.map_or(0, |faults| faults.major),
+            if faults.is_some_and(|faults| faults.scaled) { " (estimated from samples)" } else { "" }
+        ));
+    }
     options.colors = Palette::Basic(BasicPalette::Mem);
     let drawn = flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut *out);
     match drawn {
         // Nothing outstanding: inferno has still written a well-formed SVG that says so.
         Err(error) if lines.is_empty() && error.kind() == io::ErrorKind::InvalidData => {
-            eprintln!("memtrace: no stack holds memory: the flamegraph is empty");
+            match weight {
+                Weight::Faults => eprintln!("memtrace: no faults recorded (trace with --faults): the flamegraph is empty"),
+                _ => eprintln!("memtrace: no stack holds memory: the flamegraph is empty"),
+            }
             Ok(())
         }
         other => other,
