@@ -384,8 +384,8 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stderr, args.report.format)?;
     let mut ci = CiSettings::new(&args.check, args.report.format)?;
     // Leak kinds need every block: a sample or the kernel's sums per stack have no addresses.
-    let scan = every_block(&args.trace);
-    if args.check.check && !scan {
+    let scan = every_block(&args.trace) && !args.no_leak_kinds;
+    if args.check.check && !every_block(&args.trace) {
         bail!("--check needs every block to tell leak kinds apart: leave out --combined and --sample-bytes");
     }
     let program = launch::resolve_program(Path::new(&args.command[0]))?;

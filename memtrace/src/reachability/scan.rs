@@ -141,7 +141,7 @@ pub fn scan(
             at += length as u64;
         }
     }
-    let (kinds, witnesses) = classifier.classify_with_witnesses(|index| &contents[index]);
+    let (kinds, witnesses) = classifier.classify_with_witnesses(|index| contents.get(index));
     if log::log_enabled!(log::Level::Debug) {
         for ((block, kind), witness) in blocks.iter().zip(&kinds).zip(&witnesses) {
             log::debug!("process {pid}: block {:#x} ({} bytes) {}, first marked by {witness:?}", block.addr, block.size, kind.words());
@@ -231,13 +231,38 @@ fn next_chunk(header: Option<u64>, addr: u64, size: u64) -> Option<u64> {
     (next > addr && next < addr + size).then_some(next)
 }
 
+/// Every block's contents, end to end in one buffer: a million small blocks would otherwise be
+/// a million allocations, each with its vector's header and the allocator's overhead (more
+/// than the 16-byte blocks themselves).
+struct BlockContents {
+    bytes: Vec<u8>,
+    /// Where each block's bytes end in `bytes` (they start where the previous one's end).
+    ends: Vec<usize>,
+}
+
+impl BlockContents {
+    fn with_capacity(blocks: usize) -> Self {
+        Self { bytes: Vec::new(), ends: Vec::with_capacity(blocks) }
+    }
+
+    fn push(&mut self, contents: &[u8]) {
+        self.bytes.extend_from_slice(contents);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |previous| self.ends[previous]);
+        &self.bytes[start..self.ends[index]]
+    }
+}
+
 /// Each block's contents and the word before it (glibc's chunk size), and how many blocks
 /// could not be read. Nearby blocks are read in one span (one read for many small blocks
 /// rather than two each: the process is stopped meanwhile).
-fn read_blocks(memory: &File, blocks: &[(u64, u64)]) -> (Vec<Vec<u8>>, Vec<Option<u64>>, u64) {
+fn read_blocks(memory: &File, blocks: &[(u64, u64)]) -> (BlockContents, Vec<Option<u64>>, u64) {
     const GAP: u64 = 4096;
     const SPAN: u64 = 1 << 20;
-    let mut contents = Vec::with_capacity(blocks.len());
+    let mut contents = BlockContents::with_capacity(blocks.len());
     let mut headers = Vec::with_capacity(blocks.len());
     let mut unreadable = 0;
     let mut first = 0;
@@ -258,7 +283,7 @@ fn read_blocks(memory: &File, blocks: &[(u64, u64)]) -> (Vec<Vec<u8>>, Vec<Optio
                 let at = (addr - start) as usize;
                 let header = at.checked_sub(8).and_then(|header| span[header..at].try_into().ok());
                 headers.push(header.map(u64::from_ne_bytes));
-                contents.push(span[at..at + size as usize].to_vec());
+                contents.push(&span[at..at + size as usize]);
             }
         } else {
             // One unreadable page spoils the span: its blocks are read one by one.
@@ -266,10 +291,10 @@ fn read_blocks(memory: &File, blocks: &[(u64, u64)]) -> (Vec<Vec<u8>>, Vec<Optio
                 headers.push(addr.checked_sub(8).and_then(|header| read_word(memory, header)));
                 let mut bytes = vec![0u8; size as usize];
                 if read_fully(memory, &mut bytes, addr).is_ok() {
-                    contents.push(bytes);
+                    contents.push(&bytes);
                 } else {
                     unreadable += 1;
-                    contents.push(Vec::new());
+                    contents.push(&[]);
                 }
             }
         }
