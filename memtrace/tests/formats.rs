@@ -14,16 +14,13 @@ use serde_json::Value;
 
 /// Runs `memtrace run` on leaky with `args`, the report written to `out`.
 fn run_leaky(args: &[&str], out: &Path) -> Output {
+    run_leaky_through(memtrace(), args, out)
+}
+
+/// `command` (memtrace, or a wrapper that runs it) given `run ARGS -o OUT -- leaky`.
+fn run_leaky_through(mut command: Command, args: &[&str], out: &Path) -> Output {
     let leaky = build_c("leaky");
-    let output = memtrace()
-        .arg("run")
-        .args(args)
-        .arg("-o")
-        .arg(out)
-        .arg("--")
-        .arg(&leaky)
-        .output()
-        .expect("memtrace runs");
+    let output = command.arg("run").args(args).arg("-o").arg(out).arg("--").arg(&leaky).output().expect("memtrace runs");
     assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     output
 }
@@ -254,19 +251,9 @@ fn pprof_from_sums_made_in_the_kernel_has_the_same_samples() {
 /// Runs memtrace with address-space randomization off (`setarch -R`, inherited by the
 /// target), so that two runs of leaky have the same code addresses.
 fn run_leaky_fixed(args: &[&str], out: &Path) {
-    let leaky = build_c("leaky");
-    let output = Command::new("setarch")
-        .args(["x86_64", "-R"])
-        .arg(memtrace_bin())
-        .arg("run")
-        .args(args)
-        .arg("-o")
-        .arg(out)
-        .arg("--")
-        .arg(&leaky)
-        .output()
-        .expect("setarch runs memtrace");
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let mut setarch = Command::new("setarch");
+    setarch.args(["x86_64", "-R"]).arg(memtrace_bin());
+    run_leaky_through(setarch, args, out);
 }
 
 /// The text with what differs between two runs of one program blanked out: pids, the

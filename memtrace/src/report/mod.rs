@@ -404,22 +404,25 @@ impl Report {
         let growth = input.growth.growth();
         let intervals = input.growth.intervals();
         let growth_of = |tgid: u32, stack_id: i32, kind: MemoryKind| GrowthTracker::of(&growth, intervals, (tgid, stack_id, kind));
-        let outstanding = match input.allocated_before_ns {
+        let by_leak_kind = || input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr));
+        let (outstanding, leaks) = match input.allocated_before_ns {
             Some(cutoff) => {
                 // A stack left out for being too young still holds memory: not "released".
                 for total in input.heap.by_stack() {
                     allocated.remove(&(total.tgid, total.stack_id, total.kind));
                 }
-                input.heap.by_stack_allocated_before(cutoff)
+                let leaks = input.leaks.any().then(|| LeakSummary::of(&by_leak_kind(), input.leaks));
+                (input.heap.by_stack_allocated_before(cutoff), leaks)
             }
-            None => input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr)),
+            None => {
+                // One pass over the blocks serves both the stacks and the leak summary.
+                let outstanding = by_leak_kind();
+                let leaks = input.leaks.any().then(|| LeakSummary::of(&outstanding, input.leaks));
+                (outstanding, leaks)
+            }
         };
         let mut stacks = Vec::new();
         let mut heap_stacks = Vec::new();
-        let leaks = input
-            .leaks
-            .any()
-            .then(|| LeakSummary::of(&input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr)), input.leaks));
         let mut heap_made = HashMap::new();
         for total in outstanding {
             if total.kind == MemoryKind::Heap {
