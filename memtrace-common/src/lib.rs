@@ -182,7 +182,7 @@ pub enum Counter {
     /// A realloc that failed and kept its block, seen by the kernel when it splits reallocs
     /// (`--combined`, `--sample-bytes`, size filters).
     FailedRealloc = 8,
-    /// `--combined`: `STACK_SUMS` or `STACKS` was full: a block from a new stack is not tracked.
+    /// `--combined`: `STACK_TOTALS` or `STACKS` was full: a block from a new stack is not tracked.
     StackSumsFull = 9,
 }
 
@@ -237,7 +237,7 @@ pub struct LiveBlock {
     pub stack_hash: u64,
 }
 
-/// `--combined`: one (process, stack)'s running sums in `STACK_SUMS`.
+/// `--combined`: the key of one (process, stack)'s totals in `STACK_TOTALS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StackKey {
@@ -267,6 +267,16 @@ pub fn stack_hash(frames: &[u64]) -> u64 {
     hash
 }
 
+/// `--combined`: what one (process, stack) allocated in all, per CPU in `STACK_TOTALS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackTotals {
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+}
+
+/// `--combined`: one (process, stack)'s figures as the agent assembles them: the totals from
+/// `STACK_TOTALS`, the outstanding ones summed over that stack's blocks in `LIVE_BLOCKS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackSums {
@@ -285,14 +295,20 @@ pub mod names {
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const FREE_MARKS: &str = "FREE_MARKS";
     pub const TRACED: &str = "TRACED";
+    /// Arrays indexed by thread or process id, below `ID_SLOTS` (see the kernel's `by_id`).
+    pub const TRACED_SLOTS: &str = "TRACED_SLOTS";
+    pub const CALL_SLOTS: &str = "CALL_SLOTS";
+    pub const MARK_SLOTS: &str = "MARK_SLOTS";
+    /// Global set at load time: ids below it have a slot in the `*_SLOTS` arrays.
+    pub const ID_SLOTS: &str = "ID_SLOTS";
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const WRAPPERS: &str = "WRAPPERS";
     /// Blocks tracked in the kernel (`--combined`: all; `--sample-bytes`: the sampled ones).
     pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
     /// `--combined`: the stacks, by the hash of their frames.
     pub const STACKS: &str = "STACKS";
-    /// `--combined`: sums per (process, stack).
-    pub const STACK_SUMS: &str = "STACK_SUMS";
+    /// `--combined`: what each (process, stack) allocated in all.
+    pub const STACK_TOTALS: &str = "STACK_TOTALS";
     /// `--sample-bytes`: exponentially distributed gaps (bytes) between samples, filled in by
     /// the agent; the kernel picks one at random after each sample.
     pub const SAMPLE_GAPS: &str = "SAMPLE_GAPS";
@@ -379,5 +395,5 @@ mod pod {
     unsafe impl aya::Pod for super::LiveBlock {}
     unsafe impl aya::Pod for super::StackKey {}
     unsafe impl aya::Pod for super::StackFrames {}
-    unsafe impl aya::Pod for super::StackSums {}
+    unsafe impl aya::Pod for super::StackTotals {}
 }

@@ -15,9 +15,9 @@ use aya_log_ebpf::warn;
 use memtrace_common::{BlockKey, CallKind, Counter, Event, EventKind, InFlight, LiveBlock};
 
 use crate::{
-    combined,
+    by_id, combined,
     frees::{forget_mark, release_block},
-    maps::{IN_FLIGHT, LIVE_BLOCKS, count, emit, emit_with_user_stack, traced},
+    maps::{LIVE_BLOCKS, count, emit, emit_with_user_stack, traced},
     regs::stack_pointer,
     sampling,
 };
@@ -83,11 +83,7 @@ fn product(count: u64, each: u64) -> u64 {
 /// current probe hit is that call's own inner work and must not be reported again.
 #[inline(always)]
 pub fn inside_allocator_call(pid_tgid: u64, sp: u64) -> bool {
-    match IN_FLIGHT.get_ptr(pid_tgid) {
-        // SAFETY: entries are only written by this thread's own probes.
-        Some(outer) => unsafe { (*outer).entry_sp >= sp },
-        None => false,
-    }
+    by_id::call(pid_tgid).is_some_and(|outer| outer.entry_sp >= sp)
 }
 
 #[inline(always)]
@@ -97,9 +93,8 @@ fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: 
         return; // (the return probe then finds no entry: no check needed there)
     }
     let sp = stack_pointer(ctx.regs);
-    if let Some(existing) = IN_FLIGHT.get_ptr(pid_tgid) {
-        // SAFETY: as above.
-        if unsafe { (*existing).entry_sp } >= sp {
+    if let Some(existing) = by_id::call(pid_tgid) {
+        if existing.entry_sp >= sp {
             return; // nested in (or tail-called from) an outer allocator call
         }
         // The old entry's frame is gone without a return: that allocation was missed.
@@ -108,7 +103,7 @@ fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: 
     // Entered even when its block will not be recorded, so that its nested calls stay quiet.
     let record = u32::from(sampling::record(size));
     let call = InFlight { size, old_addr, out_ptr, entry_sp: sp, kind: kind as u32, record };
-    if IN_FLIGHT.insert(pid_tgid, call, 0).is_err() {
+    if !by_id::begin_call(pid_tgid, call) {
         count(Counter::InFlightFull);
         warn!(ctx, "memtrace: in-flight table full, an allocation is not recorded");
     }
@@ -117,15 +112,13 @@ fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: 
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = IN_FLIGHT.get_ptr(pid_tgid) else {
+    let Some(call) = by_id::call(pid_tgid) else {
         return 0;
     };
-    // SAFETY: as above; copied out before the entry is removed.
-    let call = unsafe { *call };
     if stack_pointer(ctx.regs) <= call.entry_sp {
         return 0; // the return of a nested call, not of the outer one
     }
-    let _ = IN_FLIGHT.remove(pid_tgid);
+    by_id::end_call(pid_tgid);
     if call.record == 0 && call.kind != CallKind::Realloc as u32 {
         return 0; // passed over by sampling or a size filter
     }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{Event, EventKind, fault};
 
-use crate::maps::{TRACED, emit_with_stack};
+use crate::{by_id, maps::emit_with_stack};
 
 #[perf_event]
 pub fn fault_minor(ctx: PerfEventContext) -> u32 {
@@ -28,7 +28,7 @@ fn fault(ctx: &PerfEventContext, flags: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // Always filtered here, whatever `FILTER_BY_MAP` says: these events fire machine-wide.
-    if TRACED.get_ptr(&tgid).is_none() {
+    if !by_id::is_traced(pid_tgid) {
         return;
     }
     // SAFETY: the context is the kernel's `bpf_perf_event_data`, readable directly; `addr` is

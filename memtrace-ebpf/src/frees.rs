@@ -14,8 +14,9 @@ use memtrace_common::{BlockKey, Counter, Event, EventKind, FreeMark};
 
 use crate::{
     allocations::{inside_allocator_call, new_event},
+    by_id,
     combined,
-    maps::{FREE_MARKS, LIVE_BLOCKS, count, emit, traced},
+    maps::{LIVE_BLOCKS, count, emit, traced},
     regs::stack_pointer,
     sampling,
 };
@@ -36,7 +37,7 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, addr, sp)) = release(&ctx) else { return 0 };
     if has_outer_frees() && inside_delete(pid_tgid, addr, sp) {
         // The free inside operator delete, already reported; the mark has served.
-        let _ = FREE_MARKS.remove(pid_tgid);
+        by_id::clear_mark(pid_tgid);
         return 0;
     }
     release_block(pid_tgid, addr);
@@ -50,9 +51,7 @@ pub fn delete_enter(ctx: ProbeContext) -> u32 {
     if inside_delete(pid_tgid, addr, sp) {
         return 0;
     }
-    // An LRU map: when full it forgets the oldest threads' marks, which can only make a later
-    // free of the same block count as a second release (visible as an unknown free).
-    let _ = FREE_MARKS.insert(pid_tgid, FreeMark { addr, sp }, 0);
+    by_id::set_mark(pid_tgid, FreeMark { addr, sp });
     release_block(pid_tgid, addr);
     0
 }
@@ -61,11 +60,7 @@ pub fn delete_enter(ctx: ProbeContext) -> u32 {
 /// thread (at or below its stack pointer).
 #[inline(always)]
 fn inside_delete(pid_tgid: u64, addr: u64, sp: u64) -> bool {
-    match FREE_MARKS.get_ptr(pid_tgid) {
-        // SAFETY: marks are only written by this thread's own probes.
-        Some(mark) => unsafe { (*mark).addr == addr && (*mark).sp >= sp },
-        None => false,
-    }
+    by_id::mark(pid_tgid).is_some_and(|mark| mark.addr == addr && mark.sp >= sp)
 }
 
 /// The block a release probe sees, unless it is NULL or the inner work of an allocator call.
@@ -94,11 +89,8 @@ pub fn forget_mark(pid_tgid: u64, addr: u64) {
     if !has_outer_frees() {
         return;
     }
-    if let Some(mark) = FREE_MARKS.get_ptr(pid_tgid) {
-        // SAFETY: as above.
-        if unsafe { (*mark).addr } == addr {
-            let _ = FREE_MARKS.remove(pid_tgid);
-        }
+    if by_id::mark(pid_tgid).is_some_and(|mark| mark.addr == addr) {
+        by_id::clear_mark(pid_tgid);
     }
 }
 

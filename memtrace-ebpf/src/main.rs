@@ -7,6 +7,7 @@
 #![no_main]
 
 mod allocations;
+mod by_id;
 mod combined;
 mod faults;
 mod floor;

@@ -16,7 +16,8 @@ use aya_ebpf::{
 use memtrace_common::{Counter, Event, EventKind, SyscallArgs, WrapperCall, mapping};
 
 use crate::{
-    maps::{IN_FLIGHT, SYSCALLS, TRACED, WRAPPERS, count, emit, emit_with_stack, emit_with_user_stack},
+    by_id,
+    maps::{SYSCALLS, WRAPPERS, count, emit, emit_with_stack, emit_with_user_stack},
     regs::stack_pointer,
 };
 
@@ -119,7 +120,7 @@ pub fn shmdt_enter(ctx: TracePointContext) -> u32 {
 /// Tracepoints fire for every process: only those memtrace traces count.
 #[inline(always)]
 fn traced(pid_tgid: u64) -> bool {
-    TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_some()
+    by_id::is_traced(pid_tgid)
 }
 
 /// Keeps the first `arguments` arguments of a traced process's system call until its exit.
@@ -135,7 +136,7 @@ fn remember(ctx: &TracePointContext, arguments: usize) {
         *slot = unsafe { ctx.read_at::<u64>(ARGUMENTS + 8 * index) }.unwrap_or(0);
     }
     // Inside an allocator call: malloc's own mmap, realloc's mremap, the arena's brk.
-    let internal = u32::from(IN_FLIGHT.get_ptr(pid_tgid).is_some());
+    let internal = u32::from(by_id::call(pid_tgid).is_some());
     if SYSCALLS.insert(pid_tgid, SyscallArgs { args, internal, _padding: 0 }, 0).is_err() {
         count(Counter::InFlightFull);
     }

@@ -6,13 +6,13 @@ use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
     helpers::bpf_get_stack,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 #[cfg(bpf_target_arch = "x86_64")]
 use crate::user_stack;
 use memtrace_common::{
-    BlockKey, COUNTER_SLOTS, Counter, Event, EventWithStack, FreeMark, InFlight, LiveBlock, SAMPLE_GAPS as GAP_COUNT,
-    StackFrames, StackKey, StackSums, SyscallArgs, WrapperCall,
+    BlockKey, COUNTER_SLOTS, Counter, Event, EventWithStack, LiveBlock, SAMPLE_GAPS as GAP_COUNT,
+    StackFrames, StackKey, StackTotals, SyscallArgs, WrapperCall,
 };
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
@@ -22,15 +22,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 /// Per-CPU room to assemble an event and its stack before it is copied to `EVENTS`.
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<EventWithStack> = PerCpuArray::with_max_entries(1, 0);
-
-/// Allocator calls entered but not yet returned, by pid_tgid (one per thread at most:
-/// nested calls keep the outer entry, see `InFlight::entry_sp`).
-#[map(name = "IN_FLIGHT")]
-pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16 * 1024, 0);
-
-/// The last block each thread released through operator delete (see `frees.rs`).
-#[map(name = "FREE_MARKS")]
-pub static FREE_MARKS: LruHashMap<u64, FreeMark> = LruHashMap::with_max_entries(16 * 1024, 0);
 
 /// Mapping system calls entered but not yet returned, by pid_tgid.
 #[map(name = "SYSCALLS")]
@@ -56,10 +47,10 @@ pub static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(1, 0);
 #[map(name = "STACK_SCRATCH")]
 pub static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
-/// `--combined`: running sums per (process, stack), one copy per CPU so that no update needs
-/// an atomic operation; the agent adds the copies up.
-#[map(name = "STACK_SUMS")]
-pub static STACK_SUMS: PerCpuHashMap<StackKey, StackSums> = PerCpuHashMap::with_max_entries(64 * 1024, 0);
+/// `--combined`: what each (process, stack) allocated in all, one copy per CPU so that no
+/// update needs an atomic operation; the agent adds the copies up.
+#[map(name = "STACK_TOTALS")]
+pub static STACK_TOTALS: PerCpuHashMap<StackKey, StackTotals> = PerCpuHashMap::with_max_entries(64 * 1024, 0);
 
 /// `--sample-bytes`: bytes left before the next sample, per CPU (seeded by the agent).
 #[map(name = "SAMPLE_COUNTDOWN")]
@@ -69,11 +60,6 @@ pub static SAMPLE_COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1,
 #[map(name = "SAMPLE_GAPS")]
 pub static SAMPLE_GAPS: Array<u64> = Array::with_max_entries(GAP_COUNT, 0);
 
-/// The processes traced. The syscall tracepoints always check it; the uprobes only when they
-/// are attached for all processes (`FILTER_BY_MAP`).
-#[map(name = "TRACED")]
-pub static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(64 * 1024, 0);
-
 /// Set to 1 at load time when the probes are attached for every process: then only the
 /// processes in `TRACED` count. Otherwise the kernel already filters by process.
 #[unsafe(no_mangle)]
@@ -82,7 +68,7 @@ static FILTER_BY_MAP: Global<u8> = Global::new(0);
 /// Whether the calling process is one memtrace traces.
 #[inline(always)]
 pub fn traced(pid_tgid: u64) -> bool {
-    FILTER_BY_MAP.load() == 0 || TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_some()
+    FILTER_BY_MAP.load() == 0 || crate::by_id::is_traced(pid_tgid)
 }
 
 /// What was dropped or degraded, per CPU; indexes are `Counter` values.

@@ -230,6 +230,12 @@ pub struct TraceArgs {
     #[arg(long, hide = true)]
     pub empty_probes: bool,
 
+    /// Testing only: thread and process ids below which the kernel keeps per-thread state in
+    /// arrays rather than hash maps (default: the kernel's pid_max, up to 262,144). 0 takes the
+    /// hash maps for every id, the path machines with a larger pid_max take.
+    #[arg(long, hide = true, value_name = "IDS")]
+    pub id_slots: Option<u32>,
+
     /// Bytes of ring buffer between the kernel and memtrace (rounded up to a power of two pages).
     /// Raise it if the report says events were lost.
     #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod growth;
 pub mod heap;
 pub mod launch;
+pub mod map_batch;
 pub mod memory_picture;
 pub mod output;
 pub mod placement;

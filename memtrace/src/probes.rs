@@ -12,7 +12,7 @@ use aya::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, names};
+use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, StackTotals, names};
 use thiserror::Error;
 use crate::{allocator::Allocator, events::watch_readable};
 
@@ -27,6 +27,8 @@ pub struct ProbeSettings {
     pub filter_by_map: bool,
     /// Attach empty programs instead (benchmarking the probes' own cost).
     pub empty: bool,
+    /// Ids with a slot in the kernel's per-id arrays; `None`: as many as `pid_max` (bounded).
+    pub id_slots: Option<u32>,
     /// In-kernel aggregation (`--combined`): no event per allocator call.
     pub combined: bool,
     /// Mean bytes between samples (`--sample-bytes`); 0 records every block.
@@ -124,8 +126,13 @@ impl Probes {
         // So are the block table's entries (about 64 bytes each).
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
+        let id_slots = settings.id_slots.unwrap_or_else(id_slots);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
+            .map_max_entries(names::TRACED_SLOTS, id_slots.max(1))
+            .map_max_entries(names::CALL_SLOTS, id_slots.max(1))
+            .map_max_entries(names::MARK_SLOTS, id_slots.max(1))
+            .override_global(names::ID_SLOTS, &id_slots, true)
             .map_max_entries(names::STACKS, stack_slots)
             .map_max_entries(names::LIVE_BLOCKS, live_blocks)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
@@ -272,6 +279,12 @@ impl Probes {
 
     /// Counts `pid` in (or out) when the probes are attached for all processes.
     pub fn trace(&mut self, pid: u32, traced: bool) -> Result<(), ProbeError> {
+        // Both: the kernel reads the array for ids it has slots for, the hash map beyond.
+        let map = self.ebpf.map_mut(names::TRACED_SLOTS).ok_or_else(|| missing(names::TRACED_SLOTS))?;
+        let mut slots: Array<_, u8> = Array::try_from(map).map_err(|error| map_error(names::TRACED_SLOTS, error))?;
+        if pid < slots.len() {
+            slots.set(pid, u8::from(traced), 0).map_err(|error| map_error(names::TRACED_SLOTS, error))?;
+        }
         let map = self.ebpf.map_mut(names::TRACED).ok_or_else(|| missing(names::TRACED))?;
         let mut set: AyaHashMap<_, u32, u8> =
             AyaHashMap::try_from(map).map_err(|error| map_error(names::TRACED, error))?;
@@ -335,23 +348,31 @@ impl Probes {
         })
     }
 
-    /// `--combined`: every (process, stack)'s sums, with the stacks.
+    /// `--combined`: every (process, stack)'s sums, with the stacks: the totals the kernel
+    /// keeps per stack, and the outstanding blocks summed per stack here.
     pub fn kernel_sums(&self) -> Result<Vec<KernelStackSums>, ProbeError> {
-        let map = self.ebpf.map(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
-        let sums: PerCpuHashMap<_, StackKey, StackSums> =
-            PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
+        let mut outstanding: HashMap<StackKey, (u64, u64)> = HashMap::new();
+        for (key, block) in self.kernel_blocks()? {
+            let sums = outstanding.entry(StackKey { tgid: key.tgid, _padding: 0, stack_hash: block.stack_hash }).or_default();
+            sums.0 += block.size;
+            sums.1 += 1;
+        }
+        let map = self.ebpf.map(names::STACK_TOTALS).ok_or_else(|| missing(names::STACK_TOTALS))?;
+        let totals: PerCpuHashMap<_, StackKey, StackTotals> =
+            PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_TOTALS, error))?;
         let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing(names::STACKS))?;
         let stacks: AyaHashMap<_, u64, StackFrames> =
             AyaHashMap::try_from(map).map_err(|error| map_error(names::STACKS, error))?;
         let mut all = Vec::new();
-        for entry in sums.iter() {
-            let (key, per_cpu) = entry.map_err(|error| map_error(names::STACK_SUMS, error))?;
-            let sums = per_cpu.iter().fold(StackSums::default(), |sum, cpu| StackSums {
-                outstanding_bytes: sum.outstanding_bytes.wrapping_add(cpu.outstanding_bytes),
-                outstanding_blocks: sum.outstanding_blocks.wrapping_add(cpu.outstanding_blocks),
-                allocated_bytes: sum.allocated_bytes.wrapping_add(cpu.allocated_bytes),
-                allocations: sum.allocations.wrapping_add(cpu.allocations),
-            });
+        for entry in totals.iter() {
+            let (key, per_cpu) = entry.map_err(|error| map_error(names::STACK_TOTALS, error))?;
+            let (outstanding_bytes, outstanding_blocks) = outstanding.get(&key).copied().unwrap_or_default();
+            let sums = StackSums {
+                outstanding_bytes,
+                outstanding_blocks,
+                allocated_bytes: per_cpu.iter().map(|cpu| cpu.allocated_bytes).sum(),
+                allocations: per_cpu.iter().map(|cpu| cpu.allocations).sum(),
+            };
             let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
                 let depth = (stack.depth as usize).min(stack.frames.len());
                 stack.frames[..depth].to_vec()
@@ -361,41 +382,40 @@ impl Probes {
         Ok(all)
     }
 
+    /// `--combined`: every block the kernel holds as outstanding.
+    fn kernel_blocks(&self) -> Result<Vec<(BlockKey, LiveBlock)>, ProbeError> {
+        let Some(aya::maps::Map::HashMap(map)) = self.ebpf.map(names::LIVE_BLOCKS) else {
+            return Err(missing(names::LIVE_BLOCKS));
+        };
+        crate::map_batch::read_hash_map(map)
+            .map_err(|error| ProbeError::Map { map: names::LIVE_BLOCKS, detail: error.to_string() })
+    }
+
     /// `--combined`: a process replaced its image with exec; its blocks in the kernel are gone
-    /// with the old address space. Takes them off the sums and returns how many there were
-    /// and their bytes. Call it while the process is stopped, so none of its probes run
-    /// meanwhile.
+    /// with the old address space. Removes them and returns how many there were and their
+    /// bytes. Call it while the process is stopped, so none of its probes run meanwhile.
     pub fn drop_kernel_blocks(&mut self, tgid: u32) -> Result<(u64, u64), ProbeError> {
+        let mine: Vec<(BlockKey, LiveBlock)> =
+            self.kernel_blocks()?.into_iter().filter(|(key, _)| key.tgid == tgid).collect();
         let map = self.ebpf.map_mut(names::LIVE_BLOCKS).ok_or_else(|| missing(names::LIVE_BLOCKS))?;
         let mut blocks: AyaHashMap<_, BlockKey, LiveBlock> =
             AyaHashMap::try_from(map).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
-        let mine: Vec<(BlockKey, LiveBlock)> =
-            blocks.iter().filter_map(Result::ok).filter(|(key, _)| key.tgid == tgid).collect();
-        let mut per_stack: HashMap<u64, (u64, u64)> = HashMap::new();
-        for (key, block) in &mine {
-            let _ = blocks.remove(key);
-            let entry = per_stack.entry(block.stack_hash).or_default();
-            entry.0 += block.size;
-            entry.1 += 1;
-        }
-        let map = self.ebpf.map_mut(names::STACK_SUMS).ok_or_else(|| missing(names::STACK_SUMS))?;
-        let mut sums: PerCpuHashMap<_, StackKey, StackSums> =
-            PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_SUMS, error))?;
-        for (stack_hash, (bytes, count)) in per_stack {
-            let key = StackKey { tgid, _padding: 0, stack_hash };
-            // Taken off the first CPU's copy: only the copies' sum means anything.
-            if let Ok(per_cpu) = sums.get(&key, 0) {
-                let mut copies: Vec<StackSums> = per_cpu.iter().copied().collect();
-                if let Some(first) = copies.first_mut() {
-                    first.outstanding_bytes = first.outstanding_bytes.wrapping_sub(bytes);
-                    first.outstanding_blocks = first.outstanding_blocks.wrapping_sub(count);
-                }
-                let copies = PerCpuValues::try_from(copies).map_err(|error| map_error(names::STACK_SUMS, error.into()))?;
-                sums.insert(key, copies, 0).map_err(|error| map_error(names::STACK_SUMS, error))?;
-            }
+        for (key, _) in &mine {
+            blocks.remove(key).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
         }
         Ok((mine.len() as u64, mine.iter().map(|(_, block)| block.size).sum()))
     }
+}
+
+/// Most thread and process ids the kernel's per-id arrays have a slot for: the kernel's
+/// `pid_max` (32,768 by default), up to a bound that keeps the arrays to a few megabytes; ids
+/// beyond use the hash maps (see the kernel's `by_id`).
+fn id_slots() -> u32 {
+    const MOST_SLOTS: u32 = 1 << 18;
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .map_or(32_768, |pid_max| pid_max.min(MOST_SLOTS))
 }
 
 /// `--sample-bytes`: fills the table of gaps between samples (exponential with the given

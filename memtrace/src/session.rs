@@ -100,6 +100,7 @@ impl Trace {
             ring_buffer_bytes: args.ring_buffer_size,
             filter_by_map: all_processes,
             empty: args.empty_probes,
+            id_slots: args.id_slots,
             combined: args.combined,
             sample_bytes: args.sample_bytes.unwrap_or(0),
             min_size: args.min_size,

@@ -6,9 +6,20 @@ use common::*;
 
 #[test]
 fn eight_threads_with_cross_thread_frees_match_the_programs_own_count() {
+    eight_threads_with(&[]);
+}
+
+/// Per-thread state in the kernel's hash maps, as on machines whose pid_max is beyond the
+/// per-id arrays.
+#[test]
+fn eight_threads_match_with_per_thread_state_in_hash_maps() {
+    eight_threads_with(&["--id-slots", "0"]);
+}
+
+fn eight_threads_with(options: &[&str]) {
     let _serial = serial();
     let binary = build_variant("threads.c", "threads", "cc", &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"], &[]);
-    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
+    let (output, report) = memtrace_json(&[&["run"], options].concat(), &[binary.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let numbers: Vec<u64> = stdout.split_whitespace().filter_map(|word| word.parse().ok()).collect();
