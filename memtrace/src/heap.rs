@@ -341,15 +341,9 @@ impl HeapTable {
         sum
     }
 
-    /// One process's outstanding blocks as (address, size), by address.
-    pub fn blocks_of(&self, tgid: u32) -> Vec<(u64, u64)> {
-        let mut blocks: Vec<(u64, u64)> = self
-            .processes
-            .get(&tgid)
-            .map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)).collect())
-            .unwrap_or_default();
-        blocks.sort_unstable();
-        blocks
+    /// One process's outstanding blocks as (address, size), in no order.
+    pub fn blocks_of(&self, tgid: u32) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.processes.get(&tgid).into_iter().flat_map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)))
     }
 
     /// Everything allocated during the trace (heap blocks, mappings), freed or not, per

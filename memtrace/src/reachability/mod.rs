@@ -10,14 +10,14 @@ pub use classify::{Extent, LeakKind};
 pub use scan::{ScanError, ScanStats, ThreadState, scan};
 pub use stop::StoppedProcess;
 
-use std::collections::HashMap;
-
 /// The leak kind of every block scanned, by process and address; blocks of processes that
 /// were not scanned (killed with SIGKILL, still running at the end of `run`, `record` without
 /// `--scan`) have none.
 #[derive(Debug, Default)]
 pub struct LeakKinds {
-    kinds: HashMap<(u32, u64), LeakKind>,
+    /// Per process scanned: its blocks' addresses, ascending, and their kinds (9 bytes a block,
+    /// where a hash map took about 40).
+    kinds: Vec<(u32, Vec<u64>, Vec<LeakKind>)>,
     /// Processes scanned, with what their scan read.
     pub scans: Vec<(u32, ScanStats)>,
     /// `record --scan`: how long each process was stopped.
@@ -25,16 +25,19 @@ pub struct LeakKinds {
 }
 
 impl LeakKinds {
-    /// Records the scan of `pid`: `kinds[i]` is the kind of `blocks[i]` (address, size).
-    pub fn record(&mut self, pid: u32, blocks: &[(u64, u64)], kinds: &[LeakKind], stats: ScanStats) {
-        for (&(addr, _), &kind) in blocks.iter().zip(kinds) {
-            self.kinds.insert((pid, addr), kind);
-        }
+    /// Records the scan of `pid`: `kinds[i]` is the kind of `blocks[i]` (by address). A later
+    /// scan of the same process replaces an earlier one.
+    pub fn record(&mut self, pid: u32, blocks: &[Extent], kinds: Vec<LeakKind>, stats: ScanStats) {
+        debug_assert!(blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr), "blocks sorted by address");
+        let addrs: Vec<u64> = blocks.iter().map(|block| block.addr).collect();
+        self.kinds.retain(|(scanned, _, _)| *scanned != pid);
+        self.kinds.push((pid, addrs, kinds));
         self.scans.push((pid, stats));
     }
 
     pub fn get(&self, pid: u32, addr: u64) -> Option<LeakKind> {
-        self.kinds.get(&(pid, addr)).copied()
+        let (_, addrs, kinds) = self.kinds.iter().find(|(scanned, _, _)| *scanned == pid)?;
+        addrs.binary_search(&addr).ok().and_then(|index| kinds.get(index).copied())
     }
 
     /// `record --scan` stopped `pid` for `duration`.
@@ -48,11 +51,19 @@ impl LeakKinds {
     }
 }
 
-/// Scans the stopped process `pid` whose outstanding blocks are `blocks` (address, size; by
-/// address) and records the result in `kinds`; a failure is a warning, and its blocks stay
+/// Scans the stopped process `pid` whose outstanding blocks are `blocks` (address, size; in
+/// any order) and records the result in `kinds`; a failure is a warning, and its blocks stay
 /// without a kind.
-pub fn scan_into(kinds: &mut LeakKinds, pid: u32, threads: &[ThreadState], blocks: &[(u64, u64)], heap_as_roots: bool) {
-    match scan(pid, threads, blocks, heap_as_roots) {
+pub fn scan_into(
+    kinds: &mut LeakKinds,
+    pid: u32,
+    threads: &[ThreadState],
+    blocks: impl Iterator<Item = (u64, u64)>,
+    heap_as_roots: bool,
+) {
+    let mut blocks: Vec<Extent> = blocks.map(|(addr, size)| Extent { addr, size, next_chunk: None }).collect();
+    blocks.sort_unstable_by_key(|block| block.addr);
+    match scan(pid, threads, &mut blocks, heap_as_roots) {
         Ok((found, stats)) => {
             if stats.unreadable_blocks > 0 || stats.unreadable_bytes > 0 {
                 log::warn!(
@@ -61,7 +72,7 @@ pub fn scan_into(kinds: &mut LeakKinds, pid: u32, threads: &[ThreadState], block
                     stats.unreadable_bytes
                 );
             }
-            kinds.record(pid, blocks, &found, stats);
+            kinds.record(pid, &blocks, found, stats);
         }
         Err(error) => eprintln!("memtrace: warning: no leak kinds for process {pid}: {error}"),
     }

@@ -18,7 +18,7 @@
 //! too (less the blocks known, which are scanned as blocks), so that a block is never called
 //! lost while an older block points to it; stale pointers in free chunks may hide a leak
 //! instead.
-use std::{fs::File, io, os::unix::fs::FileExt, time::Instant};
+use std::{fs::File, io, num::NonZeroU64, os::unix::fs::FileExt, time::Instant};
 
 use thiserror::Error;
 
@@ -93,21 +93,20 @@ pub struct ScanStats {
 pub fn scan(
     pid: u32,
     threads: &[ThreadState],
-    blocks: &[(u64, u64)],
+    blocks: &mut [Extent],
     heap_as_roots: bool,
 ) -> Result<(Vec<LeakKind>, ScanStats), ScanError> {
     let started = Instant::now();
     let maps = procmaps::read(pid).map_err(|source| ScanError::Maps { pid, source })?;
     let memory = File::open(format!("/proc/{pid}/mem")).map_err(|source| ScanError::Memory { pid, source })?;
-    let (contents, headers, unreadable_blocks) = read_blocks(&memory, blocks);
-    let blocks: Vec<Extent> = blocks
-        .iter()
-        .zip(&headers)
-        .map(|(&(addr, size), &header)| Extent { addr, size, next_chunk: next_chunk(header, addr, size) })
-        .collect();
+    let (contents, unreadable_blocks) = read_blocks(&memory, blocks);
     let blocks = &blocks[..];
     let mut stats = ScanStats { unreadable_blocks, ..ScanStats::default() };
+    let explain = log::log_enabled!(log::Level::Debug);
     let mut classifier = Classifier::new(blocks);
+    if explain {
+        classifier = classifier.keeping_witnesses();
+    }
     for thread in threads {
         for (index, &register) in thread.registers.iter().enumerate() {
             classifier.root_register(register, thread.tid, index);
@@ -142,7 +141,7 @@ pub fn scan(
         }
     }
     let (kinds, witnesses) = classifier.classify_with_witnesses(|index| contents.get(index));
-    if log::log_enabled!(log::Level::Debug) {
+    if explain {
         for ((block, kind), witness) in blocks.iter().zip(&kinds).zip(&witnesses) {
             log::debug!("process {pid}: block {:#x} ({} bytes) {}, first marked by {witness:?}", block.addr, block.size, kind.words());
         }
@@ -225,10 +224,10 @@ fn outside_blocks(start: u64, end: u64, blocks: &[Extent]) -> Vec<(u64, u64)> {
 /// 3 bits are flags), the chunk starts 16 bytes before the block, and the next chunk's header
 /// follows it. Returned only when it lies inside the block (the block uses the next chunk's
 /// first word).
-fn next_chunk(header: Option<u64>, addr: u64, size: u64) -> Option<u64> {
+fn next_chunk(header: Option<u64>, addr: u64, size: u64) -> Option<NonZeroU64> {
     let chunk_size = header? & !7;
     let next = addr.checked_sub(16)?.checked_add(chunk_size)?;
-    (next > addr && next < addr + size).then_some(next)
+    NonZeroU64::new(next).filter(|_| next > addr && next < addr + size)
 }
 
 /// Every block's contents, end to end in one buffer: a million small blocks would otherwise be
@@ -241,8 +240,8 @@ struct BlockContents {
 }
 
 impl BlockContents {
-    fn with_capacity(blocks: usize) -> Self {
-        Self { bytes: Vec::new(), ends: Vec::with_capacity(blocks) }
+    fn with_capacity(blocks: usize, bytes: usize) -> Self {
+        Self { bytes: Vec::with_capacity(bytes), ends: Vec::with_capacity(blocks) }
     }
 
     fn push(&mut self, contents: &[u8]) {
@@ -256,41 +255,42 @@ impl BlockContents {
     }
 }
 
-/// Each block's contents and the word before it (glibc's chunk size), and how many blocks
-/// could not be read. Nearby blocks are read in one span (one read for many small blocks
-/// rather than two each: the process is stopped meanwhile).
-fn read_blocks(memory: &File, blocks: &[(u64, u64)]) -> (BlockContents, Vec<Option<u64>>, u64) {
+/// Each block's contents, and how many blocks could not be read; fills in each block's next
+/// chunk from the word before it (glibc's chunk size). Nearby blocks are read in one span (one
+/// read for many small blocks rather than two each: the process is stopped meanwhile).
+fn read_blocks(memory: &File, blocks: &mut [Extent]) -> (BlockContents, u64) {
     const GAP: u64 = 4096;
     const SPAN: u64 = 1 << 20;
-    let mut contents = BlockContents::with_capacity(blocks.len());
-    let mut headers = Vec::with_capacity(blocks.len());
+    let total: u64 = blocks.iter().map(|block| block.size).sum();
+    let mut contents = BlockContents::with_capacity(blocks.len(), total as usize);
     let mut unreadable = 0;
     let mut first = 0;
     while first < blocks.len() {
-        let start = blocks[first].0.saturating_sub(8);
-        let mut end = blocks[first].0 + blocks[first].1;
+        let start = blocks[first].addr.saturating_sub(8);
+        let mut end = blocks[first].addr + blocks[first].size;
         let mut last = first + 1;
-        while let Some(&(addr, size)) = blocks.get(last) {
-            if addr.saturating_sub(8) > end + GAP || addr + size - start > SPAN {
+        while let Some(block) = blocks.get(last) {
+            if block.addr.saturating_sub(8) > end + GAP || block.addr + block.size - start > SPAN {
                 break;
             }
-            end = end.max(addr + size);
+            end = end.max(block.addr + block.size);
             last += 1;
         }
         let mut span = vec![0u8; (end - start) as usize];
         if read_fully(memory, &mut span, start).is_ok() {
-            for &(addr, size) in &blocks[first..last] {
-                let at = (addr - start) as usize;
+            for block in &mut blocks[first..last] {
+                let at = (block.addr - start) as usize;
                 let header = at.checked_sub(8).and_then(|header| span[header..at].try_into().ok());
-                headers.push(header.map(u64::from_ne_bytes));
-                contents.push(&span[at..at + size as usize]);
+                block.next_chunk = next_chunk(header.map(u64::from_ne_bytes), block.addr, block.size);
+                contents.push(&span[at..at + block.size as usize]);
             }
         } else {
             // One unreadable page spoils the span: its blocks are read one by one.
-            for &(addr, size) in &blocks[first..last] {
-                headers.push(addr.checked_sub(8).and_then(|header| read_word(memory, header)));
-                let mut bytes = vec![0u8; size as usize];
-                if read_fully(memory, &mut bytes, addr).is_ok() {
+            for block in &mut blocks[first..last] {
+                let header = block.addr.checked_sub(8).and_then(|header| read_word(memory, header));
+                block.next_chunk = next_chunk(header, block.addr, block.size);
+                let mut bytes = vec![0u8; block.size as usize];
+                if read_fully(memory, &mut bytes, block.addr).is_ok() {
                     contents.push(&bytes);
                 } else {
                     unreadable += 1;
@@ -300,7 +300,7 @@ fn read_blocks(memory: &File, blocks: &[(u64, u64)]) -> (BlockContents, Vec<Opti
         }
         first = last;
     }
-    (contents, headers, unreadable)
+    (contents, unreadable)
 }
 
 fn read_word(memory: &File, addr: u64) -> Option<u64> {
