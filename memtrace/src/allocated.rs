@@ -1,7 +1,7 @@
 //! Everything each stack allocated during the trace, freed or not: what pprof's `alloc_space`
 //! and `alloc_objects` show. Kept apart from the outstanding blocks, which forget a block when
 //! it is freed, so that a stack whose blocks were all freed still counts here.
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::heap::MemoryKind;
 
@@ -16,7 +16,9 @@ pub struct Allocated {
 /// integers when every block is recorded, estimates when sampling (`--sample-bytes`).
 #[derive(Debug, Default)]
 pub struct AllocatedByStack {
-    totals: HashMap<(i32, MemoryKind), (f64, f64)>,
+    /// Fx rather than the standard library's SipHash: this is updated once per allocation, on
+    /// the agent's hot path, and its keys are not chosen by an adversary.
+    totals: FxHashMap<(i32, MemoryKind), (f64, f64)>,
 }
 
 impl AllocatedByStack {

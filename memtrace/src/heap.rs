@@ -209,7 +209,8 @@ pub struct ProcessTotals {
 
 #[derive(Debug, Default)]
 pub struct HeapTable {
-    processes: HashMap<u32, ProcessHeap>,
+    /// By process id; Fx hashing, as it is looked up once per event.
+    processes: rustc_hash::FxHashMap<u32, ProcessHeap>,
     scale: Scale,
     /// Blocks' times are kept in milliseconds after this (CLOCK_MONOTONIC ns): the first
     /// event's time.
