@@ -76,28 +76,15 @@ pub fn call(pid_tgid: u64) -> Option<InFlight> {
 /// Starts this thread's allocator call; false when the hash map is full.
 #[inline(always)]
 pub fn begin_call(pid_tgid: u64, call: InFlight) -> bool {
-    let tid = pid_tgid as u32;
-    if has_slot(tid) {
-        let Some(slot) = CALL_SLOTS.get_ptr_mut(tid) else { return false };
-        // SAFETY: this thread's own slot.
-        unsafe { *slot = call };
-        return true;
-    }
-    IN_FLIGHT.insert(pid_tgid, call, 0).is_ok()
+    with_slot(&CALL_SLOTS, pid_tgid as u32, |slot| *slot = call) || IN_FLIGHT.insert(pid_tgid, call, 0).is_ok()
 }
 
 /// Ends this thread's allocator call.
 #[inline(always)]
 pub fn end_call(pid_tgid: u64) {
-    let tid = pid_tgid as u32;
-    if has_slot(tid) {
-        if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid) {
-            // SAFETY: this thread's own slot.
-            unsafe { (*slot).entry_sp = 0 };
-        }
-        return;
+    if !with_slot(&CALL_SLOTS, pid_tgid as u32, |slot| slot.entry_sp = 0) {
+        let _ = IN_FLIGHT.remove(pid_tgid);
     }
-    let _ = IN_FLIGHT.remove(pid_tgid);
 }
 
 /// This thread's operator-delete mark, if any.
@@ -117,27 +104,30 @@ pub fn mark(pid_tgid: u64) -> Option<FreeMark> {
 /// release (visible as an unknown free).
 #[inline(always)]
 pub fn set_mark(pid_tgid: u64, mark: FreeMark) {
-    let tid = pid_tgid as u32;
-    if has_slot(tid) {
-        if let Some(slot) = MARK_SLOTS.get_ptr_mut(tid) {
-            // SAFETY: this thread's own slot.
-            unsafe { *slot = mark };
-        }
-        return;
+    if !with_slot(&MARK_SLOTS, pid_tgid as u32, |slot| *slot = mark) {
+        let _ = FREE_MARKS.insert(pid_tgid, mark, 0);
     }
-    let _ = FREE_MARKS.insert(pid_tgid, mark, 0);
 }
 
 /// Clears this thread's operator-delete mark.
 #[inline(always)]
 pub fn clear_mark(pid_tgid: u64) {
-    let tid = pid_tgid as u32;
-    if has_slot(tid) {
-        if let Some(slot) = MARK_SLOTS.get_ptr_mut(tid) {
-            // SAFETY: this thread's own slot.
-            unsafe { (*slot).addr = 0 };
-        }
-        return;
+    if !with_slot(&MARK_SLOTS, pid_tgid as u32, |slot| slot.addr = 0) {
+        let _ = FREE_MARKS.remove(pid_tgid);
     }
-    let _ = FREE_MARKS.remove(pid_tgid);
+}
+
+/// Runs `write` on the slot of `id` in `slots`; false when the id has none (then the hash map
+/// serves).
+#[inline(always)]
+fn with_slot<V>(slots: &Array<V>, id: u32, write: impl FnOnce(&mut V)) -> bool {
+    if !has_slot(id) {
+        return false;
+    }
+    if let Some(slot) = slots.get_ptr_mut(id) {
+        // SAFETY: the slot of this thread's own id, written only by its own probes (a BPF
+        // program is not preempted on its CPU, and a thread runs on one CPU at a time).
+        write(unsafe { &mut *slot });
+    }
+    true
 }
