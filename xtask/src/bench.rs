@@ -19,6 +19,19 @@ const HELD: u64 = 1_000_000;
 /// Mean bytes between samples for the sampling row: jemalloc's default (lg_prof_sample 19).
 const SAMPLE_BYTES: &str = "524288";
 
+/// The ways of running the benchmark program, a column each, in the order of `WAYS`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Untraced,
+    Floor,
+    Memtrace,
+    Combined,
+    Sampled,
+    Bpftrace,
+}
+
+const WAYS: [Way; 6] = [Way::Untraced, Way::Floor, Way::Memtrace, Way::Combined, Way::Sampled, Way::Bpftrace];
+
 /// One row per thread count: ns per pair for each way of running.
 struct Row {
     threads: u32,
@@ -59,35 +72,45 @@ pub fn run(root: &Path) -> Result<()> {
     let mut summary = serde_json::Map::new();
     for threads in [1u32, 2] {
         let args = ["churn".to_owned(), threads.to_string(), PAIRS.to_string()];
-        let untraced = median(RUNS, || churn(Command::new(&bench).args(&args)))?;
-        let floor = median(RUNS, || {
-            churn(memtrace_run(&memtrace, &report).arg("--empty-probes").arg("--").arg(&bench).args(&args))
-        })?;
+        let command = format!("{} {}", bench.display(), args.join(" "));
         let mut lost = 0;
         let mut events_per_second: f64 = 0.0;
-        let traced_with = |options: &[&str], lost: &mut u64| {
-            median(RUNS, || {
-                let ns = churn(memtrace_run(&memtrace, &report).args(options).arg("--").arg(&bench).args(&args))?;
-                *lost += read_json(&report)?["summary"]["lost_events"].as_u64().unwrap_or(0);
-                Ok(ns)
-            })
-        };
-        let combined = traced_with(&["--combined"], &mut lost)?;
-        let sampled = traced_with(&["--sample-bytes", SAMPLE_BYTES], &mut lost)?;
-        let traced = median(RUNS, || {
-            let ns = churn(memtrace_run(&memtrace, &report).arg("--").arg(&bench).args(&args))?;
+        // One way of running, once: ns per pair (and what memtrace lost, and its event rate).
+        let mut measure = |way: Way| -> Result<f64> {
+            let traced_with = |options: &[&str]| {
+                let mut command = memtrace_run(&memtrace, &report);
+                command.args(options).arg("--").arg(&bench).args(&args);
+                command
+            };
+            let ns = match way {
+                Way::Untraced => return churn(Command::new(&bench).args(&args)),
+                Way::Floor => return churn(&mut traced_with(&["--empty-probes"])),
+                Way::Bpftrace => {
+                    return churn(Command::new("bpftrace").arg("-e").arg(bpftrace_script(&libc)).arg("-c").arg(&command));
+                }
+                Way::Memtrace => churn(&mut traced_with(&[]))?,
+                Way::Combined => churn(&mut traced_with(&["--combined"]))?,
+                Way::Sampled => churn(&mut traced_with(&["--sample-bytes", SAMPLE_BYTES]))?,
+            };
             let recorded = read_json(&report)?;
             lost += recorded["summary"]["lost_events"].as_u64().unwrap_or(0);
-            let events = recorded["summary"]["total_allocations"].as_u64().unwrap_or(0)
-                + recorded["summary"]["total_frees"].as_u64().unwrap_or(0);
-            let seconds = recorded["duration_seconds"].as_f64().unwrap_or(f64::INFINITY);
-            events_per_second = events_per_second.max(events as f64 / seconds);
+            if way == Way::Memtrace {
+                let events = recorded["summary"]["total_allocations"].as_u64().unwrap_or(0)
+                    + recorded["summary"]["total_frees"].as_u64().unwrap_or(0);
+                let seconds = recorded["duration_seconds"].as_f64().unwrap_or(f64::INFINITY);
+                events_per_second = events_per_second.max(events as f64 / seconds);
+            }
             Ok(ns)
-        })?;
-        let command = format!("{} {}", bench.display(), args.join(" "));
-        let bpftrace = median(RUNS, || {
-            churn(Command::new("bpftrace").arg("-e").arg(bpftrace_script(&libc)).arg("-c").arg(&command))
-        })?;
+        };
+        // In rounds: each round runs every way once, back to back, so that the machine's load
+        // changing between rounds (it is shared) moves every column alike rather than one.
+        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(RUNS); WAYS.len()];
+        for _ in 0..RUNS {
+            for (column, &way) in WAYS.iter().enumerate() {
+                samples[column].push(measure(way)?);
+            }
+        }
+        let [untraced, floor, traced, combined, sampled, bpftrace] = [0, 1, 2, 3, 4, 5].map(|column| median(&mut samples[column]));
         rows.push(Row { threads, untraced, floor, memtrace: traced, combined, sampled, bpftrace, lost });
         if threads == 1 {
             summary.insert("untraced_ns".into(), json!(untraced));
@@ -105,28 +128,36 @@ pub fn run(root: &Path) -> Result<()> {
     // The kernel-side programs' own time per pair, from the kernel's BPF run-time stats
     // (`--program-stats`): far less noisy than wall-clock rows on a shared machine. The uprobe
     // traps themselves are not in it (the floor's wall-clock row has them).
+    // Three rounds of the four, the median of each (in rounds, as above).
+    const LABELS: [(&str, &[&str]); 4] = [
+        ("floor", &["--empty-probes"]),
+        ("memtrace", &[]),
+        ("combined", &["--combined"]),
+        ("sampled", &["--sample-bytes", SAMPLE_BYTES]),
+    ];
+    let mut kernel_samples: Vec<Vec<f64>> = vec![Vec::new(); LABELS.len()];
+    for _ in 0..3 {
+        for (column, (_, options)) in LABELS.iter().enumerate() {
+            let args = ["churn", "1", &PAIRS.to_string()].map(str::to_owned);
+            churn(memtrace_run(&memtrace, &report).arg("--program-stats").args(*options).arg("--").arg(&bench).args(&args))?;
+            let recorded = read_json(&report)?;
+            let total: f64 = recorded["kernel_programs"]
+                .as_array()
+                .map(|programs| {
+                    programs
+                        .iter()
+                        .map(|program| program["runs"].as_f64().unwrap_or(0.0) * program["ns_per_run"].as_f64().unwrap_or(0.0))
+                        .sum()
+                })
+                .unwrap_or(0.0);
+            kernel_samples[column].push(total / PAIRS as f64);
+        }
+    }
     let mut program_ns = Vec::new();
-    for (label, options) in [
-        ("floor", &["--empty-probes"][..]),
-        ("memtrace", &[][..]),
-        ("combined", &["--combined"][..]),
-        ("sampled", &["--sample-bytes", SAMPLE_BYTES][..]),
-    ] {
-        let args = ["churn", "1", &PAIRS.to_string()].map(str::to_owned);
-        churn(memtrace_run(&memtrace, &report).arg("--program-stats").args(options).arg("--").arg(&bench).args(&args))?;
-        let recorded = read_json(&report)?;
-        let total: f64 = recorded["kernel_programs"]
-            .as_array()
-            .map(|programs| {
-                programs
-                    .iter()
-                    .map(|program| program["runs"].as_f64().unwrap_or(0.0) * program["ns_per_run"].as_f64().unwrap_or(0.0))
-                    .sum()
-            })
-            .unwrap_or(0.0);
-        let per_pair = total / PAIRS as f64;
+    for ((label, _), samples) in LABELS.iter().zip(&mut kernel_samples) {
+        let per_pair = median(samples);
         summary.insert(format!("kernel_program_ns_per_pair_{label}"), json!(per_pair));
-        program_ns.push((label, per_pair));
+        program_ns.push((*label, per_pair));
     }
     summary.insert("lost_events".into(), json!(total_lost));
 
@@ -171,7 +202,7 @@ pub fn run(root: &Path) -> Result<()> {
     // Symbolizing and rendering 10,000 distinct stacks: the same trace reported in full and
     // with --top 1, side by side; the difference is the naming and writing of 9,999 stacks.
     let seconds_for = |top: &[&str]| {
-        median(RUNS, || {
+        median_of(RUNS, || {
             let started = std::time::Instant::now();
             let status = memtrace_run(&memtrace, &report).args(top).arg("--").arg(&stacks10k).status()?;
             if !status.success() {
@@ -240,10 +271,14 @@ fn churn(command: &mut Command) -> Result<f64> {
         .with_context(|| format!("no ns_per_pair in the output of {command:?}"))
 }
 
-fn median(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f64> {
-    let mut values = (0..runs).map(|_| measure()).collect::<Result<Vec<f64>>>()?;
+fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    Ok(values[runs / 2])
+    values[values.len() / 2]
+}
+
+fn median_of(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let mut values = (0..runs).map(|_| measure()).collect::<Result<Vec<f64>>>()?;
+    Ok(median(&mut values))
 }
 
 fn compile(source: &Path, binary: &Path, optimization: &str) -> Result<()> {
