@@ -64,10 +64,8 @@ pub fn is_traced(pid_tgid: u64) -> bool {
 /// This thread's allocator call in flight, if any.
 #[inline(always)]
 pub fn call(pid_tgid: u64) -> Option<InFlight> {
-    let tid = pid_tgid as u32;
-    if has_slot(tid) {
-        let slot = CALL_SLOTS.get(tid)?;
-        return if slot.entry_sp == 0 { None } else { Some(*slot) };
+    if let Some(slot) = read_slot(&CALL_SLOTS, pid_tgid as u32, |call| call.entry_sp != 0) {
+        return slot;
     }
     // SAFETY: entries are only written by this thread's own probes.
     IN_FLIGHT.get_ptr(pid_tgid).map(|call| unsafe { *call })
@@ -90,10 +88,8 @@ pub fn end_call(pid_tgid: u64) {
 /// This thread's operator-delete mark, if any.
 #[inline(always)]
 pub fn mark(pid_tgid: u64) -> Option<FreeMark> {
-    let tid = pid_tgid as u32;
-    if has_slot(tid) {
-        let slot = MARK_SLOTS.get(tid)?;
-        return if slot.addr == 0 { None } else { Some(*slot) };
+    if let Some(slot) = read_slot(&MARK_SLOTS, pid_tgid as u32, |mark| mark.addr != 0) {
+        return slot;
     }
     // SAFETY: marks are only written by this thread's own probes.
     FREE_MARKS.get_ptr(pid_tgid).map(|mark| unsafe { *mark })
@@ -115,6 +111,16 @@ pub fn clear_mark(pid_tgid: u64) {
     if !with_slot(&MARK_SLOTS, pid_tgid as u32, |slot| slot.addr = 0) {
         let _ = FREE_MARKS.remove(pid_tgid);
     }
+}
+
+/// The value in the slot of `id` in `slots` if `is_set` says it holds one; `None` when the id
+/// has no slot (then the hash map serves).
+#[inline(always)]
+fn read_slot<V: Copy>(slots: &Array<V>, id: u32, is_set: impl FnOnce(&V) -> bool) -> Option<Option<V>> {
+    if !has_slot(id) {
+        return None;
+    }
+    Some(slots.get(id).filter(|value| is_set(value)).copied())
 }
 
 /// Runs `write` on the slot of `id` in `slots`; false when the id has none (then the hash map
