@@ -104,7 +104,8 @@ pub enum CallKind {
     PosixMemalign = 3,
 }
 
-/// Entry state of an allocator call whose return has not been seen yet, keyed by pid_tgid.
+/// Entry state of an allocator call whose return has not been seen yet, one per thread (see
+/// the kernel's `by_id`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct InFlight {

@@ -18,6 +18,10 @@ use memtrace_common::{FreeMark, InFlight};
 #[unsafe(no_mangle)]
 static ID_SLOTS: Global<u32> = Global::new(0);
 
+/// 1 for each traced process, by process id.
+#[map(name = "TRACED_SLOTS")]
+static TRACED_SLOTS: Array<u8> = Array::with_max_entries(1, 0);
+
 /// Each thread's allocator call in flight, by thread id; `entry_sp == 0` when none.
 #[map(name = "CALL_SLOTS")]
 static CALL_SLOTS: Array<InFlight> = Array::with_max_entries(1, 0);
@@ -42,10 +46,6 @@ static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16 * 1024, 
 #[map(name = "FREE_MARKS")]
 static FREE_MARKS: LruHashMap<u64, FreeMark> = LruHashMap::with_max_entries(16 * 1024, 0);
 
-/// 1 for each traced process, by process id.
-#[map(name = "TRACED_SLOTS")]
-static TRACED_SLOTS: Array<u8> = Array::with_max_entries(1, 0);
-
 #[inline(always)]
 fn has_slot(id: u32) -> bool {
     id < ID_SLOTS.load()
@@ -55,8 +55,8 @@ fn has_slot(id: u32) -> bool {
 #[inline(always)]
 pub fn is_traced(pid_tgid: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
-    if has_slot(tgid) {
-        return TRACED_SLOTS.get(tgid).is_some_and(|flag| *flag != 0);
+    if let Some(slot) = read_slot(&TRACED_SLOTS, tgid, |flag| *flag != 0) {
+        return slot.is_some();
     }
     TRACED.get_ptr(&tgid).is_some()
 }

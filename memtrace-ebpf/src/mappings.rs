@@ -4,6 +4,9 @@
 //! gained, the user stack. A call made inside an allocator call (malloc's own mmap or brk) is
 //! marked internal: the block the caller asked for is what counts.
 //!
+//! Tracepoints fire for every process, so each program here checks the traced set itself
+//! (`by_id::is_traced`), whatever `FILTER_BY_MAP` says.
+//!
 //! Called through libc's wrappers (mmap, mremap, shmat, brk, sbrk), the event waits for the
 //! wrapper's return (a uretprobe) to take the user stack there: inside a frameless wrapper a
 //! frame-pointer walk would skip the function that called it.
@@ -109,7 +112,7 @@ pub fn shmat_exit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn shmdt_enter(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if traced(pid_tgid) {
+    if by_id::is_traced(pid_tgid) {
         // SAFETY: reading an argument slot inside the tracepoint's record.
         let addr = unsafe { ctx.read_at::<u64>(ARGUMENTS) }.unwrap_or(0);
         send(&ctx, pid_tgid, EventKind::Shmdt, mapping::SHARED, addr, 0, 0, 0, false);
@@ -117,17 +120,11 @@ pub fn shmdt_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Tracepoints fire for every process: only those memtrace traces count.
-#[inline(always)]
-fn traced(pid_tgid: u64) -> bool {
-    by_id::is_traced(pid_tgid)
-}
-
 /// Keeps the first `arguments` arguments of a traced process's system call until its exit.
 #[inline(always)]
 fn remember(ctx: &TracePointContext, arguments: usize) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced(pid_tgid) {
+    if !by_id::is_traced(pid_tgid) {
         return;
     }
     let mut args = [0u64; 4];
@@ -167,7 +164,7 @@ fn internal_bit(call: &SyscallArgs) -> u32 {
 #[uprobe]
 pub fn wrapper_enter(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced(pid_tgid) {
+    if !by_id::is_traced(pid_tgid) {
         return 0;
     }
     let sp = stack_pointer(ctx.regs);
