@@ -109,7 +109,7 @@ pub struct RecordArgs {
     /// Print a text report of the top stacks every DURATION while recording (as memleak does),
     /// on stdout (on stderr when -o is given or the format is not text); the final report
     /// marks the stacks that grew in most intervals as leak suspects. Not with --combined,
-    /// whose sums are read from the kernel only at the end.
+    /// whose maps are read from the kernel only at the end.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "combined")]
     pub interval: Option<Duration>,
 
@@ -252,8 +252,9 @@ pub struct TraceArgs {
     #[arg(long)]
     pub program_stats: bool,
 
-    /// Add up outstanding bytes per stack in the kernel instead of sending an event per call:
-    /// no ring-buffer traffic and no agent work per call, at the price of no per-block times.
+    /// Keep the outstanding blocks and each stack's totals in kernel maps instead of sending an
+    /// event per call; memtrace adds the blocks up per stack when it reports: no ring-buffer
+    /// traffic and no agent work per call, at the price of no per-block times.
     #[arg(long, conflicts_with_all = ["sample_bytes", "empty_probes"])]
     pub combined: bool,
 

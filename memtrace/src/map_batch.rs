@@ -1,8 +1,8 @@
 //! Reading a whole kernel hash map in a few system calls (`BPF_MAP_LOOKUP_BATCH`).
 //!
 //! aya iterates a map with two system calls per entry (next key, then lookup). `--combined`
-//! reads every outstanding block when it reports, a million of them in a busy service: batches
-//! of thousands of entries per call make that fast enough to repeat at each `--interval`.
+//! reads every outstanding block when it reports, and on each exec of a traced process: a
+//! million of them in a busy service, in batches of thousands of entries per call.
 use std::{io, mem::size_of, os::fd::{AsFd, AsRawFd}};
 
 use aya::{Pod, maps::MapData};
