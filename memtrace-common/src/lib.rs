@@ -238,6 +238,45 @@ pub struct LiveBlock {
     pub stack_hash: u64,
 }
 
+/// One slot of the kernel's block table (`BLOCK_SLOTS`, see the kernel's `block_table`): a
+/// block tracked in the kernel, found by its (process, address). `addr` is `EMPTY_SLOT` when
+/// the slot is free and `CLAIMED_SLOT` while a probe fills it in; the other fields mean
+/// something only when `addr` is neither.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockSlot {
+    pub addr: u64,
+    pub tgid: u32,
+    pub _padding: u32,
+    pub size: u64,
+    /// `--combined`: the hash of its stack (the key in `STACKS`).
+    pub stack_hash: u64,
+}
+
+/// `BlockSlot::addr` of a free slot (no block is at address 0).
+pub const EMPTY_SLOT: u64 = 0;
+/// `BlockSlot::addr` of a slot being filled in (no block is at the last address).
+pub const CLAIMED_SLOT: u64 = u64::MAX;
+/// Consecutive slots, from a block's home slot, in which it may be kept (see `block_table`).
+pub const BLOCK_WINDOW: u32 = 8;
+
+/// The home slot of a (process, address) in a block table of `1 << bits` slots.
+///
+/// Blocks next to each other in memory get slots next to each other: an address's 8-byte word
+/// number picks the slot within a stretch of the table, so blocks at least 8 bytes apart never
+/// share a home, and the blocks a program is busy with (its heap's hot end, chunks malloc hands
+/// out again) stay in a few cache lines and pages of the table instead of one each. Where the
+/// word number wraps around the table, each region of memory (and each process) starts at a
+/// hashed offset, so that two heaps seldom land on the same slots.
+#[inline(always)]
+pub fn home_slot(tgid: u32, addr: u64, bits: u32) -> u32 {
+    let bits = bits.clamp(1, 31);
+    let word = addr >> 3;
+    let region = (word >> bits) ^ (u64::from(tgid) << 40);
+    let offset = region.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33;
+    (word.wrapping_add(offset) & ((1u64 << bits) - 1)) as u32
+}
+
 /// `--combined`: the key of one (process, stack)'s totals in `STACK_TOTALS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -276,6 +315,29 @@ pub struct StackTotals {
     pub allocations: u64,
 }
 
+/// `--combined`: one slot of a CPU's table of per-stack totals (`TOTALS_SLOTS`, a per-CPU
+/// array used as an open-addressed table): what one (process, stack) allocated in all on that
+/// CPU. Each CPU's copy is its own table; the agent adds up the slots of the same key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TotalsSlot {
+    pub stack_hash: u64,
+    pub tgid: u32,
+    /// 0 while the slot is free.
+    pub used: u32,
+    pub totals: StackTotals,
+}
+
+/// Consecutive slots, from a key's home slot, in which its totals may be kept.
+pub const TOTALS_WINDOW: u32 = 8;
+
+/// The home slot of a (process, stack) in a totals table of `1 << bits` slots.
+#[inline(always)]
+pub fn totals_home(tgid: u32, stack_hash: u64, bits: u32) -> u32 {
+    let mixed = (stack_hash ^ u64::from(tgid).wrapping_mul(0xff51_afd7_ed55_8ccd)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> (64 - bits.clamp(1, 31))) as u32
+}
+
 /// `--combined`: one (process, stack)'s figures as the agent assembles them: the totals from
 /// `STACK_TOTALS`, the outstanding ones summed over that stack's blocks in `LIVE_BLOCKS`.
 #[repr(C)]
@@ -306,10 +368,17 @@ pub mod names {
     pub const WRAPPERS: &str = "WRAPPERS";
     /// Blocks tracked in the kernel (`--combined`: all; `--sample-bytes`: the sampled ones).
     pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
+    /// The block table's slots (`BlockSlot`), and the global giving their number as a power of 2.
+    pub const BLOCK_SLOTS: &str = "BLOCK_SLOTS";
+    pub const BLOCK_SLOT_BITS: &str = "BLOCK_SLOT_BITS";
+    /// Slot 0 set to 1 by the kernel once a block went to `LIVE_BLOCKS`, past the table.
+    pub const BLOCKS_OVERFLOWED: &str = "BLOCKS_OVERFLOWED";
     /// `--combined`: the stacks, by the hash of their frames.
     pub const STACKS: &str = "STACKS";
-    /// `--combined`: what each (process, stack) allocated in all.
-    pub const STACK_TOTALS: &str = "STACK_TOTALS";
+    /// `--combined`: what each (process, stack) allocated in all, per CPU (`TotalsSlot`), and
+    /// the global giving the number of slots as a power of 2.
+    pub const TOTALS_SLOTS: &str = "TOTALS_SLOTS";
+    pub const TOTALS_SLOT_BITS: &str = "TOTALS_SLOT_BITS";
     /// `--sample-bytes`: exponentially distributed gaps (bytes) between samples, filled in by
     /// the agent; the kernel picks one at random after each sample.
     pub const SAMPLE_GAPS: &str = "SAMPLE_GAPS";
@@ -397,4 +466,5 @@ mod pod {
     unsafe impl aya::Pod for super::StackKey {}
     unsafe impl aya::Pod for super::StackFrames {}
     unsafe impl aya::Pod for super::StackTotals {}
+    unsafe impl aya::Pod for super::TotalsSlot {}
 }

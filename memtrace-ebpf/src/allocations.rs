@@ -12,12 +12,12 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
-use memtrace_common::{BlockKey, CallKind, Counter, Event, EventKind, InFlight, LiveBlock};
+use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight, LiveBlock};
 
 use crate::{
-    by_id, combined,
+    block_table, by_id, combined,
     frees::{forget_mark, release_block},
-    maps::{LIVE_BLOCKS, count, emit, emit_with_user_stack, traced},
+    maps::{count, emit, emit_with_user_stack, traced},
     regs::stack_pointer,
     sampling,
 };
@@ -193,7 +193,7 @@ fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
     // A sampled block is remembered so that its free, and only its, is sent. One that cannot
     // be remembered is not sent either: the agent would hold it forever.
     if sampling::sampling()
-        && LIVE_BLOCKS.insert(&BlockKey { tgid, _padding: 0, addr }, &LiveBlock { size, stack_hash: 0 }, 0).is_err()
+        && !block_table::insert(tgid, addr, LiveBlock { size, stack_hash: 0 })
     {
         count(Counter::LiveBlocksFull);
         return;

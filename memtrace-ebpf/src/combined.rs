@@ -1,22 +1,35 @@
-//! `--combined`: in-kernel aggregation. Each outstanding block's size and stack live in
-//! `LIVE_BLOCKS`, and what each (process, stack) allocated in all in `STACK_TOTALS`; no event
-//! crosses the ring buffer per call. The agent reads the maps when it reports, summing the
-//! outstanding blocks per stack then: a free is a single map operation, the delete.
+//! `--combined`: in-kernel aggregation. Each outstanding block's size and stack live in the
+//! block table (`block_table`), and what each (process, stack) allocated in all in
+//! `TOTALS_SLOTS`; no event crosses the ring buffer per call. The agent reads both when it
+//! reports, summing the outstanding blocks per stack then: a free only empties a slot.
 //!
 //! A stack is walked by hand (`user_stack`) and kept in `STACKS` under a 64-bit hash of its
-//! frames, stored the first time its process's totals are created. The price: no per-block
-//! time, so the trace window is the probes' lifetime.
-use aya_ebpf::{Global, bindings::{BPF_NOEXIST, pt_regs}};
-use memtrace_common::{BlockKey, Counter, LiveBlock, StackFrames, StackKey, StackTotals, stack_hash};
+//! frames, stored the first time a CPU counts it for a process. The price: no per-block time,
+//! so the trace window is the probes' lifetime.
+use aya_ebpf::{Global, bindings::pt_regs, macros::map, maps::PerCpuArray};
+use memtrace_common::{
+    Counter, LiveBlock, StackFrames, StackTotals, TOTALS_WINDOW, TotalsSlot, stack_hash, totals_home,
+};
 
 use crate::{
-    maps::{LIVE_BLOCKS, STACK_SCRATCH, STACK_TOTALS, STACKS, count, stack_depth},
+    block_table,
+    maps::{STACK_SCRATCH, STACKS, count, stack_depth},
     user_stack,
 };
 
 /// Set to 1 at load time for in-kernel aggregation.
 #[unsafe(no_mangle)]
 static COMBINED: Global<u8> = Global::new(0);
+
+/// What each (process, stack) allocated in all: per CPU, so that no update needs an atomic
+/// operation, and an open-addressed table in an array, so that finding a stack's totals is a
+/// few loads instead of a hash-map lookup. Sized by the agent to `1 << TOTALS_SLOT_BITS`.
+#[map(name = "TOTALS_SLOTS")]
+static TOTALS_SLOTS: PerCpuArray<TotalsSlot> = PerCpuArray::with_max_entries(2, 0);
+
+/// Set at load time: each CPU's totals table has `1 << TOTALS_SLOT_BITS` slots.
+#[unsafe(no_mangle)]
+static TOTALS_SLOT_BITS: Global<u32> = Global::new(1);
 
 #[inline(always)]
 pub fn enabled() -> bool {
@@ -32,16 +45,15 @@ pub fn acquire(regs: *const pt_regs, tgid: u32, addr: u64, size: u64) {
     let depth = user_stack::walk(regs, &mut stack.frames, stack_depth());
     stack.depth = depth as u64;
     let hash = stack_hash(&stack.frames[..depth.min(memtrace_common::MAX_STACK_DEPTH)]);
-    let Some(totals) = totals_of(StackKey { tgid, _padding: 0, stack_hash: hash }, stack) else {
+    let Some(totals) = totals_of(tgid, hash, stack) else {
         count(Counter::StackSumsFull);
         return;
     };
-    let key = BlockKey { tgid, _padding: 0, addr };
-    if LIVE_BLOCKS.insert(&key, &LiveBlock { size, stack_hash: hash }, 0).is_err() {
+    if !block_table::insert(tgid, addr, LiveBlock { size, stack_hash: hash }) {
         count(Counter::LiveBlocksFull);
         return;
     }
-    // SAFETY: this CPU's own copy of the totals; a BPF program is not preempted on its CPU.
+    // SAFETY: this CPU's own slot; a BPF program is not preempted on its CPU.
     unsafe {
         (*totals).allocated_bytes = (*totals).allocated_bytes.wrapping_add(size);
         (*totals).allocations = (*totals).allocations.wrapping_add(1);
@@ -51,24 +63,35 @@ pub fn acquire(regs: *const pt_regs, tgid: u32, addr: u64, size: u64) {
 /// A block given back. One never handed out during the trace is counted as an unknown free.
 #[inline(always)]
 pub fn release(tgid: u32, addr: u64) {
-    if LIVE_BLOCKS.remove(&BlockKey { tgid, _padding: 0, addr }).is_err() {
+    if !block_table::remove(tgid, addr) {
         count(Counter::UnknownFree);
     }
 }
 
-/// This CPU's copy of one (process, stack)'s totals, created on first use; the stack's frames
-/// are stored then.
+/// This CPU's totals of one (process, stack), in the first slot of its window that holds them
+/// or is free; the stack's frames are stored when a slot is taken. None when the window is full
+/// or the frames cannot be stored.
 #[inline(always)]
-fn totals_of(key: StackKey, stack: &StackFrames) -> Option<*mut StackTotals> {
-    if let Some(totals) = STACK_TOTALS.get_ptr_mut(&key) {
-        return Some(totals);
+fn totals_of(tgid: u32, hash: u64, stack: &StackFrames) -> Option<*mut StackTotals> {
+    let bits = TOTALS_SLOT_BITS.load().clamp(1, 31);
+    let mask = (1u32 << bits) - 1;
+    let home = totals_home(tgid, hash, bits);
+    for step in 0..TOTALS_WINDOW {
+        let slot = TOTALS_SLOTS.get_ptr_mut(home.wrapping_add(step) & mask)?;
+        // SAFETY: this CPU's own slot; a BPF program is not preempted on its CPU.
+        let slot = unsafe { &mut *slot };
+        if slot.used != 0 {
+            if slot.stack_hash == hash && slot.tgid == tgid {
+                return Some(&raw mut slot.totals);
+            }
+            continue;
+        }
+        // Another CPU or process may have stored the same frames: the same key, the same value.
+        if STACKS.insert(&hash, stack, 0).is_err() {
+            return None;
+        }
+        *slot = TotalsSlot { stack_hash: hash, tgid, used: 1, totals: StackTotals::default() };
+        return Some(&raw mut slot.totals);
     }
-    // Another process may have stored the same frames: the same key, the same value.
-    if STACKS.insert(&key.stack_hash, stack, 0).is_err() {
-        return None;
-    }
-    // Another CPU may create the totals first; either way the entry then exists (with zeroed
-    // copies for the other CPUs).
-    let _ = STACK_TOTALS.insert(&key, &StackTotals::default(), BPF_NOEXIST as u64);
-    STACK_TOTALS.get_ptr_mut(&key)
+    None
 }

@@ -10,13 +10,13 @@ use aya_ebpf::{
     maps::Array,
     programs::ProbeContext,
 };
-use memtrace_common::{BlockKey, Counter, Event, EventKind, FreeMark};
+use memtrace_common::{Counter, Event, EventKind, FreeMark};
 
 use crate::{
     allocations::{inside_allocator_call, new_event},
-    by_id,
+    block_table, by_id,
     combined,
-    maps::{LIVE_BLOCKS, count, emit, traced},
+    maps::{count, emit, traced},
     regs::stack_pointer,
     sampling,
 };
@@ -103,7 +103,7 @@ pub fn release_block(pid_tgid: u64, addr: u64) {
         combined::release(tgid, addr);
         return;
     }
-    if sampling::sampling() && LIVE_BLOCKS.remove(&BlockKey { tgid, _padding: 0, addr }).is_err() {
+    if sampling::sampling() && !block_table::remove(tgid, addr) {
         return;
     }
     emit(Event { kind: EventKind::Free as u32, addr, ..new_event(pid_tgid, 0) });

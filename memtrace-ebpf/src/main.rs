@@ -5,8 +5,12 @@
 //! outstanding lives in the agent. Every drop is counted in `COUNTERS`.
 #![no_std]
 #![no_main]
+// `block_table` claims slots with the compare-and-exchange intrinsic (see `claim` there).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod allocations;
+mod block_table;
 mod by_id;
 mod combined;
 mod faults;

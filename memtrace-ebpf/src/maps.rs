@@ -1,18 +1,18 @@
 //! The maps shared with the agent, and the one helper that counts what was dropped.
 use aya_ebpf::{
     Global,
-    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     EbpfContext,
     bindings::pt_regs,
     helpers::bpf_get_stack,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 #[cfg(bpf_target_arch = "x86_64")]
 use crate::user_stack;
 use memtrace_common::{
     BlockKey, COUNTER_SLOTS, Counter, Event, EventWithStack, LiveBlock, SAMPLE_GAPS as GAP_COUNT,
-    StackFrames, StackKey, StackTotals, SyscallArgs, WrapperCall,
+    StackFrames, SyscallArgs, WrapperCall,
 };
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
@@ -31,12 +31,11 @@ pub static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16 * 
 #[map(name = "WRAPPERS")]
 pub static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 1024, 0);
 
-/// Blocks tracked in the kernel: every outstanding one with `--combined`, the sampled ones with
-/// `--sample-bytes` (so that only their frees are sent). Preallocated (an insert takes a free
-/// entry from a per-CPU list instead of allocating one) and sized by the agent: one entry when
-/// neither mode is on.
+/// Blocks tracked in the kernel that found no room in the block table (see `block_table`).
+/// Entries are allocated as needed (nothing is used until the table overflows); sized by the
+/// agent: one entry when no block is tracked.
 #[map(name = "LIVE_BLOCKS")]
-pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1, 0);
+pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 /// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`, by the hash of their frames. Sized
 /// by the agent (one entry when not combined).
@@ -46,11 +45,6 @@ pub static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(1, 0);
 /// `--combined`: per-CPU room to walk a stack before it is hashed and perhaps stored.
 #[map(name = "STACK_SCRATCH")]
 pub static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
-
-/// `--combined`: what each (process, stack) allocated in all, one copy per CPU so that no
-/// update needs an atomic operation; the agent adds the copies up.
-#[map(name = "STACK_TOTALS")]
-pub static STACK_TOTALS: PerCpuHashMap<StackKey, StackTotals> = PerCpuHashMap::with_max_entries(64 * 1024, 0);
 
 /// `--sample-bytes`: bytes left before the next sample, per CPU (seeded by the agent).
 #[map(name = "SAMPLE_COUNTDOWN")]

@@ -258,13 +258,15 @@ pub struct TraceArgs {
     #[arg(long, conflicts_with_all = ["sample_bytes", "empty_probes"])]
     pub combined: bool,
 
-    /// `--combined`: distinct stacks the kernel can keep (preallocated, about 1 KiB each);
-    /// blocks from stacks beyond it are counted in lost.stack_sums_full.
+    /// `--combined`: distinct stacks the kernel can keep (preallocated, about 1 KiB each for
+    /// the frames and 64 bytes per CPU for the totals); blocks from stacks beyond it are counted
+    /// in lost.stack_sums_full.
     #[arg(long, default_value_t = 16 * 1024, value_name = "N", requires = "combined")]
     pub stack_slots: u32,
 
-    /// `--combined` or `--sample-bytes`: outstanding blocks the kernel can track at once
-    /// (preallocated, about 64 bytes of kernel memory each). Default: 1,048,576 with
+    /// `--combined` or `--sample-bytes`: outstanding blocks the kernel can track at once, at
+    /// least (a table of twice as many 32-byte slots, preallocated: 64 bytes of kernel memory
+    /// each; and an overflow map of as many, allocated as used). Default: 1,048,576 with
     /// --combined, 131,072 sampled blocks with --sample-bytes. Blocks beyond it are counted in
     /// lost.live_blocks_full.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

@@ -6,6 +6,7 @@
 //! `run` (with `launch`) and `record`.
 pub mod allocated;
 pub mod allocator;
+pub mod block_slots;
 pub mod blocks;
 pub mod check;
 pub mod cli;

@@ -6,15 +6,15 @@ use std::{collections::HashMap, num::NonZeroU32};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, StackTotals, names};
+use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names};
 use thiserror::Error;
-use crate::{allocator::Allocator, events::watch_readable};
+use crate::{allocator::Allocator, block_slots::BlockSlots, events::watch_readable};
 
 /// The kernel-side object built by `build.rs` from `memtrace-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
@@ -73,6 +73,8 @@ pub struct Probes {
     empty: bool,
     /// The links made for each process, so they can be let go when it ends.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// The kernel's block table, mapped (`--combined`, `--sample-bytes`).
+    block_slots: Option<BlockSlots>,
 }
 
 /// How many events the kernel side dropped or degraded, by reason, summed over CPUs.
@@ -122,10 +124,14 @@ impl Probes {
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
         // The stack table's slots are allocated up front (a kilobyte each): one when unused.
+        // Each CPU's totals table has twice as many (32 bytes each).
         let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
-        // So are the block table's entries (about 64 bytes each).
+        let totals_slot_bits = table_bits(stack_slots);
+        // So is the block table, twice the blocks it should hold (32 bytes a slot, see
+        // `block_slot_bits`); its overflow map allocates entries only when used.
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
+        let block_slot_bits = if tracks_blocks { table_bits(live_blocks) } else { 1 };
         let id_slots = settings.id_slots.unwrap_or_else(id_slots);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
@@ -134,7 +140,11 @@ impl Probes {
             .map_max_entries(names::MARK_SLOTS, id_slots.max(1))
             .override_global(names::ID_SLOTS, &id_slots, true)
             .map_max_entries(names::STACKS, stack_slots)
+            .map_max_entries(names::TOTALS_SLOTS, 1 << totals_slot_bits)
+            .override_global(names::TOTALS_SLOT_BITS, &totals_slot_bits, true)
             .map_max_entries(names::LIVE_BLOCKS, live_blocks)
+            .map_max_entries(names::BLOCK_SLOTS, 1 << block_slot_bits)
+            .override_global(names::BLOCK_SLOT_BITS, &block_slot_bits, true)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::COMBINED, &combined, true)
@@ -180,7 +190,18 @@ impl Probes {
                 .load()
                 .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))?;
         }
-        Ok(Self { ebpf, stats: None, empty: settings.empty, links: HashMap::new() })
+        let block_slots = if tracks_blocks {
+            let map = ebpf.map(names::BLOCK_SLOTS).ok_or_else(|| missing(names::BLOCK_SLOTS))?;
+            let aya::maps::Map::Array(data) = map else {
+                return Err(ProbeError::Load(format!("{} is not an array", names::BLOCK_SLOTS)));
+            };
+            let mapped = BlockSlots::map(data, 1 << block_slot_bits)
+                .map_err(|error| ProbeError::Map { map: names::BLOCK_SLOTS, detail: format!("mapping it: {error}") })?;
+            Some(mapped)
+        } else {
+            None
+        };
+        Ok(Self { ebpf, stats: None, empty: settings.empty, links: HashMap::new(), block_slots })
     }
 
     /// Has the kernel time every BPF program run from now on (BPF_ENABLE_STATS, about two
@@ -348,42 +369,60 @@ impl Probes {
         })
     }
 
-    /// `--combined`: every (process, stack)'s sums, with the stacks: the totals the kernel
-    /// keeps per stack, and the outstanding blocks summed per stack here.
+    /// `--combined`: every (process, stack)'s sums, with the stacks: the totals each CPU kept
+    /// per stack, added up, and the outstanding blocks summed per stack here.
     pub fn kernel_sums(&self) -> Result<Vec<KernelStackSums>, ProbeError> {
-        let mut outstanding: HashMap<StackKey, (u64, u64)> = HashMap::new();
-        for (key, block) in self.kernel_blocks()? {
-            let sums = outstanding.entry(StackKey { tgid: key.tgid, _padding: 0, stack_hash: block.stack_hash }).or_default();
-            sums.0 += block.size;
-            sums.1 += 1;
+        let mut sums: HashMap<StackKey, StackSums> = HashMap::new();
+        let mut add_block = |tgid: u32, block: LiveBlock| {
+            let entry = sums.entry(StackKey { tgid, _padding: 0, stack_hash: block.stack_hash }).or_default();
+            entry.outstanding_bytes += block.size;
+            entry.outstanding_blocks += 1;
+        };
+        // Summed as read: a million blocks need not be collected first.
+        if let Some(slots) = &self.block_slots {
+            for block in slots.blocks() {
+                add_block(block.tgid, LiveBlock { size: block.size, stack_hash: block.stack_hash });
+            }
         }
-        let map = self.ebpf.map(names::STACK_TOTALS).ok_or_else(|| missing(names::STACK_TOTALS))?;
-        let totals: PerCpuHashMap<_, StackKey, StackTotals> =
-            PerCpuHashMap::try_from(map).map_err(|error| map_error(names::STACK_TOTALS, error))?;
+        for (key, block) in self.overflowed_blocks()? {
+            add_block(key.tgid, block);
+        }
+        for slot in self.totals_slots()? {
+            if slot.used == 0 {
+                continue;
+            }
+            let entry = sums.entry(StackKey { tgid: slot.tgid, _padding: 0, stack_hash: slot.stack_hash }).or_default();
+            entry.allocated_bytes += slot.totals.allocated_bytes;
+            entry.allocations += slot.totals.allocations;
+        }
         let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing(names::STACKS))?;
         let stacks: AyaHashMap<_, u64, StackFrames> =
             AyaHashMap::try_from(map).map_err(|error| map_error(names::STACKS, error))?;
-        let mut all = Vec::new();
-        for entry in totals.iter() {
-            let (key, per_cpu) = entry.map_err(|error| map_error(names::STACK_TOTALS, error))?;
-            let (outstanding_bytes, outstanding_blocks) = outstanding.get(&key).copied().unwrap_or_default();
-            let sums = StackSums {
-                outstanding_bytes,
-                outstanding_blocks,
-                allocated_bytes: per_cpu.iter().map(|cpu| cpu.allocated_bytes).sum(),
-                allocations: per_cpu.iter().map(|cpu| cpu.allocations).sum(),
-            };
-            let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
-                let depth = (stack.depth as usize).min(stack.frames.len());
-                stack.frames[..depth].to_vec()
-            });
-            all.push(KernelStackSums { tgid: key.tgid, stack, sums });
-        }
-        Ok(all)
+        Ok(sums
+            .into_iter()
+            .map(|(key, sums)| {
+                let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
+                    let depth = (stack.depth as usize).min(stack.frames.len());
+                    stack.frames[..depth].to_vec()
+                });
+                KernelStackSums { tgid: key.tgid, stack, sums }
+            })
+            .collect())
     }
 
-    /// `--combined`: every block the kernel holds as outstanding.
-    fn kernel_blocks(&self) -> Result<Vec<(BlockKey, LiveBlock)>, ProbeError> {
+    /// `--combined`: every CPU's slots of the per-stack totals table.
+    fn totals_slots(&self) -> Result<Vec<TotalsSlot>, ProbeError> {
+        let Some(aya::maps::Map::PerCpuArray(map)) = self.ebpf.map(names::TOTALS_SLOTS) else {
+            return Err(missing(names::TOTALS_SLOTS));
+        };
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, error)| ProbeError::Map { map: names::TOTALS_SLOTS, detail: format!("counting CPUs: {error}") })?;
+        crate::map_batch::read_per_cpu_array(map, cpus)
+            .map_err(|error| ProbeError::Map { map: names::TOTALS_SLOTS, detail: error.to_string() })
+    }
+
+    /// The blocks that found no room in the block table.
+    fn overflowed_blocks(&self) -> Result<Vec<(BlockKey, LiveBlock)>, ProbeError> {
         let Some(aya::maps::Map::HashMap(map)) = self.ebpf.map(names::LIVE_BLOCKS) else {
             return Err(missing(names::LIVE_BLOCKS));
         };
@@ -391,20 +430,35 @@ impl Probes {
             .map_err(|error| ProbeError::Map { map: names::LIVE_BLOCKS, detail: error.to_string() })
     }
 
-    /// `--combined`: a process replaced its image with exec; its blocks in the kernel are gone
-    /// with the old address space. Removes them and returns how many there were and their
-    /// bytes. Call it while the process is stopped, so none of its probes run meanwhile.
+    /// `--combined`, `--sample-bytes`: a process replaced its image with exec; its blocks in
+    /// the kernel are gone with the old address space. Removes them and returns how many there
+    /// were and their bytes. Call it while the process is stopped, so none of its probes run
+    /// meanwhile.
     pub fn drop_kernel_blocks(&mut self, tgid: u32) -> Result<(u64, u64), ProbeError> {
-        let mine: Vec<(BlockKey, LiveBlock)> =
-            self.kernel_blocks()?.into_iter().filter(|(key, _)| key.tgid == tgid).collect();
+        let (mut blocks, mut bytes) = match &self.block_slots {
+            Some(slots) => slots.forget_process(tgid),
+            None => return Ok((0, 0)),
+        };
+        let overflowed: Vec<(BlockKey, LiveBlock)> =
+            self.overflowed_blocks()?.into_iter().filter(|(key, _)| key.tgid == tgid).collect();
         let map = self.ebpf.map_mut(names::LIVE_BLOCKS).ok_or_else(|| missing(names::LIVE_BLOCKS))?;
-        let mut blocks: AyaHashMap<_, BlockKey, LiveBlock> =
+        let mut live_blocks: AyaHashMap<_, BlockKey, LiveBlock> =
             AyaHashMap::try_from(map).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
-        for (key, _) in &mine {
-            blocks.remove(key).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
+        for (key, block) in &overflowed {
+            live_blocks.remove(key).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
+            blocks += 1;
+            bytes += block.size;
         }
-        Ok((mine.len() as u64, mine.iter().map(|(_, block)| block.size).sum()))
+        Ok((blocks, bytes))
     }
+}
+
+/// The size of an open-addressed kernel table (the block table, the per-stack totals) for
+/// `entries` entries, as a power of two: at least twice as many slots, so that an entry nearly
+/// always finds room within its window (half full, linear probing places one a slot or two
+/// from home on average).
+fn table_bits(entries: u32) -> u32 {
+    (u64::from(entries) * 2).next_power_of_two().trailing_zeros().clamp(1, 31)
 }
 
 /// Most thread and process ids the kernel's per-id arrays have a slot for: the kernel's

@@ -275,9 +275,11 @@ impl Trace {
     fn drop_image(&mut self, pid: u32) {
         self.drain();
         self.heap.drop_image(pid);
-        if self.combined && let Some(probes) = &mut self.probes {
+        if let Some(probes) = &mut self.probes {
             match probes.drop_kernel_blocks(pid) {
-                Ok((blocks, bytes)) => self.heap.dropped_in_kernel(pid, blocks, bytes),
+                Ok((blocks, bytes)) if self.combined => self.heap.dropped_in_kernel(pid, blocks, bytes),
+                // Sampled blocks: the kernel's copies only say whose frees to send.
+                Ok(_) => {}
                 Err(error) => log::warn!("{error}"),
             }
         }
@@ -367,7 +369,7 @@ fn warn_about_losses(report: &Report) {
     let lost = &report.summary.lost;
     if lost.total() > 0 {
         eprintln!(
-            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}, kernel block table full {}, kernel stack sums full {}); numbers are low by that much. Raise --ring-buffer-size if the ring buffer was full, --stack-slots if stack captures failed with --combined.",
+            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}, kernel block table full {}, kernel stack sums full {}); numbers are low by that much. Raise --ring-buffer-size if the ring buffer was full, --live-blocks if the kernel block table was, --stack-slots if the kernel stack sums were.",
             lost.total(),
             lost.ring_buffer_full,
             lost.stack_capture_failed,

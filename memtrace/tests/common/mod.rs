@@ -73,15 +73,20 @@ pub fn build_variant(source: &str, name: &str, compiler: &str, flags: &[&str], l
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("programs");
     std::fs::create_dir_all(&out).expect("scratch directory");
     let binary = out.join(name);
+    // Tests of one file run in parallel and may build the same program at once: each builds
+    // its own file and renames it into place, so that no test runs a half-written binary.
+    let unique = format!("{name}.{}.{:?}.partial", std::process::id(), std::thread::current().id());
+    let partial = out.join(unique.replace(['(', ')'], ""));
     let status = Command::new(compiler)
         .args(flags)
         .arg("-o")
-        .arg(&binary)
+        .arg(&partial)
         .arg(programs_dir().join(source))
         .args(libs)
         .status()
         .unwrap_or_else(|error| panic!("{compiler} does not run: {error}"));
     assert!(status.success(), "compiling {source} as {name} failed");
+    std::fs::rename(&partial, &binary).expect("moving the built program into place");
     binary
 }
 
