@@ -344,7 +344,10 @@ impl HeapTable {
 
     /// One process's outstanding blocks as (address, size), in no order.
     pub fn blocks_of(&self, tgid: u32) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.processes.get(&tgid).into_iter().flat_map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)))
+        let count = self.processes.get(&tgid).map_or(0, |process| process.blocks.len());
+        let blocks =
+            self.processes.get(&tgid).into_iter().flat_map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)));
+        KnownLength { inner: blocks, left: count }
     }
 
     /// Everything allocated during the trace (heap blocks, mappings), freed or not, per
@@ -457,6 +460,27 @@ impl HeapTable {
                 .then(a.leak.cmp(&b.leak))
         });
         totals
+    }
+}
+
+/// An iterator that says how many items it has left, so that collecting it reserves exactly
+/// that (the block map's own iterator cannot know).
+struct KnownLength<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Iterator for KnownLength<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left = self.left.saturating_sub(1);
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }
 

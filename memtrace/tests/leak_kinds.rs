@@ -182,6 +182,23 @@ fn interior_pointers_make_blocks_possibly_lost() {
 }
 
 #[test]
+fn pointers_deep_inside_blocks_larger_than_a_read_window_count() {
+    // memtrace reads blocks a megabyte at a time and larger ones in pieces (see
+    // reachability/contents.rs): the pointers 1.5 and 2.5 MiB into them, and a list spread
+    // over several windows, must count as valgrind counts them.
+    let binary = c_program("lk_large");
+    both_agree(
+        &[path(&binary)],
+        Kinds {
+            definite: (2_097_184, 2),
+            indirect: (959_992, 30_000),
+            reachable: (3_145_768, 2),
+            ..Kinds::default()
+        },
+    );
+}
+
+#[test]
 fn a_cut_subtree_is_lost_and_the_rest_of_the_tree_reachable() {
     let binary = c_program("lk_tree");
     both_agree(&[path(&binary)], Kinds { definite: (48, 1), indirect: (96, 2), reachable: (192, 4), ..Kinds::default() });

@@ -15,7 +15,11 @@
 //! Not modelled: valgrind's `--leak-check-heuristics` (on by default), which count some
 //! interior pointers as start pointers (std::string, new[] array cookies, length-prefixed
 //! blocks, C++ multiple inheritance). memtrace counts those blocks as possibly lost.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use super::contents::READ_WINDOW;
 
 /// What can still reach a block when its process ends, in valgrind's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -102,11 +106,25 @@ pub enum Witness {
     Block(usize),
 }
 
+/// Where the classifier gets each block's bytes from: the whole block, in one or more pieces
+/// whose lengths are multiples of 8 but the last (as many bytes as could be read; a block that
+/// could not be read points nowhere).
+pub trait BlockContents {
+    fn each_chunk(&mut self, index: usize, chunk: &mut dyn FnMut(&[u8]));
+}
+
+/// Bytes already in memory: `contents(i)` is block i's.
+impl<'c, F: FnMut(usize) -> &'c [u8]> BlockContents for F {
+    fn each_chunk(&mut self, index: usize, chunk: &mut dyn FnMut(&[u8])) {
+        chunk(self(index));
+    }
+}
+
 /// Marks blocks from roots, then classifies. Blocks must be sorted by address and disjoint.
 pub struct Classifier<'a> {
     blocks: &'a [Extent],
     state: Vec<State>,
-    pending: Vec<usize>,
+    pending: Pending,
     /// Kept only when asked for (`-vv`): 24 bytes per block otherwise spent for nothing.
     witness: Option<Vec<Option<Witness>>>,
 }
@@ -114,7 +132,7 @@ pub struct Classifier<'a> {
 impl<'a> Classifier<'a> {
     pub fn new(blocks: &'a [Extent]) -> Self {
         debug_assert!(blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr), "blocks sorted by address");
-        Self { blocks, state: vec![State::Unreached; blocks.len()], pending: Vec::new(), witness: None }
+        Self { blocks, state: vec![State::Unreached; blocks.len()], pending: Pending::default(), witness: None }
     }
 
     /// Also keep what first marked each block, for [`Classifier::classify_with_witnesses`].
@@ -137,45 +155,45 @@ impl<'a> Classifier<'a> {
 
     /// Like [`Classifier::classify`], and says what first marked each block (for `-vv`: why is
     /// this block not lost?) when built [`Classifier::keeping_witnesses`]; empty otherwise.
-    pub fn classify_with_witnesses<'c>(
-        mut self,
-        contents: impl Fn(usize) -> &'c [u8],
-    ) -> (Vec<LeakKind>, Vec<Option<Witness>>) {
-        self.mark_from_blocks(&contents);
+    pub fn classify_with_witnesses(mut self, contents: &mut impl BlockContents) -> (Vec<LeakKind>, Vec<Option<Witness>>) {
+        self.mark_from_blocks(contents);
         let witness = self.witness.take().unwrap_or_default();
         (self.classify(contents), witness)
     }
 
-    fn mark_from_blocks<'c>(&mut self, contents: &impl Fn(usize) -> &'c [u8]) {
+    fn mark_from_blocks(&mut self, contents: &mut impl BlockContents) {
         while let Some(index) = self.pending.pop() {
             let definite = self.state[index] == State::Reachable;
-            for word in words(contents(index)) {
-                self.mark(word, definite, Witness::Block(index));
-            }
+            contents.each_chunk(index, &mut |bytes| {
+                for word in words(bytes) {
+                    self.mark(word, definite, Witness::Block(index));
+                }
+            });
         }
     }
 
-    /// Finishes marking from the roots and classifies every block; `contents(i)` is block i's
-    /// bytes (as many as could be read; a block that could not be read points nowhere).
-    pub fn classify<'c>(mut self, contents: impl Fn(usize) -> &'c [u8]) -> Vec<LeakKind> {
+    /// Finishes marking from the roots and classifies every block.
+    pub fn classify(mut self, contents: &mut impl BlockContents) -> Vec<LeakKind> {
         // Phase 1: from the roots, through reachable and possibly lost blocks.
-        self.mark_from_blocks(&contents);
+        self.mark_from_blocks(contents);
         // Phase 2: cliques of lost blocks, leaders in address order.
         for leader in 0..self.blocks.len() {
             if self.state[leader] != State::Unreached {
                 continue;
             }
-            self.pending.push(leader);
+            self.pending.push(leader, self.blocks[leader].addr);
             while let Some(index) = self.pending.pop() {
-                for word in words(contents(index)) {
-                    if let Some(target) = self.block_at(word)
-                        && target != leader
-                        && self.state[target] == State::Unreached
-                    {
-                        self.state[target] = State::Indirect;
-                        self.pending.push(target);
+                contents.each_chunk(index, &mut |bytes| {
+                    for word in words(bytes) {
+                        if let Some(target) = self.block_at(word)
+                            && target != leader
+                            && self.state[target] == State::Unreached
+                        {
+                            self.state[target] = State::Indirect;
+                            self.pending.push(target, self.blocks[target].addr);
+                        }
                     }
-                }
+                });
             }
         }
         self.state
@@ -202,10 +220,10 @@ impl<'a> Classifier<'a> {
         let to_start = word == self.blocks[target].addr;
         if to_start && definite {
             *state = State::Reachable;
-            self.pending.push(target); // (re)scanned: what it points to may be reachable now
+            self.pending.push(target, self.blocks[target].addr); // (re)scanned: what it points to may be reachable now
         } else if *state == State::Unreached {
             *state = State::Possible;
-            self.pending.push(target);
+            self.pending.push(target, self.blocks[target].addr);
         }
     }
 
@@ -216,6 +234,42 @@ impl<'a> Classifier<'a> {
         let index = after.checked_sub(1)?;
         let block = self.blocks[index];
         (word - block.addr < block.size.max(1) && block.next_chunk.map(|next| next.get()) != Some(word)).then_some(index)
+    }
+}
+
+/// Blocks waiting to be scanned, taken a read window at a time: all those waiting in the
+/// window at hand first, then those of the lowest window waiting. Blocks are read a window at
+/// a time with a bounded cache (see `contents.rs`); taken in the order they were found, a
+/// heap larger than the cache with pointers all over it would be read a window per block.
+/// The classification does not depend on the order: marks only rise, and a block whose mark
+/// rises is scanned again.
+#[derive(Default)]
+struct Pending {
+    /// The window at hand and its blocks waiting.
+    window: u64,
+    here: Vec<usize>,
+    /// Blocks waiting in the other windows.
+    elsewhere: BTreeMap<u64, Vec<usize>>,
+}
+
+impl Pending {
+    fn push(&mut self, index: usize, addr: u64) {
+        let window = addr / READ_WINDOW;
+        if window == self.window {
+            self.here.push(index);
+        } else {
+            self.elsewhere.entry(window).or_default().push(index);
+        }
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        if let Some(index) = self.here.pop() {
+            return Some(index);
+        }
+        let (window, waiting) = self.elsewhere.pop_first()?;
+        self.window = window;
+        self.here = waiting;
+        self.here.pop()
     }
 }
 
@@ -254,7 +308,7 @@ mod tests {
             let mut classifier = Classifier::new(&self.extents);
             let bytes: Vec<u8> = roots.iter().flat_map(|word| word.to_ne_bytes()).collect();
             classifier.root_bytes(&bytes, 0x100);
-            classifier.classify(|index| &self.contents[index])
+            classifier.classify(&mut |index: usize| self.contents[index].as_slice())
         }
     }
 
@@ -322,6 +376,28 @@ mod tests {
         let mut memory = Memory::new(&[(12, &[0, addr(1)]), (16, &[0, 0])]);
         memory.contents[0].truncate(12);
         assert_eq!(memory.classify(&[addr(0)]), vec![StillReachable, DefinitelyLost]);
+    }
+
+    #[test]
+    fn blocks_waiting_in_other_read_windows_are_marked_alike() {
+        // Blocks a few read windows apart, found out of address order: a root points to the
+        // one at 5 MiB, which points to the start of the one at 1 MiB, which points into the
+        // one at 3 MiB (possibly lost), which points back to 5 MiB. A second root to 3 MiB's
+        // start makes it reachable, whichever order the blocks are scanned in.
+        let mib = 1u64 << 20;
+        let extents = [1, 3, 5].map(|at| Extent { addr: at * mib, size: 16, next_chunk: None });
+        let words = |first: u64| [first.to_ne_bytes(), 0u64.to_ne_bytes()].concat();
+        let contents = [words(3 * mib + 8), words(5 * mib), words(mib)];
+        let classify = |roots: &[u64]| {
+            let mut classifier = Classifier::new(&extents);
+            let bytes: Vec<u8> = roots.iter().flat_map(|word| word.to_ne_bytes()).collect();
+            classifier.root_bytes(&bytes, 0x100);
+            classifier.classify(&mut |index: usize| contents[index].as_slice())
+        };
+        assert_eq!(classify(&[5 * mib]), vec![StillReachable, PossiblyLost, StillReachable]);
+        assert_eq!(classify(&[5 * mib, 3 * mib]), vec![StillReachable; 3]);
+        // Unreached, the cycle is one clique led by its lowest block.
+        assert_eq!(classify(&[]), vec![DefinitelyLost, IndirectlyLost, IndirectlyLost]);
     }
 
     #[test]

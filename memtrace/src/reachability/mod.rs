@@ -2,6 +2,7 @@
 //! process's memory for pointers, as valgrind memcheck does: `scan` reads the roots and
 //! blocks, `classify` decides from the words read.
 pub mod classify;
+mod contents;
 mod exit_frame;
 pub mod scan;
 mod stop;
@@ -61,6 +62,8 @@ pub fn scan_into(
     blocks: impl Iterator<Item = (u64, u64)>,
     heap_as_roots: bool,
 ) {
+    // Collected with room for exactly the blocks the iterator says it has (the heap's does):
+    // grown by doubling, a million blocks could take room for two million.
     let mut blocks: Vec<Extent> = blocks.map(|(addr, size)| Extent { addr, size, next_chunk: None }).collect();
     blocks.sort_unstable_by_key(|block| block.addr);
     match scan(pid, threads, &mut blocks, heap_as_roots) {

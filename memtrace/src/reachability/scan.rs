@@ -18,12 +18,13 @@
 //! too (less the blocks known, which are scanned as blocks), so that a block is never called
 //! lost while an older block points to it; stale pointers in free chunks may hide a leak
 //! instead.
-use std::{fs::File, io, num::NonZeroU64, os::unix::fs::FileExt, time::Instant};
+use std::{fs::File, io, os::unix::fs::FileExt, time::Instant};
 
 use thiserror::Error;
 
 use super::{
     classify::{Classifier, Extent, LeakKind},
+    contents::BlockReader,
     exit_frame::{caller_stack_pointer, exit_functions},
 };
 use crate::procmaps::{self, Mapping};
@@ -99,9 +100,10 @@ pub fn scan(
     let started = Instant::now();
     let maps = procmaps::read(pid).map_err(|source| ScanError::Maps { pid, source })?;
     let memory = File::open(format!("/proc/{pid}/mem")).map_err(|source| ScanError::Memory { pid, source })?;
-    let (contents, unreadable_blocks) = read_blocks(&memory, blocks);
+    let mut reader = BlockReader::new(&memory);
+    reader.fill_next_chunks(blocks);
     let blocks = &blocks[..];
-    let mut stats = ScanStats { unreadable_blocks, ..ScanStats::default() };
+    let mut stats = ScanStats::default();
     let explain = log::log_enabled!(log::Level::Debug);
     let mut classifier = Classifier::new(blocks);
     if explain {
@@ -140,7 +142,8 @@ pub fn scan(
             at += length as u64;
         }
     }
-    let (kinds, witnesses) = classifier.classify_with_witnesses(|index| contents.get(index));
+    let (kinds, witnesses) = classifier.classify_with_witnesses(&mut reader.contents(blocks));
+    stats.unreadable_blocks = reader.unreadable_blocks();
     if explain {
         for ((block, kind), witness) in blocks.iter().zip(&kinds).zip(&witnesses) {
             log::debug!("process {pid}: block {:#x} ({} bytes) {}, first marked by {witness:?}", block.addr, block.size, kind.words());
@@ -221,88 +224,6 @@ fn outside_blocks(start: u64, end: u64, blocks: &[Extent]) -> Vec<(u64, u64)> {
 }
 
 /// glibc's malloc chunk header: the word before a block (`header`) holds its chunk's size (low
-/// 3 bits are flags), the chunk starts 16 bytes before the block, and the next chunk's header
-/// follows it. Returned only when it lies inside the block (the block uses the next chunk's
-/// first word).
-fn next_chunk(header: Option<u64>, addr: u64, size: u64) -> Option<NonZeroU64> {
-    let chunk_size = header? & !7;
-    let next = addr.checked_sub(16)?.checked_add(chunk_size)?;
-    NonZeroU64::new(next).filter(|_| next > addr && next < addr + size)
-}
-
-/// Every block's contents, end to end in one buffer: a million small blocks would otherwise be
-/// a million allocations, each with its vector's header and the allocator's overhead (more
-/// than the 16-byte blocks themselves).
-struct BlockContents {
-    bytes: Vec<u8>,
-    /// Where each block's bytes end in `bytes` (they start where the previous one's end).
-    ends: Vec<usize>,
-}
-
-impl BlockContents {
-    fn with_capacity(blocks: usize, bytes: usize) -> Self {
-        Self { bytes: Vec::with_capacity(bytes), ends: Vec::with_capacity(blocks) }
-    }
-
-    fn push(&mut self, contents: &[u8]) {
-        self.bytes.extend_from_slice(contents);
-        self.ends.push(self.bytes.len());
-    }
-
-    fn get(&self, index: usize) -> &[u8] {
-        let start = index.checked_sub(1).map_or(0, |previous| self.ends[previous]);
-        &self.bytes[start..self.ends[index]]
-    }
-}
-
-/// Each block's contents, and how many blocks could not be read; fills in each block's next
-/// chunk from the word before it (glibc's chunk size). Nearby blocks are read in one span (one
-/// read for many small blocks rather than two each: the process is stopped meanwhile).
-fn read_blocks(memory: &File, blocks: &mut [Extent]) -> (BlockContents, u64) {
-    const GAP: u64 = 4096;
-    const SPAN: u64 = 1 << 20;
-    let total: u64 = blocks.iter().map(|block| block.size).sum();
-    let mut contents = BlockContents::with_capacity(blocks.len(), total as usize);
-    let mut unreadable = 0;
-    let mut first = 0;
-    while first < blocks.len() {
-        let start = blocks[first].addr.saturating_sub(8);
-        let mut end = blocks[first].addr + blocks[first].size;
-        let mut last = first + 1;
-        while let Some(block) = blocks.get(last) {
-            if block.addr.saturating_sub(8) > end + GAP || block.addr + block.size - start > SPAN {
-                break;
-            }
-            end = end.max(block.addr + block.size);
-            last += 1;
-        }
-        let mut span = vec![0u8; (end - start) as usize];
-        if read_fully(memory, &mut span, start).is_ok() {
-            for block in &mut blocks[first..last] {
-                let at = (block.addr - start) as usize;
-                let header = at.checked_sub(8).and_then(|header| span[header..at].try_into().ok());
-                block.next_chunk = next_chunk(header.map(u64::from_ne_bytes), block.addr, block.size);
-                contents.push(&span[at..at + block.size as usize]);
-            }
-        } else {
-            // One unreadable page spoils the span: its blocks are read one by one.
-            for block in &mut blocks[first..last] {
-                let header = block.addr.checked_sub(8).and_then(|header| read_word(memory, header));
-                block.next_chunk = next_chunk(header, block.addr, block.size);
-                let mut bytes = vec![0u8; block.size as usize];
-                if read_fully(memory, &mut bytes, block.addr).is_ok() {
-                    contents.push(&bytes);
-                } else {
-                    unreadable += 1;
-                    contents.push(&[]);
-                }
-            }
-        }
-        first = last;
-    }
-    (contents, unreadable)
-}
-
 fn read_word(memory: &File, addr: u64) -> Option<u64> {
     let mut bytes = [0u8; 8];
     read_fully(memory, &mut bytes, addr).ok()?;
