@@ -199,6 +199,21 @@ fn pointers_deep_inside_blocks_larger_than_a_read_window_count() {
 }
 
 #[test]
+fn the_scan_does_not_hold_the_bytes_it_reads() {
+    // 256 MiB outstanding: the scan reads it all, a megabyte at a time, and keeps at most its
+    // 16 MiB cache. Holding the bytes would put memtrace's peak above 256 MiB plus its base
+    // (about 100 MiB with the 16 MiB ring buffer and the symbolizer's files).
+    let _serial = serial();
+    let binary = c_program("lk_bulk");
+    let (output, report) = memtrace_json(&["run"], &[path(&binary)]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(memtrace_kinds(&report), Kinds { reachable: (268_435_456, 64), ..Kinds::default() });
+    let peak = report["agent"]["peak_rss_bytes"].as_u64().expect("agent.peak_rss_bytes");
+    assert!(peak < 200 << 20, "memtrace's peak RSS was {peak} bytes");
+    assert_no_probes_left();
+}
+
+#[test]
 fn a_cut_subtree_is_lost_and_the_rest_of_the_tree_reachable() {
     let binary = c_program("lk_tree");
     both_agree(&[path(&binary)], Kinds { definite: (48, 1), indirect: (96, 2), reachable: (192, 4), ..Kinds::default() });
