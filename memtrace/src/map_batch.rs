@@ -38,7 +38,7 @@ pub fn read_hash_map<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
 pub fn read_per_cpu_array<V: Pod>(map: &MapData, cpus: usize) -> io::Result<Vec<V>> {
     // The kernel rounds each CPU's copy up to 8 bytes; with a size that is already a multiple
     // of 8 the copies are exactly `V`s side by side.
-    if size_of::<V>() % 8 != 0 {
+    if !size_of::<V>().is_multiple_of(8) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "per-CPU values must be a multiple of 8 bytes"));
     }
     let (_, values) = read_batches::<u32, V>(map, cpus.max(1))?;
