@@ -1,8 +1,10 @@
 //! memtrace's kernel side: uprobes on the allocator that record facts and nothing more.
 //!
 //! Entry probes remember what was asked for, per thread; the return probe turns that into an
-//! event with the caller's stack; the free probe sends the freed address. All state about what is
-//! outstanding lives in the agent. Every drop is counted in `COUNTERS`.
+//! event with the caller's stack; the free probe sends the freed address. By default all state
+//! about what is outstanding lives in the agent; `--combined` keeps it here instead
+//! (`combined`, `block_table`), and `--sample-bytes` keeps the sampled blocks so that only their
+//! frees are sent. Every drop is counted in `COUNTERS`.
 #![no_std]
 #![no_main]
 // `block_table` claims slots with the compare-and-exchange intrinsic (see `claim` there).
