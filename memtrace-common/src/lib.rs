@@ -176,14 +176,15 @@ pub enum Counter {
     NullFree = 4,
     /// A user pointer could not be read (posix_memalign's result): that allocation is lost.
     ArgumentUnreadable = 5,
-    /// `LIVE_BLOCKS` was full (`--combined`, `--sample-bytes`): that block is not tracked.
+    /// The block table and its overflow map were full (`--combined`, `--sample-bytes`): that
+    /// block is not tracked.
     LiveBlocksFull = 6,
-    /// `--combined`: a free of a block not in `LIVE_BLOCKS` (allocated before the trace).
+    /// `--combined`: a free of a block the kernel did not track (allocated before the trace).
     UnknownFree = 7,
     /// A realloc that failed and kept its block, seen by the kernel when it splits reallocs
     /// (`--combined`, `--sample-bytes`, size filters).
     FailedRealloc = 8,
-    /// `--combined`: `STACK_TOTALS` or `STACKS` was full: a block from a new stack is not tracked.
+    /// `--combined`: `TOTALS_SLOTS` or `STACKS` was full: a block from a new stack is not tracked.
     StackSumsFull = 9,
 }
 
@@ -219,9 +220,9 @@ pub struct EventWithStack {
     pub frames: [u64; MAX_STACK_DEPTH],
 }
 
-/// A block tracked in the kernel (`LIVE_BLOCKS`): in-kernel aggregation (`--combined`) keeps
-/// every outstanding block's size and stack there; sampling (`--sample-bytes`) keeps the
-/// sampled blocks, so that only their frees are sent.
+/// A block tracked in the kernel (the block table, `BlockSlot`, or past it `LIVE_BLOCKS`):
+/// in-kernel aggregation (`--combined`) keeps every outstanding block's size and stack there;
+/// sampling (`--sample-bytes`) keeps the sampled blocks, so that only their frees are sent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockKey {
@@ -260,6 +261,13 @@ pub const CLAIMED_SLOT: u64 = u64::MAX;
 /// Consecutive slots, from a block's home slot, in which it may be kept (see `block_table`).
 pub const BLOCK_WINDOW: u32 = 8;
 
+/// The slot index mask of an open-addressed kernel table of `1 << bits` slots (the block table,
+/// the per-stack totals); `bits` is kept within 1..=31 as the agent sizes them.
+#[inline(always)]
+pub fn table_mask(bits: u32) -> u32 {
+    ((1u64 << bits.clamp(1, 31)) - 1) as u32
+}
+
 /// The home slot of a (process, address) in a block table of `1 << bits` slots.
 ///
 /// Blocks next to each other in memory get slots next to each other: an address's 8-byte word
@@ -270,14 +278,13 @@ pub const BLOCK_WINDOW: u32 = 8;
 /// hashed offset, so that two heaps seldom land on the same slots.
 #[inline(always)]
 pub fn home_slot(tgid: u32, addr: u64, bits: u32) -> u32 {
-    let bits = bits.clamp(1, 31);
     let word = addr >> 3;
-    let region = (word >> bits) ^ (u64::from(tgid) << 40);
+    let region = (word >> bits.clamp(1, 31)) ^ (u64::from(tgid) << 40);
     let offset = region.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33;
-    (word.wrapping_add(offset) & ((1u64 << bits) - 1)) as u32
+    word.wrapping_add(offset) as u32 & table_mask(bits)
 }
 
-/// `--combined`: the key of one (process, stack)'s totals in `STACK_TOTALS`.
+/// `--combined`: one (process, stack), as the agent adds up its totals.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StackKey {
@@ -307,7 +314,7 @@ pub fn stack_hash(frames: &[u64]) -> u64 {
     hash
 }
 
-/// `--combined`: what one (process, stack) allocated in all, per CPU in `STACK_TOTALS`.
+/// `--combined`: what one (process, stack) allocated in all, per CPU in `TOTALS_SLOTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackTotals {
@@ -339,7 +346,7 @@ pub fn totals_home(tgid: u32, stack_hash: u64, bits: u32) -> u32 {
 }
 
 /// `--combined`: one (process, stack)'s figures as the agent assembles them: the totals from
-/// `STACK_TOTALS`, the outstanding ones summed over that stack's blocks in `LIVE_BLOCKS`.
+/// every CPU's `TOTALS_SLOTS`, the outstanding ones summed over that stack's tracked blocks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackSums {
@@ -366,7 +373,7 @@ pub mod names {
     pub const ID_SLOTS: &str = "ID_SLOTS";
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const WRAPPERS: &str = "WRAPPERS";
-    /// Blocks tracked in the kernel (`--combined`: all; `--sample-bytes`: the sampled ones).
+    /// Blocks tracked in the kernel that overflowed the block table (`BLOCK_SLOTS`).
     pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
     /// The block table's slots (`BlockSlot`), and the global giving their number as a power of 2.
     pub const BLOCK_SLOTS: &str = "BLOCK_SLOTS";

@@ -26,7 +26,9 @@ use aya_ebpf::{
     macros::map,
     maps::Array,
 };
-use memtrace_common::{BLOCK_WINDOW, BlockKey, BlockSlot, CLAIMED_SLOT, EMPTY_SLOT, LiveBlock, home_slot};
+use memtrace_common::{
+    BLOCK_WINDOW, BlockKey, BlockSlot, CLAIMED_SLOT, EMPTY_SLOT, LiveBlock, home_slot, table_mask,
+};
 
 use crate::maps::LIVE_BLOCKS;
 
@@ -45,9 +47,9 @@ static BLOCKS_OVERFLOWED: Array<u32> = Array::with_max_entries(1, 0);
 /// Remembers a block handed out; false when neither the table nor the overflow map has room.
 #[inline(always)]
 pub fn insert(tgid: u32, addr: u64, block: LiveBlock) -> bool {
-    let home = home_slot(tgid, addr, BLOCK_SLOT_BITS.load());
+    let (home, mask) = home_and_mask(tgid, addr);
     for step in 0..BLOCK_WINDOW {
-        let Some(slot) = BLOCK_SLOTS.get_ptr_mut(home.wrapping_add(step) & mask()) else { break };
+        let Some(slot) = BLOCK_SLOTS.get_ptr_mut(home.wrapping_add(step) & mask) else { break };
         let word = address_word(slot);
         let held = read(word);
         // The same block still there (its free was missed) is replaced, as a hash map's update
@@ -75,7 +77,7 @@ pub fn insert(tgid: u32, addr: u64, block: LiveBlock) -> bool {
 /// Forgets a block given back; false when it was not tracked.
 #[inline(always)]
 pub fn remove(tgid: u32, addr: u64) -> bool {
-    if let Some(slot) = find(home_slot(tgid, addr, BLOCK_SLOT_BITS.load()), tgid, addr) {
+    if let Some(slot) = find(tgid, addr) {
         // SAFETY: the slot's own word; the block is this thread's to give back.
         unsafe { word_write(address_word(slot), EMPTY_SLOT) };
         return true;
@@ -83,11 +85,12 @@ pub fn remove(tgid: u32, addr: u64) -> bool {
     overflowed() && LIVE_BLOCKS.remove(&BlockKey { tgid, _padding: 0, addr }).is_ok()
 }
 
-/// The published slot holding (`tgid`, `addr`) in the window from `home`.
+/// The published slot holding (`tgid`, `addr`), in the window from its home slot.
 #[inline(always)]
-fn find(home: u32, tgid: u32, addr: u64) -> Option<*mut BlockSlot> {
+fn find(tgid: u32, addr: u64) -> Option<*mut BlockSlot> {
+    let (home, mask) = home_and_mask(tgid, addr);
     for step in 0..BLOCK_WINDOW {
-        let Some(slot) = BLOCK_SLOTS.get_ptr_mut(home.wrapping_add(step) & mask()) else { break };
+        let Some(slot) = BLOCK_SLOTS.get_ptr_mut(home.wrapping_add(step) & mask) else { break };
         // SAFETY: the slot is in the array. The process id was written before the address was
         // published.
         if read(address_word(slot)) == addr && unsafe { (*slot).tgid } == tgid {
@@ -97,9 +100,12 @@ fn find(home: u32, tgid: u32, addr: u64) -> Option<*mut BlockSlot> {
     None
 }
 
+/// The block's home slot and the table's index mask, from one read of the table's size (a
+/// global is read afresh at every use, so not inside the window's loop).
 #[inline(always)]
-fn mask() -> u32 {
-    ((1u64 << BLOCK_SLOT_BITS.load().clamp(1, 31)) - 1) as u32
+fn home_and_mask(tgid: u32, addr: u64) -> (u32, u32) {
+    let bits = BLOCK_SLOT_BITS.load();
+    (home_slot(tgid, addr, bits), table_mask(bits))
 }
 
 #[inline(always)]

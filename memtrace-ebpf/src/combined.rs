@@ -8,7 +8,7 @@
 //! so the trace window is the probes' lifetime.
 use aya_ebpf::{Global, bindings::pt_regs, macros::map, maps::PerCpuArray};
 use memtrace_common::{
-    Counter, LiveBlock, StackFrames, StackTotals, TOTALS_WINDOW, TotalsSlot, stack_hash, totals_home,
+    Counter, LiveBlock, StackFrames, StackTotals, TOTALS_WINDOW, TotalsSlot, stack_hash, table_mask, totals_home,
 };
 
 use crate::{
@@ -73,8 +73,8 @@ pub fn release(tgid: u32, addr: u64) {
 /// or the frames cannot be stored.
 #[inline(always)]
 fn totals_of(tgid: u32, hash: u64, stack: &StackFrames) -> Option<*mut StackTotals> {
-    let bits = TOTALS_SLOT_BITS.load().clamp(1, 31);
-    let mask = (1u32 << bits) - 1;
+    let bits = TOTALS_SLOT_BITS.load();
+    let mask = table_mask(bits);
     let home = totals_home(tgid, hash, bits);
     for step in 0..TOTALS_WINDOW {
         let slot = TOTALS_SLOTS.get_ptr_mut(home.wrapping_add(step) & mask)?;

@@ -37,7 +37,7 @@ pub static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 
 #[map(name = "LIVE_BLOCKS")]
 pub static LIVE_BLOCKS: HashMap<BlockKey, LiveBlock> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
-/// `--combined`: the stacks of the blocks in `LIVE_BLOCKS`, by the hash of their frames. Sized
+/// `--combined`: the stacks of the blocks tracked in the kernel, by the hash of their frames. Sized
 /// by the agent (one entry when not combined).
 #[map(name = "STACKS")]
 pub static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(1, 0);

@@ -344,9 +344,9 @@ impl HeapTable {
 
     /// One process's outstanding blocks as (address, size), in no order.
     pub fn blocks_of(&self, tgid: u32) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let count = self.processes.get(&tgid).map_or(0, |process| process.blocks.len());
-        let blocks =
-            self.processes.get(&tgid).into_iter().flat_map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)));
+        let process = self.processes.get(&tgid);
+        let count = process.map_or(0, |process| process.blocks.len());
+        let blocks = process.into_iter().flat_map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)));
         KnownLength { inner: blocks, left: count }
     }
 

@@ -128,7 +128,7 @@ impl Probes {
         let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
         let totals_slot_bits = table_bits(stack_slots);
         // So is the block table, twice the blocks it should hold (32 bytes a slot, see
-        // `block_slot_bits`); its overflow map allocates entries only when used.
+        // `table_bits`); its overflow map allocates entries only when used.
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
         let block_slot_bits = if tracks_blocks { table_bits(live_blocks) } else { 1 };

@@ -15,7 +15,10 @@ use std::{
     os::unix::fs::FileExt,
 };
 
-use super::classify::{BlockContents, Extent};
+use super::{
+    classify::{BlockContents, Extent},
+    scan::read_word,
+};
 
 /// Address space per window: blocks starting in the same aligned megabyte are read together.
 pub const READ_WINDOW: u64 = 1 << 20;
@@ -85,7 +88,7 @@ impl<'a> BlockReader<'a> {
         let mut first = 0;
         while first < blocks.len() {
             let number = blocks[first].addr / WINDOW;
-            let last = first + blocks[first..].partition_point(|block| block.addr / WINDOW == number);
+            let last = window_blocks(blocks, number).end;
             let window = self.window(blocks, number);
             let headers: Vec<Option<u64>> = blocks[first..last]
                 .iter()
@@ -135,9 +138,7 @@ impl<'a> BlockReader<'a> {
 
     /// The small blocks starting in window `number`, read in runs of nearby blocks.
     fn read_window(&mut self, blocks: &[Extent], number: u64) -> Window {
-        let first = blocks.partition_point(|block| block.addr / WINDOW < number);
-        let last = first + blocks[first..].partition_point(|block| block.addr / WINDOW == number);
-        let small: Vec<Extent> = blocks[first..last].iter().copied().filter(|block| block.size <= WINDOW).collect();
+        let small: Vec<Extent> = blocks[window_blocks(blocks, number)].iter().copied().filter(|block| block.size <= WINDOW).collect();
         let first_visit = self.counted_windows.insert(number);
         let mut parts = Vec::new();
         for run in runs(&small) {
@@ -201,6 +202,12 @@ impl BlockContents for ReaderContents<'_, '_> {
     }
 }
 
+/// The blocks (sorted by address) starting in window `number`, by index range.
+fn window_blocks(blocks: &[Extent], number: u64) -> std::ops::Range<usize> {
+    let first = blocks.partition_point(|block| block.addr / WINDOW < number);
+    first..first + blocks[first..].partition_point(|block| block.addr / WINDOW == number)
+}
+
 /// Runs of blocks (by index range) near enough to read in one piece.
 fn runs(blocks: &[Extent]) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
@@ -221,18 +228,14 @@ fn runs(blocks: &[Extent]) -> Vec<std::ops::Range<usize>> {
     runs
 }
 
-/// The next chunk's header address from glibc's chunk size word (the word before a block),
-/// when it lies inside the block (the block uses the next chunk's first word).
+/// glibc's malloc chunk header: the word before a block (`header`) holds its chunk's size (low
+/// 3 bits are flags), the chunk starts 16 bytes before the block, and the next chunk's header
+/// follows it. Returned only when it lies inside the block (the block uses the next chunk's
+/// first word).
 fn next_chunk(header: Option<u64>, addr: u64, size: u64) -> Option<NonZeroU64> {
     let chunk_size = header? & !7;
     let next = addr.checked_sub(16)?.checked_add(chunk_size)?;
     NonZeroU64::new(next).filter(|_| next > addr && next < addr + size)
-}
-
-fn read_word(memory: &File, addr: u64) -> Option<u64> {
-    let mut bytes = [0u8; 8];
-    memory.read_exact_at(&mut bytes, addr).ok()?;
-    Some(u64::from_ne_bytes(bytes))
 }
 
 #[cfg(test)]

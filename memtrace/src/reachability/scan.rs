@@ -223,8 +223,8 @@ fn outside_blocks(start: u64, end: u64, blocks: &[Extent]) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// glibc's malloc chunk header: the word before a block (`header`) holds its chunk's size (low
-fn read_word(memory: &File, addr: u64) -> Option<u64> {
+/// The 8-byte word at `addr` in the target, if it can be read.
+pub(super) fn read_word(memory: &File, addr: u64) -> Option<u64> {
     let mut bytes = [0u8; 8];
     read_fully(memory, &mut bytes, addr).ok()?;
     Some(u64::from_ne_bytes(bytes))
