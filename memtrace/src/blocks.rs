@@ -79,6 +79,10 @@ impl BlockMap {
         old
     }
 
+    pub fn get(&self, addr: u64) -> Option<&Block> {
+        self.shards[shard_of(addr)].get(&addr)
+    }
+
     pub fn remove(&mut self, addr: u64) -> Option<Block> {
         let removed = self.shard(addr).remove(&addr);
         if removed.is_some() {
@@ -109,8 +113,12 @@ impl BlockMap {
     }
 
     fn shard(&mut self, addr: u64) -> &mut FxHashMap<u64, Block> {
-        &mut self.shards[usize::from(SHARD_OF_ROUTE[route(addr)])]
+        &mut self.shards[shard_of(addr)]
     }
+}
+
+fn shard_of(addr: u64) -> usize {
+    usize::from(SHARD_OF_ROUTE[route(addr)])
 }
 
 /// A block's route: the top bits of a multiplicative hash of its address (with a multiplier

@@ -342,12 +342,17 @@ impl HeapTable {
         sum
     }
 
-    /// One process's outstanding blocks as (address, size), in no order.
-    pub fn blocks_of(&self, tgid: u32) -> impl Iterator<Item = (u64, u64)> + '_ {
+    /// One process's outstanding blocks' addresses, in no order.
+    pub fn addresses_of(&self, tgid: u32) -> impl Iterator<Item = u64> + '_ {
         let process = self.processes.get(&tgid);
         let count = process.map_or(0, |process| process.blocks.len());
-        let blocks = process.into_iter().flat_map(|process| process.blocks.iter().map(|(addr, block)| (addr, block.size)));
-        KnownLength { inner: blocks, left: count }
+        let addrs = process.into_iter().flat_map(|process| process.blocks.iter().map(|(addr, _)| addr));
+        KnownLength { inner: addrs, left: count }
+    }
+
+    /// The size of one process's outstanding block at `addr`; 0 when it has none there.
+    pub fn size_of(&self, tgid: u32, addr: u64) -> u64 {
+        self.processes.get(&tgid).and_then(|process| process.blocks.get(addr)).map_or(0, |block| block.size)
     }
 
     /// Everything allocated during the trace (heap blocks, mappings), freed or not, per

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::contents::READ_WINDOW;
+use super::{contents::READ_WINDOW, extents::Extents};
 
 /// What can still reach a block when its process ends, in valgrind's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,20 +72,6 @@ impl LeakKind {
     }
 }
 
-/// Where a block lies in the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    pub addr: u64,
-    pub size: u64,
-    /// An address inside the block that is not a pointer to it: the header of the allocator's
-    /// next chunk, which overlaps the block's last bytes (glibc lends a chunk's first word to
-    /// the block before it). The allocator's own records (glibc's `main_arena` in libc's data:
-    /// the top chunk, free lists) point there; valgrind, which replaces the allocator, never
-    /// sees them.
-    /// (Non-zero: 8 bytes per block instead of 16, for a million blocks.)
-    pub next_chunk: Option<std::num::NonZeroU64>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum State {
     Unreached,
@@ -122,7 +108,7 @@ impl<'c, F: FnMut(usize) -> &'c [u8]> BlockContents for F {
 
 /// Marks blocks from roots, then classifies. Blocks must be sorted by address and disjoint.
 pub struct Classifier<'a> {
-    blocks: &'a [Extent],
+    blocks: &'a Extents,
     state: Vec<State>,
     pending: Pending,
     /// Kept only when asked for (`-vv`): 24 bytes per block otherwise spent for nothing.
@@ -130,8 +116,7 @@ pub struct Classifier<'a> {
 }
 
 impl<'a> Classifier<'a> {
-    pub fn new(blocks: &'a [Extent]) -> Self {
-        debug_assert!(blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr), "blocks sorted by address");
+    pub fn new(blocks: &'a Extents) -> Self {
         Self { blocks, state: vec![State::Unreached; blocks.len()], pending: Pending::default(), witness: None }
     }
 
@@ -181,16 +166,16 @@ impl<'a> Classifier<'a> {
             if self.state[leader] != State::Unreached {
                 continue;
             }
-            self.pending.push(leader, self.blocks[leader].addr);
+            self.pending.push(leader, self.blocks.addr(leader));
             while let Some(index) = self.pending.pop() {
                 contents.each_chunk(index, &mut |bytes| {
                     for word in words(bytes) {
-                        if let Some(target) = self.block_at(word)
+                        if let Some(target) = self.blocks.containing(word)
                             && target != leader
                             && self.state[target] == State::Unreached
                         {
                             self.state[target] = State::Indirect;
-                            self.pending.push(target, self.blocks[target].addr);
+                            self.pending.push(target, self.blocks.addr(target));
                         }
                     }
                 });
@@ -209,7 +194,7 @@ impl<'a> Classifier<'a> {
 
     /// A pointer `word` found in a root (`definite`) or in a block of the given state.
     fn mark(&mut self, word: u64, definite: bool, witness: Witness) {
-        let Some(target) = self.block_at(word) else { return };
+        let Some(target) = self.blocks.containing(word) else { return };
         if let Some(witnesses) = &mut self.witness {
             witnesses[target].get_or_insert(witness);
         }
@@ -217,23 +202,14 @@ impl<'a> Classifier<'a> {
         if *state == State::Reachable {
             return;
         }
-        let to_start = word == self.blocks[target].addr;
+        let to_start = word == self.blocks.addr(target);
         if to_start && definite {
             *state = State::Reachable;
-            self.pending.push(target, self.blocks[target].addr); // (re)scanned: what it points to may be reachable now
+            self.pending.push(target, self.blocks.addr(target)); // (re)scanned: what it points to may be reachable now
         } else if *state == State::Unreached {
             *state = State::Possible;
-            self.pending.push(target, self.blocks[target].addr);
+            self.pending.push(target, self.blocks.addr(target));
         }
-    }
-
-    /// The block `word` points into. A block of size 0 counts as one byte long, as in
-    /// valgrind, or nothing could point to it.
-    fn block_at(&self, word: u64) -> Option<usize> {
-        let after = self.blocks.partition_point(|block| block.addr <= word);
-        let index = after.checked_sub(1)?;
-        let block = self.blocks[index];
-        (word - block.addr < block.size.max(1) && block.next_chunk.map(|next| next.get()) != Some(word)).then_some(index)
     }
 }
 
@@ -281,6 +257,7 @@ fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reachability::extents::Extent;
     use LeakKind::*;
 
     /// Synthetic memory: blocks at 0x1000, 0x2000, ... each `size` bytes, with contents given
@@ -305,7 +282,8 @@ mod tests {
         }
 
         fn classify(&self, roots: &[u64]) -> Vec<LeakKind> {
-            let mut classifier = Classifier::new(&self.extents);
+            let extents: Extents = self.extents.iter().copied().collect();
+            let mut classifier = Classifier::new(&extents);
             let bytes: Vec<u8> = roots.iter().flat_map(|word| word.to_ne_bytes()).collect();
             classifier.root_bytes(&bytes, 0x100);
             classifier.classify(&mut |index: usize| self.contents[index].as_slice())
@@ -385,7 +363,7 @@ mod tests {
         // one at 3 MiB (possibly lost), which points back to 5 MiB. A second root to 3 MiB's
         // start makes it reachable, whichever order the blocks are scanned in.
         let mib = 1u64 << 20;
-        let extents = [1, 3, 5].map(|at| Extent { addr: at * mib, size: 16, next_chunk: None });
+        let extents: Extents = [1, 3, 5].map(|at| Extent { addr: at * mib, size: 16, next_chunk: None }).into_iter().collect();
         let words = |first: u64| [first.to_ne_bytes(), 0u64.to_ne_bytes()].concat();
         let contents = [words(3 * mib + 8), words(5 * mib), words(mib)];
         let classify = |roots: &[u64]| {

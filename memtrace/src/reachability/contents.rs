@@ -16,7 +16,8 @@ use std::{
 };
 
 use super::{
-    classify::{BlockContents, Extent},
+    classify::BlockContents,
+    extents::{Extent, Extents},
     scan::read_word,
 };
 
@@ -84,23 +85,23 @@ impl<'a> BlockReader<'a> {
     /// marking from the roots needs them all before any block is read for its pointers. The
     /// blocks (sorted by address) are read a window at a time for it, and the windows kept
     /// within the budget for [`BlockReader::contents`].
-    pub fn fill_next_chunks(&mut self, blocks: &mut [Extent]) {
+    pub fn fill_next_chunks(&mut self, blocks: &mut Extents) {
         let mut first = 0;
         while first < blocks.len() {
-            let number = blocks[first].addr / WINDOW;
+            let number = blocks.addr(first) / WINDOW;
             let last = window_blocks(blocks, number).end;
             let window = self.window(blocks, number);
-            let headers: Vec<Option<u64>> = blocks[first..last]
-                .iter()
-                .map(|block| {
-                    let bytes = window.slice(block.addr.checked_sub(8)?, 8)?;
+            let headers: Vec<Option<u64>> = (first..last)
+                .map(|index| {
+                    let bytes = window.slice(blocks.addr(index).checked_sub(8)?, 8)?;
                     Some(u64::from_ne_bytes(bytes.try_into().ok()?))
                 })
                 .collect();
-            for (block, header) in blocks[first..last].iter_mut().zip(headers) {
+            for (index, header) in (first..last).zip(headers) {
+                let block = blocks.get(index);
                 // A large block is not in its window: its word is read on its own.
                 let header = header.or_else(|| read_word(self.memory, block.addr.checked_sub(8)?));
-                block.next_chunk = next_chunk(header, block.addr, block.size);
+                blocks.set_next_chunk(index, next_chunk(header, block.addr, block.size));
             }
             first = last;
         }
@@ -108,7 +109,7 @@ impl<'a> BlockReader<'a> {
 
     /// The contents of `blocks` (the ones the next chunks were filled in for), for the
     /// classifier.
-    pub fn contents<'r>(&'r mut self, blocks: &'r [Extent]) -> impl BlockContents + 'r {
+    pub fn contents<'r>(&'r mut self, blocks: &'r Extents) -> impl BlockContents + 'r {
         ReaderContents { reader: self, blocks }
     }
 
@@ -118,7 +119,7 @@ impl<'a> BlockReader<'a> {
     }
 
     /// Window `number` of `blocks`, read unless it is kept.
-    fn window(&mut self, blocks: &[Extent], number: u64) -> &Window {
+    fn window(&mut self, blocks: &Extents, number: u64) -> &Window {
         if !self.cache.contains_key(&number) {
             let window = self.read_window(blocks, number);
             self.cached_bytes += window.bytes();
@@ -137,8 +138,9 @@ impl<'a> BlockReader<'a> {
     }
 
     /// The small blocks starting in window `number`, read in runs of nearby blocks.
-    fn read_window(&mut self, blocks: &[Extent], number: u64) -> Window {
-        let small: Vec<Extent> = blocks[window_blocks(blocks, number)].iter().copied().filter(|block| block.size <= WINDOW).collect();
+    fn read_window(&mut self, blocks: &Extents, number: u64) -> Window {
+        let small: Vec<Extent> =
+            window_blocks(blocks, number).map(|index| blocks.get(index)).filter(|block| block.size <= WINDOW).collect();
         let first_visit = self.counted_windows.insert(number);
         let mut parts = Vec::new();
         for run in runs(&small) {
@@ -165,7 +167,7 @@ impl<'a> BlockReader<'a> {
     }
 
     /// Block `block`'s bytes, in pieces.
-    fn each_chunk(&mut self, blocks: &[Extent], block: Extent, chunk: &mut dyn FnMut(&[u8])) {
+    fn each_chunk(&mut self, blocks: &Extents, block: Extent, chunk: &mut dyn FnMut(&[u8])) {
         if block.size <= WINDOW {
             if let Some(bytes) = self.window(blocks, block.addr / WINDOW).slice(block.addr, block.size) {
                 chunk(bytes);
@@ -193,19 +195,18 @@ impl<'a> BlockReader<'a> {
 /// A reader and the blocks it reads, as the classifier sees them.
 struct ReaderContents<'r, 'a> {
     reader: &'r mut BlockReader<'a>,
-    blocks: &'r [Extent],
+    blocks: &'r Extents,
 }
 
 impl BlockContents for ReaderContents<'_, '_> {
     fn each_chunk(&mut self, index: usize, chunk: &mut dyn FnMut(&[u8])) {
-        self.reader.each_chunk(self.blocks, self.blocks[index], chunk);
+        self.reader.each_chunk(self.blocks, self.blocks.get(index), chunk);
     }
 }
 
 /// The blocks (sorted by address) starting in window `number`, by index range.
-fn window_blocks(blocks: &[Extent], number: u64) -> std::ops::Range<usize> {
-    let first = blocks.partition_point(|block| block.addr / WINDOW < number);
-    first..first + blocks[first..].partition_point(|block| block.addr / WINDOW == number)
+fn window_blocks(blocks: &Extents, number: u64) -> std::ops::Range<usize> {
+    blocks.starting_in(number * WINDOW, (number + 1).saturating_mul(WINDOW))
 }
 
 /// Runs of blocks (by index range) near enough to read in one piece.
@@ -248,7 +249,7 @@ mod tests {
     }
 
     /// The bytes the reader gives for each block, in the order asked.
-    fn read_all(reader: &mut BlockReader, blocks: &[Extent], order: &[usize]) -> Vec<Vec<u8>> {
+    fn read_all(reader: &mut BlockReader, blocks: &Extents, order: &[usize]) -> Vec<Vec<u8>> {
         let mut contents = reader.contents(blocks);
         order
             .iter()
@@ -277,6 +278,7 @@ mod tests {
             .filter(|block| block.size > 0)
             .collect();
         blocks.sort_unstable_by_key(|block| block.addr);
+        let mut blocks: Extents = blocks.into_iter().collect();
         let memory = own_memory();
         let mut reader = BlockReader::new(&memory);
         reader.budget = 2 << 20;
@@ -287,7 +289,7 @@ mod tests {
             (0..count).chain((0..count).rev()).chain((0..count).map(|index| index * 7_919 % count)).collect();
         let got = read_all(&mut reader, &blocks, &order);
         for (&index, bytes) in order.iter().zip(&got) {
-            let block = blocks[index];
+            let block = blocks.get(index);
             // SAFETY: the block is one of `owned`'s vectors, alive and unchanged.
             let expected = unsafe { std::slice::from_raw_parts(block.addr as *const u8, block.size as usize) };
             assert_eq!(bytes.as_slice(), expected, "block {index} at {:#x}", block.addr);
@@ -299,7 +301,12 @@ mod tests {
     #[test]
     fn a_block_that_cannot_be_read_points_nowhere_and_is_counted_once() {
         // Address 0x1000 is never mapped.
-        let blocks = [Extent { addr: 0x1000, size: 64, next_chunk: None }, Extent { addr: 0x10_0000_0000, size: 2 << 20, next_chunk: None }];
+        let blocks: Extents = [
+            Extent { addr: 0x1000, size: 64, next_chunk: None },
+            Extent { addr: 0x10_0000_0000, size: 2 << 20, next_chunk: None },
+        ]
+        .into_iter()
+        .collect();
         let memory = own_memory();
         let mut reader = BlockReader::new(&memory);
         let got = read_all(&mut reader, &blocks, &[0, 1, 0, 1]);

@@ -4,10 +4,12 @@
 pub mod classify;
 mod contents;
 mod exit_frame;
+mod extents;
 pub mod scan;
 mod stop;
 
-pub use classify::{Extent, LeakKind};
+pub use classify::LeakKind;
+pub use extents::{Extent, Extents};
 pub use scan::{ScanError, ScanStats, ThreadState, scan};
 pub use stop::StoppedProcess;
 
@@ -26,11 +28,10 @@ pub struct LeakKinds {
 }
 
 impl LeakKinds {
-    /// Records the scan of `pid`: `kinds[i]` is the kind of `blocks[i]` (by address). A later
-    /// scan of the same process replaces an earlier one.
-    pub fn record(&mut self, pid: u32, blocks: &[Extent], kinds: Vec<LeakKind>, stats: ScanStats) {
-        debug_assert!(blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr), "blocks sorted by address");
-        let addrs: Vec<u64> = blocks.iter().map(|block| block.addr).collect();
+    /// Records the scan of `pid`: `kinds[i]` is the kind of the block at `addrs[i]` (sorted).
+    /// A later scan of the same process replaces an earlier one.
+    pub fn record(&mut self, pid: u32, addrs: Vec<u64>, kinds: Vec<LeakKind>, stats: ScanStats) {
+        debug_assert!(addrs.is_sorted(), "blocks sorted by address");
         self.kinds.retain(|(scanned, _, _)| *scanned != pid);
         self.kinds.push((pid, addrs, kinds));
         self.scans.push((pid, stats));
@@ -52,20 +53,20 @@ impl LeakKinds {
     }
 }
 
-/// Scans the stopped process `pid` whose outstanding blocks are `blocks` (address, size; in
-/// any order) and records the result in `kinds`; a failure is a warning, and its blocks stay
-/// without a kind.
+/// Scans the stopped process `pid` whose outstanding blocks are at `addrs` (in any order), of
+/// the sizes `size_of` gives, and records the result in `kinds`; a failure is a warning, and
+/// its blocks stay without a kind.
 pub fn scan_into(
     kinds: &mut LeakKinds,
     pid: u32,
     threads: &[ThreadState],
-    blocks: impl Iterator<Item = (u64, u64)>,
+    addrs: impl Iterator<Item = u64>,
+    size_of: impl FnMut(u64) -> u64,
     heap_as_roots: bool,
 ) {
     // Collected with room for exactly the blocks the iterator says it has (the heap's does):
     // grown by doubling, a million blocks could take room for two million.
-    let mut blocks: Vec<Extent> = blocks.map(|(addr, size)| Extent { addr, size, next_chunk: None }).collect();
-    blocks.sort_unstable_by_key(|block| block.addr);
+    let mut blocks = Extents::new(addrs.collect(), size_of);
     match scan(pid, threads, &mut blocks, heap_as_roots) {
         Ok((found, stats)) => {
             if stats.unreadable_blocks > 0 || stats.unreadable_bytes > 0 {
@@ -75,7 +76,7 @@ pub fn scan_into(
                     stats.unreadable_bytes
                 );
             }
-            kinds.record(pid, &blocks, found, stats);
+            kinds.record(pid, blocks.into_addrs(), found, stats);
         }
         Err(error) => eprintln!("memtrace: warning: no leak kinds for process {pid}: {error}"),
     }

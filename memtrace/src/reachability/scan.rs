@@ -23,7 +23,8 @@ use std::{fs::File, io, os::unix::fs::FileExt, time::Instant};
 use thiserror::Error;
 
 use super::{
-    classify::{Classifier, Extent, LeakKind},
+    classify::{Classifier, LeakKind},
+    extents::Extents,
     contents::BlockReader,
     exit_frame::{caller_stack_pointer, exit_functions},
 };
@@ -94,7 +95,7 @@ pub struct ScanStats {
 pub fn scan(
     pid: u32,
     threads: &[ThreadState],
-    blocks: &mut [Extent],
+    blocks: &mut Extents,
     heap_as_roots: bool,
 ) -> Result<(Vec<LeakKind>, ScanStats), ScanError> {
     let started = Instant::now();
@@ -102,7 +103,7 @@ pub fn scan(
     let memory = File::open(format!("/proc/{pid}/mem")).map_err(|source| ScanError::Memory { pid, source })?;
     let mut reader = BlockReader::new(&memory);
     reader.fill_next_chunks(blocks);
-    let blocks = &blocks[..];
+    let blocks = &*blocks;
     let mut stats = ScanStats::default();
     let explain = log::log_enabled!(log::Level::Debug);
     let mut classifier = Classifier::new(blocks);
@@ -145,7 +146,7 @@ pub fn scan(
     let (kinds, witnesses) = classifier.classify_with_witnesses(&mut reader.contents(blocks));
     stats.unreadable_blocks = reader.unreadable_blocks();
     if explain {
-        for ((block, kind), witness) in blocks.iter().zip(&kinds).zip(&witnesses) {
+        for ((block, kind), witness) in blocks.iter_from(0).zip(&kinds).zip(&witnesses) {
             log::debug!("process {pid}: block {:#x} ({} bytes) {}, first marked by {witness:?}", block.addr, block.size, kind.words());
         }
         for thread in threads {
@@ -162,7 +163,7 @@ pub fn scan(
 pub fn root_ranges(
     maps: &[Mapping],
     stack_starts: &[u64],
-    blocks: &[Extent],
+    blocks: &Extents,
     read_word: impl Fn(u64) -> Option<u64>,
     heap_as_roots: bool,
 ) -> Vec<(u64, u64)> {
@@ -176,8 +177,8 @@ pub fn root_ranges(
             })
     };
     let holds_block = |mapping: &Mapping| {
-        let first = blocks.partition_point(|block| block.addr < mapping.start);
-        blocks.get(first).is_some_and(|block| block.addr < mapping.end)
+        let first = blocks.first_at_or_after(mapping.start);
+        first < blocks.len() && blocks.addr(first) < mapping.end
     };
     let mut ranges = Vec::new();
     for mapping in maps {
@@ -206,11 +207,16 @@ pub fn root_ranges(
 }
 
 /// The parts of [start, end) outside every block, 8-aligned.
-fn outside_blocks(start: u64, end: u64, blocks: &[Extent]) -> Vec<(u64, u64)> {
+fn outside_blocks(start: u64, end: u64, blocks: &Extents) -> Vec<(u64, u64)> {
     let mut ranges = Vec::new();
     let mut at = start;
-    let first = blocks.partition_point(|block| block.addr + block.size <= start);
-    for block in blocks[first..].iter().take_while(|block| block.addr < end) {
+    // The first block ending after `start`: the one before the first starting at or after it,
+    // if it reaches past `start` (blocks are disjoint and sorted).
+    let mut first = blocks.first_at_or_after(start);
+    if first > 0 && blocks.get(first - 1).end() > start {
+        first -= 1;
+    }
+    for block in blocks.iter_from(first).take_while(|block| block.addr < end) {
         if block.addr > at {
             ranges.push((at, block.addr & !7));
         }
@@ -237,6 +243,7 @@ fn read_fully(memory: &File, buffer: &mut [u8], addr: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reachability::extents::Extent;
 
     fn mapping(start: u64, end: u64, perms: &str, path: Option<&str>) -> Mapping {
         Mapping {
@@ -267,10 +274,12 @@ mod tests {
             mapping(0x7100_0000, 0x7100_1000, "r--p", Some("[vvar]")),
         ];
         let threads = [0x7000_8000 - 128, 0x5f000 - 128];
-        let blocks = [
+        let blocks: Extents = [
             Extent { addr: 0x10010, size: 16, next_chunk: None },
             Extent { addr: 0x30010, size: 0xf000, next_chunk: None },
-        ];
+        ]
+        .into_iter()
+        .collect();
         // The arena's first word points into its own mapping.
         let read = |addr: u64| (addr == 0x8000000).then_some(0x8000020);
         assert_eq!(
