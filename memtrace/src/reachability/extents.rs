@@ -150,7 +150,8 @@ impl Extents {
     }
 }
 
-/// From blocks already sorted by address (tests).
+/// From blocks already sorted by address: synthetic blocks in tests.
+#[cfg(test)]
 impl FromIterator<Extent> for Extents {
     fn from_iter<I: IntoIterator<Item = Extent>>(blocks: I) -> Self {
         let blocks: Vec<Extent> = blocks.into_iter().collect();
@@ -159,10 +160,7 @@ impl FromIterator<Extent> for Extents {
             "blocks sorted by address"
         );
         let mut extents = Extents::new(blocks.iter().map(|block| block.addr).collect(), |addr| {
-            blocks
-                .iter()
-                .find(|block| block.addr == addr)
-                .map_or(0, |block| block.size)
+            blocks.binary_search_by_key(&addr, |block| block.addr).map_or(0, |found| blocks[found].size)
         });
         for (index, block) in blocks.iter().enumerate() {
             extents.set_next_chunk(index, block.next_chunk);
