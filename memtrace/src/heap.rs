@@ -350,9 +350,11 @@ impl HeapTable {
         KnownLength { inner: addrs, left: count }
     }
 
-    /// The size of one process's outstanding block at `addr`; 0 when it has none there.
-    pub fn size_of(&self, tgid: u32, addr: u64) -> u64 {
-        self.processes.get(&tgid).and_then(|process| process.blocks.get(addr)).map_or(0, |block| block.size)
+    /// The sizes of one process's outstanding blocks by address (0 where it has none), the
+    /// process looked up once.
+    pub fn sizes_of(&self, tgid: u32) -> impl Fn(u64) -> u64 + '_ {
+        let blocks = self.processes.get(&tgid).map(|process| &process.blocks);
+        move |addr| blocks.and_then(|blocks| blocks.get(addr)).map_or(0, |block| block.size)
     }
 
     /// Everything allocated during the trace (heap blocks, mappings), freed or not, per

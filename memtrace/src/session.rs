@@ -464,9 +464,8 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     }
                     trace.capture_picture(pid);
                     if scan {
-                        let heap = &trace.heap;
-                        let sizes = |addr| heap.size_of(pid, addr);
-                        reachability::scan_into(&mut trace.leaks, pid, &threads, heap.addresses_of(pid), sizes, false);
+                        let (addrs, sizes) = (trace.heap.addresses_of(pid), trace.heap.sizes_of(pid));
+                        reachability::scan_into(&mut trace.leaks, pid, &threads, addrs, sizes, false);
                     }
                     target.resume();
                 }
@@ -630,9 +629,8 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     trace.drain();
     for process in stopped {
         let pid = process.pid();
-        let heap = &trace.heap;
-        let sizes = |addr| heap.size_of(pid, addr);
-        reachability::scan_into(&mut trace.leaks, pid, process.threads(), heap.addresses_of(pid), sizes, true);
+        let (addrs, sizes) = (trace.heap.addresses_of(pid), trace.heap.sizes_of(pid));
+        reachability::scan_into(&mut trace.leaks, pid, process.threads(), addrs, sizes, true);
         let stopped_for = process.resume();
         trace.leaks.stopped(pid, stopped_for);
         eprintln!("memtrace: process {pid} was stopped for {:.1} ms for the scan", stopped_for.as_secs_f64() * 1e3);

@@ -166,7 +166,7 @@ impl<'a> Classifier<'a> {
             if self.state[leader] != State::Unreached {
                 continue;
             }
-            self.pending.push(leader, self.blocks.addr(leader));
+            self.wait(leader);
             while let Some(index) = self.pending.pop() {
                 contents.each_chunk(index, &mut |bytes| {
                     for word in words(bytes) {
@@ -175,7 +175,7 @@ impl<'a> Classifier<'a> {
                             && self.state[target] == State::Unreached
                         {
                             self.state[target] = State::Indirect;
-                            self.pending.push(target, self.blocks.addr(target));
+                            self.wait(target);
                         }
                     }
                 });
@@ -205,11 +205,16 @@ impl<'a> Classifier<'a> {
         let to_start = word == self.blocks.addr(target);
         if to_start && definite {
             *state = State::Reachable;
-            self.pending.push(target, self.blocks.addr(target)); // (re)scanned: what it points to may be reachable now
+            self.wait(target); // (re)scanned: what it points to may be reachable now
         } else if *state == State::Unreached {
             *state = State::Possible;
-            self.pending.push(target, self.blocks.addr(target));
+            self.wait(target);
         }
+    }
+
+    /// Block `index` is to be scanned (again).
+    fn wait(&mut self, index: usize) {
+        self.pending.push(index, self.blocks.addr(index));
     }
 }
 

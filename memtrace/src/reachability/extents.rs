@@ -109,7 +109,7 @@ impl Extents {
     /// Records block `index`'s next chunk; one not within the block's last 255 bytes is
     /// dropped (glibc's is within its last 8).
     pub fn set_next_chunk(&mut self, index: usize, next_chunk: Option<NonZeroU64>) {
-        let end = self.get(index).end();
+        let end = self.addr(index) + self.size(index);
         self.next_chunk_back[index] = next_chunk
             .and_then(|next| end.checked_sub(next.get()))
             .and_then(|back| u8::try_from(back).ok())
