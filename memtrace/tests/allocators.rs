@@ -24,8 +24,7 @@ fn every_c_allocator_function_and_reallocs_four_cases() {
     let _serial = serial();
     let binary = build_c("allocators");
     // Every probe at its function's entry.
-    let (output, report) = memtrace_json(&["run", "--probe-at-entry"], &[binary.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, report) = memtrace_json_ok(&["run", "--probe-at-entry"], &[binary.to_str().unwrap()]);
     let expected: BTreeMap<String, u64> = [
         ("use_malloc", 100),
         ("use_calloc", 210),
@@ -70,8 +69,7 @@ fn every_c_allocator_function_and_reallocs_four_cases() {
 
     // Per-thread state kept in the kernel's hash maps, as on machines whose pid_max is beyond
     // the per-id arrays: the same numbers.
-    let (output, hashed) = memtrace_json(&["run", "--id-slots", "0"], &[binary.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, hashed) = memtrace_json_ok(&["run", "--id-slots", "0"], &[binary.to_str().unwrap()]);
     assert_eq!(hashed["summary"], report["summary"]);
     assert_eq!(bytes_by_function(&hashed), bytes_by_function(&report));
     assert_no_probes_left();
@@ -81,8 +79,7 @@ fn every_c_allocator_function_and_reallocs_four_cases() {
 fn cxx_new_and_delete_in_every_form_are_attributed_to_the_caller() {
     let _serial = serial();
     let binary = build("cxx_new.cpp", "c++", &["-std=c++17", "-O0", "-g", "-fno-omit-frame-pointer"]);
-    let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, report) = memtrace_json_ok(&["run"], &[binary.to_str().unwrap()]);
     // The program's own blocks, each named by the function that called new, not libstdc++.
     let own: BTreeMap<String, u64> = bytes_by_function(&report)
         .into_iter()
@@ -118,8 +115,7 @@ fn cxx_new_and_delete_in_every_form_are_attributed_to_the_caller() {
 
     // The marks operator delete leaves, kept in the kernel's hash map instead of the per-id
     // array (as on machines whose pid_max is beyond it): the same numbers.
-    let (output, hashed) = memtrace_json(&["run", "--id-slots", "0"], &[binary.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, hashed) = memtrace_json_ok(&["run", "--id-slots", "0"], &[binary.to_str().unwrap()]);
     assert_eq!(hashed["summary"], report["summary"]);
     assert_eq!(bytes_by_function(&hashed), bytes_by_function(&report));
     assert_no_probes_left();

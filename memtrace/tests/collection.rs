@@ -41,10 +41,8 @@ fn comparable(report: &Value) -> (Vec<Value>, Vec<(u64, u64, Vec<Value>)>) {
 fn combined_gives_the_same_numbers_and_stacks_as_events() {
     let _serial = serial();
     let leaky = build_c("leaky");
-    let (output, events) = memtrace_json(&["run"], &[leaky.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let (output, combined) = memtrace_json(&["run", "--combined"], &[leaky.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, events) = memtrace_json_ok(&["run"], &[leaky.to_str().unwrap()]);
+    let (output, combined) = memtrace_json_ok(&["run", "--combined"], &[leaky.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "leaky: done\n");
 
     assert_eq!(combined["summary"]["collection"], "combined");
@@ -65,10 +63,8 @@ fn combined_follows_fork_and_exec_like_events() {
     let family = build_c("family");
     let leaky = build_c("leaky");
     let target = [family.to_str().unwrap(), leaky.to_str().unwrap()];
-    let (output, events) = memtrace_json(&["run"], &target);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let (output, combined) = memtrace_json(&["run", "--combined"], &target);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, events) = memtrace_json_ok(&["run"], &target);
+    let (_, combined) = memtrace_json_ok(&["run", "--combined"], &target);
 
     assert_eq!(combined["summary"]["outstanding_bytes"], 100 + 200 + 9300);
     // The execing child's 50 bytes died with its old image, in the kernel's sums too.
@@ -86,18 +82,15 @@ fn combined_follows_fork_and_exec_like_events() {
 fn combined_counts_every_block_its_table_has_no_room_for() {
     let _serial = serial();
     let crowd = build_c("crowd");
-    let (output, events) = memtrace_json(&["run"], &[crowd.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let (output, roomy) = memtrace_json(&["run", "--combined"], &[crowd.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, events) = memtrace_json_ok(&["run"], &[crowd.to_str().unwrap()]);
+    let (_, roomy) = memtrace_json_ok(&["run", "--combined"], &[crowd.to_str().unwrap()]);
     assert_eq!(comparable(&roomy), comparable(&events));
     assert_eq!(roomy["summary"]["total_allocations"], 302);
 
     // Two slots and room for one block past them: crowd's first 3 blocks are tracked (two in
     // the table, one in the overflow map) and the other 297 counted; their frees are unknown.
     // The 3 tracked blocks are freed from both places, so keep_two's 2 blocks find room again.
-    let (output, cramped) = memtrace_json(&["run", "--combined", "--live-blocks", "1"], &[crowd.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (output, cramped) = memtrace_json_ok(&["run", "--combined", "--live-blocks", "1"], &[crowd.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "crowd: done\n");
     let summary = &cramped["summary"];
     assert_eq!(summary["lost"]["live_blocks_full"], 297, "{summary:#}");
@@ -128,8 +121,7 @@ fn close(actual: &Value, expected: f64, tolerance: f64) -> bool {
 fn sampling_estimates_what_is_outstanding_from_a_fraction_of_the_blocks() {
     let _serial = serial();
     let sampled = build_c("sampled");
-    let (output, report) = memtrace_json(&["run", "--sample-bytes", "65536"], &[sampled.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (output, report) = memtrace_json_ok(&["run", "--sample-bytes", "65536"], &[sampled.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "sampled: done\n");
     let summary = &report["summary"];
     assert_eq!(summary["collection"], "sampled");
@@ -161,9 +153,8 @@ fn size_filters_record_only_blocks_in_range() {
     let leaky = build_c("leaky");
     // 300 to 1000 bytes: leak_with_malloc's 4 x 1000 and leak_with_calloc's 300; not the
     // 5000-byte realloc, nor the 64-163-byte churn.
-    let (output, report) =
-        memtrace_json(&["run", "--min-size", "300", "--max-size", "1000"], &[leaky.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, report) =
+        memtrace_json_ok(&["run", "--min-size", "300", "--max-size", "1000"], &[leaky.to_str().unwrap()]);
     let summary = &report["summary"];
     assert_eq!(summary["outstanding_bytes"], 4300);
     assert_eq!(summary["outstanding_allocations"], 5);
@@ -186,8 +177,7 @@ fn size_filters_record_only_blocks_in_range() {
 fn stack_depth_cuts_the_walk() {
     let _serial = serial();
     let leaky = build_c("leaky");
-    let (output, report) = memtrace_json(&["run", "--stack-depth", "1"], &[leaky.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, report) = memtrace_json_ok(&["run", "--stack-depth", "1"], &[leaky.to_str().unwrap()]);
     assert_eq!(report["summary"]["outstanding_bytes"], 9300);
     for stack in report["stacks"].as_array().unwrap() {
         let functions: Vec<&str> =
@@ -205,8 +195,7 @@ fn stack_depth_cuts_the_walk() {
 fn program_stats_report_each_programs_runs_and_time() {
     let _serial = serial();
     let leaky = build_c("leaky");
-    let (output, report) = memtrace_json(&["run", "--program-stats"], &[leaky.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, report) = memtrace_json_ok(&["run", "--program-stats"], &[leaky.to_str().unwrap()]);
     let programs = report["kernel_programs"].as_array().expect("kernel_programs with --program-stats");
     let runs_of = |name: &str| {
         programs.iter().find(|program| program["program"] == name).unwrap_or_else(|| panic!("{name} in {programs:#?}"))

@@ -114,6 +114,14 @@ pub fn memtrace_json(args: &[&str], target: &[&str]) -> (Output, Value) {
     (output, report)
 }
 
+/// [`memtrace_json`] for a run that must succeed: fails the test with memtrace's stderr when
+/// it exits with anything but 0.
+pub fn memtrace_json_ok(args: &[&str], target: &[&str]) -> (Output, Value) {
+    let (output, report) = memtrace_json(args, target);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    (output, report)
+}
+
 /// The stack whose innermost frame is `function`.
 pub fn stack_from<'a>(report: &'a Value, function: &str) -> &'a Value {
     report["stacks"]
