@@ -37,6 +37,16 @@ fn comparable(report: &Value) -> (Vec<Value>, Vec<(u64, u64, Vec<Value>)>) {
     (numbers, stacks)
 }
 
+/// Each stack's innermost function and its bytes, in the report's order.
+fn innermost_functions_and_bytes(report: &Value) -> Vec<(&str, u64)> {
+    report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stack| (stack["frames"][0]["function"].as_str().unwrap(), stack["bytes"].as_u64().unwrap()))
+        .collect()
+}
+
 #[test]
 fn combined_gives_the_same_numbers_and_stacks_as_events() {
     let _serial = serial();
@@ -99,12 +109,7 @@ fn combined_counts_every_block_its_table_has_no_room_for() {
     assert_eq!(summary["total_frees"], 3, "{summary:#}");
     assert_eq!(summary["outstanding_bytes"], 200, "{summary:#}");
     assert_eq!(summary["outstanding_allocations"], 2, "{summary:#}");
-    let stacks: Vec<(&str, u64)> = cramped["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|stack| (stack["frames"][0]["function"].as_str().unwrap(), stack["bytes"].as_u64().unwrap()))
-        .collect();
+    let stacks = innermost_functions_and_bytes(&cramped);
     assert_eq!(stacks, [("keep_two", 100), ("keep_two", 100)]);
     // The loss is said on stderr, with the option that avoids it.
     assert!(String::from_utf8_lossy(&output.stderr).contains("--live-blocks"), "{}", String::from_utf8_lossy(&output.stderr));
@@ -159,12 +164,7 @@ fn size_filters_record_only_blocks_in_range() {
     assert_eq!(summary["outstanding_bytes"], 4300);
     assert_eq!(summary["outstanding_allocations"], 5);
     assert_eq!(summary["total_allocations"], 5);
-    let stacks: Vec<(&str, u64)> = report["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|stack| (stack["frames"][0]["function"].as_str().unwrap(), stack["bytes"].as_u64().unwrap()))
-        .collect();
+    let stacks = innermost_functions_and_bytes(&report);
     assert_eq!(stacks, [("leak_with_malloc", 4000), ("leak_with_calloc", 300)]);
 
     let bad = memtrace().args(["run", "--min-size", "10", "--max-size", "5", "--"]).arg(&leaky).output().unwrap();
