@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 /// Runs of each row; the median is reported.
-const RUNS: usize = 5;
+const RUNS: usize = 9;
 /// malloc+free pairs per thread per run.
 const PAIRS: u64 = 500_000;
 /// Outstanding blocks for the agent-memory measurement.
@@ -104,10 +104,15 @@ pub fn run(root: &Path) -> Result<()> {
         };
         // In rounds: each round runs every way once, back to back, so that the machine's load
         // changing between rounds (it is shared) moves every column alike rather than one.
+        // Every other round runs the columns in reverse, so that no column always follows the
+        // same one (and whatever that one leaves behind, such as a large map still being
+        // freed), and a drift within a round favours none.
         let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(RUNS); WAYS.len()];
-        for _ in 0..RUNS {
-            for (column, &way) in WAYS.iter().enumerate() {
-                samples[column].push(measure(way)?);
+        for round in 0..RUNS {
+            let forward = round % 2 == 0;
+            for step in 0..WAYS.len() {
+                let column = if forward { step } else { WAYS.len() - 1 - step };
+                samples[column].push(measure(WAYS[column])?);
             }
         }
         let [untraced, floor, traced, combined, sampled, bpftrace] = [0, 1, 2, 3, 4, 5].map(|column| median(&mut samples[column]));
