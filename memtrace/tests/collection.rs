@@ -6,9 +6,13 @@ mod common;
 use common::*;
 use serde_json::Value;
 
+/// One stack as two reports must agree on it: bytes, blocks, and its functions (the
+/// process-independent part of its frames).
+type ComparableStack = (u64, u64, Vec<Value>);
+
 /// What two reports must agree on: the summary's numbers and each stack's bytes, blocks,
 /// process-independent frames.
-fn comparable(report: &Value) -> (Vec<Value>, Vec<(u64, u64, Vec<Value>)>) {
+fn comparable(report: &Value) -> (Vec<Value>, Vec<ComparableStack>) {
     let summary = &report["summary"];
     let numbers = [
         "outstanding_bytes",
