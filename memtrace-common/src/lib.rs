@@ -380,6 +380,8 @@ pub mod names {
     pub const BLOCK_SLOT_BITS: &str = "BLOCK_SLOT_BITS";
     /// Slot 0 set to 1 by the kernel once a block went to `LIVE_BLOCKS`, past the table.
     pub const BLOCKS_OVERFLOWED: &str = "BLOCKS_OVERFLOWED";
+    /// `--sample-bytes`: blocks held in each group of `BLOCK_WINDOW` slots of the block table.
+    pub const BLOCK_GROUPS: &str = "BLOCK_GROUPS";
     /// `--combined`: the stacks, by the hash of their frames.
     pub const STACKS: &str = "STACKS";
     /// `--combined`: what each (process, stack) allocated in all, per CPU (`TotalsSlot`), and

@@ -12,7 +12,7 @@ use aya::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names};
+use memtrace_common::{BLOCK_WINDOW, BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names};
 use thiserror::Error;
 use crate::{allocator::Allocator, block_slots::BlockSlots, events::watch_readable};
 
@@ -132,6 +132,8 @@ impl Probes {
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
         let block_slot_bits = if tracks_blocks { table_bits(live_blocks) } else { 1 };
+        // Sampling counts the blocks in each group of a window's length (8 bytes a group).
+        let block_groups = if settings.sample_bytes != 0 { ((1u32 << block_slot_bits) / BLOCK_WINDOW).max(1) } else { 1 };
         let id_slots = settings.id_slots.unwrap_or_else(id_slots);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
@@ -145,6 +147,7 @@ impl Probes {
             .map_max_entries(names::LIVE_BLOCKS, live_blocks)
             .map_max_entries(names::BLOCK_SLOTS, 1 << block_slot_bits)
             .override_global(names::BLOCK_SLOT_BITS, &block_slot_bits, true)
+            .map_max_entries(names::BLOCK_GROUPS, block_groups)
             .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::COMBINED, &combined, true)
