@@ -62,7 +62,8 @@ static BLOCK_GROUPS: Array<u64> = Array::with_max_entries(1, 0);
 pub fn insert(tgid: u32, addr: u64, block: LiveBlock) -> bool {
     let (home, mask) = home_and_mask(tgid, addr);
     for step in 0..BLOCK_WINDOW {
-        let Some(slot) = BLOCK_SLOTS.get_ptr_mut(home.wrapping_add(step) & mask) else { break };
+        let index = home.wrapping_add(step) & mask;
+        let Some(slot) = BLOCK_SLOTS.get_ptr_mut(index) else { break };
         let word = address_word(slot);
         let held = read(word);
         // The same block still there (its free was missed) is replaced, as a hash map's update
@@ -77,7 +78,7 @@ pub fn insert(tgid: u32, addr: u64, block: LiveBlock) -> bool {
             // SAFETY: the slot is claimed: no other probe writes it until it is published.
             unsafe { fill(slot, tgid, block) };
             publish(word, addr);
-            count_in_group(home.wrapping_add(step) & mask, 1);
+            count_in_group(index, 1);
             return true;
         }
     }
