@@ -3,26 +3,23 @@
 //! Entry probes remember what was asked for, per thread; the return probe turns that into an
 //! event with the caller's stack; the free probe sends the freed address. By default all state
 //! about what is outstanding lives in the agent; `--combined` keeps it here instead
-//! (`combined`, `block_table`), and `--sample-bytes` keeps the sampled blocks so that only their
+//! (`state::aggregate`, `state::block_table`), and `--sample-bytes` keeps the sampled blocks so that only their
 //! frees are sent. Every drop is counted in `COUNTERS`.
+//!
+//! Rooms: `probes` holds the programs (one file per kind of call), `state` what they keep
+//! between calls (per thread, the block table, in-kernel sums, sampling), `stack` the user
+//! stack walk, `emit` the ring buffer and the drop counters.
 #![no_std]
 #![no_main]
-// `block_table` claims slots with the compare-and-exchange intrinsic (see `claim` there).
+// `state::block_table` claims slots with the compare-and-exchange intrinsic (see `claim` there).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-mod allocations;
-mod block_table;
-mod by_id;
-mod combined;
-mod faults;
-mod floor;
-mod frees;
-mod mappings;
-mod maps;
+mod emit;
+mod probes;
 mod regs;
-mod sampling;
-mod user_stack;
+mod stack;
+mod state;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -8,7 +8,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::reachability::LeakKind;
+use crate::analyze::reachability::LeakKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -170,7 +170,7 @@ pub struct CheckArgs {
 pub struct FailOn(pub Vec<LeakKind>);
 
 fn parse_fail_on(text: &str) -> Result<FailOn, String> {
-    crate::check::parse_fail_on(text).map(FailOn)
+    crate::analyze::check::parse_fail_on(text).map(FailOn)
 }
 
 #[derive(Debug, Args)]

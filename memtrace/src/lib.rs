@@ -1,32 +1,29 @@
 //! memtrace: an eBPF memory-allocation tracer and leak detector.
 //!
-//! Data flows one way: `probes` attach the kernel side to the `allocator` a target uses;
-//! `events` reads what it reports into the `heap` table; `symbolize` names the stacks; `report`
-//! builds the one `Report` value that every format renders. `session` wires these together for
-//! `run` (with `launch`) and `record`.
-pub mod allocated;
-pub mod allocator;
-pub mod block_slots;
-pub mod blocks;
-pub mod check;
+//! Data flows one way, and the rooms follow it:
+//!
+//! - `target`: the traced processes: starting a command (fork, ptrace, exec), reading `/proc`,
+//!   stopping a process for a scan, and the checks made before touching the kernel.
+//! - `attach`: where the probes go: which object provides each allocator function, and the
+//!   instruction in it to probe.
+//! - `kernel`: the only code that touches aya: loading the programs, attaching them, the ring
+//!   buffer, the kernel's counters and tables.
+//! - `collect`: state built from the kernel's events, no I/O: the heap table, memory outside
+//!   malloc, the stack table, page faults, growth between intervals.
+//! - `analyze`: what the collected state means: leak kinds (reachability), the memory picture,
+//!   the CI check.
+//! - `symbolize`: addresses to function, file, line and module.
+//! - `report`: the one `Report` value every format renders, each format, and where a report
+//!   goes.
+//! - `session`: `run` and `record`, wiring the rooms together.
+//!
+//! `cli` holds the clap definitions and turns them into each room's options.
+pub mod analyze;
+pub mod attach;
 pub mod cli;
-pub mod events;
-pub mod faults;
-pub mod growth;
-pub mod heap;
-pub mod launch;
-pub mod map_batch;
-pub mod memory_picture;
-pub mod output;
-pub mod placement;
-pub mod preflight;
-pub mod probes;
-pub mod procmaps;
-pub mod reachability;
-pub mod regions;
+pub mod collect;
+pub mod kernel;
 pub mod report;
-pub mod saved_report;
 pub mod session;
-pub mod stacks;
-pub mod status;
 pub mod symbolize;
+pub mod target;

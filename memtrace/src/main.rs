@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use memtrace::{
     cli::{Cli, Command, FaultsShorthand},
-    launch::LaunchError,
-    saved_report, session,
+    report::saved,
+    session,
+    target::launch::LaunchError,
 };
 
 fn main() -> ExitCode {
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     // Re-rendering a saved report needs no runtime, no privileges and no kernel.
     let cli = match cli.command {
-        Command::Report(args) => return finish(saved_report::render(&args)),
+        Command::Report(args) => return finish(saved::render(&args)),
         command => Cli { command, ..cli },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
                 FaultsShorthand::Run(args) => session::run(args).await,
                 FaultsShorthand::Record(args) => session::record(args).await,
             },
-            Command::Report(args) => saved_report::render(&args),
+            Command::Report(args) => saved::render(&args),
         }
     });
     // Dropping the runtime first ends the kernel log task before we exit.

@@ -8,7 +8,7 @@ use super::{
     text::{frame_line, thousands},
 };
 use crate::{
-    faults::{FaultTable, KindCounts},
+    collect::fault_table::{FaultTable, KindCounts},
     symbolize::Frame,
 };
 

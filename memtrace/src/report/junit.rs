@@ -9,8 +9,8 @@ use quick_xml::{Writer, events::BytesText};
 
 use super::{Kind, Report, Stack};
 use crate::{
-    check::DEFAULT_FAIL_ON,
-    reachability::LeakKind,
+    analyze::check::DEFAULT_FAIL_ON,
+    analyze::reachability::LeakKind,
 };
 
 enum Outcome {

@@ -2,8 +2,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    heap::{MemoryKind, StackTotal},
-    reachability::{LeakKind, LeakKinds},
+    collect::heap::{MemoryKind, StackTotal},
+    analyze::reachability::{LeakKind, LeakKinds},
 };
 
 /// Bytes and blocks per leak kind over every scanned process: valgrind's "LEAK SUMMARY".

@@ -1,7 +1,7 @@
 //! Text for the memory picture: one compact table per process.
 use std::io::{self, Write};
 
-use crate::memory_picture::MemoryPicture;
+use crate::analyze::memory_picture::MemoryPicture;
 
 /// Kibibytes, as `pmap -x` shows sizes.
 fn kib(bytes: u64) -> String {

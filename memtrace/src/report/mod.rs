@@ -8,6 +8,8 @@ mod junit;
 mod pprof;
 mod profile_proto;
 mod render;
+pub mod saved;
+pub mod sink;
 mod svg;
 mod text;
 
@@ -16,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 use crate::{
-    allocator::is_dynamic_loader,
+    attach::allocator::is_dynamic_loader,
     cli::SortBy,
-    growth::{Growth, GrowthTracker},
-    heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
-    probes::{KernelCounters, ProgramCost},
-    reachability::{LeakKind, LeakKinds},
+    collect::growth::{Growth, GrowthTracker},
+    collect::heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
+    kernel::{KernelCounters, ProgramCost},
+    analyze::reachability::{LeakKind, LeakKinds},
     symbolize::Frame,
 };
 
@@ -75,7 +77,7 @@ pub struct Report {
     pub faults: Option<FaultsSection>,
     /// Each process's memory picture at the end of the trace, the target first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub memory: Vec<crate::memory_picture::MemoryPicture>,
+    pub memory: Vec<crate::analyze::memory_picture::MemoryPicture>,
     /// What memtrace itself used, up to the report.
     #[serde(default)]
     pub agent: AgentUsage,
@@ -553,7 +555,7 @@ impl Report {
 /// The stacks that allocated and hold nothing at the end, most bytes allocated first, the
 /// first `top` of them symbolized. What the dynamic loader mapped is left out, as above.
 fn released(
-    allocated: HashMap<(u32, i32, MemoryKind), crate::allocated::Allocated>,
+    allocated: HashMap<(u32, i32, MemoryKind), crate::collect::allocation_totals::Allocated>,
     top: usize,
     resolve: &mut impl FnMut(u32, i32) -> (Vec<ReportFrame>, Option<String>),
 ) -> Vec<Stack> {

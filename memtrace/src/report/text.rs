@@ -5,7 +5,7 @@ use std::{
 };
 
 use super::{Kind, Mode, Report, ReportFrame};
-use crate::reachability::LeakKind;
+use crate::analyze::reachability::LeakKind;
 
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
@@ -139,7 +139,7 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
 }
 
 /// Interval growth after a stack's headline; leak suspects stand out.
-fn growth_note(growth: crate::growth::Growth) -> String {
+fn growth_note(growth: crate::collect::growth::Growth) -> String {
     let mark = if growth.leak_suspect { "LEAK SUSPECT: " } else { "" };
     format!(" [{mark}grew in {} of {} intervals]", growth.grew_in, growth.intervals)
 }

@@ -24,7 +24,7 @@ use jitmap::JitMap;
 pub use module::SourceFrame;
 use module::Module;
 
-use crate::procmaps::{self, Mapping};
+use crate::target::maps::{self, Mapping};
 
 /// One frame of a symbolized stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl Symbolizer {
     /// Records the executable mappings of a live process and opens the files behind them.
     /// Call it while the process exists; later calls replace the earlier snapshot.
     pub fn snapshot(&mut self, pid: u32) -> io::Result<()> {
-        let maps = procmaps::read(pid)?;
+        let maps = maps::read(pid)?;
         let mut opened: HashMap<ModuleId, Rc<ModuleFile>> = HashMap::new();
         let mut image = Vec::new();
         for mapping in maps.into_iter().filter(|mapping| mapping.executable) {
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn vdso_frames_are_named() {
-        let maps = procmaps::read(std::process::id()).expect("own maps");
+        let maps = maps::read(std::process::id()).expect("own maps");
         let vdso = maps.iter().find(|mapping| mapping.path.as_deref() == Some(vdso::VDSO)).expect("a vdso");
         // Where clock_gettime is, read from the vdso's dynamic symbols here, independently.
         let mut image = vec![0u8; (vdso.end - vdso.start) as usize];
@@ -289,7 +289,7 @@ mod tests {
     /// prints the time: `cargo test -p memtrace --lib symbolizes_10000 -- --nocapture`.
     #[test]
     fn symbolizes_10000_distinct_stacks() {
-        let maps = procmaps::read(std::process::id()).expect("own maps");
+        let maps = maps::read(std::process::id()).expect("own maps");
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let text = maps
             .iter()

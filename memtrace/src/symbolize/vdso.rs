@@ -8,14 +8,14 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
 };
 
-use crate::procmaps;
+use crate::target::maps;
 
 /// The path `/proc/PID/maps` shows for the vdso.
 pub const VDSO: &str = "[vdso]";
 
 /// memtrace's own vdso image, in an anonymous file.
 pub fn own_image() -> io::Result<File> {
-    let maps = procmaps::read(std::process::id())?;
+    let maps = maps::read(std::process::id())?;
     let vdso = maps
         .iter()
         .find(|mapping| mapping.path.as_deref() == Some(VDSO))

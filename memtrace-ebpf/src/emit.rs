@@ -1,0 +1,147 @@
+//! What reaches the agent: events through the ring buffer (`EVENTS`), each with the user stack
+//! when it has one, and the per-CPU counters of everything dropped or degraded (`COUNTERS`).
+use aya_ebpf::{
+    EbpfContext, Global,
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    helpers::{bpf_get_stack, bpf_ktime_get_ns},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use memtrace_common::{COUNTER_SLOTS, Counter, Event, EventWithStack};
+
+#[cfg(bpf_target_arch = "x86_64")]
+use crate::stack;
+
+/// Completed allocator calls, read by the agent. Sized by the agent at load time.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Per-CPU room to assemble an event and its stack before it is copied to `EVENTS`.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<EventWithStack> = PerCpuArray::with_max_entries(1, 0);
+
+
+/// What was dropped or degraded, per CPU; indexes are `Counter` values.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and a BPF program is not preempted on its CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Bytes waiting in `EVENTS` past which an event wakes the agent. Below it events are
+/// published without a wake-up, and the agent drains on a short timer: one wake-up per batch
+/// instead of one per event. Set at load time to a quarter of the ring.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+/// Sends one event to the agent, or counts it lost when the ring buffer is full.
+#[inline(always)]
+pub fn emit(event: Event) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count(Counter::RingBufferFull);
+        return;
+    };
+    entry.write(event);
+    entry.submit(wakeup_flags());
+}
+
+/// Set at load time: user stack frames captured per event (`--stack-depth`); the walk stops
+/// there, which is cheaper for deep stacks.
+#[unsafe(no_mangle)]
+static STACK_DEPTH: Global<u32> = Global::new(memtrace_common::MAX_STACK_DEPTH as u32);
+
+/// Sends one event followed by the user stack, captured by the kernel's stack walker (for
+/// tracepoints, where the user registers are not at hand).
+#[inline(always)]
+pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
+    let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
+    let record = unsafe { &mut *record };
+    let room = (stack_depth() * 8) as u32;
+    // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
+    let written = unsafe {
+        bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), room, BPF_F_USER_STACK as u64)
+    };
+    let captured = if written < 0 {
+        count(Counter::StackCaptureFailed);
+        Err(written as i32)
+    } else {
+        Ok((written as usize / 8).min(memtrace_common::MAX_STACK_DEPTH))
+    };
+    send_record(record, event, captured);
+}
+
+/// Sends one event followed by the user stack walked from a uprobe's registers (see
+/// `stack`).
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub fn emit_with_user_stack<C: EbpfContext>(_ctx: &C, regs: *const pt_regs, event: Event) {
+    let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: as above.
+    let record = unsafe { &mut *record };
+    let depth = stack::walk(regs, &mut record.frames, stack_depth());
+    send_record(record, event, Ok(depth));
+}
+
+/// Elsewhere the kernel's walker serves.
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+pub fn emit_with_user_stack<C: EbpfContext>(ctx: &C, _regs: *const pt_regs, event: Event) {
+    emit_with_stack(ctx, event)
+}
+
+/// Frames to capture: at most the frames array; fewer when the agent asked for a shallower walk.
+#[inline(always)]
+pub fn stack_depth() -> usize {
+    (STACK_DEPTH.load() as usize).clamp(1, memtrace_common::MAX_STACK_DEPTH)
+}
+
+/// Sends the record: the event, with the number of frames captured (or the capture's error)
+/// in `stack_id`, followed by those frames only.
+#[inline(always)]
+fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize, i32>) {
+    let (stack_id, depth) = match captured {
+        Ok(depth) => (depth as i32, depth.min(memtrace_common::MAX_STACK_DEPTH)),
+        Err(error) => (error, 0),
+    };
+    record.event = Event { stack_id, ..event };
+    let length = size_of::<Event>() + depth * 8;
+    // SAFETY: `length` is at most the size of the record it is taken from.
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const EventWithStack).cast::<u8>(), length) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+        count(Counter::RingBufferFull);
+    }
+}
+
+/// Wake the agent only once a quarter of the ring is waiting (see `WAKEUP_BYTES`).
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    flags as u64
+}
+
+/// An event of this thread's process, stamped now; the caller fills in kind and addresses.
+#[inline(always)]
+pub fn new_event(pid_tgid: u64, size: u64) -> Event {
+    Event {
+        kind: 0,
+        tgid: (pid_tgid >> 32) as u32,
+        stack_id: 0,
+        flags: 0,
+        size,
+        addr: 0,
+        old_addr: 0,
+        old_size: 0,
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}

@@ -1,0 +1,198 @@
+//! Allocation entry points: each entry probe remembers the request per thread, the shared
+//! return probe turns it into one event with the caller's user stack.
+//!
+//! Nested calls (realloc calling malloc, operator new calling malloc, or tail-calling it) must
+//! count once and must not clobber the outer call's state, a known fault of BCC's memleak. The
+//! rule: an entry whose stack pointer is at or below a live in-flight entry's belongs to that
+//! outer call and is ignored; only a return seen above the outer entry's stack pointer is the
+//! outer call's return.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use aya_log_ebpf::warn;
+use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight, LiveBlock};
+
+use crate::{
+    emit::{count, emit, emit_with_user_stack, new_event},
+    probes::free::{forget_mark, release_block},
+    regs::stack_pointer,
+    state::{
+        aggregate, block_table,
+        by_id::{self, traced},
+        sampling,
+    },
+};
+
+/// `f(size)`: malloc, valloc, pvalloc and every operator new.
+#[uprobe]
+pub fn size_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(0).unwrap_or(0);
+    enter(&ctx, CallKind::Alloc, size, 0, 0);
+    0
+}
+
+#[uprobe]
+pub fn calloc_enter(ctx: ProbeContext) -> u32 {
+    let count: u64 = ctx.arg(0).unwrap_or(0);
+    let each: u64 = ctx.arg(1).unwrap_or(0);
+    enter(&ctx, CallKind::Alloc, product(count, each), 0, 0);
+    0
+}
+
+/// `f(alignment, size)`: aligned_alloc, memalign.
+#[uprobe]
+pub fn aligned_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(&ctx, CallKind::Alloc, size, 0, 0);
+    0
+}
+
+#[uprobe]
+pub fn realloc_enter(ctx: ProbeContext) -> u32 {
+    let old_addr: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(&ctx, CallKind::Realloc, size, old_addr, 0);
+    0
+}
+
+#[uprobe]
+pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
+    let old_addr: u64 = ctx.arg(0).unwrap_or(0);
+    let count: u64 = ctx.arg(1).unwrap_or(0);
+    let each: u64 = ctx.arg(2).unwrap_or(0);
+    enter(&ctx, CallKind::Realloc, product(count, each), old_addr, 0);
+    0
+}
+
+#[uprobe]
+pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
+    let out_ptr: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    enter(&ctx, CallKind::PosixMemalign, size, 0, out_ptr);
+    0
+}
+
+/// `count * each`. An overflowing calloc or reallocarray fails and returns NULL, so a wrapped
+/// product never becomes an event. (An overflow check compiles to a 128-bit multiply, which
+/// BPF programs cannot call.)
+#[inline(always)]
+fn product(count: u64, each: u64) -> u64 {
+    count.wrapping_mul(each)
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced(pid_tgid) {
+        return; // (the return probe then finds no entry: no check needed there)
+    }
+    let sp = stack_pointer(ctx.regs);
+    if let Some(existing) = by_id::call(pid_tgid) {
+        if existing.entry_sp >= sp {
+            return; // nested in (or tail-called from) an outer allocator call
+        }
+        // The old entry's frame is gone without a return: that allocation was missed.
+        count(Counter::StaleInFlight);
+    }
+    // Entered even when its block will not be recorded, so that its nested calls stay quiet.
+    let record = u32::from(sampling::record(size));
+    let call = InFlight { size, old_addr, out_ptr, entry_sp: sp, kind: kind as u32, record };
+    if !by_id::begin_call(pid_tgid, call) {
+        count(Counter::InFlightFull);
+        warn!(ctx, "memtrace: in-flight table full, an allocation is not recorded");
+    }
+}
+
+#[uretprobe]
+pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = by_id::call(pid_tgid) else {
+        return 0;
+    };
+    if stack_pointer(ctx.regs) <= call.entry_sp {
+        return 0; // the return of a nested call, not of the outer one
+    }
+    by_id::end_call(pid_tgid);
+    if call.record == 0 && call.kind != CallKind::Realloc as u32 {
+        return 0; // passed over by sampling or a size filter
+    }
+
+    let (kind, addr) = if call.kind == CallKind::Realloc as u32 {
+        (EventKind::Realloc, ctx.ret::<u64>())
+    } else if call.kind == CallKind::PosixMemalign as u32 {
+        if ctx.ret::<i32>() != 0 {
+            return 0; // failed: nothing was stored
+        }
+        // SAFETY: reading the caller's pointer variable from user memory, checked by the helper.
+        match unsafe { bpf_probe_read_user(call.out_ptr as *const u64) } {
+            Ok(addr) => (EventKind::Alloc, addr),
+            Err(_) => {
+                count(Counter::ArgumentUnreadable);
+                warn!(&ctx, "memtrace: could not read posix_memalign's result");
+                return 0;
+            }
+        }
+    } else {
+        (EventKind::Alloc, ctx.ret::<u64>())
+    };
+    if kind == EventKind::Realloc && (aggregate::enabled() || sampling::sampling() || call.record == 0) {
+        // The old block is tracked in the kernel, or the new one is not to be recorded: the
+        // realloc is sent as what it did, a release and perhaps a new block.
+        realloc_in_parts(&ctx, pid_tgid, &call, addr);
+        return 0;
+    }
+    if addr == 0 && kind == EventKind::Alloc {
+        return 0; // a failed allocation changes nothing
+    }
+    // A block handed out again may carry a stale operator-delete mark on this thread.
+    forget_mark(pid_tgid, addr);
+    if kind == EventKind::Alloc {
+        acquire(&ctx, pid_tgid, addr, call.size);
+        return 0;
+    }
+    let event = Event { kind: kind as u32, addr, old_addr: call.old_addr, ..new_event(pid_tgid, call.size) };
+    // The stack is only worth capturing for a block that is now outstanding.
+    if addr == 0 { emit(event) } else { emit_with_user_stack(&ctx, ctx.regs, event) }
+    0
+}
+
+/// realloc's four cases (see the agent's heap table) as a release and an acquisition.
+#[inline(always)]
+fn realloc_in_parts(ctx: &RetProbeContext, pid_tgid: u64, call: &InFlight, addr: u64) {
+    match (call.old_addr, addr) {
+        (0, 0) => {}
+        (_, 0) if call.size != 0 => count(Counter::FailedRealloc),
+        (old, _) => {
+            if old != 0 {
+                release_block(pid_tgid, old);
+            }
+            if addr != 0 {
+                forget_mark(pid_tgid, addr);
+                if call.record != 0 {
+                    acquire(ctx, pid_tgid, addr, call.size);
+                }
+            }
+        }
+    }
+}
+
+/// A block to record was handed out.
+#[inline(always)]
+fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if aggregate::enabled() {
+        aggregate::acquire(ctx.regs, tgid, addr, size);
+        return;
+    }
+    // A sampled block is remembered so that its free, and only its, is sent. One that cannot
+    // be remembered is not sent either: the agent would hold it forever.
+    if sampling::sampling()
+        && !block_table::insert(tgid, addr, LiveBlock { size, stack_hash: 0 })
+    {
+        count(Counter::LiveBlocksFull);
+        return;
+    }
+    emit_with_user_stack(ctx, ctx.regs, Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) });
+}

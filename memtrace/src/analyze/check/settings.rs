@@ -1,0 +1,93 @@
+//! The CI options of one session, checked before tracing starts (suppressions files read, the
+//! `--print-suppressions` file created), and applied to the finished report.
+use std::{
+    fs::File,
+    io::Write,
+    path::PathBuf,
+};
+
+use anyhow::{Context, Result};
+
+use super::{DEFAULT_FAIL_ON, EXIT_LEAKS_FOUND, Suppressions, decide, describe, fails, suppress, suppressions};
+use crate::{
+    cli::{CheckArgs, Format},
+    analyze::reachability::LeakKind,
+    report::Report,
+};
+
+pub struct CiSettings {
+    check: bool,
+    /// The check is decided for `--format junit` even without `--check`.
+    decide: bool,
+    fail_on: Vec<LeakKind>,
+    leak_threshold: u64,
+    exit_code: i32,
+    suppressions: Suppressions,
+    print_to: Option<(PathBuf, Option<File>)>,
+}
+
+impl CiSettings {
+    pub fn new(args: &CheckArgs, format: Format) -> Result<Self> {
+        let mut all = if args.no_builtin_suppressions { Suppressions::default() } else { Suppressions::builtin() };
+        for path in &args.suppressions {
+            all.extend(Suppressions::read(path)?);
+        }
+        let print_to = match &args.print_suppressions {
+            None => None,
+            Some(path) if path.as_os_str() == "-" => Some((path.clone(), None)),
+            Some(path) => {
+                let file = File::create(path)
+                    .with_context(|| format!("cannot write the suppressions file {}", path.display()))?;
+                Some((path.clone(), Some(file)))
+            }
+        };
+        Ok(Self {
+            check: args.check,
+            decide: args.check || format == Format::Junit,
+            fail_on: args.fail_on.as_ref().map_or(DEFAULT_FAIL_ON.to_vec(), |kinds| kinds.0.clone()),
+            leak_threshold: args.leak_threshold,
+            exit_code: args.exit_code.map_or(EXIT_LEAKS_FOUND, i32::from),
+            suppressions: all,
+            print_to,
+        })
+    }
+
+    /// Whether every stack must be kept until [`CiSettings::apply`] (the check and printed
+    /// suppressions look at all of them, not only the `--top` ones).
+    pub fn needs_all_stacks(&self) -> bool {
+        self.decide || self.print_to.is_some()
+    }
+
+    /// Marks suppressed stacks, decides the check, writes the suppressions file, then keeps
+    /// only the `top` stacks.
+    pub fn apply(&mut self, report: &mut Report, top: Option<usize>) -> Result<()> {
+        suppress(report, &self.suppressions);
+        if self.decide {
+            report.check = Some(decide(report, &self.fail_on, self.leak_threshold));
+        }
+        if let Some((path, file)) = self.print_to.take() {
+            let failing: Vec<_> = report.stacks.iter().filter(|stack| fails(stack, &self.fail_on)).collect();
+            let text = suppressions::print(&failing);
+            let written = match file {
+                Some(mut file) => file.write_all(text.as_bytes()),
+                None => std::io::stdout().write_all(text.as_bytes()),
+            };
+            written.with_context(|| format!("cannot write the suppressions file {}", path.display()))?;
+        }
+        if let Some(top) = top {
+            report.stacks.truncate(top);
+        }
+        Ok(())
+    }
+
+    /// memtrace's exit code: the target's own failure first, then the check's.
+    pub fn exit_code(&self, target_code: i32, report: &Report) -> i32 {
+        let Some(check) = report.check.as_ref().filter(|_| self.check) else { return target_code };
+        eprintln!("{}", describe(check));
+        if target_code != 0 {
+            eprintln!("memtrace: the target itself failed (exit status {target_code}); memtrace exits with its status");
+            return target_code;
+        }
+        if check.passed { 0 } else { self.exit_code }
+    }
+}

@@ -1,0 +1,41 @@
+//! `memtrace report FILE`: load a JSON report saved by `run` or `record` and render it again,
+//! in any format. No privileges, no kernel, no running target: the JSON is the `Report` value.
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+use crate::{
+    cli::SavedReportArgs,
+    report::sink::{Console, ReportSink},
+    report::Report,
+};
+
+#[derive(Debug, Error)]
+pub enum SavedReportError {
+    // The causes are in the messages, not sources: the one line says it all.
+    #[error("cannot read {}: {cause}", path.display())]
+    Unreadable { path: PathBuf, cause: io::Error },
+    #[error(
+        "{} is not a memtrace JSON report ({cause}); save one with `memtrace run|record --format json -o FILE`",
+        path.display()
+    )]
+    NotAReport { path: PathBuf, cause: serde_json::Error },
+}
+
+/// Reads and parses a saved JSON report.
+pub fn load(path: &Path) -> Result<Report, SavedReportError> {
+    let text =
+        std::fs::read(path).map_err(|cause| SavedReportError::Unreadable { path: path.to_path_buf(), cause })?;
+    serde_json::from_slice(&text).map_err(|cause| SavedReportError::NotAReport { path: path.to_path_buf(), cause })
+}
+
+/// Renders the saved report as asked; returns the exit code (0).
+pub fn render(args: &SavedReportArgs) -> anyhow::Result<i32> {
+    let report = load(&args.file)?;
+    let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stdout, args.report.format)?;
+    sink.write(&report, &(&args.report).into())?;
+    Ok(0)
+}
