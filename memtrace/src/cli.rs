@@ -6,9 +6,13 @@ use std::{
     time::Duration,
 };
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::analyze::reachability::LeakKind;
+use crate::{
+    analyze::check::CheckOptions,
+    report::LeakKind,
+    report::options::{Format, RenderOptions, SortBy, Weight},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -370,6 +374,28 @@ impl FaultsArgs {
     }
 }
 
+impl CheckArgs {
+    /// The check's options.
+    pub fn options(&self) -> CheckOptions {
+        CheckOptions {
+            check: self.check,
+            leak_threshold: self.leak_threshold,
+            fail_on: self.fail_on.as_ref().map(|kinds| kinds.0.clone()),
+            exit_code: self.exit_code,
+            suppressions: self.suppressions.clone(),
+            builtin_suppressions: !self.no_builtin_suppressions,
+            print_suppressions: self.print_suppressions.clone(),
+        }
+    }
+}
+
+impl ReportArgs {
+    /// How the report is to be rendered.
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions { format: self.format, top: self.top, weight: self.weight, sort: self.sort }
+    }
+}
+
 impl TraceArgs {
     /// The fault sampling period when faults are traced: 1 counts every fault.
     pub fn fault_sampling(&self) -> Option<u64> {
@@ -381,40 +407,6 @@ impl TraceArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-    /// JUnit XML for CI systems.
-    Junit,
-    Folded,
-    Svg,
-    Pprof,
-}
-
-impl Format {
-    /// Formats that are not text: a terminal would show garbage.
-    pub fn is_binary(self) -> bool {
-        self == Format::Pprof
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum SortBy {
-    #[default]
-    Bytes,
-    Count,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Weight {
-    /// Outstanding bytes per stack.
-    Bytes,
-    /// Outstanding blocks per stack.
-    Allocations,
-    /// Page faults (minor and major) per faulting stack (needs a report made with --faults).
-    Faults,
-}
 
 /// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use memtrace::{
-    cli::{Cli, Command, FaultsShorthand},
+    cli::{Cli, Command, FaultsShorthand, SavedReportArgs},
     report::saved,
     session,
     target::launch::LaunchError,
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     // Re-rendering a saved report needs no runtime, no privileges and no kernel.
     let cli = match cli.command {
-        Command::Report(args) => return finish(saved::render(&args)),
+        Command::Report(args) => return finish(render_saved(&args)),
         command => Cli { command, ..cli },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -33,12 +33,17 @@ fn main() -> ExitCode {
                 FaultsShorthand::Run(args) => session::run(args).await,
                 FaultsShorthand::Record(args) => session::record(args).await,
             },
-            Command::Report(args) => saved::render(&args),
+            Command::Report(args) => render_saved(&args),
         }
     });
     // Dropping the runtime first ends the kernel log task before we exit.
     drop(runtime);
     finish(result)
+}
+
+/// `memtrace report FILE`: needs no runtime, no privileges and no kernel.
+fn render_saved(args: &SavedReportArgs) -> anyhow::Result<i32> {
+    saved::render(&args.file, args.report.output.as_deref(), &args.report.render_options())
 }
 
 fn finish(result: anyhow::Result<i32>) -> ExitCode {

@@ -7,7 +7,7 @@ use memtrace_common::{Event, EventKind, StackSums, mapping};
 use crate::{
     collect::allocation_totals::{Allocated, AllocatedByStack},
     collect::block_map::{Block, BlockMap},
-    analyze::reachability::LeakKind,
+    report::LeakKind,
     collect::outside_malloc::{RegionKind, Regions},
 };
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{Kind, Report, ReportFrame};
-use crate::cli::Weight;
+use super::options::Weight;
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     for line in lines(report, weight, top) {

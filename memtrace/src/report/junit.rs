@@ -10,7 +10,7 @@ use quick_xml::{Writer, events::BytesText};
 use super::{Kind, Report, Stack};
 use crate::{
     analyze::check::DEFAULT_FAIL_ON,
-    analyze::reachability::LeakKind,
+    report::LeakKind,
 };
 
 enum Outcome {

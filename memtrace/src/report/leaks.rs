@@ -3,8 +3,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     collect::heap::{MemoryKind, StackTotal},
-    analyze::reachability::{LeakKind, LeakKinds},
+    analyze::reachability::LeakKinds,
 };
+
+/// What can still reach a block when its process ends, in valgrind's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// No pointer to the block anywhere.
+    DefinitelyLost,
+    /// Only reachable from definitely lost blocks.
+    IndirectlyLost,
+    /// Only pointers into its middle reach it.
+    PossiblyLost,
+    /// A pointer to its start from a root (data, bss, a stack, a register) or a reachable block.
+    StillReachable,
+}
+
+impl LeakKind {
+    pub const ALL: [LeakKind; 4] =
+        [LeakKind::DefinitelyLost, LeakKind::IndirectlyLost, LeakKind::PossiblyLost, LeakKind::StillReachable];
+
+    /// The name used in reports and on the command line (`definitely_lost`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            LeakKind::DefinitelyLost => "definitely_lost",
+            LeakKind::IndirectlyLost => "indirectly_lost",
+            LeakKind::PossiblyLost => "possibly_lost",
+            LeakKind::StillReachable => "still_reachable",
+        }
+    }
+
+    /// For people: "definitely lost".
+    pub fn words(self) -> &'static str {
+        match self {
+            LeakKind::DefinitelyLost => "definitely lost",
+            LeakKind::IndirectlyLost => "indirectly lost",
+            LeakKind::PossiblyLost => "possibly lost",
+            LeakKind::StillReachable => "still reachable",
+        }
+    }
+
+    /// Parses a name as written on the command line: `definite`, `definitely_lost`,
+    /// `definitely-lost` (valgrind's short names work too).
+    pub fn parse(text: &str) -> Option<LeakKind> {
+        match text.trim().replace('-', "_").as_str() {
+            "definite" | "definitely_lost" => Some(LeakKind::DefinitelyLost),
+            "indirect" | "indirectly_lost" => Some(LeakKind::IndirectlyLost),
+            "possible" | "possibly_lost" => Some(LeakKind::PossiblyLost),
+            "reachable" | "still_reachable" => Some(LeakKind::StillReachable),
+            _ => None,
+        }
+    }
+}
 
 /// Bytes and blocks per leak kind over every scanned process: valgrind's "LEAK SUMMARY".
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ mod memory;
 mod junit;
 mod pprof;
 mod profile_proto;
+pub mod options;
 mod render;
 pub mod saved;
 pub mod sink;
@@ -19,21 +20,21 @@ use std::collections::HashMap;
 
 use crate::{
     attach::allocator::is_dynamic_loader,
-    cli::SortBy,
     collect::growth::{Growth, GrowthTracker},
     collect::heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
     kernel::{KernelCounters, ProgramCost},
-    analyze::reachability::{LeakKind, LeakKinds},
+    analyze::reachability::LeakKinds,
     symbolize::Frame,
 };
 
 pub use faults::{FaultStack, FaultsSection, ProcessFaults};
-pub use leaks::{CheckSummary, LeakSummary, ScanTiming};
+pub use leaks::{CheckSummary, LeakKind, LeakSummary, ScanTiming};
 
 mod leaks;
 
 pub use json::render as render_json;
-pub use render::{RenderOptions, render};
+pub use render::render;
+use options::SortBy;
 pub use text::render as render_text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -463,7 +464,7 @@ impl Report {
         if input.sort == SortBy::Count {
             heap_stacks.sort_by(|a, b| b.allocations.cmp(&a.allocations).then(b.bytes.cmp(&a.bytes)));
         }
-        sort_stacks(&mut stacks, input.sort);
+        options::sort_stacks(&mut stacks, input.sort);
         stacks.truncate(top);
         for total in heap_stacks.into_iter().take(top) {
             let (frames, unavailable) = resolve(total.tgid, total.stack_id);
@@ -482,7 +483,7 @@ impl Report {
                 growth: growth_of(total.tgid, total.stack_id, total.kind),
             });
         }
-        sort_stacks(&mut stacks, input.sort);
+        options::sort_stacks(&mut stacks, input.sort);
         stacks.truncate(top);
         // Symbolizing them costs time: only for the formats that show them.
         let released_stacks = if input.with_released { released(allocated, top, &mut resolve) } else { Vec::new() };
@@ -588,10 +589,3 @@ fn released(
     stacks
 }
 
-/// Most bytes first, or most allocations first (`--sort count`); the other breaks ties.
-pub fn sort_stacks(stacks: &mut [Stack], sort: SortBy) {
-    match sort {
-        SortBy::Bytes => stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.allocations.cmp(&a.allocations))),
-        SortBy::Count => stacks.sort_by(|a, b| b.allocations.cmp(&a.allocations).then(b.bytes.cmp(&a.bytes))),
-    }
-}

@@ -2,26 +2,12 @@
 //! render a `Report` the same way.
 use std::io::{self, Write};
 
-use super::{Report, folded, json, junit, pprof, sort_stacks, svg, text};
-use crate::cli::{Format, ReportArgs, SortBy, Weight};
+use super::{
+    Report, folded, json, junit,
+    options::{Format, RenderOptions, SortBy, sort_stacks},
+    pprof, svg, text,
+};
 
-/// How to render a report: which format, and what the formats that take options were given.
-#[derive(Debug, Clone, Copy)]
-pub struct RenderOptions {
-    pub format: Format,
-    /// Keep only this many stacks (text shows 10 when not given, the other formats all).
-    pub top: Option<usize>,
-    /// What a folded line or a flamegraph cell counts.
-    pub weight: Weight,
-    /// Stack order; a report made live is already in it, a saved one may not be.
-    pub sort: SortBy,
-}
-
-impl From<&ReportArgs> for RenderOptions {
-    fn from(args: &ReportArgs) -> Self {
-        Self { format: args.format, top: args.top, weight: args.weight, sort: args.sort }
-    }
-}
 
 pub fn render(report: &Report, options: &RenderOptions, out: &mut dyn Write) -> io::Result<()> {
     let resorted;

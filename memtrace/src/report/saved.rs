@@ -7,10 +7,10 @@ use std::{
 
 use thiserror::Error;
 
-use crate::{
-    cli::SavedReportArgs,
-    report::sink::{Console, ReportSink},
-    report::Report,
+use super::{
+    Report,
+    options::RenderOptions,
+    sink::{Console, ReportSink},
 };
 
 #[derive(Debug, Error)]
@@ -32,10 +32,11 @@ pub fn load(path: &Path) -> Result<Report, SavedReportError> {
     serde_json::from_slice(&text).map_err(|cause| SavedReportError::NotAReport { path: path.to_path_buf(), cause })
 }
 
-/// Renders the saved report as asked; returns the exit code (0).
-pub fn render(args: &SavedReportArgs) -> anyhow::Result<i32> {
-    let report = load(&args.file)?;
-    let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stdout, args.report.format)?;
-    sink.write(&report, &(&args.report).into())?;
+/// Renders the saved report `file` as `options` say, to `output` or stdout; returns the exit
+/// code (0).
+pub fn render(file: &Path, output: Option<&Path>, options: &RenderOptions) -> anyhow::Result<i32> {
+    let report = load(file)?;
+    let sink = ReportSink::open_for(output, Console::Stdout, options.format)?;
+    sink.write(&report, options)?;
     Ok(0)
 }

@@ -8,9 +8,10 @@ use std::{
 
 use thiserror::Error;
 
-use crate::{
-    cli::Format,
-    report::{self, RenderOptions, Report},
+use super::{
+    Report,
+    options::{Format, RenderOptions},
+    render,
 };
 
 #[derive(Debug, Error)]
@@ -86,7 +87,7 @@ impl ReportSink {
             ReportSink::Console(Console::Stdout) => ("stdout".into(), Box::new(io::stdout().lock())),
             ReportSink::Console(Console::Stderr) => ("stderr".into(), Box::new(io::stderr().lock())),
         };
-        let written = report::render(report, options, &mut out);
+        let written = render(report, options, &mut out);
         written.and_then(|()| out.flush()).map_err(|cause| OutputError { path, cause })
     }
 }

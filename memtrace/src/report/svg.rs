@@ -8,7 +8,7 @@ use inferno::flamegraph::{
 };
 
 use super::{Report, folded};
-use crate::cli::Weight;
+use super::options::Weight;
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     let lines = folded::lines(report, weight, top);

@@ -5,7 +5,7 @@ use std::{
 };
 
 use super::{Kind, Mode, Report, ReportFrame};
-use crate::analyze::reachability::LeakKind;
+use crate::report::LeakKind;
 
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;

@@ -40,7 +40,7 @@ use crate::{
     analyze::reachability::{self, LeakKinds},
     collect::outside_malloc,
     collect::stack_table::{self, StackTable},
-    report::{Counts, FaultsSection, Mode, ProcessReport, RenderOptions, Report, ReportInput, Target, Window},
+    report::{Counts, FaultsSection, Mode, ProcessReport, Report, ReportInput, Target, Window, options::RenderOptions},
     symbolize::{Frame, Symbolizer},
 };
 use status_line::StatusLine;
@@ -338,7 +338,7 @@ impl Trace {
             sort: args.sort,
             allocated_before_ns: self.older_than.map(|age| now.saturating_sub(age.as_nanos() as u64)),
             growth: &self.growth,
-            with_released: matches!(args.format, crate::cli::Format::Json | crate::cli::Format::Pprof),
+            with_released: matches!(args.format, crate::report::options::Format::Json | crate::report::options::Format::Pprof),
             combined: self.combined,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);
@@ -390,7 +390,7 @@ fn warn_about_losses(report: &Report) {
 /// `memtrace run`: returns the exit code memtrace should exit with (the target's).
 pub async fn run(args: RunArgs) -> Result<i32> {
     let sink = ReportSink::open_for(args.report.output.as_deref(), Console::Stderr, args.report.format)?;
-    let mut ci = CiSettings::new(&args.check, args.report.format)?;
+    let mut ci = CiSettings::new(&args.check.options(), args.report.format)?;
     // Leak kinds need every block: a sample or the kernel's sums per stack have no addresses.
     let scan = every_block(&args.trace) && !args.no_leak_kinds;
     if args.check.check && !every_block(&args.trace) {
@@ -519,7 +519,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         &args.report,
     );
     ci.apply(&mut report, args.report.top)?;
-    sink.write(&report, &(&args.report).into())?;
+    sink.write(&report, &args.report.render_options())?;
     Ok(ci.exit_code(ending.map_or(1, Ending::shell_code), &report))
 }
 
@@ -532,7 +532,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     if args.scan && !every_block(&args.trace) {
         bail!("--scan needs every block to tell leak kinds apart: leave out --combined and --sample-bytes");
     }
-    let mut ci = CiSettings::new(&args.check, args.report.format)?;
+    let mut ci = CiSettings::new(&args.check.options(), args.report.format)?;
     let mut pids: Vec<u32> = args.pids.iter().map(|pid| pid.get()).collect();
     pids.dedup();
     preflight::check_privileges()?;
@@ -596,7 +596,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
                 let report = trace.report(Mode::Record, target, started.elapsed(), &allocators[0], &args.report);
                 // stdout carries them only when the final report is text there too: JSON or pprof on
                 // stdout stays one document.
-                let to_stderr = args.report.output.is_some() || args.report.format != crate::cli::Format::Text;
+                let to_stderr = args.report.output.is_some() || args.report.format != crate::report::options::Format::Text;
                 print_interval(&report, trace.growth.intervals(), to_stderr, &args.report);
                 if let Some(left) = &mut intervals_left {
                     *left -= 1;
@@ -656,7 +656,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let target = record_target(&trace, pids[0]);
     let mut report = trace.report(Mode::Record, target, duration, &allocators[0], &args.report);
     ci.apply(&mut report, args.report.top)?;
-    sink.write(&report, &(&args.report).into())?;
+    sink.write(&report, &args.report.render_options())?;
     let check_code = ci.exit_code(0, &report);
     if check_code != 0 {
         return Ok(check_code);
@@ -693,7 +693,7 @@ fn lost_of(counters: &KernelCounters) -> u64 {
 
 /// One `--interval` report, as text, on stdout or stderr.
 fn print_interval(report: &Report, interval: u64, to_stderr: bool, args: &ReportArgs) {
-    let options = RenderOptions { format: crate::cli::Format::Text, ..RenderOptions::from(args) };
+    let options = RenderOptions { format: crate::report::options::Format::Text, ..args.render_options() };
     let mut text = format!("memtrace: interval {interval} at {:.1} s\n", report.duration_seconds).into_bytes();
     if crate::report::render(report, &options, &mut text).is_ok() {
         text.push(b'\n');

@@ -3,10 +3,10 @@
 mod settings;
 pub mod suppressions;
 
-pub use settings::CiSettings;
+pub use settings::{CheckOptions, CiSettings};
 
 use crate::{
-    analyze::reachability::LeakKind,
+    report::LeakKind,
     report::{CheckSummary, Kind, Report, Stack},
 };
 

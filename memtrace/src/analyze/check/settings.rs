@@ -10,10 +10,28 @@ use anyhow::{Context, Result};
 
 use super::{DEFAULT_FAIL_ON, EXIT_LEAKS_FOUND, Suppressions, decide, describe, fails, suppress, suppressions};
 use crate::{
-    cli::{CheckArgs, Format},
-    analyze::reachability::LeakKind,
-    report::Report,
+    report::LeakKind,
+    report::{Report, options::Format},
 };
+
+/// What the command line asked of the check (see `memtrace run --help`).
+#[derive(Debug, Default, Clone)]
+pub struct CheckOptions {
+    /// Decide the check and fail the run on leaks.
+    pub check: bool,
+    /// Bytes of failing leaks tolerated.
+    pub leak_threshold: u64,
+    /// The kinds that fail; `None`: [`DEFAULT_FAIL_ON`].
+    pub fail_on: Option<Vec<LeakKind>>,
+    /// memtrace's exit code on failure; `None`: [`EXIT_LEAKS_FOUND`].
+    pub exit_code: Option<u8>,
+    /// Suppressions files to read.
+    pub suppressions: Vec<PathBuf>,
+    /// Apply the built-in suppressions too.
+    pub builtin_suppressions: bool,
+    /// Where to write suppressions for the failing leaks (`-` for stdout).
+    pub print_suppressions: Option<PathBuf>,
+}
 
 pub struct CiSettings {
     check: bool,
@@ -27,8 +45,8 @@ pub struct CiSettings {
 }
 
 impl CiSettings {
-    pub fn new(args: &CheckArgs, format: Format) -> Result<Self> {
-        let mut all = if args.no_builtin_suppressions { Suppressions::default() } else { Suppressions::builtin() };
+    pub fn new(args: &CheckOptions, format: Format) -> Result<Self> {
+        let mut all = if args.builtin_suppressions { Suppressions::builtin() } else { Suppressions::default() };
         for path in &args.suppressions {
             all.extend(Suppressions::read(path)?);
         }
@@ -44,7 +62,7 @@ impl CiSettings {
         Ok(Self {
             check: args.check,
             decide: args.check || format == Format::Junit,
-            fail_on: args.fail_on.as_ref().map_or(DEFAULT_FAIL_ON.to_vec(), |kinds| kinds.0.clone()),
+            fail_on: args.fail_on.clone().unwrap_or_else(|| DEFAULT_FAIL_ON.to_vec()),
             leak_threshold: args.leak_threshold,
             exit_code: args.exit_code.map_or(EXIT_LEAKS_FOUND, i32::from),
             suppressions: all,

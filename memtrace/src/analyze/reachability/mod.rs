@@ -7,8 +7,9 @@ mod exit_frame;
 mod extents;
 pub mod scan;
 
-pub use classify::LeakKind;
 pub use extents::{Extent, Extents};
+
+use crate::report::LeakKind;
 pub use scan::{ScanError, ScanStats, ThreadState, scan};
 
 /// The leak kind of every block scanned, by process and address; blocks of processes that

@@ -23,11 +23,12 @@ use std::{fs::File, io, os::unix::fs::FileExt, time::Instant};
 use thiserror::Error;
 
 use super::{
-    classify::{Classifier, LeakKind},
+    classify::Classifier,
     extents::Extents,
     contents::BlockReader,
     exit_frame::{caller_stack_pointer, exit_functions},
 };
+use crate::report::LeakKind;
 use crate::target::maps::{self, Mapping};
 
 /// The x86-64 System V red zone below the stack pointer.
