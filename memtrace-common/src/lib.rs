@@ -4,6 +4,10 @@
 //! ring buffer and maps, the agent reads them back. Keep the layout stable and explicit.
 #![no_std]
 
+mod counters;
+
+pub use counters::{COUNTER_SLOTS, Counter, CounterInfo, LOSSES, UNDECODABLE};
+
 /// What an [`Event`] reports. Stored as a `u32` in the event so both sides agree on the layout.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,53 +163,6 @@ pub struct FreeMark {
     pub sp: u64,
 }
 
-/// Per-CPU counters the kernel side keeps, indexes into the `COUNTERS` map.
-/// Everything that is dropped or degraded is counted here; nothing is lost silently.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// No room in the ring buffer: the event was dropped (the agent fell behind).
-    RingBufferFull = 0,
-    /// `bpf_get_stack` failed: the event was sent without a stack.
-    StackCaptureFailed = 1,
-    /// The in-flight table was full: that allocation was not recorded.
-    InFlightFull = 2,
-    /// An in-flight entry whose return never came (longjmp, a missed uretprobe) was replaced.
-    StaleInFlight = 3,
-    /// `free(NULL)`: not an error, counted for the report.
-    NullFree = 4,
-    /// A user pointer could not be read (posix_memalign's result): that allocation is lost.
-    ArgumentUnreadable = 5,
-    /// The block table and its overflow map were full (`--combined`, `--sample-bytes`): that
-    /// block is not tracked.
-    LiveBlocksFull = 6,
-    /// `--combined`: a free of a block the kernel did not track (allocated before the trace).
-    UnknownFree = 7,
-    /// A realloc that failed and kept its block, seen by the kernel when it splits reallocs
-    /// (`--combined`, `--sample-bytes`, size filters).
-    FailedRealloc = 8,
-    /// `--combined`: `TOTALS_SLOTS` or `STACKS` was full: a block from a new stack is not tracked.
-    StackSumsFull = 9,
-}
-
-impl Counter {
-    pub const ALL: [Counter; 10] = [
-        Counter::RingBufferFull,
-        Counter::StackCaptureFailed,
-        Counter::InFlightFull,
-        Counter::StaleInFlight,
-        Counter::NullFree,
-        Counter::ArgumentUnreadable,
-        Counter::LiveBlocksFull,
-        Counter::UnknownFree,
-        Counter::FailedRealloc,
-        Counter::StackSumsFull,
-    ];
-
-}
-
-/// Number of slots in the `COUNTERS` map.
-pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
 /// Deepest user stack captured (the kernel's `PERF_MAX_STACK_DEPTH`).
 pub const MAX_STACK_DEPTH: usize = 127;

@@ -13,12 +13,14 @@
 //! - `analyze`: what the collected state means: leak kinds (reachability), the memory picture,
 //!   the CI check.
 //! - `symbolize`: addresses to function, file, line and module.
+//! - `assemble`: the `Report` built from what the trace collected, in steps.
 //! - `report`: the one `Report` value every format renders, each format, and where a report
 //!   goes.
 //! - `session`: `run` and `record`, wiring the rooms together.
 //!
 //! `cli` holds the clap definitions and turns them into each room's options.
 pub mod analyze;
+pub mod assemble;
 pub mod attach;
 pub mod cli;
 pub mod collect;

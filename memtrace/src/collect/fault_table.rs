@@ -6,44 +6,13 @@ use std::{
 };
 
 use memtrace_common::{Event, fault};
-use serde::{Deserialize, Serialize};
 
-use crate::target::maps::{self, Mapping};
+use crate::{
+    report::KindCounts,
+    target::maps::{self, Mapping},
+};
 pub use crate::collect::fault_kind::FaultKind;
 
-/// Minor and major faults, one count per [`FaultKind`] of the faulting address.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindCounts {
-    pub heap: u64,
-    pub stack: u64,
-    pub anonymous: u64,
-    pub file: u64,
-    pub shm: u64,
-    pub other: u64,
-}
-
-impl KindCounts {
-    fn add(&mut self, kind: FaultKind, count: u64) {
-        let slot = match kind {
-            FaultKind::Heap => &mut self.heap,
-            FaultKind::Stack => &mut self.stack,
-            FaultKind::Anonymous => &mut self.anonymous,
-            FaultKind::File => &mut self.file,
-            FaultKind::Shm => &mut self.shm,
-            FaultKind::Other => &mut self.other,
-        };
-        *slot += count;
-    }
-
-    pub fn sum(&mut self, other: &KindCounts) {
-        self.heap += other.heap;
-        self.stack += other.stack;
-        self.anonymous += other.anonymous;
-        self.file += other.file;
-        self.shm += other.shm;
-        self.other += other.other;
-    }
-}
 
 /// The faults of one stack in one process (or of one process, or of all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -102,7 +71,7 @@ impl FaultTable {
         } else {
             counts.minor += weight;
         }
-        counts.kinds.add(kind, weight);
+        add_kind(&mut counts.kinds, kind, weight);
     }
 
     /// The process's mappings changed (mmap, munmap, ...): re-read them before the next lookup.
@@ -168,6 +137,19 @@ fn stack_growth(mappings: &[Mapping], address: u64) -> Option<FaultKind> {
     let stack = mappings.iter().find(|mapping| mapping.path.as_deref() == Some("[stack]"))?;
     let gap_start = mappings.iter().map(|mapping| mapping.end).filter(|&end| end <= stack.start).max().unwrap_or(0);
     (gap_start..stack.start).contains(&address).then_some(FaultKind::Stack)
+}
+
+/// Counts `count` faults of `kind`.
+fn add_kind(counts: &mut KindCounts, kind: FaultKind, count: u64) {
+    let slot = match kind {
+        FaultKind::Heap => &mut counts.heap,
+        FaultKind::Stack => &mut counts.stack,
+        FaultKind::Anonymous => &mut counts.anonymous,
+        FaultKind::File => &mut counts.file,
+        FaultKind::Shm => &mut counts.shm,
+        FaultKind::Other => &mut counts.other,
+    };
+    *slot += count;
 }
 
 #[cfg(test)]

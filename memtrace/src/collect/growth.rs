@@ -3,21 +3,11 @@
 //! leak), one that grew once and then held steady is not (a cache filling up).
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use crate::{
+    collect::heap::{MemoryKind, StackTotal},
+    report::Growth,
+};
 
-use crate::collect::heap::{MemoryKind, StackTotal};
-
-/// How one stack's outstanding bytes moved over the intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Growth {
-    /// Intervals observed.
-    pub intervals: u64,
-    /// Intervals at whose end the stack held more bytes than at the one before (the first
-    /// compared with the start of the trace, when it held nothing).
-    pub grew_in: u64,
-    /// It grew in most intervals (more than half, two at least).
-    pub leak_suspect: bool,
-}
 
 type StackKey = (u32, i32, MemoryKind);
 

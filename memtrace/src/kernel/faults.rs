@@ -13,7 +13,7 @@ use aya::{
 };
 use memtrace_common::names;
 
-use crate::kernel::ProbeError;
+use super::error::ProbeError;
 
 /// Loads and attaches both programs on every online CPU, sampling one fault in `period`.
 pub fn attach(ebpf: &mut Ebpf, period: u64) -> Result<(), ProbeError> {

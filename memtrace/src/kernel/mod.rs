@@ -7,22 +7,34 @@
 //! (the kernel closes the perf event fds), removes every probe.
 pub mod batch_read;
 pub mod block_table;
+mod counters;
+mod error;
 pub mod faults;
 pub mod ring_buffer;
+mod sampling;
+mod sums;
 
 use std::{collections::HashMap, num::NonZeroU32};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{Array, HashMap as AyaHashMap, MapData, RingBuf},
     programs::{
         TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BLOCK_WINDOW, BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names};
-use thiserror::Error;
-use crate::{attach::allocator::Allocator, kernel::block_table::BlockSlots, kernel::ring_buffer::watch_readable};
+use memtrace_common::{BLOCK_WINDOW, names};
+
+pub use counters::KernelCounters;
+pub use error::ProbeError;
+use error::{map_error, missing};
+pub use sums::KernelStackSums;
+use crate::{
+    attach::allocator::Allocator,
+    kernel::{block_table::BlockSlots, ring_buffer::watch_readable},
+    report::ProgramCost,
+};
 
 /// The kernel-side object built by `build.rs` from `memtrace-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
@@ -63,15 +75,6 @@ pub enum Scope {
     AllProcesses,
 }
 
-#[derive(Debug, Error)]
-pub enum ProbeError {
-    #[error("loading memtrace's eBPF programs into the kernel failed: {0}")]
-    Load(String),
-    #[error("attaching to {function} in {object} failed: {detail}")]
-    Attach { function: String, object: String, detail: String },
-    #[error("reading the kernel-side map {map} failed: {detail}")]
-    Map { map: &'static str, detail: String },
-}
 
 /// memtrace's programs, loaded, with their links and maps.
 pub struct Probes {
@@ -85,43 +88,8 @@ pub struct Probes {
     block_slots: Option<BlockSlots>,
 }
 
-/// How many events the kernel side dropped or degraded, by reason, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    pub ring_buffer_full: u64,
-    pub stack_capture_failed: u64,
-    pub in_flight_full: u64,
-    pub stale_in_flight: u64,
-    pub argument_unreadable: u64,
-    pub null_frees: u64,
-    /// Blocks the kernel could not track (`--combined`, `--sample-bytes`).
-    pub live_blocks_full: u64,
-    /// Blocks from a new stack `--combined` could not add up.
-    pub stack_sums_full: u64,
-    /// Frees of blocks the kernel did not hold (`--combined`).
-    pub unknown_frees: u64,
-    /// Failed reallocs seen by the kernel when it splits a realloc (`--combined`,
-    /// `--sample-bytes`, size filters).
-    pub failed_reallocs: u64,
-}
 
-/// What one kernel-side program cost while stats were on (`--program-stats`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ProgramCost {
-    pub program: String,
-    pub runs: u64,
-    pub ns_per_run: f64,
-}
 
-/// `--combined`: one (process, stack)'s sums, and the stack (innermost first).
-#[derive(Debug, Clone)]
-pub struct KernelStackSums {
-    pub tgid: u32,
-    /// `None` when the kernel's stack table had no entry for it (never expected: the sums
-    /// are only created once the stack is stored).
-    pub stack: Option<Vec<u64>>,
-    pub sums: StackSums,
-}
 
 impl Probes {
     /// Loads the programs and maps (nothing is attached yet).
@@ -166,7 +134,7 @@ impl Probes {
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
         if settings.sample_bytes != 0 {
-            seed_sampling(&mut ebpf, settings.sample_bytes)?;
+            sampling::seed_sampling(&mut ebpf, settings.sample_bytes)?;
         }
         // The floor measures the uprobes alone: no tracepoints then.
         let tracepoints: &[(&str, &str)] = if settings.empty { &[] } else { &names::MAPPING_TRACEPOINTS };
@@ -306,7 +274,7 @@ impl Probes {
 
     /// Attaches the page-fault programs on every CPU, one sample every `period` faults.
     pub fn attach_faults(&mut self, period: u64) -> Result<(), ProbeError> {
-        crate::kernel::faults::attach(&mut self.ebpf, period)
+        faults::attach(&mut self.ebpf, period)
     }
 
     /// Counts `pid` in (or out) when the probes are attached for all processes.
@@ -356,112 +324,7 @@ impl Probes {
         RingBuf::try_from(map).map_err(|error| map_error(names::EVENTS, error))
     }
 
-    /// Reads the kernel side's drop counters.
-    pub fn counters(&self) -> Result<KernelCounters, ProbeError> {
-        let map = self.ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?;
-        let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|error| map_error(names::COUNTERS, error))?;
-        let read = |counter: Counter| -> Result<u64, ProbeError> {
-            let values =
-                array.get(&(counter as u32), 0).map_err(|error| map_error(names::COUNTERS, error))?;
-            Ok(values.iter().sum())
-        };
-        Ok(KernelCounters {
-            ring_buffer_full: read(Counter::RingBufferFull)?,
-            stack_capture_failed: read(Counter::StackCaptureFailed)?,
-            in_flight_full: read(Counter::InFlightFull)?,
-            stale_in_flight: read(Counter::StaleInFlight)?,
-            argument_unreadable: read(Counter::ArgumentUnreadable)?,
-            null_frees: read(Counter::NullFree)?,
-            live_blocks_full: read(Counter::LiveBlocksFull)?,
-            stack_sums_full: read(Counter::StackSumsFull)?,
-            unknown_frees: read(Counter::UnknownFree)?,
-            failed_reallocs: read(Counter::FailedRealloc)?,
-        })
-    }
 
-    /// `--combined`: every (process, stack)'s sums, with the stacks: the totals each CPU kept
-    /// per stack, added up, and the outstanding blocks summed per stack here.
-    pub fn kernel_sums(&self) -> Result<Vec<KernelStackSums>, ProbeError> {
-        let mut sums: HashMap<StackKey, StackSums> = HashMap::new();
-        let mut add_block = |tgid: u32, block: LiveBlock| {
-            let entry = sums.entry(StackKey { tgid, _padding: 0, stack_hash: block.stack_hash }).or_default();
-            entry.outstanding_bytes += block.size;
-            entry.outstanding_blocks += 1;
-        };
-        // Summed as read: a million blocks need not be collected first.
-        if let Some(slots) = &self.block_slots {
-            for block in slots.blocks() {
-                add_block(block.tgid, LiveBlock { size: block.size, stack_hash: block.stack_hash });
-            }
-        }
-        for (key, block) in self.overflowed_blocks()? {
-            add_block(key.tgid, block);
-        }
-        for slot in self.totals_slots()? {
-            if slot.used == 0 {
-                continue;
-            }
-            let entry = sums.entry(StackKey { tgid: slot.tgid, _padding: 0, stack_hash: slot.stack_hash }).or_default();
-            entry.allocated_bytes += slot.totals.allocated_bytes;
-            entry.allocations += slot.totals.allocations;
-        }
-        let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing(names::STACKS))?;
-        let stacks: AyaHashMap<_, u64, StackFrames> =
-            AyaHashMap::try_from(map).map_err(|error| map_error(names::STACKS, error))?;
-        Ok(sums
-            .into_iter()
-            .map(|(key, sums)| {
-                let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
-                    let depth = (stack.depth as usize).min(stack.frames.len());
-                    stack.frames[..depth].to_vec()
-                });
-                KernelStackSums { tgid: key.tgid, stack, sums }
-            })
-            .collect())
-    }
-
-    /// `--combined`: every CPU's slots of the per-stack totals table.
-    fn totals_slots(&self) -> Result<Vec<TotalsSlot>, ProbeError> {
-        let Some(aya::maps::Map::PerCpuArray(map)) = self.ebpf.map(names::TOTALS_SLOTS) else {
-            return Err(missing(names::TOTALS_SLOTS));
-        };
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(_, error)| ProbeError::Map { map: names::TOTALS_SLOTS, detail: format!("counting CPUs: {error}") })?;
-        crate::kernel::batch_read::read_per_cpu_array(map, cpus)
-            .map_err(|error| ProbeError::Map { map: names::TOTALS_SLOTS, detail: error.to_string() })
-    }
-
-    /// The blocks that found no room in the block table.
-    fn overflowed_blocks(&self) -> Result<Vec<(BlockKey, LiveBlock)>, ProbeError> {
-        let Some(aya::maps::Map::HashMap(map)) = self.ebpf.map(names::LIVE_BLOCKS) else {
-            return Err(missing(names::LIVE_BLOCKS));
-        };
-        crate::kernel::batch_read::read_hash_map(map)
-            .map_err(|error| ProbeError::Map { map: names::LIVE_BLOCKS, detail: error.to_string() })
-    }
-
-    /// `--combined`, `--sample-bytes`: a process replaced its image with exec; its blocks in
-    /// the kernel are gone with the old address space. Removes them and returns how many there
-    /// were and their bytes. Call it while the process is stopped, so none of its probes run
-    /// meanwhile.
-    pub fn drop_kernel_blocks(&mut self, tgid: u32) -> Result<(u64, u64), ProbeError> {
-        let (mut blocks, mut bytes) = match &self.block_slots {
-            Some(slots) => slots.forget_process(tgid),
-            None => return Ok((0, 0)),
-        };
-        let overflowed: Vec<(BlockKey, LiveBlock)> =
-            self.overflowed_blocks()?.into_iter().filter(|(key, _)| key.tgid == tgid).collect();
-        let map = self.ebpf.map_mut(names::LIVE_BLOCKS).ok_or_else(|| missing(names::LIVE_BLOCKS))?;
-        let mut live_blocks: AyaHashMap<_, BlockKey, LiveBlock> =
-            AyaHashMap::try_from(map).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
-        for (key, block) in &overflowed {
-            live_blocks.remove(key).map_err(|error| map_error(names::LIVE_BLOCKS, error))?;
-            blocks += 1;
-            bytes += block.size;
-        }
-        Ok((blocks, bytes))
-    }
 }
 
 /// The size of an open-addressed kernel table (the block table, the per-stack totals) for
@@ -483,36 +346,13 @@ fn id_slots() -> u32 {
         .map_or(32_768, |pid_max| pid_max.min(MOST_SLOTS))
 }
 
-/// `--sample-bytes`: fills the table of gaps between samples (exponential with the given
-/// mean, by inverse transform at evenly spaced quantiles) and starts each CPU's countdown at a
-/// random one, so that the first block is not always sampled.
-fn seed_sampling(ebpf: &mut Ebpf, mean: u64) -> Result<(), ProbeError> {
-    let gaps: Vec<u64> = (0..SAMPLE_GAPS)
-        .map(|index| {
-            let quantile = (f64::from(index) + 0.5) / f64::from(SAMPLE_GAPS);
-            (-quantile.ln() * mean as f64).round().max(1.0) as u64
-        })
-        .collect();
-    let map = ebpf.map_mut(names::SAMPLE_GAPS).ok_or_else(|| missing(names::SAMPLE_GAPS))?;
-    let mut table: Array<_, u64> = Array::try_from(map).map_err(|error| map_error(names::SAMPLE_GAPS, error))?;
-    for (index, gap) in gaps.iter().enumerate() {
-        table.set(index as u32, gap, 0).map_err(|error| map_error(names::SAMPLE_GAPS, error))?;
-    }
-    let cpus = aya::util::nr_cpus().map_err(|(what, error)| ProbeError::Load(format!("{what}: {error}")))?;
-    let starts: Vec<i64> = (0..cpus).map(|_| gaps[random_index(SAMPLE_GAPS as usize)] as i64).collect();
-    let map = ebpf.map_mut(names::SAMPLE_COUNTDOWN).ok_or_else(|| missing(names::SAMPLE_COUNTDOWN))?;
-    let mut countdown: PerCpuArray<_, i64> =
-        PerCpuArray::try_from(map).map_err(|error| map_error(names::SAMPLE_COUNTDOWN, error))?;
-    let values = PerCpuValues::try_from(starts).map_err(|error| ProbeError::Load(format!("sampling: {error}")))?;
-    countdown.set(0, values, 0).map_err(|error| map_error(names::SAMPLE_COUNTDOWN, error))
-}
 
-/// A random index below `bound`, from the standard library's randomly keyed hasher.
-fn random_index(bound: usize) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u8(0);
-    (hasher.finish() % bound as u64) as usize
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| ProbeError::Load(format!("program {name} is missing from the eBPF object")))?
+        .try_into()
+        .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))
 }
 
 /// Drops links concurrently. Removing a uprobe waits for the kernel's grace period (about a
@@ -527,19 +367,4 @@ fn drop_together(links: Vec<UProbeLink>) {
             scope.spawn(move || drop(batch));
         }
     });
-}
-
-fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeError> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| ProbeError::Load(format!("program {name} is missing from the eBPF object")))?
-        .try_into()
-        .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))
-}
-
-fn missing(map: &'static str) -> ProbeError {
-    ProbeError::Map { map, detail: "missing from the eBPF object".into() }
-}
-
-fn map_error(map: &'static str, error: aya::maps::MapError) -> ProbeError {
-    ProbeError::Map { map, detail: format!("{error:#}") }
 }

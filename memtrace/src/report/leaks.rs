@@ -1,10 +1,6 @@
 //! The report's leak-kind totals and the outcome of `--check`.
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    collect::heap::{MemoryKind, StackTotal},
-    analyze::reachability::LeakKinds,
-};
 
 /// What can still reach a block when its process ends, in valgrind's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -83,32 +79,8 @@ pub struct ScanTiming {
     pub stopped_seconds: Option<f64>,
 }
 
-impl ScanTiming {
-    pub fn of(leaks: &LeakKinds) -> Self {
-        Self {
-            seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).sum::<u64>() as f64 / 1e6,
-            stopped_seconds: (!leaks.stops.is_empty())
-                .then(|| leaks.stops.iter().map(|(_, duration)| duration.as_secs_f64()).sum()),
-        }
-    }
-}
 
 impl LeakSummary {
-    pub fn of(totals: &[StackTotal], leaks: &LeakKinds) -> Self {
-        let mut summary = LeakSummary {
-            scanned_processes: leaks.scans.len() as u64,
-            ..Self::default()
-        };
-        for total in totals.iter().filter(|total| total.kind == MemoryKind::Heap) {
-            if let Some(kind) = total.leak {
-                let (bytes, blocks) = summary.of_kind_mut(kind);
-                *bytes += total.bytes;
-                *blocks += total.allocations;
-            }
-        }
-        summary
-    }
-
     /// (bytes, blocks) of one kind.
     pub fn of_kind(&self, kind: LeakKind) -> (u64, u64) {
         let mut copy = *self;
@@ -116,7 +88,7 @@ impl LeakSummary {
         (*bytes, *blocks)
     }
 
-    fn of_kind_mut(&mut self, kind: LeakKind) -> (&mut u64, &mut u64) {
+    pub fn of_kind_mut(&mut self, kind: LeakKind) -> (&mut u64, &mut u64) {
         match kind {
             LeakKind::DefinitelyLost => (&mut self.definitely_lost_bytes, &mut self.definitely_lost_blocks),
             LeakKind::IndirectlyLost => (&mut self.indirectly_lost_bytes, &mut self.indirectly_lost_blocks),

@@ -14,27 +14,19 @@ pub mod sink;
 mod svg;
 mod text;
 
+use std::collections::BTreeMap;
+
+use memtrace_common::LOSSES;
 use serde::{Deserialize, Serialize};
 
-use std::collections::HashMap;
-
-use crate::{
-    attach::allocator::is_dynamic_loader,
-    collect::growth::{Growth, GrowthTracker},
-    collect::heap::{HeapTable, MemoryKind, ProcessTotals, Scale},
-    kernel::{KernelCounters, ProgramCost},
-    analyze::reachability::LeakKinds,
-    symbolize::Frame,
-};
-
-pub use faults::{FaultStack, FaultsSection, ProcessFaults};
+pub use faults::{FaultStack, FaultsSection, KindCounts, ProcessFaults};
+pub use memory::{AllocatorView, CgroupMemory, KindUsage, MappingKind, MappingUsage, MemoryPicture};
 pub use leaks::{CheckSummary, LeakKind, LeakSummary, ScanTiming};
 
 mod leaks;
 
 pub use json::render as render_json;
 pub use render::render;
-use options::SortBy;
 pub use text::render as render_text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +70,7 @@ pub struct Report {
     pub faults: Option<FaultsSection>,
     /// Each process's memory picture at the end of the trace, the target first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub memory: Vec<crate::analyze::memory_picture::MemoryPicture>,
+    pub memory: Vec<MemoryPicture>,
     /// What memtrace itself used, up to the report.
     #[serde(default)]
     pub agent: AgentUsage,
@@ -161,26 +153,6 @@ pub struct Counts {
     pub loader_mmap_bytes: u64,
 }
 
-impl From<ProcessTotals> for Counts {
-    fn from(process: ProcessTotals) -> Self {
-        let totals = process.totals;
-        Counts {
-            mmap_bytes: process.mmap_bytes,
-            shm_bytes: process.shm_bytes,
-            brk_bytes: process.brk_bytes,
-            loader_mmap_bytes: 0,
-            outstanding_bytes: process.outstanding_bytes,
-            outstanding_allocations: process.outstanding_blocks,
-            total_allocations: totals.allocations,
-            total_allocated_bytes: totals.allocated_bytes,
-            total_frees: totals.frees,
-            total_freed_bytes: totals.freed_bytes,
-            unknown_frees: totals.unknown_frees,
-            failed_reallocs: totals.failed_reallocs,
-            dropped_by_exec: totals.dropped_by_exec,
-        }
-    }
-}
 
 /// One traced process: who it is, how it ended, and its own numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,38 +209,34 @@ pub enum Collection {
     Sampled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Lost {
-    /// Events dropped because the ring buffer was full.
-    pub ring_buffer_full: u64,
-    /// Allocations whose stack could not be captured (still counted, under an unknown stack).
-    pub stack_capture_failed: u64,
-    /// Allocations not recorded because the in-flight table was full.
-    pub in_flight_full: u64,
-    /// Allocations whose return was never seen.
-    pub stale_in_flight: u64,
-    /// Allocations whose result could not be read from the target (posix_memalign).
-    pub argument_unreadable: u64,
-    /// Blocks the kernel had no room to track (`--combined`, `--sample-bytes`).
-    #[serde(default)]
-    pub live_blocks_full: u64,
-    /// Blocks from new stacks `--combined` had no room to add up.
-    #[serde(default)]
-    pub stack_sums_full: u64,
-    /// Records the agent could not decode.
-    pub malformed: u64,
-}
+
+/// Everything lost on the way, by what lost it: one entry per loss of
+/// `memtrace_common::LOSSES` (`ring_buffer_full`, `stack_capture_failed`, ...), zero or not.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lost(pub BTreeMap<String, u64>);
 
 impl Lost {
+    /// Every loss added up.
     pub fn total(&self) -> u64 {
-        self.ring_buffer_full
-            + self.stack_capture_failed
-            + self.in_flight_full
-            + self.stale_in_flight
-            + self.argument_unreadable
-            + self.live_blocks_full
-            + self.stack_sums_full
-            + self.malformed
+        self.0.values().fold(0, |sum, &count| sum.saturating_add(count))
+    }
+
+    /// One loss by its key; 0 when the report does not have it.
+    pub fn get(&self, key: &str) -> u64 {
+        self.0.get(key).copied().unwrap_or(0)
+    }
+
+    /// Each loss in the order of `LOSSES`, with its words for people and its hint, then any
+    /// key a saved report has that this memtrace does not know (words: the key itself).
+    pub fn breakdown(&self) -> Vec<(&str, u64, &'static str)> {
+        let known = LOSSES.iter().map(|loss| (loss.words, self.get(loss.key), loss.hint));
+        let unknown = self
+            .0
+            .iter()
+            .filter(|(key, _)| !LOSSES.iter().any(|loss| loss.key == key.as_str()))
+            .map(|(key, &count)| (key.as_str(), count, ""));
+        known.chain(unknown).collect()
     }
 }
 
@@ -286,16 +254,6 @@ pub enum Kind {
     Brk,
 }
 
-impl From<MemoryKind> for Kind {
-    fn from(kind: MemoryKind) -> Self {
-        match kind {
-            MemoryKind::Heap => Kind::Heap,
-            MemoryKind::Mmap => Kind::Mmap,
-            MemoryKind::Shm => Kind::Shm,
-            MemoryKind::Brk => Kind::Brk,
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stack {
@@ -327,6 +285,26 @@ pub struct Stack {
     pub growth: Option<Growth>,
 }
 
+/// How one stack's outstanding bytes moved over the intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Growth {
+    /// Intervals observed.
+    pub intervals: u64,
+    /// Intervals at whose end the stack held more bytes than at the one before (the first
+    /// compared with the start of the trace, when it held nothing).
+    pub grew_in: u64,
+    /// It grew in most intervals (more than half, two at least).
+    pub leak_suspect: bool,
+}
+
+/// What one kernel-side program cost while stats were on (`--program-stats`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs: u64,
+    pub ns_per_run: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportFrame {
     /// The address in the target, `0x…` hexadecimal.
@@ -341,47 +319,7 @@ pub struct ReportFrame {
     pub inlined: bool,
 }
 
-impl From<Frame> for ReportFrame {
-    fn from(frame: Frame) -> Self {
-        Self {
-            address: format!("{:#x}", frame.address),
-            function: frame.function,
-            file: frame.file,
-            line: frame.line,
-            module: frame.module,
-            module_offset: frame.module_offset.map(|offset| format!("{offset:#x}")),
-            inlined: frame.inlined,
-        }
-    }
-}
 
-/// Everything a report is made of besides the stacks' frames.
-pub struct ReportInput<'a> {
-    pub mode: Mode,
-    pub target: Target,
-    /// Every traced process; `summary` is filled in from the heap table.
-    pub processes: Vec<ProcessReport>,
-    pub duration_seconds: f64,
-    pub allocator: String,
-    pub heap: &'a HeapTable,
-    /// Leak kinds of the blocks of the processes scanned.
-    pub leaks: &'a LeakKinds,
-    pub counters: KernelCounters,
-    pub malformed: u64,
-    pub window: Window,
-    /// Keep only this many stacks.
-    pub top: Option<usize>,
-    /// Which stacks come first (and are kept by `top`).
-    pub sort: SortBy,
-    /// `--older-than`: count only blocks allocated before this CLOCK_MONOTONIC time.
-    pub allocated_before_ns: Option<u64>,
-    /// Interval samples taken (`--interval`), and each stack's growth over them.
-    pub growth: &'a GrowthTracker,
-    /// Fill in `released_stacks` (JSON and pprof show them; text, folded and svg do not).
-    pub with_released: bool,
-    /// The allocator's numbers were added up in the kernel (`--combined`).
-    pub combined: bool,
-}
 
 impl Report {
     /// Adds the page-fault section and its totals.
@@ -390,202 +328,4 @@ impl Report {
         self.summary.major_faults = Some(section.major);
         self.faults = Some(section);
     }
-
-    /// Builds the report; `frames_of(pid, stack_id)` names a stack's frames or says why not.
-    pub fn build(
-        input: ReportInput<'_>,
-        mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
-    ) -> Self {
-        let mut resolve = |pid: u32, stack_id: i32| match frames_of(pid, stack_id) {
-            Ok(frames) => (frames.into_iter().map(ReportFrame::from).collect::<Vec<_>>(), None),
-            Err(why) => (Vec::new(), Some(why)),
-        };
-        // Memory outside malloc is named first, whatever --top says: what the dynamic loader
-        // mapped (the libraries) is set apart from what the program mapped.
-        let mut loader_bytes: HashMap<u32, u64> = HashMap::new();
-        let mut allocated = input.heap.allocated_by_stack();
-        let growth = input.growth.growth();
-        let intervals = input.growth.intervals();
-        let growth_of = |tgid: u32, stack_id: i32, kind: MemoryKind| GrowthTracker::of(&growth, intervals, (tgid, stack_id, kind));
-        let by_leak_kind = || input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr));
-        let (outstanding, leaks) = match input.allocated_before_ns {
-            Some(cutoff) => {
-                // A stack left out for being too young still holds memory: not "released".
-                for total in input.heap.by_stack() {
-                    allocated.remove(&(total.tgid, total.stack_id, total.kind));
-                }
-                let leaks = input.leaks.any().then(|| LeakSummary::of(&by_leak_kind(), input.leaks));
-                (input.heap.by_stack_allocated_before(cutoff), leaks)
-            }
-            None => {
-                // One pass over the blocks serves both the stacks and the leak summary.
-                let outstanding = by_leak_kind();
-                let leaks = input.leaks.any().then(|| LeakSummary::of(&outstanding, input.leaks));
-                (outstanding, leaks)
-            }
-        };
-        let mut stacks = Vec::new();
-        let mut heap_stacks = Vec::new();
-        let mut heap_made = HashMap::new();
-        for total in outstanding {
-            if total.kind == MemoryKind::Heap {
-                heap_stacks.push(total);
-                continue;
-            }
-            let (frames, unavailable) = resolve(total.tgid, total.stack_id);
-            let module = frames.first().and_then(|frame| frame.module.as_deref());
-            if module.is_some_and(is_dynamic_loader) {
-                *loader_bytes.entry(total.tgid).or_default() += total.bytes;
-                continue;
-            }
-            let made = allocated.remove(&(total.tgid, total.stack_id, total.kind)).unwrap_or_default();
-            stacks.push(Stack {
-                kind: total.kind.into(),
-                bytes: total.bytes,
-                allocations: total.allocations,
-                total_allocated_bytes: made.bytes,
-                total_allocations: made.count,
-                pid: total.tgid,
-                frames,
-                unavailable,
-                leak_kind: None,
-                suppressed_by: None,
-                growth: growth_of(total.tgid, total.stack_id, total.kind),
-            });
-        }
-        let stacks_total = (stacks.len() + heap_stacks.len()) as u64;
-        for total in &heap_stacks {
-            // Taken out here, shown or not: what is left allocated and holds nothing.
-            let made = allocated.remove(&(total.tgid, total.stack_id, total.kind)).unwrap_or_default();
-            heap_made.insert((total.tgid, total.stack_id), made);
-        }
-        let top = input.top.unwrap_or(usize::MAX);
-        // Only the stacks shown are symbolized.
-        if input.sort == SortBy::Count {
-            heap_stacks.sort_by(|a, b| b.allocations.cmp(&a.allocations).then(b.bytes.cmp(&a.bytes)));
-        }
-        options::sort_stacks(&mut stacks, input.sort);
-        stacks.truncate(top);
-        for total in heap_stacks.into_iter().take(top) {
-            let (frames, unavailable) = resolve(total.tgid, total.stack_id);
-            let made = heap_made.get(&(total.tgid, total.stack_id)).copied().unwrap_or_default();
-            stacks.push(Stack {
-                kind: Kind::Heap,
-                bytes: total.bytes,
-                allocations: total.allocations,
-                total_allocated_bytes: made.bytes,
-                total_allocations: made.count,
-                pid: total.tgid,
-                frames,
-                unavailable,
-                leak_kind: total.leak,
-                suppressed_by: None,
-                growth: growth_of(total.tgid, total.stack_id, total.kind),
-            });
-        }
-        options::sort_stacks(&mut stacks, input.sort);
-        stacks.truncate(top);
-        // Symbolizing them costs time: only for the formats that show them.
-        let released_stacks = if input.with_released { released(allocated, top, &mut resolve) } else { Vec::new() };
-
-        let counts_of = |totals: ProcessTotals, loader: u64| Counts {
-            mmap_bytes: totals.mmap_bytes.saturating_sub(loader),
-            loader_mmap_bytes: loader,
-            ..Counts::from(totals)
-        };
-        let processes = input
-            .processes
-            .into_iter()
-            .map(|process| {
-                let loader = loader_bytes.get(&process.pid).copied().unwrap_or(0);
-                ProcessReport { summary: counts_of(input.heap.process(process.pid), loader), ..process }
-            })
-            .collect();
-        let lost = Lost {
-            ring_buffer_full: input.counters.ring_buffer_full,
-            stack_capture_failed: input.counters.stack_capture_failed,
-            in_flight_full: input.counters.in_flight_full,
-            stale_in_flight: input.counters.stale_in_flight,
-            argument_unreadable: input.counters.argument_unreadable,
-            live_blocks_full: input.counters.live_blocks_full,
-            stack_sums_full: input.counters.stack_sums_full,
-            malformed: input.malformed,
-        };
-        let sample_bytes = match input.heap.scale() {
-            Scale::Sampled { mean_bytes } => Some(mean_bytes as u64),
-            Scale::Exact => None,
-        };
-        let collection = match (input.combined, sample_bytes) {
-            (true, _) => Collection::Combined,
-            (false, Some(_)) => Collection::Sampled,
-            (false, None) => Collection::Events,
-        };
-        Report {
-            memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
-            mode: input.mode,
-            target: input.target,
-            duration_seconds: input.duration_seconds,
-            window: input.window,
-            allocator: input.allocator,
-            summary: Summary {
-                counts: counts_of(input.heap.all(), loader_bytes.values().sum()),
-                null_frees: input.counters.null_frees,
-                lost_events: lost.total(),
-                lost,
-                stacks_total,
-                minor_faults: None,
-                major_faults: None,
-                leaks,
-                collection,
-                sample_bytes,
-                estimated: sample_bytes.is_some(),
-            },
-            processes,
-            stacks,
-            released_stacks,
-            faults: None,
-            memory: Vec::new(),
-            agent: AgentUsage::of_this_process(),
-            kernel_programs: Vec::new(),
-            check: None,
-            scan: input.leaks.any().then(|| ScanTiming::of(input.leaks)),
-        }
-    }
 }
-
-/// The stacks that allocated and hold nothing at the end, most bytes allocated first, the
-/// first `top` of them symbolized. What the dynamic loader mapped is left out, as above.
-fn released(
-    allocated: HashMap<(u32, i32, MemoryKind), crate::collect::allocation_totals::Allocated>,
-    top: usize,
-    resolve: &mut impl FnMut(u32, i32) -> (Vec<ReportFrame>, Option<String>),
-) -> Vec<Stack> {
-    let mut made: Vec<_> = allocated.into_iter().filter(|(_, made)| made.count > 0).collect();
-    made.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(b.1.count.cmp(&a.1.count)).then(a.0.cmp(&b.0)));
-    let mut stacks = Vec::new();
-    for ((tgid, stack_id, kind), made) in made {
-        if stacks.len() >= top {
-            break;
-        }
-        let (frames, unavailable) = resolve(tgid, stack_id);
-        let module = frames.first().and_then(|frame| frame.module.as_deref());
-        if kind != MemoryKind::Heap && module.is_some_and(is_dynamic_loader) {
-            continue;
-        }
-        stacks.push(Stack {
-            kind: kind.into(),
-            bytes: 0,
-            allocations: 0,
-            total_allocated_bytes: made.bytes,
-            total_allocations: made.count,
-            pid: tgid,
-            frames,
-            unavailable,
-            growth: None,
-            leak_kind: None,
-            suppressed_by: None,
-        });
-    }
-    stacks
-}
-

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use memtrace_common::EventKind;
+use memtrace_common::{Counter, EventKind};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -33,14 +33,15 @@ use crate::{
         launch::{self, Ending, TargetEvent},
         stop::StoppedProcess,
     },
-    analyze::memory_picture::{self, MemoryPicture},
+    analyze::memory_picture,
     report::sink::{Console, ReportSink},
     target::preflight,
-    kernel::{KernelCounters, ProbeSettings, ProgramCost, Probes, Scope},
+    kernel::{KernelCounters, ProbeSettings, Probes, Scope},
     analyze::reachability::{self, LeakKinds},
     collect::outside_malloc,
     collect::stack_table::{self, StackTable},
-    report::{Counts, FaultsSection, Mode, ProcessReport, Report, ReportInput, Target, Window, options::RenderOptions},
+    assemble::{self, ReportInput},
+    report::{MemoryPicture, ProgramCost, Counts, Mode, ProcessReport, Report, Target, Window, options::RenderOptions},
     symbolize::{Frame, Symbolizer},
 };
 use status_line::StatusLine;
@@ -301,7 +302,7 @@ impl Trace {
                 Ok(counters) => self.counters = counters,
                 Err(error) => log::warn!("{error}"),
             }
-            self.heap.add_kernel_counts(target, self.counters.unknown_frees, self.counters.failed_reallocs);
+            self.heap.add_kernel_counts(target, self.counters.get(Counter::UnknownFree), self.counters.get(Counter::FailedRealloc));
             if self.combined {
                 match probes.kernel_sums() {
                     Ok(all) => {
@@ -342,10 +343,10 @@ impl Trace {
             combined: self.combined,
         };
         let (stacks, symbolizer) = (&self.stacks, &mut self.symbolizer);
-        let mut report = Report::build(input, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id));
+        let mut report = assemble::report(input, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id));
         if let Some(faults) = &self.faults {
             let pids: Vec<u32> = self.processes.keys().copied().collect();
-            report.add_faults(FaultsSection::build(faults, &pids, args.top, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id)));
+            report.add_faults(assemble::faults_section(faults, &pids, args.top, |pid, stack_id| frames_of(stacks, symbolizer, pid, stack_id)));
         }
         // The target first, then the others by pid.
         let mut pictures: Vec<MemoryPicture> = self.pictures.values().cloned().collect();
@@ -362,6 +363,21 @@ impl Trace {
     }
 }
 
+/// Says on stderr what was lost and what to do about it, when anything was.
+fn warn_about_losses(report: &Report) {
+    let lost = &report.summary.lost;
+    if lost.total() == 0 {
+        return;
+    }
+    let parts: Vec<String> = lost
+        .breakdown()
+        .into_iter()
+        .filter(|(_, count, _)| *count > 0)
+        .map(|(words, count, hint)| if hint.is_empty() { format!("{words} {count}") } else { format!("{words} {count}: {hint}") })
+        .collect();
+    eprintln!("memtrace: warning: {} events lost ({}); numbers are low by that much", lost.total(), parts.join(", "));
+}
+
 fn frames_of(stacks: &StackTable, symbolizer: &mut Symbolizer, pid: u32, stack_id: i32) -> Result<Vec<Frame>, String> {
     if stack_id < 0 {
         return Err(format!("the kernel could not capture it ({})", std::io::Error::from_raw_os_error(-stack_id)));
@@ -370,22 +386,6 @@ fn frames_of(stacks: &StackTable, symbolizer: &mut Symbolizer, pid: u32, stack_i
     Ok(symbolizer.symbolize(pid, addresses))
 }
 
-fn warn_about_losses(report: &Report) {
-    let lost = &report.summary.lost;
-    if lost.total() > 0 {
-        eprintln!(
-            "memtrace: warning: {} events lost (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}, kernel block table full {}, kernel stack sums full {}); numbers are low by that much. Raise --ring-buffer-size if the ring buffer was full, --live-blocks if the kernel block table was, --stack-slots if the kernel stack sums were.",
-            lost.total(),
-            lost.ring_buffer_full,
-            lost.stack_capture_failed,
-            lost.in_flight_full,
-            lost.stale_in_flight,
-            lost.argument_unreadable,
-            lost.live_blocks_full,
-            lost.stack_sums_full
-        );
-    }
-}
 
 /// `memtrace run`: returns the exit code memtrace should exit with (the target's).
 pub async fn run(args: RunArgs) -> Result<i32> {
@@ -582,7 +582,8 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         tokio::select! {
             taken = trace.take_events() => taken?,
             _ = status_timer.tick() => {
-                let lost = trace.probes.as_ref().and_then(|probes| probes.counters().ok()).map_or(0, |counters| lost_of(&counters));
+                let kernel_lost = trace.probes.as_ref().and_then(|probes| probes.counters().ok()).map_or(0, |counters| counters.lost());
+                let lost = kernel_lost.saturating_add(trace.events.malformed());
                 status.show(trace.events_seen, trace.heap.all().outstanding_bytes, lost);
             }
             _ = async { intervals.as_mut().expect("guarded by the if").tick().await }, if intervals.is_some() => {
@@ -680,16 +681,6 @@ fn record_target(trace: &Trace, pid: u32) -> Target {
     Target { pid: first.pid, command: first.command.clone(), exit_code: None, signal: None, exited: first.exited }
 }
 
-/// Events lost so far, as the status line shows them.
-fn lost_of(counters: &KernelCounters) -> u64 {
-    counters.ring_buffer_full
-        + counters.stack_capture_failed
-        + counters.in_flight_full
-        + counters.stale_in_flight
-        + counters.argument_unreadable
-        + counters.live_blocks_full
-        + counters.stack_sums_full
-}
 
 /// One `--interval` report, as text, on stdout or stderr.
 fn print_interval(report: &Report, interval: u64, to_stderr: bool, args: &ReportArgs) {

@@ -3,29 +3,11 @@
 //! equivalents, so the figures are there either way.
 use std::{fs, io, path::PathBuf};
 
-use serde::{Deserialize, Serialize};
+use crate::report::CgroupMemory;
 
 /// Where cgroups are mounted on every system memtrace supports.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CgroupMemory {
-    /// 2, or 1 when only the v1 memory controller accounts for the process.
-    pub version: u8,
-    /// The cgroup's path in its hierarchy, `/` for the root.
-    pub path: String,
-    /// Everything charged to the cgroup now (v2 `memory.current`, v1 `memory.usage_in_bytes`).
-    pub current_bytes: Option<u64>,
-    /// Its high-water mark (v2 `memory.peak`, Linux 5.19 and newer; v1
-    /// `memory.max_usage_in_bytes`).
-    pub peak_bytes: Option<u64>,
-    /// From `memory.stat`: anonymous memory (v1 `rss`), page cache (v1 `cache`), shared
-    /// memory, kernel memory (v1 `memory.kmem.usage_in_bytes`).
-    pub anon_bytes: Option<u64>,
-    pub file_bytes: Option<u64>,
-    pub shmem_bytes: Option<u64>,
-    pub kernel_bytes: Option<u64>,
-}
 
 /// Reads the memory figures of the cgroup `pid` is in; `Ok(None)` when no memory accounting
 /// covers it (the root cgroup, or no memory controller).

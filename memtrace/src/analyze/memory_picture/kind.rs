@@ -3,63 +3,9 @@
 use std::{collections::HashSet, path::Path};
 
 use procfs::process::{MMPermissions, MMapPath, MemoryMap};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MappingKind {
-    /// Executable mappings of a program or library.
-    Text,
-    /// The other mappings of a file that has executable ones (read-only data, relocations,
-    /// `.data`), and the anonymous mapping right after its writable data (`.bss`).
-    Data,
-    /// The break heap (`[heap]`).
-    Heap,
-    /// Stacks the kernel names (`[stack]`, `[stack:TID]`).
-    Stack,
-    /// Private anonymous memory (mmap'd blocks, malloc arenas, thread stacks).
-    Anonymous,
-    /// Other mapped files.
-    File,
-    /// System V shared memory segments (`/SYSV<key>`).
-    SysvShm,
-    /// POSIX shared memory (`shm_open`, files in `/dev/shm`).
-    PosixShm,
-    /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, memfd).
-    SharedAnonymous,
-    /// `[vdso]`, `[vvar]`, `[vsyscall]` and other pseudo-mappings.
-    Other,
-}
+use crate::report::MappingKind;
 
-impl MappingKind {
-    pub const ALL: [MappingKind; 10] = [
-        MappingKind::Text,
-        MappingKind::Data,
-        MappingKind::Heap,
-        MappingKind::Stack,
-        MappingKind::Anonymous,
-        MappingKind::File,
-        MappingKind::SysvShm,
-        MappingKind::PosixShm,
-        MappingKind::SharedAnonymous,
-        MappingKind::Other,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MappingKind::Text => "text",
-            MappingKind::Data => "data",
-            MappingKind::Heap => "heap",
-            MappingKind::Stack => "stack",
-            MappingKind::Anonymous => "anonymous",
-            MappingKind::File => "file",
-            MappingKind::SysvShm => "sysv_shm",
-            MappingKind::PosixShm => "posix_shm",
-            MappingKind::SharedAnonymous => "shared_anonymous",
-            MappingKind::Other => "other",
-        }
-    }
-}
 
 /// Classifies every mapping of one process (in address order, as the kernel lists them).
 pub fn classify(maps: &[MemoryMap]) -> Vec<MappingKind> {

@@ -5,11 +5,9 @@ pub mod cgroup;
 pub mod kind;
 
 use procfs::process::{MemoryMap, Process};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use cgroup::CgroupMemory;
-pub use kind::MappingKind;
+use crate::report::{AllocatorView, KindUsage, MappingKind, MappingUsage, MemoryPicture};
 
 /// How many of the largest mappings (by RSS) the picture lists.
 pub const LARGEST: usize = 10;
@@ -20,69 +18,6 @@ pub enum PictureError {
     Read { pid: u32, file: &'static str, detail: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryPicture {
-    pub pid: u32,
-    /// Address space mapped (the sum of every mapping's size).
-    pub vsz_bytes: u64,
-    /// Resident: pages in RAM mapped by the process.
-    pub rss_bytes: u64,
-    /// Proportional: each resident page divided by the number of processes mapping it.
-    pub pss_bytes: u64,
-    /// Unique: resident pages no other process maps (private clean + private dirty).
-    pub uss_bytes: u64,
-    /// Resident pages other processes map too (shared clean + shared dirty).
-    pub shared_bytes: u64,
-    pub swap_bytes: u64,
-    /// By mapping kind, in the order of [`MappingKind::ALL`], kinds with no mapping left out.
-    pub by_kind: Vec<KindUsage>,
-    /// The largest mappings by RSS, most first.
-    pub largest: Vec<MappingUsage>,
-    /// The process's cgroup (v2), when it has one with memory accounting.
-    pub cgroup: Option<CgroupMemory>,
-    /// The allocator's view next to the kernel's.
-    pub allocator: AllocatorView,
-}
-
-/// One mapping kind's share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindUsage {
-    pub kind: MappingKind,
-    pub mappings: u64,
-    pub size_bytes: u64,
-    pub rss_bytes: u64,
-    pub pss_bytes: u64,
-    pub dirty_bytes: u64,
-    pub swap_bytes: u64,
-}
-
-/// One mapping, as `pmap -x` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MappingUsage {
-    /// Start address, `0x…`.
-    pub address: String,
-    pub kind: MappingKind,
-    /// `rw-p`-style permissions.
-    pub mode: String,
-    pub size_bytes: u64,
-    pub rss_bytes: u64,
-    pub pss_bytes: u64,
-    pub dirty_bytes: u64,
-    /// The mapped file or pseudo-path (`[heap]`, `/SYSV0000abcd`, ...), `null` for anonymous.
-    pub path: Option<String>,
-}
-
-/// What malloc holds against what the kernel backs for it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllocatorView {
-    /// Bytes allocated during the trace and not freed (the report's `outstanding_bytes` for
-    /// this process).
-    pub outstanding_bytes: u64,
-    /// RSS of the heap and of private anonymous mappings, where malloc's memory lives. Far
-    /// above `outstanding_bytes`: fragmentation, allocator caching, or memory allocated
-    /// before the trace.
-    pub heap_and_anonymous_rss_bytes: u64,
-}
 
 /// Reads the picture of a living process. `allocator.outstanding_bytes` is left 0 for the
 /// caller, who knows it.

@@ -1,11 +1,13 @@
 //! Text for people: the top stacks with file:line per frame, then the totals.
-use std::{
-    io::{self, Write},
-    path::Path,
-};
+mod faults;
+mod memory;
+mod units;
 
-use super::{Kind, Mode, Report, ReportFrame};
-use crate::report::LeakKind;
+use std::io::{self, Write};
+
+use units::{bytes, frame_line, plural};
+
+use super::{Growth, Kind, LeakKind, Mode, Report};
 
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
@@ -120,26 +122,17 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
             bytes(counts.brk_bytes),
         )?;
     }
-    let lost = &summary.lost;
-    writeln!(
-        out,
-        "Lost: {} (ring buffer full {}, stack capture failed {}, in-flight table full {}, returns missed {}, results unreadable {}, undecodable {})",
-        plural(summary.lost_events, "event"),
-        lost.ring_buffer_full,
-        lost.stack_capture_failed,
-        lost.in_flight_full,
-        lost.stale_in_flight,
-        lost.argument_unreadable,
-        lost.malformed,
-    )?;
+    let breakdown: Vec<String> =
+        summary.lost.breakdown().into_iter().map(|(words, count, _)| format!("{words} {count}")).collect();
+    writeln!(out, "Lost: {} ({})", plural(summary.lost_events, "event"), breakdown.join(", "))?;
     if let Some(faults) = &report.faults {
-        super::faults::render_text(faults, top, out)?;
+        faults::render_text(faults, top, out)?;
     }
-    super::memory::render_text(&report.memory, out)
+    memory::render_text(&report.memory, out)
 }
 
 /// Interval growth after a stack's headline; leak suspects stand out.
-fn growth_note(growth: crate::collect::growth::Growth) -> String {
+fn growth_note(growth: Growth) -> String {
     let mark = if growth.leak_suspect { "LEAK SUSPECT: " } else { "" };
     format!(" [{mark}grew in {} of {} intervals]", growth.grew_in, growth.intervals)
 }
@@ -167,84 +160,8 @@ fn headline(report: &Report) -> String {
     )
 }
 
-pub(super) fn frame_line(frame: &ReportFrame) -> String {
-    let mut line = frame.address.clone();
-    line.push_str(" in ");
-    line.push_str(frame.function.as_deref().unwrap_or("??"));
-    if frame.inlined {
-        line.push_str(" (inlined)");
-    }
-    if let Some(file) = &frame.file {
-        line.push_str(&format!(" at {file}"));
-        if let Some(number) = frame.line {
-            line.push_str(&format!(":{number}"));
-        }
-    }
-    match (&frame.module, &frame.module_offset) {
-        (Some(module), Some(offset)) if frame.function.is_none() => {
-            line.push_str(&format!(" ({}+{offset})", basename(module)))
-        }
-        (Some(module), _) => line.push_str(&format!(" ({})", basename(module))),
-        (None, _) => {}
-    }
-    line
-}
 
 fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
-}
-
-fn basename(path: &str) -> &str {
-    Path::new(path).file_name().and_then(|name| name.to_str()).unwrap_or(path)
-}
-
-fn plural(count: u64, noun: &str) -> String {
-    if count == 1 { format!("1 {noun}") } else { format!("{} {noun}s", thousands(count)) }
-}
-
-fn bytes(count: u64) -> String {
-    if count == 1 { "1 byte".to_owned() } else { format!("{} bytes", thousands(count)) }
-}
-
-/// 1234567 as "1,234,567".
-pub(super) fn thousands(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(plural(1, "allocation"), "1 allocation");
-        assert_eq!(bytes(4096), "4,096 bytes");
-    }
-
-    #[test]
-    fn unnamed_frames_show_module_and_offset() {
-        let frame = ReportFrame {
-            address: "0x7f00".into(),
-            function: None,
-            file: None,
-            line: None,
-            module: Some("/usr/lib/libfoo.so".into()),
-            module_offset: Some("0x1234".into()),
-            inlined: false,
-        };
-        assert_eq!(frame_line(&frame), "0x7f00 in ?? (libfoo.so+0x1234)");
-    }
 }

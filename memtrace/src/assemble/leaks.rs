@@ -1,0 +1,28 @@
+//! The report's leak-kind totals (valgrind's LEAK SUMMARY) and how long the scans took.
+use crate::{
+    analyze::reachability::LeakKinds,
+    collect::heap::{MemoryKind, StackTotal},
+    report::{LeakSummary, ScanTiming},
+};
+
+/// Bytes and blocks per leak kind over the heap stacks of every scanned process.
+pub fn leak_summary(totals: &[StackTotal], leaks: &LeakKinds) -> LeakSummary {
+    let mut summary = LeakSummary { scanned_processes: leaks.scans.len() as u64, ..LeakSummary::default() };
+    for total in totals.iter().filter(|total| total.kind == MemoryKind::Heap) {
+        if let Some(kind) = total.leak {
+            let (bytes, blocks) = summary.of_kind_mut(kind);
+            *bytes = bytes.saturating_add(total.bytes);
+            *blocks = blocks.saturating_add(total.allocations);
+        }
+    }
+    summary
+}
+
+/// The scans' time, and with `record --scan` how long the processes were stopped.
+pub fn scan_timing(leaks: &LeakKinds) -> ScanTiming {
+    ScanTiming {
+        seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).sum::<u64>() as f64 / 1e6,
+        stopped_seconds: (!leaks.stops.is_empty())
+            .then(|| leaks.stops.iter().map(|(_, duration)| duration.as_secs_f64()).sum()),
+    }
+}

@@ -1,0 +1,38 @@
+//! Text for the `faults` section: the totals, the kind breakdown, then the top stacks.
+use std::io::{self, Write};
+
+use super::units::{frame_line, thousands};
+use crate::report::FaultsSection;
+
+/// Text: the totals, the kind breakdown, then the top stacks.
+pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    let estimate = if section.scaled { format!(" (estimated: one fault in {} sampled)", section.period) } else { String::new() };
+    writeln!(out)?;
+    writeln!(out, "Page faults: {} minor, {} major{estimate}", thousands(section.minor), thousands(section.major))?;
+    let kinds = &section.kinds;
+    writeln!(
+        out,
+        "    by memory: heap {}, stack {}, anonymous {}, file {}, shared memory {}, other {}",
+        thousands(kinds.heap),
+        thousands(kinds.stack),
+        thousands(kinds.anonymous),
+        thousands(kinds.file),
+        thousands(kinds.shm),
+        thousands(kinds.other)
+    )?;
+    let shown = top.unwrap_or(super::DEFAULT_TOP).min(section.stacks.len());
+    for (rank, stack) in section.stacks.iter().take(shown).enumerate() {
+        writeln!(out)?;
+        writeln!(out, "faults #{}: {} minor, {} major (pid {})", rank + 1, thousands(stack.minor), thousands(stack.major), stack.pid)?;
+        if let Some(why) = &stack.unavailable {
+            writeln!(out, "    (stack unavailable: {why})")?;
+        }
+        for (depth, frame) in stack.frames.iter().enumerate() {
+            writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
+        }
+    }
+    if (shown as u64) < section.stacks_total {
+        writeln!(out, "\n... {} more faulting stacks (use --top N to see more)", section.stacks_total - shown as u64)?;
+    }
+    Ok(())
+}
