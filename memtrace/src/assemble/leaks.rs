@@ -1,7 +1,7 @@
 //! The report's leak-kind totals (valgrind's LEAK SUMMARY) and how long the scans took.
 use crate::{
     analyze::reachability::LeakKinds,
-    collect::heap::{MemoryKind, StackTotal},
+    collect::{MemoryKind, heap::StackTotal},
     report::{LeakSummary, ScanTiming},
 };
 

@@ -17,7 +17,8 @@ use crate::{
     collect::{
         allocation_totals::Allocated,
         growth::GrowthTracker,
-        heap::{HeapTable, MemoryKind, ProcessTotals, Scale, StackTotal},
+        MemoryKind,
+        heap::{HeapTable, ProcessTotals, Scale, StackTotal},
     },
     kernel::KernelCounters,
     report::{

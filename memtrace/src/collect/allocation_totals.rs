@@ -3,7 +3,7 @@
 //! it is freed, so that a stack whose blocks were all freed still counts here.
 use rustc_hash::FxHashMap;
 
-use crate::collect::heap::MemoryKind;
+use crate::collect::MemoryKind;
 
 /// Bytes and allocations one stack made over the whole trace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

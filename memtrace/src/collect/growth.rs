@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    collect::heap::{MemoryKind, StackTotal},
+    collect::{MemoryKind, heap::StackTotal},
     report::Growth,
 };
 

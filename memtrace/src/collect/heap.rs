@@ -5,24 +5,13 @@ use std::collections::HashMap;
 use memtrace_common::{Event, EventKind, StackSums, mapping};
 
 use crate::{
+    collect::MemoryKind,
     collect::allocation_totals::{Allocated, AllocatedByStack},
     collect::block_map::{Block, BlockMap},
     report::LeakKind,
     collect::outside_malloc::{RegionKind, Regions},
 };
 
-/// What kind of memory a stack holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MemoryKind {
-    /// Blocks from the allocator (malloc, new, ...).
-    Heap,
-    /// Private mappings made by the program's own code.
-    Mmap,
-    /// Shared memory mapped by the program's own code (MAP_SHARED, System V).
-    Shm,
-    /// Break growth by the program's own code (brk, sbrk).
-    Brk,
-}
 
 /// Counts over the whole trace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

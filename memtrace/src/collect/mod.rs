@@ -10,3 +10,16 @@ pub mod growth;
 pub mod heap;
 pub mod outside_malloc;
 pub mod stack_table;
+
+/// What kind of memory a stack holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemoryKind {
+    /// Blocks from the allocator (malloc, new, ...).
+    Heap,
+    /// Private mappings made by the program's own code.
+    Mmap,
+    /// Shared memory mapped by the program's own code (MAP_SHARED, System V).
+    Shm,
+    /// Break growth by the program's own code (brk, sbrk).
+    Brk,
+}

@@ -8,10 +8,7 @@ use std::io::{self, Write};
 use quick_xml::{Writer, events::BytesText};
 
 use super::{Kind, Report, Stack};
-use crate::{
-    analyze::check::DEFAULT_FAIL_ON,
-    report::LeakKind,
-};
+use super::{DEFAULT_FAIL_ON, LeakKind};
 
 enum Outcome {
     Failed,

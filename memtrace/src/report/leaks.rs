@@ -53,6 +53,11 @@ impl LeakKind {
     }
 }
 
+/// The kinds that fail `--check` unless `--fail-on` says otherwise: lost memory, as valgrind's
+/// default `--errors-for-leak-kinds=definite,possible` minus possible (whose interior pointers
+/// are often legitimate), and as LeakSanitizer, which reports only unreachable blocks.
+pub const DEFAULT_FAIL_ON: [LeakKind; 2] = [LeakKind::DefinitelyLost, LeakKind::IndirectlyLost];
+
 /// Bytes and blocks per leak kind over every scanned process: valgrind's "LEAK SUMMARY".
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct LeakSummary {

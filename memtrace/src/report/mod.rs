@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use faults::{FaultStack, FaultsSection, KindCounts, ProcessFaults};
 pub use memory::{AllocatorView, CgroupMemory, KindUsage, MappingKind, MappingUsage, MemoryPicture};
-pub use leaks::{CheckSummary, LeakKind, LeakSummary, ScanTiming};
+pub use leaks::{CheckSummary, DEFAULT_FAIL_ON, LeakKind, LeakSummary, ScanTiming};
 
 mod leaks;
 

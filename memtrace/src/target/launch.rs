@@ -25,7 +25,7 @@ use std::{
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::analyze::reachability::ThreadState;
+use crate::target::ptrace::ThreadState;
 
 /// How long the exit of a process waits for its other threads' exit stops (they were killed
 /// by the same exit_group and stop within microseconds; the bound only guards against a

@@ -9,7 +9,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::analyze::reachability::ThreadState;
+use crate::target::ptrace::ThreadState;
 
 #[derive(Debug, Error)]
 pub enum StopError {

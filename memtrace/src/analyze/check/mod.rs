@@ -10,16 +10,13 @@ use crate::{
     report::{CheckSummary, Kind, Report, Stack},
 };
 
+pub use crate::report::DEFAULT_FAIL_ON;
 pub use suppressions::{SuppressionError, Suppressions};
 
 /// memtrace's exit code when `--check` finds leaks (LeakSanitizer's, 23, so that CI scripts
 /// written for it work unchanged); `--exit-code` changes it.
 pub const EXIT_LEAKS_FOUND: i32 = 23;
 
-/// The kinds that fail `--check` unless `--fail-on` says otherwise: lost memory, as valgrind's
-/// default `--errors-for-leak-kinds=definite,possible` minus possible (whose interior pointers
-/// are often legitimate), and as LeakSanitizer, which reports only unreachable blocks.
-pub const DEFAULT_FAIL_ON: [LeakKind; 2] = [LeakKind::DefinitelyLost, LeakKind::IndirectlyLost];
 
 /// Marks each heap stack a suppression matches.
 pub fn suppress(report: &mut Report, suppressions: &Suppressions) {

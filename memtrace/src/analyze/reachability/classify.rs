@@ -17,7 +17,10 @@
 //! blocks, C++ multiple inheritance). memtrace counts those blocks as possibly lost.
 use std::collections::BTreeMap;
 
-use super::{contents::READ_WINDOW, extents::Extents};
+use super::{
+    extents::Extents,
+    memory::{BlockContents, READ_WINDOW},
+};
 use crate::report::LeakKind;
 
 
@@ -41,19 +44,6 @@ pub enum Witness {
     Block(usize),
 }
 
-/// Where the classifier gets each block's bytes from: the whole block, in one or more pieces
-/// whose lengths are multiples of 8 but the last (as many bytes as could be read; a block that
-/// could not be read points nowhere).
-pub trait BlockContents {
-    fn each_chunk(&mut self, index: usize, chunk: &mut dyn FnMut(&[u8]));
-}
-
-/// Bytes already in memory: `contents(i)` is block i's.
-impl<'c, F: FnMut(usize) -> &'c [u8]> BlockContents for F {
-    fn each_chunk(&mut self, index: usize, chunk: &mut dyn FnMut(&[u8])) {
-        chunk(self(index));
-    }
-}
 
 /// Marks blocks from roots, then classifies. Blocks must be sorted by address and disjoint.
 pub struct Classifier<'a> {

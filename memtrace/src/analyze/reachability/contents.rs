@@ -16,13 +16,10 @@ use std::{
 };
 
 use super::{
-    classify::BlockContents,
     extents::{Extent, Extents},
-    scan::read_word,
+    memory::{BlockContents, READ_WINDOW, read_word},
 };
 
-/// Address space per window: blocks starting in the same aligned megabyte are read together.
-pub const READ_WINDOW: u64 = 1 << 20;
 const WINDOW: u64 = READ_WINDOW;
 /// Bytes of windows kept for blocks read again (the classifier takes the blocks waiting a
 /// window at a time, so that few windows are needed again once dropped).

@@ -5,12 +5,13 @@ pub mod classify;
 mod contents;
 mod exit_frame;
 mod extents;
+mod memory;
 pub mod scan;
 
 pub use extents::{Extent, Extents};
 
-use crate::report::LeakKind;
-pub use scan::{ScanError, ScanStats, ThreadState, scan};
+use crate::{report::LeakKind, target::ptrace::ThreadState};
+pub use scan::{ScanError, ScanStats, scan};
 
 /// The leak kind of every block scanned, by process and address; blocks of processes that
 /// were not scanned (killed with SIGKILL, still running at the end of `run`, `record` without

@@ -18,7 +18,7 @@
 //! too (less the blocks known, which are scanned as blocks), so that a block is never called
 //! lost while an older block points to it; stale pointers in free chunks may hide a leak
 //! instead.
-use std::{fs::File, io, os::unix::fs::FileExt, time::Instant};
+use std::{fs::File, io, time::Instant};
 
 use thiserror::Error;
 
@@ -26,10 +26,16 @@ use super::{
     classify::Classifier,
     extents::Extents,
     contents::BlockReader,
+    memory::{read_fully, read_word},
     exit_frame::{caller_stack_pointer, exit_functions},
 };
-use crate::report::LeakKind;
-use crate::target::maps::{self, Mapping};
+use crate::{
+    report::LeakKind,
+    target::{
+        maps::{self, Mapping},
+        ptrace::ThreadState,
+    },
+};
 
 /// The x86-64 System V red zone below the stack pointer.
 const RED_ZONE: u64 = 128;
@@ -46,36 +52,6 @@ pub enum ScanError {
     Memory { pid: u32, source: io::Error },
 }
 
-/// One thread at the moment of the scan (stopped): its general-purpose registers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadState {
-    pub tid: u32,
-    pub stack_pointer: u64,
-    /// rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8-r15: the registers valgrind scans.
-    pub registers: Vec<u64>,
-}
-
-impl ThreadState {
-    /// The registers of `tid`, a thread stopped under ptrace by the calling thread.
-    pub fn of_stopped(tid: u32) -> Option<Self> {
-        // SAFETY: user_regs_struct is plain data; PTRACE_GETREGS fills it for a stopped tracee.
-        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-        let got = unsafe { libc::ptrace(libc::PTRACE_GETREGS, tid as libc::pid_t, 0, &mut regs) };
-        (got == 0).then(|| Self::from_regs(tid, &regs))
-    }
-
-    /// From ptrace's register set.
-    pub fn from_regs(tid: u32, regs: &libc::user_regs_struct) -> Self {
-        Self {
-            tid,
-            stack_pointer: regs.rsp,
-            registers: vec![
-                regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp, regs.rsp, regs.r8, regs.r9,
-                regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
-            ],
-        }
-    }
-}
 
 /// What the scan read, for the report and for diagnosis.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -230,16 +206,6 @@ fn outside_blocks(start: u64, end: u64, blocks: &Extents) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// The 8-byte word at `addr` in the target, if it can be read.
-pub(super) fn read_word(memory: &File, addr: u64) -> Option<u64> {
-    let mut bytes = [0u8; 8];
-    read_fully(memory, &mut bytes, addr).ok()?;
-    Some(u64::from_ne_bytes(bytes))
-}
-
-fn read_fully(memory: &File, buffer: &mut [u8], addr: u64) -> io::Result<()> {
-    memory.read_exact_at(buffer, addr)
-}
 
 #[cfg(test)]
 mod tests {
