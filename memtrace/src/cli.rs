@@ -10,7 +10,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     analyze::check::CheckOptions,
+    attach::allocator::Selection,
+    kernel::ProbeSettings,
     report::LeakKind,
+    session::{RecordOptions, ReportOptions, RunOptions, TraceOptions},
     report::options::{Format, RenderOptions, SortBy, Weight},
 };
 
@@ -390,13 +393,76 @@ impl CheckArgs {
 }
 
 impl ReportArgs {
+    /// Where the report goes and how it is rendered.
+    pub fn options(&self) -> ReportOptions {
+        ReportOptions { output: self.output.clone(), render: self.render_options() }
+    }
+
     /// How the report is to be rendered.
     pub fn render_options(&self) -> RenderOptions {
         RenderOptions { format: self.format, top: self.top, weight: self.weight, sort: self.sort }
     }
 }
 
+impl RunArgs {
+    /// What `run` is asked to do.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            trace: self.trace.options(),
+            report: self.report.options(),
+            check: self.check.options(),
+            follow_forks: self.follow_forks,
+            leak_kinds: !self.no_leak_kinds,
+            command: self.command.clone(),
+        }
+    }
+}
+
+impl RecordArgs {
+    /// What `record` is asked to do.
+    pub fn options(&self) -> RecordOptions {
+        RecordOptions {
+            trace: self.trace.options(),
+            report: self.report.options(),
+            check: self.check.options(),
+            pids: self.pids.clone(),
+            duration: self.duration,
+            scan: self.scan,
+            interval: self.interval,
+            count: self.count,
+        }
+    }
+}
+
 impl TraceArgs {
+    /// How one trace collects. The probes' `filter_by_map` is the session's to decide.
+    pub fn options(&self) -> TraceOptions {
+        TraceOptions {
+            probes: ProbeSettings {
+                ring_buffer_bytes: self.ring_buffer_size,
+                filter_by_map: false,
+                empty: self.empty_probes,
+                id_slots: self.id_slots,
+                combined: self.combined,
+                sample_bytes: self.sample_bytes.unwrap_or(0),
+                min_size: self.min_size,
+                max_size: self.max_size.unwrap_or(u64::MAX),
+                stack_slots: self.stack_slots,
+                stack_depth: self.stack_depth,
+                live_blocks: self.live_blocks.unwrap_or(if self.combined { 1 << 20 } else { 1 << 17 }),
+            },
+            selection: Selection {
+                library: self.allocator_lib.clone(),
+                prefix: self.symbol_prefix.clone(),
+                probe_at_entry: self.probe_at_entry,
+            },
+            debug_dirs: self.debug_dirs.clone(),
+            older_than: self.older_than,
+            fault_period: self.fault_sampling(),
+            program_stats: self.program_stats,
+        }
+    }
+
     /// The fault sampling period when faults are traced: 1 counts every fault.
     pub fn fault_sampling(&self) -> Option<u64> {
         match (self.faults, self.fault_period) {

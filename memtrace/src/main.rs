@@ -27,11 +27,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => session::run(args).await,
-            Command::Record(args) => session::record(args).await,
+            Command::Run(args) => session::run(args.options()).await,
+            Command::Record(args) => session::record(args.options()).await,
             Command::Faults(args) => match args.expand() {
-                FaultsShorthand::Run(args) => session::run(args).await,
-                FaultsShorthand::Record(args) => session::record(args).await,
+                FaultsShorthand::Run(args) => session::run(args.options()).await,
+                FaultsShorthand::Record(args) => session::record(args.options()).await,
             },
             Command::Report(args) => render_saved(&args),
         }

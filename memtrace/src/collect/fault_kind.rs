@@ -1,10 +1,9 @@
-//! What kind of memory a faulting address is in, from the mapping that covers it.
-use serde::{Deserialize, Serialize};
+//! What kind of memory a faulting address is in: the mapping that covers it, classified as the
+//! memory picture classifies it (`target::maps::classify`), in the coarser terms of the
+//! report's fault counts.
+use crate::{report::MappingKind, target::maps::Mapping};
 
-use crate::target::maps::Mapping;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultKind {
     /// The break heap (`[heap]`).
     Heap,
@@ -21,38 +20,30 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub fn of(mapping: &Mapping) -> Self {
-        match mapping.path.as_deref() {
-            None => FaultKind::Anonymous,
-            Some(path) if is_shared_memory(path) => FaultKind::Shm,
-            Some("[heap]") => FaultKind::Heap,
-            Some(path) if path.starts_with("[stack") => FaultKind::Stack,
-            Some(path) if path.starts_with("[anon:") => FaultKind::Anonymous,
-            Some(path) if path.starts_with('/') => FaultKind::File,
-            Some(_) => FaultKind::Other,
+    /// The fault kind of a mapping the classifier called `kind`.
+    pub fn of(kind: MappingKind, mapping: &Mapping) -> Self {
+        match kind {
+            MappingKind::Heap => FaultKind::Heap,
+            MappingKind::Stack => FaultKind::Stack,
+            MappingKind::Anonymous => FaultKind::Anonymous,
+            // `.bss` is a program's data, but anonymous memory to the fault.
+            MappingKind::Data if mapping.path.is_none() => FaultKind::Anonymous,
+            MappingKind::Text | MappingKind::Data | MappingKind::File => FaultKind::File,
+            MappingKind::SysvShm | MappingKind::PosixShm | MappingKind::SharedAnonymous => FaultKind::Shm,
+            MappingKind::Other => FaultKind::Other,
         }
     }
-}
-
-/// Paths the kernel shows for shared memory: System V segments (`/SYSV<key>`), POSIX shm
-/// (`/dev/shm/...`), shared anonymous memory (`/dev/zero`, deleted), memfd (`/memfd:name`),
-/// and named shared anonymous memory (`[anon_shmem:name]`).
-pub fn is_shared_memory(path: &str) -> bool {
-    path.starts_with("/SYSV")
-        || path.starts_with("/dev/shm/")
-        || path == "/dev/zero"
-        || path.starts_with("/memfd:")
-        || path.starts_with("[anon_shmem:")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::maps::parse;
+    use crate::target::maps::{classify, parse};
 
     #[test]
     fn mappings_classify_by_what_the_kernel_names_them() {
-        let maps = "\
+        let maps = parse(
+            "\
 55d0a0000000-55d0a0021000 rw-p 00000000 00:00 0                          [heap]
 7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
 7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
@@ -61,8 +52,9 @@ mod tests {
 7f0000600000-7f0000700000 rw-s 00000000 00:1a 8                          /dev/shm/memtrace-test
 7f0000800000-7f0000900000 rw-s 00000000 00:01 9                          /dev/zero (deleted)
 7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
-";
-        let kinds: Vec<FaultKind> = parse(maps).iter().map(FaultKind::of).collect();
+",
+        );
+        let kinds: Vec<FaultKind> = maps.iter().zip(classify(&maps)).map(|(map, kind)| FaultKind::of(kind, map)).collect();
         use FaultKind::*;
         assert_eq!(kinds, [Heap, Stack, Anonymous, File, Shm, Shm, Shm, Other]);
     }

@@ -8,7 +8,7 @@ use std::{
 use memtrace_common::{Event, fault};
 
 use crate::{
-    report::KindCounts,
+    report::{KindCounts, MappingKind},
     target::maps::{self, Mapping},
 };
 pub use crate::collect::fault_kind::FaultKind;
@@ -37,6 +37,8 @@ impl FaultCounts {
 /// and unmapped between two drains) costs a few reads a second, not one per fault.
 struct MappingsCache {
     mappings: Vec<Mapping>,
+    /// What each mapping is, in the same order.
+    kinds: Vec<MappingKind>,
     stale: bool,
     read_at: Instant,
 }
@@ -85,12 +87,15 @@ impl FaultTable {
         let cache = self
             .mappings
             .entry(pid)
-            .or_insert_with(|| MappingsCache { mappings: Vec::new(), stale: true, read_at: Instant::now() });
-        let covering = |mappings: &[Mapping]| {
-            mappings.iter().find(|mapping| mapping.contains(address)).map(FaultKind::of).or_else(|| stack_growth(mappings, address))
+            .or_insert_with(|| MappingsCache { mappings: Vec::new(), kinds: Vec::new(), stale: true, read_at: Instant::now() });
+        let covering = |cache: &MappingsCache| {
+            let found = cache.mappings.iter().position(|mapping| mapping.contains(address));
+            found
+                .map(|index| FaultKind::of(cache.kinds[index], &cache.mappings[index]))
+                .or_else(|| stack_growth(&cache.mappings, address))
         };
         if !cache.stale
-            && let Some(kind) = covering(&cache.mappings)
+            && let Some(kind) = covering(cache)
         {
             return kind;
         }
@@ -100,11 +105,12 @@ impl FaultTable {
         // A mapping made since the last read, or a first look: read them again. A process
         // already gone leaves what was read last.
         if let Ok(mappings) = maps::read(pid) {
+            cache.kinds = maps::classify(&mappings);
             cache.mappings = mappings;
         }
         cache.stale = false;
         cache.read_at = Instant::now();
-        covering(&cache.mappings).unwrap_or(FaultKind::Other)
+        covering(cache).unwrap_or(FaultKind::Other)
     }
 
     /// Every (pid, stack id) with its counts.

@@ -4,6 +4,7 @@
 //! `fault_kind`), and each stack's growth between intervals (`growth`).
 pub mod allocation_totals;
 pub mod block_map;
+pub mod collected;
 pub mod fault_kind;
 pub mod fault_table;
 pub mod growth;

@@ -125,16 +125,9 @@ impl Regions {
 
 /// The size of a System V shared memory segment, from `/proc/sysvipc/shm`.
 pub fn sysv_segment_size(shmid: u64) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/sysvipc/shm").ok()?;
-    // Columns: key shmid perms size ...
-    table.lines().skip(1).find_map(|line| {
-        let mut columns = line.split_whitespace();
-        let _key = columns.next()?;
-        let id: u64 = columns.next()?.parse().ok()?;
-        let _perms = columns.next()?;
-        let size: u64 = columns.next()?.parse().ok()?;
-        (id == shmid).then_some(size)
-    })
+    use procfs::Current;
+    let segments = procfs::SharedMemorySegments::current().ok()?;
+    segments.0.iter().find(|segment| segment.shmid == shmid).map(|segment| segment.size)
 }
 
 #[cfg(test)]

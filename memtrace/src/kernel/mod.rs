@@ -340,9 +340,9 @@ fn table_bits(entries: u32) -> u32 {
 /// beyond use the hash maps (see the kernel's `by_id`).
 fn id_slots() -> u32 {
     const MOST_SLOTS: u32 = 1 << 18;
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+    procfs::sys::kernel::pid_max()
         .ok()
-        .and_then(|text| text.trim().parse::<u32>().ok())
+        .and_then(|pid_max| u32::try_from(pid_max).ok())
         .map_or(32_768, |pid_max| pid_max.min(MOST_SLOTS))
 }
 

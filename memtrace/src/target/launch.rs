@@ -22,10 +22,12 @@ use std::{
     thread,
 };
 
+use nix::sys::ptrace::Options;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::target::ptrace::ThreadState;
+pub use crate::target::ptrace::Ending;
+use crate::target::ptrace::{self, ThreadState, Tid, Waited};
 
 /// How long the exit of a process waits for its other threads' exit stops (they were killed
 /// by the same exit_group and stop within microseconds; the bound only guards against a
@@ -44,22 +46,6 @@ pub enum LaunchError {
     System { program: String, step: &'static str, source: io::Error },
 }
 
-/// How the target ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Exited(i32),
-    Killed(i32),
-}
-
-impl Ending {
-    /// The exit code a shell would report for it.
-    pub fn shell_code(self) -> i32 {
-        match self {
-            Ending::Exited(code) => code,
-            Ending::Killed(signal) => 128 + signal,
-        }
-    }
-}
 
 /// What the traced processes did, in order. Every event whose doc says "held" keeps that
 /// process stopped until [`Launched::resume`].
@@ -221,7 +207,7 @@ impl Child {
 
     /// Forks; the child blocks on the gate pipe, then execs. Returns (pid, gate write end,
     /// exec-error read end).
-    fn fork_held(&self) -> Result<(libc::pid_t, i32, i32), LaunchError> {
+    fn fork_held(&self) -> Result<(Tid, i32, i32), LaunchError> {
         let system = |step: &'static str| {
             let program = self.name.clone();
             move |source: io::Error| LaunchError::System { program, step, source }
@@ -241,6 +227,16 @@ impl Child {
         }
         if pid == 0 {
             unsafe {
+                // The child holds copies of every descriptor memtrace has (the probes' too) until
+                // it execs: without the gate's write end, a memtrace that dies before releasing
+                // it leaves the read below at end of file, and the child exits at once. The
+                // tracer thread's death kills it outright while it waits.
+                libc::close(gate_write);
+                libc::close(error_read);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() == 1 {
+                    libc::_exit(127);
+                }
                 let mut byte = 0u8;
                 let opened = loop {
                     let read = libc::read(gate_read, (&raw mut byte).cast(), 1);
@@ -251,6 +247,8 @@ impl Child {
                 if !opened {
                     libc::_exit(127);
                 }
+                // The command itself must outlive memtrace.
+                libc::prctl(libc::PR_SET_PDEATHSIG, 0);
                 // Undo what memtrace's runtime changed: Rust ignores SIGPIPE.
                 libc::signal(libc::SIGPIPE, libc::SIG_DFL);
                 let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -265,28 +263,26 @@ impl Child {
         close(gate_read);
         close(error_write);
         // Threads are traced (TRACECLONE) only to read their registers at their exit stop.
-        let mut options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC | libc::PTRACE_O_TRACECLONE;
+        let mut options = Options::PTRACE_O_TRACEEXIT | Options::PTRACE_O_TRACEEXEC | Options::PTRACE_O_TRACECLONE;
         if self.follow_forks {
-            options |= libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+            options |= Options::PTRACE_O_TRACEFORK | Options::PTRACE_O_TRACEVFORK;
         }
-        // SAFETY: seizing our own child; options as documented in ptrace(2).
-        let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options as libc::c_long) };
-        if seized != 0 {
-            let error = io::Error::last_os_error();
+        if let Err(error) = ptrace::seize(pid, options) {
             close(gate_write);
-            // SAFETY: reaping our own child, which exits as its gate closed.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            // The child exits as its gate closed: reap it.
+            let _ = ptrace::wait(Some(pid), false);
             return Err(system("ptrace(PTRACE_SEIZE)")(error));
         }
         Ok((pid, gate_write, error_read))
     }
 }
 
+
 /// Follows the traced processes until the command itself is gone, passing signals through
 /// untouched and holding each process at the moments the caller must act on.
-fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &mpsc::UnboundedSender<TargetEvent>) {
-    let mut known: HashSet<libc::pid_t> = HashSet::from([command]);
-    let mut parents: HashMap<libc::pid_t, libc::pid_t> = HashMap::new();
+fn follow(command: Tid, control: &std_mpsc::Receiver<Control>, events: &mpsc::UnboundedSender<TargetEvent>) {
+    let mut known: HashSet<Tid> = HashSet::from([command]);
+    let mut parents: HashMap<Tid, Tid> = HashMap::new();
     let mut threads = Threads::default();
     // Reports an event and waits until the caller has acted on it (or is gone).
     let hold = |event: TargetEvent| {
@@ -296,102 +292,76 @@ fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &
     loop {
         // A process whose exit waits for its threads' exit stops: poll, so that it is let go
         // when they are all gone or the wait has lasted too long.
-        let waiting = threads.exiting_ready();
-        if let Some(leader) = waiting {
+        if let Some(leader) = threads.exiting_ready() {
             hold(TargetEvent::Exiting { pid: leader as u32, threads: threads.take_states(leader) });
-            resume(leader, libc::PTRACE_CONT, 0);
+            ptrace::resume(leader, 0);
             continue;
         }
-        let flags = if threads.any_exiting() { libc::__WALL | libc::WNOHANG } else { libc::__WALL };
-        let mut status = 0;
-        // SAFETY: waiting for any of our traced processes.
-        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
-        if pid == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(200));
-            continue;
-        }
-        if pid < 0 {
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => return,
-                _ => {
-                    log::warn!("lost track of the traced processes: {error}");
-                    return;
+        let (pid, signal, event) = match ptrace::wait(None, threads.any_exiting()) {
+            Ok(Waited::Nothing) => {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                continue;
+            }
+            Ok(Waited::NoneLeft) => return,
+            Err(error) => {
+                log::warn!("lost track of the traced processes: {error}");
+                return;
+            }
+            Ok(Waited::Ended { tid, ending }) => {
+                known.remove(&tid);
+                if threads.ended(tid) {
+                    continue; // a thread, not a process
                 }
+                let _ = events.send(TargetEvent::Ended { pid: tid as u32, ending });
+                if tid == command {
+                    return; // ending this thread detaches any children still running
+                }
+                continue;
             }
-        }
-        let ending = if libc::WIFEXITED(status) {
-            Some(Ending::Exited(libc::WEXITSTATUS(status)))
-        } else if libc::WIFSIGNALED(status) {
-            Some(Ending::Killed(libc::WTERMSIG(status)))
-        } else {
-            None
+            Ok(Waited::Stopped { tid, signal, event }) => (tid, signal, event),
         };
-        if let Some(ending) = ending {
-            known.remove(&pid);
-            if threads.ended(pid) {
-                continue; // a thread, not a process
-            }
-            let _ = events.send(TargetEvent::Ended { pid: pid as u32, ending });
-            if pid == command {
-                return; // ending this thread detaches any children still running
-            }
-            continue;
-        }
-        if !libc::WIFSTOPPED(status) {
-            continue;
-        }
-        let signal = libc::WSTOPSIG(status);
-        let event = status >> 16;
         if known.insert(pid) {
             if threads.is_new_thread(pid) {
                 // A thread attached at its creation: it runs on untouched.
-                resume(pid, libc::PTRACE_CONT, if event == 0 { signal } else { 0 });
+                ptrace::resume(pid, if event == 0 { signal } else { 0 });
                 continue;
             }
             // A child attached at its fork, stopped before its first instruction.
             let parent = parents.remove(&pid).or_else(|| parent_of(pid));
             hold(TargetEvent::Spawned { pid: pid as u32, parent: parent.map(|parent| parent as u32) });
-            resume(pid, libc::PTRACE_CONT, if event == 0 { signal } else { 0 });
+            ptrace::resume(pid, if event == 0 { signal } else { 0 });
             continue;
         }
-        let (request, data) = match event {
+        match event {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
-                let mut child: libc::c_ulong = 0;
-                // SAFETY: reading the new child's pid for a process stopped at its fork.
-                unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, pid, 0, &mut child) };
-                parents.insert(child as libc::pid_t, pid);
-                (libc::PTRACE_CONT, 0)
+                if let Some(child) = ptrace::event_message(pid) {
+                    parents.insert(child, pid);
+                }
+                ptrace::resume(pid, 0);
             }
             libc::PTRACE_EVENT_CLONE => {
-                let mut child: libc::c_ulong = 0;
-                // SAFETY: reading the new thread's id for a process stopped at its clone.
-                unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, pid, 0, &mut child) };
-                threads.cloned(pid, child as libc::pid_t);
-                (libc::PTRACE_CONT, 0)
+                if let Some(child) = ptrace::event_message(pid) {
+                    threads.cloned(pid, child);
+                }
+                ptrace::resume(pid, 0);
             }
             libc::PTRACE_EVENT_EXIT if threads.is_thread(pid) => {
                 threads.exit_stop(pid);
-                (libc::PTRACE_CONT, 0)
+                ptrace::resume(pid, 0);
             }
-            libc::PTRACE_EVENT_EXIT => {
-                // Held until its threads have stopped at their exit too (their registers are
-                // roots of the scan); the loop above reports it then.
-                threads.leader_exiting(pid);
-                continue;
-            }
+            // Held until its threads have stopped at their exit too (their registers are
+            // roots of the scan); the loop above reports it then.
+            libc::PTRACE_EVENT_EXIT => threads.leader_exiting(pid),
             libc::PTRACE_EVENT_EXEC => {
                 hold(TargetEvent::Exec { pid: pid as u32 });
-                (libc::PTRACE_CONT, 0)
+                ptrace::resume(pid, 0);
             }
             // A job-control stop: stay stopped until SIGCONT, as without a tracer.
-            libc::PTRACE_EVENT_STOP if signal != libc::SIGTRAP => (libc::PTRACE_LISTEN, 0),
-            libc::PTRACE_EVENT_STOP => (libc::PTRACE_CONT, 0),
+            libc::PTRACE_EVENT_STOP if signal != libc::SIGTRAP => ptrace::listen(pid),
+            libc::PTRACE_EVENT_STOP => ptrace::resume(pid, 0),
             // A signal on its way to the process: deliver it unchanged.
-            _ => (libc::PTRACE_CONT, signal),
-        };
-        resume(pid, request, data);
+            _ => ptrace::resume(pid, signal),
+        }
     }
 }
 
@@ -400,16 +370,16 @@ fn follow(command: libc::pid_t, control: &std_mpsc::Receiver<Control>, events: &
 #[derive(Default)]
 struct Threads {
     /// Live thread id -> its process.
-    group: HashMap<libc::pid_t, libc::pid_t>,
+    group: HashMap<Tid, Tid>,
     /// Process -> each thread's registers at its exit stop.
-    states: HashMap<libc::pid_t, Vec<ThreadState>>,
+    states: HashMap<Tid, Vec<ThreadState>>,
     /// Processes whose main thread is at its exit stop, since when.
-    exiting: HashMap<libc::pid_t, std::time::Instant>,
+    exiting: HashMap<Tid, std::time::Instant>,
 }
 
 impl Threads {
     /// `parent` (a thread of some process) created thread `child`.
-    fn cloned(&mut self, parent: libc::pid_t, child: libc::pid_t) {
+    fn cloned(&mut self, parent: Tid, child: Tid) {
         let process = self.group.get(&parent).copied().unwrap_or(parent);
         if thread_group_of(child).is_none_or(|group| group == process) {
             self.group.insert(child, process);
@@ -418,7 +388,7 @@ impl Threads {
 
     /// A tracee never seen before: a thread when its process is another (its first stop may
     /// come before its creator's clone event).
-    fn is_new_thread(&mut self, tid: libc::pid_t) -> bool {
+    fn is_new_thread(&mut self, tid: Tid) -> bool {
         if self.group.contains_key(&tid) {
             return true;
         }
@@ -431,22 +401,22 @@ impl Threads {
         }
     }
 
-    fn is_thread(&self, tid: libc::pid_t) -> bool {
+    fn is_thread(&self, tid: Tid) -> bool {
         self.group.contains_key(&tid)
     }
 
-    fn exit_stop(&mut self, tid: libc::pid_t) {
+    fn exit_stop(&mut self, tid: Tid) {
         if let (Some(&process), Some(state)) = (self.group.get(&tid), ThreadState::of_stopped(tid as u32)) {
             self.states.entry(process).or_default().push(state);
         }
     }
 
     /// A thread (not a process) ended; true when `tid` was one.
-    fn ended(&mut self, tid: libc::pid_t) -> bool {
+    fn ended(&mut self, tid: Tid) -> bool {
         self.group.remove(&tid).is_some()
     }
 
-    fn leader_exiting(&mut self, leader: libc::pid_t) {
+    fn leader_exiting(&mut self, leader: Tid) {
         if let Some(state) = ThreadState::of_stopped(leader as u32) {
             self.states.entry(leader).or_default().push(state);
         }
@@ -458,7 +428,7 @@ impl Threads {
     }
 
     /// A process at its exit whose threads are all gone (or that waited long enough).
-    fn exiting_ready(&mut self) -> Option<libc::pid_t> {
+    fn exiting_ready(&mut self) -> Option<Tid> {
         let ready = self.exiting.iter().find_map(|(&leader, since)| {
             let alone = !self.group.values().any(|&process| process == leader);
             (alone || since.elapsed() > THREADS_EXIT_WAIT).then_some(leader)
@@ -467,27 +437,22 @@ impl Threads {
         Some(ready)
     }
 
-    fn take_states(&mut self, leader: libc::pid_t) -> Vec<ThreadState> {
+    fn take_states(&mut self, leader: Tid) -> Vec<ThreadState> {
         self.states.remove(&leader).unwrap_or_default()
     }
 }
 
-/// The process a thread belongs to, from /proc/TID/status.
-fn thread_group_of(tid: libc::pid_t) -> Option<libc::pid_t> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status.lines().find_map(|line| line.strip_prefix("Tgid:"))?.trim().parse().ok()
+
+
+
+/// The process a thread belongs to.
+fn thread_group_of(tid: Tid) -> Option<Tid> {
+    procfs::process::Process::new(tid).and_then(|thread| thread.status()).ok().map(|status| status.tgid)
 }
 
-fn resume(pid: libc::pid_t, request: libc::c_uint, signal: i32) {
-    // SAFETY: resuming one of our stopped tracees.
-    unsafe { libc::ptrace(request, pid, 0, signal as libc::c_long) };
-}
-
-/// The parent pid of a process, from /proc/PID/stat.
-fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name in parentheses may hold spaces: fields follow the last ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+/// The parent of a process.
+fn parent_of(pid: Tid) -> Option<Tid> {
+    procfs::process::Process::new(pid).and_then(|process| process.stat()).ok().map(|stat| stat.ppid)
 }
 
 fn read_exec_error(fd: i32) -> Option<io::Error> {
@@ -514,6 +479,23 @@ fn pipe() -> io::Result<(i32, i32)> {
 fn close(fd: i32) {
     // SAFETY: closing an fd this module opened and owns.
     unsafe { libc::close(fd) };
+}
+
+/// Passes a signal memtrace received on to the command it started.
+pub fn forward(pid: u32, signal: i32) {
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(pid as Tid, signal) };
+}
+
+/// Whether memtrace runs in the foreground process group of its terminal (then Ctrl-C reaches
+/// the command directly).
+pub fn foreground_of_terminal() -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    // SAFETY: plain queries on fd 0 and this process.
+    unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
 #[cfg(test)]

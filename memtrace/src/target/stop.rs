@@ -9,7 +9,9 @@ use std::{
 
 use thiserror::Error;
 
-use crate::target::ptrace::ThreadState;
+use nix::sys::ptrace::Options;
+
+use crate::target::ptrace::{self, ThreadState, Tid, Waited};
 
 #[derive(Debug, Error)]
 pub enum StopError {
@@ -48,7 +50,7 @@ impl StoppedProcess {
                         }
                     }
                     // The thread ended meanwhile: nothing of it to scan.
-                    Err(error) if error.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(error) if ptrace::is_gone(&error) => {}
                     Err(source) => return Err(StopError::Seize { pid, tid, source }),
                 }
             }
@@ -72,8 +74,8 @@ impl StoppedProcess {
 
     fn detach_all(&mut self) {
         for (tid, signal) in self.seized.drain() {
-            // SAFETY: detaching a thread this process seized and stopped.
-            unsafe { libc::ptrace(libc::PTRACE_DETACH, tid as libc::pid_t, 0, signal as libc::c_long) };
+            // A thread that ended meanwhile has nothing to let go.
+            let _ = ptrace::detach(tid as Tid, signal);
         }
     }
 }
@@ -84,52 +86,36 @@ impl Drop for StoppedProcess {
     }
 }
 
+/// The threads of `pid`, from `/proc/PID/task`.
 fn thread_ids(pid: u32) -> io::Result<Vec<u32>> {
-    let mut tids = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        if let Some(tid) = entry?.file_name().to_str().and_then(|name| name.parse().ok()) {
-            tids.push(tid);
-        }
-    }
-    Ok(tids)
+    let process = procfs::process::Process::new(pid as i32).map_err(io::Error::other)?;
+    let tasks = process.tasks().map_err(io::Error::other)?;
+    Ok(tasks.filter_map(|task| task.ok().and_then(|task| u32::try_from(task.tid).ok())).collect())
 }
 
 /// Seizes `tid` and waits for its interrupt stop; returns a signal that arrived meanwhile
 /// (to be delivered at detach), or 0.
 fn seize_and_interrupt(tid: u32) -> io::Result<i32> {
-    let tid = tid as libc::pid_t;
-    // SAFETY: ptrace requests on a thread id; failures come back as -1 and errno.
-    unsafe {
-        if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0) != 0 {
-            let error = io::Error::last_os_error();
-            libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
-            return Err(error);
-        }
+    let tid = tid as Tid;
+    ptrace::seize(tid, Options::empty())?;
+    if let Err(error) = ptrace::interrupt(tid) {
+        let _ = ptrace::detach(tid, 0);
+        return Err(error);
     }
     let mut pending = 0;
     loop {
-        let mut status = 0;
-        // SAFETY: waiting for the thread we just seized.
-        let waited = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
-        if waited < 0 {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EINTR) {
-                continue;
+        match ptrace::wait(Some(tid), false)? {
+            Waited::Stopped { event: libc::PTRACE_EVENT_STOP, .. } => return Ok(pending),
+            Waited::Stopped { signal, .. } => {
+                // A signal on its way to the thread: keep it for the detach, wait for our stop
+                // (PTRACE_INTERRUPT still stops it).
+                pending = signal;
+                ptrace::resume(tid, 0);
             }
-            return Err(error);
+            // It ended.
+            Waited::Ended { .. } | Waited::NoneLeft | Waited::Nothing => {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
         }
-        if !libc::WIFSTOPPED(status) {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH)); // it ended
-        }
-        if status >> 16 == libc::PTRACE_EVENT_STOP {
-            return Ok(pending);
-        }
-        // A signal on its way to the thread: keep it for the detach, wait for our stop.
-        pending = libc::WSTOPSIG(status);
-        // SAFETY: resuming our tracee without the signal; PTRACE_INTERRUPT still stops it.
-        unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0, 0) };
     }
 }

@@ -12,21 +12,16 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Reads the memory figures of the cgroup `pid` is in; `Ok(None)` when no memory accounting
 /// covers it (the root cgroup, or no memory controller).
 pub fn read(pid: u32) -> io::Result<Option<CgroupMemory>> {
-    let membership = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
-    // `0::/path` is the v2 hierarchy; `N:memory:/path` (or `N:a,memory:/path`) the v1 memory
-    // controller.
-    let v2 = membership.lines().find_map(|line| line.strip_prefix("0::"));
-    if let Some(path) = v2
-        && let Some(memory) = read_v2(path)
-    {
+    let membership = procfs::process::Process::new(pid as i32)
+        .and_then(|process| process.cgroups())
+        .map_err(|error| io::Error::other(error.to_string()))?;
+    // Hierarchy 0 is v2; a v1 hierarchy lists the controllers bound to it, memory among them.
+    let v2 = membership.0.iter().find(|group| group.hierarchy == 0 && group.controllers.is_empty());
+    if let Some(memory) = v2.and_then(|group| read_v2(&group.pathname)) {
         return Ok(Some(memory));
     }
-    let v1 = membership.lines().find_map(|line| {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        controllers.split(',').any(|controller| controller == "memory").then_some(path)
-    });
-    Ok(v1.and_then(read_v1))
+    let v1 = membership.0.iter().find(|group| group.controllers.iter().any(|controller| controller == "memory"));
+    Ok(v1.and_then(|group| read_v1(&group.pathname)))
 }
 
 fn read_v2(path: &str) -> Option<CgroupMemory> {

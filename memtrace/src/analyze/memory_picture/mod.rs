@@ -2,12 +2,14 @@
 //! `/proc/PID/smaps_rollup` and `/proc/PID/smaps`, broken down like `pmap -x`, with its cgroup's
 //! figures. It must be read while the process is alive (run mode reads it at the exit stop).
 pub mod cgroup;
-pub mod kind;
 
 use procfs::process::{MemoryMap, Process};
 use thiserror::Error;
 
-use crate::report::{AllocatorView, KindUsage, MappingKind, MappingUsage, MemoryPicture};
+use crate::{
+    report::{AllocatorView, KindUsage, MappingKind, MappingUsage, MemoryPicture},
+    target::maps::{self, Mapping},
+};
 
 /// How many of the largest mappings (by RSS) the picture lists.
 pub const LARGEST: usize = 10;
@@ -26,7 +28,7 @@ pub fn capture(pid: u32) -> Result<MemoryPicture, PictureError> {
     let rollup = process.smaps_rollup().map_err(|error| read_error(pid, "smaps_rollup", error))?;
     let maps = process.smaps().map_err(|error| read_error(pid, "smaps", error))?.0;
     let totals = rollup.memory_map_rollup.0.first().map(figures).unwrap_or_default();
-    let kinds = kind::classify(&maps);
+    let kinds = maps::classify(&maps.iter().map(Mapping::of).collect::<Vec<_>>());
 
     let by_kind = MappingKind::ALL
         .iter()
@@ -101,19 +103,7 @@ fn figures(map: &MemoryMap) -> Figures {
 
 fn usage_of(map: &MemoryMap, kind: MappingKind) -> MappingUsage {
     let own = figures(map);
-    let path = match &map.pathname {
-        procfs::process::MMapPath::Anonymous => None,
-        procfs::process::MMapPath::Path(path) => Some(path.to_string_lossy().into_owned()),
-        procfs::process::MMapPath::Heap => Some("[heap]".to_owned()),
-        procfs::process::MMapPath::Stack => Some("[stack]".to_owned()),
-        procfs::process::MMapPath::TStack(tid) => Some(format!("[stack:{tid}]")),
-        procfs::process::MMapPath::Vdso => Some("[vdso]".to_owned()),
-        procfs::process::MMapPath::Vvar => Some("[vvar]".to_owned()),
-        procfs::process::MMapPath::Vsyscall => Some("[vsyscall]".to_owned()),
-        procfs::process::MMapPath::Vsys(key) => Some(format!("/SYSV{:08x}", *key as u32)),
-        procfs::process::MMapPath::Other(name) => Some(format!("[{name}]")),
-        other => Some(format!("{other:?}")),
-    };
+    let path = maps::path_text(&map.pathname);
     MappingUsage {
         address: format!("{:#x}", map.address.0),
         kind,

@@ -29,7 +29,9 @@ pub fn exit_functions(pid: u32, maps: &[Mapping]) -> [HashSet<u64>; 2] {
         let Some(path) = mapping.path.as_deref() else { continue };
         let name = path.rsplit('/').next().unwrap_or(path);
         let libc = name.starts_with("libc.so") || name.starts_with("libc-");
-        let executable = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.as_os_str() == path);
+        let executable = procfs::process::Process::new(pid as i32)
+            .and_then(|process| process.exe())
+            .is_ok_and(|exe| exe.as_os_str() == path);
         if !(libc || executable) || !seen.insert(path.to_owned()) {
             continue;
         }

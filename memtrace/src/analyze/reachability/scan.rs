@@ -18,7 +18,7 @@
 //! too (less the blocks known, which are scanned as blocks), so that a block is never called
 //! lost while an older block points to it; stale pointers in free chunks may hide a leak
 //! instead.
-use std::{fs::File, io, time::Instant};
+use std::{io, time::Instant};
 
 use thiserror::Error;
 
@@ -77,7 +77,9 @@ pub fn scan(
 ) -> Result<(Vec<LeakKind>, ScanStats), ScanError> {
     let started = Instant::now();
     let maps = maps::read(pid).map_err(|source| ScanError::Maps { pid, source })?;
-    let memory = File::open(format!("/proc/{pid}/mem")).map_err(|source| ScanError::Memory { pid, source })?;
+    let memory = procfs::process::Process::new(pid as i32)
+        .and_then(|process| process.mem())
+        .map_err(|error| ScanError::Memory { pid, source: io::Error::other(error.to_string()) })?;
     let mut reader = BlockReader::new(&memory);
     reader.fill_next_chunks(blocks);
     let blocks = &*blocks;
@@ -219,7 +221,9 @@ mod tests {
             readable: perms.starts_with('r'),
             writable: perms.as_bytes()[1] == b'w',
             executable: perms.as_bytes()[2] == b'x',
+            shared: perms.as_bytes()[3] == b's',
             offset: 0,
+            device: (0, 0),
             inode: u64::from(path.is_some_and(|path| path.starts_with('/'))),
             path: path.map(str::to_owned),
             deleted: false,

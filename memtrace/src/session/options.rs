@@ -1,0 +1,72 @@
+//! What `run` and `record` are asked to do, as the command line (or a test) fills it in. The
+//! session reads these and nothing of clap's.
+use std::{ffi::OsString, num::NonZeroU32, path::PathBuf, time::Duration};
+
+use crate::{
+    analyze::check::CheckOptions, attach::allocator::Selection, kernel::ProbeSettings,
+    report::options::RenderOptions,
+};
+
+/// How one trace collects: the kernel side's settings and what the agent adds to them.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    /// Settings of the kernel side; `filter_by_map` is decided by the session.
+    pub probes: ProbeSettings,
+    /// Which allocator to probe, and where in its functions.
+    pub selection: Selection,
+    /// Where separate debug files are looked for.
+    pub debug_dirs: Vec<PathBuf>,
+    /// `--older-than`: report only blocks at least this old.
+    pub older_than: Option<Duration>,
+    /// Count page faults, sampling one in this many.
+    pub fault_period: Option<u64>,
+    /// Time the kernel-side programs (`--program-stats`).
+    pub program_stats: bool,
+}
+
+impl TraceOptions {
+    /// Whether the agent holds every block with its address (not `--combined`, not sampled):
+    /// what leak kinds need.
+    pub fn every_block(&self) -> bool {
+        !self.probes.combined && self.probes.sample_bytes == 0
+    }
+}
+
+/// Where the report goes and how it is rendered.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// A file, or `None` for the console (stderr for `run`, stdout for `record`).
+    pub output: Option<PathBuf>,
+    pub render: RenderOptions,
+}
+
+/// `memtrace run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub trace: TraceOptions,
+    pub report: ReportOptions,
+    pub check: CheckOptions,
+    /// Trace the processes the command forks and what they exec.
+    pub follow_forks: bool,
+    /// Scan each process at its exit to tell leak kinds apart.
+    pub leak_kinds: bool,
+    /// The command and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// `memtrace record`.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub trace: TraceOptions,
+    pub report: ReportOptions,
+    pub check: CheckOptions,
+    pub pids: Vec<NonZeroU32>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop the processes at the end of the window to tell leak kinds apart.
+    pub scan: bool,
+    /// Print a text report every interval.
+    pub interval: Option<Duration>,
+    /// Stop after this many intervals.
+    pub count: Option<NonZeroU32>,
+}

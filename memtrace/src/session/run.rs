@@ -1,0 +1,210 @@
+//! `memtrace run`: start a command with the probes attached before its first instruction,
+//! follow what it forks and execs, scan each process at its exit, report when it ends.
+use std::{collections::HashMap, ffi::OsString, path::Path, path::PathBuf, time::Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{
+    RunOptions,
+    trace::Trace,
+};
+use crate::{
+    analyze::{check::CiSettings, reachability},
+    attach::allocator::{self, Allocator},
+    report::{
+        Mode, Target,
+        sink::{Console, ReportSink},
+    },
+    target::{
+        launch::{self, Ending, Launched, TargetEvent},
+        preflight,
+        proc::{command_line, environment_of},
+        ptrace::ThreadState,
+    },
+};
+
+/// Runs the command under the probes; returns the exit code memtrace should exit with (the
+/// command's own, unless `--check` found leaks in a command that succeeded).
+pub async fn run(options: RunOptions) -> Result<i32> {
+    let render = &options.report.render;
+    let sink = ReportSink::open_for(options.report.output.as_deref(), Console::Stderr, render.format)?;
+    let mut ci = CiSettings::new(&options.check, render.format)?;
+    // Leak kinds need every block: a sample or the kernel's sums per stack have no addresses.
+    let every_block = options.trace.every_block();
+    if options.check.check && !every_block {
+        bail!("--check needs every block to tell leak kinds apart: leave out --combined and --sample-bytes");
+    }
+    let program = launch::resolve_program(Path::new(&options.command[0]))?;
+    preflight::check_privileges()?;
+    preflight::check_kernel()?;
+    preflight::ensure_tracefs()?;
+    let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let allocator = allocator::for_command(&program, &environment, &options.trace.selection)?;
+    let mut trace = Trace::load(&options.trace, options.follow_forks)?;
+    trace.all_stacks = ci.needs_all_stacks();
+    let mut target = launch::launch(&program, &options.command, options.follow_forks)?;
+    let main_pid = target.pid;
+    trace.attach(&allocator, main_pid)?;
+    trace.track(main_pid, None, options.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect());
+    let mut run = Run {
+        trace,
+        allocators: HashMap::from([(main_pid, allocator.clone())]),
+        options: &options,
+        scan: every_block && options.leak_kinds,
+    };
+    run.trace.open_window();
+    target.release();
+    let started = Instant::now();
+    log::info!("started {} as pid {main_pid}", program.display());
+
+    let ending = run.follow(&mut target, main_pid, &program).await?;
+    let duration = started.elapsed();
+    let mut trace = run.trace;
+    trace.close_window();
+    read_the_living(&mut trace);
+    trace.detach(main_pid);
+    let target = Target {
+        pid: main_pid,
+        command: options.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
+        exit_code: match ending {
+            Some(Ending::Exited(code)) => Some(code),
+            _ => None,
+        },
+        signal: match ending {
+            Some(Ending::Killed(signal)) => Some(signal),
+            _ => None,
+        },
+        exited: true,
+    };
+    let mut report = trace.report(Mode::Run, target, duration, &allocator, render);
+    ci.apply(&mut report, render.top)?;
+    sink.write(&report, render)?;
+    Ok(ci.exit_code(ending.map_or(1, Ending::shell_code), &report))
+}
+
+/// A run in progress: the trace, and the allocator each traced process uses.
+struct Run<'a> {
+    trace: Trace,
+    allocators: HashMap<u32, Allocator>,
+    options: &'a RunOptions,
+    /// Scan each process at its exit for leak kinds.
+    scan: bool,
+}
+
+impl Run<'_> {
+    /// Takes in events and follows the processes until the command ends; returns how it ended
+    /// (`None`: memtrace lost track of it).
+    async fn follow(&mut self, target: &mut Launched, main_pid: u32, program: &Path) -> Result<Option<Ending>> {
+        let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+        loop {
+            tokio::select! {
+                taken = self.trace.take_events() => taken?,
+                event = target.next_event() => match event {
+                    Some(TargetEvent::Started) => {}
+                    Some(TargetEvent::ExecFailed(error)) => {
+                        return Err(launch::LaunchError::Exec { program: program.display().to_string(), source: error }.into());
+                    }
+                    Some(TargetEvent::Spawned { pid, parent }) => {
+                        self.spawned(pid, parent);
+                        target.resume();
+                    }
+                    Some(TargetEvent::Exec { pid }) => {
+                        self.exec(pid);
+                        target.resume();
+                    }
+                    Some(TargetEvent::Exiting { pid, threads }) => {
+                        self.exiting(pid, &threads);
+                        target.resume();
+                    }
+                    Some(TargetEvent::Ended { pid, ending }) => {
+                        self.trace.ended(pid, Some(ending));
+                        if pid == main_pid {
+                            return Ok(Some(ending));
+                        }
+                    }
+                    None => return Ok(None),
+                },
+                _ = terminate.recv() => launch::forward(main_pid, libc::SIGTERM),
+                _ = hangup.recv() => launch::forward(main_pid, libc::SIGHUP),
+                // From a terminal, Ctrl-C reaches the target directly (same process group); only a
+                // SIGINT sent to memtrace alone is passed on.
+                _ = interrupt.recv() => if !launch::foreground_of_terminal() { launch::forward(main_pid, libc::SIGINT) },
+            }
+        }
+    }
+
+    /// A traced process forked: the child runs its parent's image, so the same allocator.
+    fn spawned(&mut self, pid: u32, parent: Option<u32>) {
+        let inherited = parent.and_then(|parent| self.allocators.get(&parent)).cloned();
+        match inherited.map_or_else(|| allocator::for_process(pid, &self.options.trace.selection), Ok) {
+            Ok(allocator) => {
+                if let Err(error) = self.trace.attach(&allocator, pid) {
+                    eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}");
+                }
+                self.allocators.insert(pid, allocator);
+            }
+            Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}"),
+        }
+        self.trace.track(pid, parent, command_line(pid));
+    }
+
+    /// A traced process called exec: the old image and its blocks are gone; the new one may
+    /// use another allocator (a static binary, another libc), probed before it runs.
+    fn exec(&mut self, pid: u32) {
+        self.trace.drop_image(pid);
+        let program = PathBuf::from(format!("/proc/{pid}/exe"));
+        match allocator::for_command(&program, &environment_of(pid), &self.options.trace.selection) {
+            Ok(allocator) => {
+                if let Err(error) = self.trace.attach(&allocator, pid) {
+                    eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}");
+                }
+                self.allocators.insert(pid, allocator);
+            }
+            Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}"),
+        }
+        if let Some(process) = self.trace.processes.all.get_mut(&pid) {
+            process.command = command_line(pid);
+        }
+    }
+
+    /// A traced process is stopped on its way out, memory still mapped: everything it did is
+    /// in the ring buffer, its mappings can be read one last time, and its memory scanned for
+    /// what still points to its blocks.
+    fn exiting(&mut self, pid: u32, threads: &[ThreadState]) {
+        let trace = &mut self.trace;
+        trace.drain();
+        if let Err(error) = trace.symbolizer.snapshot(pid) {
+            log::warn!("cannot read the mappings of process {pid}: {error}");
+        }
+        trace.findings.capture_picture(pid);
+        if self.scan {
+            let heap = &trace.collected.heap;
+            reachability::scan_into(&mut trace.findings.leaks, pid, threads, heap.addresses_of(pid), heap.sizes_of(pid), false);
+        }
+    }
+}
+
+/// Children still running when the command ended keep what they hold so far: their mappings
+/// and memory picture are read now.
+fn read_the_living(trace: &mut Trace) {
+    for pid in trace.processes.pids() {
+        if !trace.symbolizer.knows(pid) && trace.symbolizer.snapshot(pid).is_err() {
+            eprintln!(
+                "memtrace: warning: process {pid} ended before its mappings could be read (killed with SIGKILL?); its frames show addresses only"
+            );
+        }
+        if trace.findings.picture_tried(pid) {
+            continue;
+        }
+        if trace.processes.exited(pid) {
+            eprintln!(
+                "memtrace: warning: no memory picture for process {pid}: it ended without stopping at its exit (killed with SIGKILL?)"
+            );
+        } else {
+            trace.findings.capture_picture(pid);
+        }
+    }
+}
