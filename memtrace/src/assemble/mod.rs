@@ -351,3 +351,143 @@ fn report_frame(frame: Frame) -> ReportFrame {
         inlined: frame.inlined,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::{COUNTER_SLOTS, Event, EventKind, mapping};
+
+    use super::*;
+
+    fn event(kind: EventKind, tgid: u32, stack_id: i32, addr: u64, size: u64) -> Event {
+        Event { kind: kind as u32, tgid, stack_id, flags: 0, size, addr, old_addr: 0, old_size: 0, timestamp_ns: 1 }
+    }
+
+    /// Frames named after the stack id; stack 5 is the dynamic loader's, stack -2 failed.
+    fn frames_of(_pid: u32, stack_id: i32) -> Result<Vec<Frame>, String> {
+        if stack_id < 0 {
+            return Err("no stack".to_owned());
+        }
+        let module = if stack_id == 5 { "/lib64/ld-linux-x86-64.so.2" } else { "/usr/bin/prog" };
+        Ok(vec![Frame {
+            address: 0x1000 + stack_id as u64,
+            function: Some(format!("f{stack_id}")),
+            file: None,
+            line: None,
+            module: Some(module.to_owned()),
+            module_offset: None,
+            inlined: false,
+        }])
+    }
+
+    fn input<'a>(heap: &'a HeapTable, leaks: &'a LeakKinds, growth: &'a GrowthTracker, top: Option<usize>) -> ReportInput<'a> {
+        let mut counts = [0; COUNTER_SLOTS as usize];
+        counts[Counter::RingBufferFull as usize] = 3;
+        counts[Counter::StackSumsFull as usize] = 2;
+        counts[Counter::NullFree as usize] = 7;
+        let process = |pid| ProcessReport {
+            pid,
+            parent_pid: None,
+            command: vec!["prog".to_owned()],
+            exit_code: None,
+            signal: None,
+            exited: false,
+            summary: Counts::default(),
+        };
+        ReportInput {
+            mode: Mode::Run,
+            target: Target { pid: 10, command: vec!["prog".to_owned()], exit_code: Some(0), signal: None, exited: true },
+            processes: vec![process(10), process(20)],
+            duration_seconds: 1.0,
+            allocator: "libc.so.6".to_owned(),
+            heap,
+            leaks,
+            counters: KernelCounters::from_counts(counts),
+            malformed: 1,
+            window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
+            top,
+            sort: SortBy::Bytes,
+            allocated_before_ns: None,
+            growth,
+            with_released: true,
+            combined: false,
+        }
+    }
+
+    /// Two processes: pid 10 holds 200 bytes from stack 1 (one of three blocks freed), 1,000 from
+    /// stack 2, a 4,096-byte mapping of its own (stack 4) and 8,192 mapped by the loader (stack
+    /// 5); stack 3 allocated 50 bytes and freed them. Pid 20 holds 10 bytes from stack 1.
+    fn heap() -> HeapTable {
+        let mut heap = HeapTable::new();
+        for (index, addr) in [0x100, 0x200, 0x300].into_iter().enumerate() {
+            heap.apply(&event(EventKind::Alloc, 10, 1, addr, 100));
+            if index == 0 {
+                heap.apply(&event(EventKind::Free, 10, 0, addr, 0));
+            }
+        }
+        heap.apply(&event(EventKind::Alloc, 10, 2, 0x400, 1000));
+        heap.apply(&event(EventKind::Alloc, 10, 3, 0x500, 50));
+        heap.apply(&event(EventKind::Free, 10, 0, 0x500, 0));
+        heap.apply(&event(EventKind::Alloc, 20, 1, 0x100, 10));
+        let anonymous = |stack_id, addr, size| Event { flags: mapping::ANONYMOUS, ..event(EventKind::Mmap, 10, stack_id, addr, size) };
+        heap.apply(&anonymous(4, 0x7000_0000, 4096));
+        heap.apply(&anonymous(5, 0x7100_0000, 8192));
+        heap
+    }
+
+    #[test]
+    fn stacks_are_ranked_cut_at_top_and_the_loader_is_set_apart() {
+        let (heap, leaks, growth) = (heap(), LeakKinds::default(), GrowthTracker::default());
+        let report = report(input(&heap, &leaks, &growth, Some(2)), frames_of);
+        let shown: Vec<(Kind, u32, u64, u64)> =
+            report.stacks.iter().map(|stack| (stack.kind, stack.pid, stack.bytes, stack.allocations)).collect();
+        assert_eq!(shown, [(Kind::Mmap, 10, 4096, 1), (Kind::Heap, 10, 1000, 1)]);
+        assert_eq!(report.stacks[1].frames[0].function.as_deref(), Some("f2"));
+        // Four stacks hold memory (the loader's mapping is not one of them).
+        assert_eq!(report.summary.stacks_total, 4);
+        // The 50 bytes stack 3 allocated and freed.
+        let released: Vec<(i32, u64, u64)> = report
+            .released_stacks
+            .iter()
+            .map(|stack| (stack.pid as i32, stack.total_allocated_bytes, stack.total_allocations))
+            .collect();
+        assert_eq!(released, [(10, 50, 1)]);
+        let counts = report.summary.counts;
+        assert_eq!((counts.outstanding_bytes, counts.outstanding_allocations), (1210, 4));
+        assert_eq!((counts.total_allocations, counts.total_allocated_bytes), (6, 1360));
+        assert_eq!((counts.total_frees, counts.total_freed_bytes), (2, 150));
+        assert_eq!((counts.mmap_bytes, counts.loader_mmap_bytes), (4096, 8192));
+    }
+
+    #[test]
+    fn each_process_gets_its_own_numbers() {
+        let (heap, leaks, growth) = (heap(), LeakKinds::default(), GrowthTracker::default());
+        let report = report(input(&heap, &leaks, &growth, None), frames_of);
+        let summaries: Vec<(u32, u64, u64, u64)> = report
+            .processes
+            .iter()
+            .map(|process| {
+                let counts = process.summary;
+                (process.pid, counts.outstanding_bytes, counts.mmap_bytes, counts.loader_mmap_bytes)
+            })
+            .collect();
+        assert_eq!(summaries, [(10, 1200, 4096, 8192), (20, 10, 0, 0)]);
+        // Without --top every stack is there, most bytes first; stack 1 once per process.
+        let shown: Vec<(u32, u64)> = report.stacks.iter().map(|stack| (stack.pid, stack.bytes)).collect();
+        assert_eq!(shown, [(10, 4096), (10, 1000), (10, 200), (20, 10)]);
+        let stack_1 = &report.stacks[2];
+        assert_eq!((stack_1.total_allocated_bytes, stack_1.total_allocations), (300, 3));
+    }
+
+    #[test]
+    fn every_loss_of_the_counter_list_is_in_the_summary_and_adds_up() {
+        let (heap, leaks, growth) = (heap(), LeakKinds::default(), GrowthTracker::default());
+        let report = report(input(&heap, &leaks, &growth, None), frames_of);
+        let lost = &report.summary.lost;
+        assert_eq!(lost.0.len(), memtrace_common::LOSSES.len());
+        assert_eq!((lost.get("ring_buffer_full"), lost.get("stack_sums_full"), lost.get("malformed")), (3, 2, 1));
+        assert_eq!(report.summary.lost_events, 6);
+        // Not a loss: free(NULL) has its own field.
+        assert_eq!(report.summary.null_frees, 7);
+        assert_eq!(report.summary.collection, Collection::Events);
+    }
+}

@@ -94,6 +94,7 @@ pub struct Probes {
 impl Probes {
     /// Loads the programs and maps (nothing is attached yet).
     pub fn load(settings: ProbeSettings) -> Result<Self, ProbeError> {
+        raise_memlock_limit();
         // A ring buffer must be a power-of-two number of pages.
         let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
         let filter_by_map = u8::from(settings.filter_by_map);
@@ -333,6 +334,15 @@ impl Probes {
 /// from home on average).
 fn table_bits(entries: u32) -> u32 {
     (u64::from(entries) * 2).next_power_of_two().trailing_zeros().clamp(1, 31)
+}
+
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK` (often 64 KiB, or 8 MiB): lift it, as
+/// aya's template does. Newer kernels charge the memory cgroup instead and ignore the limit.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(error) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        log::debug!("cannot lift RLIMIT_MEMLOCK ({error}); on Linux before 5.11 large maps may fail to load");
+    }
 }
 
 /// Most thread and process ids the kernel's per-id arrays have a slot for: the kernel's

@@ -36,3 +36,31 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{FaultStack, KindCounts};
+
+    #[test]
+    fn scaled_counts_are_marked_and_stacks_beyond_top_are_counted() {
+        let stack = |minor| FaultStack { pid: 1, minor, major: 0, kinds: KindCounts::default(), frames: Vec::new(), unavailable: None };
+        let section = FaultsSection {
+            period: 10,
+            scaled: true,
+            minor: 40,
+            major: 10,
+            kinds: KindCounts { heap: 30, stack: 0, anonymous: 10, file: 10, shm: 0, other: 0 },
+            processes: Vec::new(),
+            stacks_total: 3,
+            stacks: vec![stack(30), stack(10)],
+        };
+        let mut text = Vec::new();
+        render_text(&section, Some(2), &mut text).expect("rendered");
+        let text = String::from_utf8(text).expect("text");
+        assert!(text.contains("Page faults: 40 minor, 10 major (estimated: one fault in 10 sampled)"), "{text}");
+        assert!(text.contains("by memory: heap 30, stack 0, anonymous 10, file 10, shared memory 0, other 0"), "{text}");
+        assert!(text.contains("faults #2: 10 minor, 0 major (pid 1)"), "{text}");
+        assert!(text.contains("... 1 more faulting stacks"), "{text}");
+    }
+}

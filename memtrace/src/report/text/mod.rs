@@ -165,3 +165,72 @@ fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::LOSSES;
+
+    use super::*;
+    use crate::report::{AgentUsage, Collection, Counts, Lost, Summary, Target, Window};
+
+    fn report(collection: Collection, lost: Lost) -> Report {
+        Report {
+            memtrace_version: "0".to_owned(),
+            mode: Mode::Record,
+            target: Target { pid: 1, command: vec!["prog".to_owned()], exit_code: None, signal: None, exited: false },
+            duration_seconds: 1.0,
+            window: Window { start_monotonic_ns: 0, end_monotonic_ns: 1 },
+            allocator: "libc.so.6".to_owned(),
+            summary: Summary {
+                counts: Counts::default(),
+                null_frees: 0,
+                lost_events: lost.total(),
+                lost,
+                stacks_total: 0,
+                minor_faults: None,
+                major_faults: None,
+                leaks: None,
+                collection,
+                sample_bytes: None,
+                estimated: false,
+            },
+            processes: Vec::new(),
+            stacks: Vec::new(),
+            check: None,
+            scan: None,
+            released_stacks: Vec::new(),
+            faults: None,
+            memory: Vec::new(),
+            agent: AgentUsage::default(),
+            kernel_programs: Vec::new(),
+        }
+    }
+
+    /// The "Lost:" line of the text report: its total and the numbers of its breakdown.
+    fn lost_line(text: &str) -> (u64, Vec<u64>) {
+        let line = text.lines().find(|line| line.starts_with("Lost: ")).expect("a Lost line");
+        let (head, breakdown) = line.split_once(" (").expect("a breakdown");
+        let number = |word: &str| word.replace(',', "").parse::<u64>().expect("a number");
+        let total = number(head.trim_start_matches("Lost: ").trim_end_matches(" events").trim_end_matches(" event"));
+        let parts = breakdown.trim_end_matches(')').split(", ").map(|part| number(part.rsplit(' ').next().unwrap_or(""))).collect();
+        (total, parts)
+    }
+
+    #[test]
+    fn the_lost_breakdown_adds_up_to_its_total_in_every_collection_mode() {
+        // A distinct count for every loss memtrace knows, and one a newer memtrace wrote.
+        let mut lost = Lost::default();
+        for (index, loss) in LOSSES.iter().enumerate() {
+            lost.0.insert(loss.key.to_owned(), 1 << index);
+        }
+        lost.0.insert("from_the_future".to_owned(), 1000);
+        for collection in [Collection::Events, Collection::Combined, Collection::Sampled] {
+            let mut text = Vec::new();
+            render(&report(collection, lost.clone()), None, &mut text).expect("rendered");
+            let (total, parts) = lost_line(&String::from_utf8(text).expect("text"));
+            assert_eq!(parts.len(), LOSSES.len() + 1);
+            assert_eq!(parts.iter().sum::<u64>(), total, "{collection:?}");
+            assert_eq!(total, 255 + 1000);
+        }
+    }
+}
