@@ -434,3 +434,60 @@ mod pod {
     unsafe impl aya::Pod for super::StackTotals {}
     unsafe impl aya::Pod for super::TotalsSlot {}
 }
+
+// The kernel writes these bytes and the agent reads them back: a field added, moved or
+// resized on one side only must not compile.
+const _: () = {
+    assert!(size_of::<Event>() == 56);
+    assert!(size_of::<EventWithStack>() == 56 + 8 * MAX_STACK_DEPTH);
+    assert!(size_of::<InFlight>() == 40);
+    assert!(size_of::<SyscallArgs>() == 40);
+    assert!(size_of::<WrapperCall>() == 72);
+    assert!(size_of::<FreeMark>() == 16);
+    assert!(size_of::<BlockKey>() == 16);
+    assert!(size_of::<LiveBlock>() == 16);
+    assert!(size_of::<BlockSlot>() == 32);
+    assert!(size_of::<StackKey>() == 16);
+    assert!(size_of::<StackFrames>() == 8 + 8 * MAX_STACK_DEPTH);
+    assert!(size_of::<StackTotals>() == 16);
+    assert!(size_of::<TotalsSlot>() == 32);
+    assert!(size_of::<StackSums>() == 32);
+    // The agent maps the block table and reads a slot's address word atomically.
+    assert!(core::mem::offset_of!(BlockSlot, addr) == 0);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_hash_is_fnv1a_over_the_frames_a_word_at_a_time() {
+        assert_eq!(stack_hash(&[]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stack_hash(&[0]), 0xcbf2_9ce4_8422_2325u64.wrapping_mul(0x0000_0100_0000_01b3));
+        assert_ne!(stack_hash(&[1, 2]), stack_hash(&[2, 1]), "frame order matters");
+    }
+
+    #[test]
+    fn neighbouring_blocks_get_neighbouring_home_slots() {
+        let bits = 10;
+        let home = home_slot(7, 0x5555_0000_1000, bits);
+        assert_eq!(home_slot(7, 0x5555_0000_1008, bits), (home + 1) & table_mask(bits));
+        assert_eq!(home_slot(7, 0x5555_0000_1010, bits), (home + 2) & table_mask(bits));
+        // Another process's heap at the same address starts elsewhere.
+        assert_ne!(home_slot(8, 0x5555_0000_1000, bits), home);
+        for addr in (0..4096u64).map(|word| 0x7f00_0000_0000 + word * 8) {
+            assert!(home_slot(1, addr, bits) <= table_mask(bits));
+        }
+    }
+
+    #[test]
+    fn table_sizes_are_clamped_to_what_an_array_index_holds() {
+        assert_eq!(table_mask(0), 1);
+        assert_eq!(table_mask(10), 1023);
+        assert_eq!(table_mask(40), u32::MAX >> 1);
+        for hash in [0, 1, u64::MAX, 0x1234_5678_9abc_def0] {
+            assert!(totals_home(3, hash, 12) <= table_mask(12));
+            assert!(totals_home(3, hash, 0) <= table_mask(0));
+        }
+    }
+}
