@@ -7,7 +7,7 @@ use memtrace::{
     cli::{Cli, Command, FaultsShorthand, SavedReportArgs},
     report::saved,
     session,
-    target::launch::LaunchError,
+    target::{launch::LaunchError, stop::Stopper},
 };
 
 fn main() -> ExitCode {
@@ -17,6 +17,18 @@ fn main() -> ExitCode {
     let cli = match cli.command {
         Command::Report(args) => return finish(render_saved(&args)),
         command => Cli { command, ..cli },
+    };
+    // `record --scan` stops its targets from a helper process forked now, while memtrace has
+    // one thread and has loaded nothing into the kernel (see target::stop).
+    let stopper = match &cli.command {
+        Command::Record(args) if args.scan => match Stopper::spawn() {
+            Ok(stopper) => Some(stopper),
+            Err(error) => {
+                eprintln!("memtrace: error: cannot start the process that stops targets for --scan: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -28,10 +40,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => session::run(args.options()).await,
-            Command::Record(args) => session::record(args.options()).await,
+            Command::Record(args) => session::record(args.options(), stopper).await,
             Command::Faults(args) => match args.expand() {
                 FaultsShorthand::Run(args) => session::run(args.options()).await,
-                FaultsShorthand::Record(args) => session::record(args.options()).await,
+                FaultsShorthand::Record(args) => session::record(args.options(), None).await,
             },
             Command::Report(args) => render_saved(&args),
         }

@@ -27,15 +27,15 @@ use crate::{
         options::{Format, RenderOptions},
         sink::{Console, ReportSink},
     },
-    target::{preflight, proc::command_line, stop::StoppedProcess},
+    target::{preflight, proc::command_line, stop::Stopper},
 };
 
 /// Exit code of `record` when every target exited before the window ended.
 pub const EXIT_TARGET_GONE: i32 = 1;
 
 /// Records; returns 0, [`EXIT_TARGET_GONE`] when every target exited first, or the check's
-/// code.
-pub async fn record(options: RecordOptions) -> Result<i32> {
+/// code. `--scan` needs the `stopper` (see `target::stop`), spawned before anything else.
+pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<i32> {
     let render = &options.report.render;
     let sink = ReportSink::open_for(options.report.output.as_deref(), Console::Stdout, render.format)?;
     if options.check.check && !options.scan {
@@ -70,8 +70,8 @@ pub async fn record(options: RecordOptions) -> Result<i32> {
     let all_exited = recording.record_window(&mut exited_rx, pids.len()).await?;
     let duration = started.elapsed();
     let mut trace = recording.trace;
-    if options.scan {
-        scan_the_living(&mut trace, &pids);
+    if let Some(mut stopper) = stopper.filter(|_| options.scan) {
+        scan_the_living(&mut trace, &pids, &mut stopper);
     } else {
         trace.close_window();
         trace.drain();
@@ -185,22 +185,21 @@ impl Recording<'_> {
 
 /// `--scan`: each living process is stopped (all its threads) before the window closes, so the
 /// heap table and the memory scanned agree, and let go right after its scan.
-fn scan_the_living(trace: &mut Trace, pids: &[u32]) {
+fn scan_the_living(trace: &mut Trace, pids: &[u32], stopper: &mut Stopper) {
     let mut stopped = Vec::new();
     for &pid in pids.iter().filter(|&&pid| !trace.processes.exited(pid)) {
-        match StoppedProcess::stop(pid) {
-            Ok(process) => stopped.push(process),
+        match stopper.stop(pid) {
+            Ok(threads) => stopped.push((pid, threads)),
             Err(error) => eprintln!("memtrace: warning: no leak kinds for process {pid}: {error}"),
         }
     }
     trace.close_window();
     trace.drain();
-    for process in stopped {
-        let pid = process.pid();
+    for (pid, threads) in stopped {
         let heap = &trace.collected.heap;
         let leaks = &mut trace.findings.leaks;
-        reachability::scan_into(leaks, pid, process.threads(), heap.addresses_of(pid), heap.sizes_of(pid), true);
-        let stopped_for = process.resume();
+        reachability::scan_into(leaks, pid, &threads, heap.addresses_of(pid), heap.sizes_of(pid), true);
+        let stopped_for = stopper.resume(pid);
         leaks.stopped(pid, stopped_for);
         eprintln!("memtrace: process {pid} was stopped for {:.1} ms for the scan", stopped_for.as_secs_f64() * 1e3);
     }
