@@ -1,4 +1,5 @@
-//! `cargo xtask setup | demo | test`: the project's own tasks, each doing the set-up it needs.
+//! `cargo xtask setup | demo | test | bench | man`: the project's own tasks, each doing the
+//! set-up it needs.
 mod bench;
 mod setup;
 
@@ -34,6 +35,9 @@ enum Task {
     /// Set up (and install bpftrace), then measure memtrace's overhead side by side with the
     /// probe floor and bpftrace; writes target/bench/summary.json.
     Bench,
+    /// Set up, then write the man pages generated from memtrace's clap definitions into
+    /// target/man: memtrace.1 and one page per subcommand (`man -l target/man/memtrace-run.1`).
+    Man,
 }
 
 fn main() {
@@ -67,6 +71,14 @@ fn run(task: Task) -> Result<()> {
             )
         }
         Task::Bench => bench::run(&root),
+        // The generator is an example of the memtrace package, beside the definitions it
+        // reads: xtask cannot depend on memtrace, whose build script needs bpf-linker.
+        Task::Man => {
+            setup::ensure()?;
+            let dir = root.join("target/man");
+            let dir = dir.to_str().context("the workspace path is not UTF-8")?;
+            cargo(&root, &["run", "--quiet", "--package", "memtrace", "--example", "man", "--", dir])
+        }
         Task::Test { args } => {
             setup::ensure()?;
             let mut test = vec!["test", "--no-fail-fast", "--package", "memtrace", "--package", "memtrace-common"];

@@ -27,6 +27,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3-protobuf", "/usr/lib/python3/dist-packages/google/protobuf/__init__.py"),
     // Stripped binaries with separate debug files for the symbolization tests (objcopy, strip).
     ("binutils", "/usr/bin/objcopy"),
+    // The docs test renders the generated man pages.
+    ("groff-base", "/usr/bin/groff"),
 ];
 
 pub fn ensure() -> Result<()> {
