@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::heap::{MemoryKind, StackTotal};
 
 /// How one stack's outstanding bytes moved over the intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Growth {
     /// Intervals observed.
     pub intervals: u64,

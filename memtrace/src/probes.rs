@@ -98,7 +98,7 @@ pub struct KernelCounters {
 }
 
 /// What one kernel-side program cost while stats were on (`--program-stats`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ProgramCost {
     pub program: String,
     pub runs: u64,

@@ -1,10 +1,18 @@
 //! The reference documentation generated from the code: the man pages from the clap
-//! definitions (examples/man.rs). Needs no root.
+//! definitions (examples/man.rs) and the JSON report's schema from the Report types
+//! (examples/schema.rs, committed as docs/report.schema.json). Neither needs root.
 #[allow(dead_code)]
 #[path = "../examples/man.rs"]
 mod man;
+#[allow(dead_code)]
+#[path = "../examples/schema.rs"]
+mod schema;
 
-use std::{collections::BTreeSet, path::Path, process::Command};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    process::Command,
+};
 
 /// The page as a reader sees it: rendered by groff to plain ASCII (no overstrike bold or
 /// underline), without hyphenation, so that no option is broken across two lines.
@@ -95,5 +103,95 @@ fn man_pages_cover_every_subcommand_and_each_of_its_long_options() {
     // Options clap knows for sure were among those checked (a page of none would not pass).
     for (sub, option) in [("run", "--no-leak-kinds"), ("run", "--check"), ("record", "--scan"), ("record", "--interval"), ("faults", "--fault-period"), ("report", "--weight")] {
         assert!(checked.contains(&(sub.to_owned(), option.to_owned())), "{option} of {sub} was not checked");
+    }
+}
+
+#[test]
+fn committed_report_schema_is_the_one_the_report_types_generate() {
+    let path = schema::committed_path();
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = schema::schema_json();
+    if committed != generated {
+        let line = committed.lines().zip(generated.lines()).position(|(a, b)| a != b).map_or(
+            "its length".to_owned(),
+            |index| format!("line {}", index + 1),
+        );
+        panic!(
+            "{} is not the schema the Report types generate (first difference at {line}): \
+             run `cargo xtask schema` and commit the file",
+            path.display()
+        );
+    }
+    // serde's attributes followed: the counts and the leak kinds flattened into the summary,
+    // the leak kinds and the faults optional (skipped when absent), enums in lowercase.
+    let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    let names = |value: &serde_json::Value| -> Vec<String> {
+        value.as_array().unwrap().iter().map(|name| name.as_str().unwrap().to_owned()).collect()
+    };
+    let summary = &schema["$defs"]["Summary"];
+    for field in ["outstanding_bytes", "lost_events", "definitely_lost_bytes", "collection"] {
+        assert!(summary["properties"].get(field).is_some(), "Summary has no {field}: {summary:#}");
+    }
+    let summary_required = names(&summary["required"]);
+    assert!(summary_required.contains(&"outstanding_bytes".to_owned()), "{summary_required:?}");
+    assert!(!summary_required.contains(&"definitely_lost_bytes".to_owned()), "{summary_required:?}");
+    let required = names(&schema["required"]);
+    assert!(required.contains(&"summary".to_owned()) && !required.contains(&"faults".to_owned()), "{required:?}");
+    let modes: Vec<&str> = schema["$defs"]["Mode"]["oneOf"].as_array().unwrap().iter().map(|mode| mode["const"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["run", "record"]);
+}
+
+/// docs/json.md's field tables: for each `### `Type`` heading, the fields its table's first
+/// column names in backticks; a row "every field of [`Other`]..." stands for Other's fields.
+fn documented_fields(markdown: &str, schema: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut types: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in markdown.lines() {
+        if let Some(heading) = line.strip_prefix("### `") {
+            let name = heading.split('`').next().unwrap().to_owned();
+            types.entry(name.clone()).or_default();
+            current = Some(name);
+            continue;
+        }
+        let (Some(name), Some(row)) = (&current, line.strip_prefix("| ")) else { continue };
+        let cell = row.split(" |").next().unwrap();
+        if cell == "field" || cell.starts_with("---") {
+            continue;
+        }
+        let fields = types.get_mut(name).unwrap();
+        if let Some(other) = cell.strip_prefix("every field of [`") {
+            let other = other.split('`').next().unwrap();
+            let properties = schema["$defs"][other]["properties"].as_object();
+            fields.extend(properties.unwrap_or_else(|| panic!("no type {other} in the schema")).keys().cloned());
+        } else {
+            fields.extend(cell.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+    }
+    types
+}
+
+#[test]
+fn json_md_explains_every_field_of_the_schema_and_no_other() {
+    let schema: serde_json::Value = serde_json::from_str(&schema::schema_json()).unwrap();
+    let markdown = std::fs::read_to_string(schema::committed_path().with_file_name("json.md")).unwrap();
+    let documented = documented_fields(&markdown, &schema);
+    // Every object type of the schema, the top level as `Report`; enums have no fields.
+    let mut objects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let fields = |value: &serde_json::Value| value["properties"].as_object().map(|properties| properties.keys().cloned().collect());
+    objects.insert("Report".to_owned(), fields(&schema).unwrap());
+    for (name, definition) in schema["$defs"].as_object().unwrap() {
+        if let Some(names) = fields(definition) {
+            objects.insert(name.clone(), names);
+        }
+    }
+    assert_eq!(
+        documented.keys().collect::<Vec<_>>(),
+        objects.keys().collect::<Vec<_>>(),
+        "docs/json.md needs one `### `Type`` table per object type of docs/report.schema.json"
+    );
+    for (name, fields) in &objects {
+        let missing: Vec<_> = fields.difference(&documented[name]).collect();
+        let unknown: Vec<_> = documented[name].difference(fields).collect();
+        assert!(missing.is_empty() && unknown.is_empty(), "docs/json.md, {name}: fields missing {missing:?}, not in the schema {unknown:?}");
     }
 }

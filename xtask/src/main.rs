@@ -1,5 +1,5 @@
-//! `cargo xtask setup | demo | test | bench | man`: the project's own tasks, each doing the
-//! set-up it needs.
+//! `cargo xtask setup | demo | test | bench | man | schema`: the project's own tasks, each doing
+//! the set-up it needs.
 mod bench;
 mod setup;
 
@@ -38,6 +38,9 @@ enum Task {
     /// Set up, then write the man pages generated from memtrace's clap definitions into
     /// target/man: memtrace.1 and one page per subcommand (`man -l target/man/memtrace-run.1`).
     Man,
+    /// Set up, then write the JSON report's schema, derived from the Report types, to
+    /// docs/report.schema.json (commit it: a test compares the two).
+    Schema,
 }
 
 fn main() {
@@ -71,13 +74,17 @@ fn run(task: Task) -> Result<()> {
             )
         }
         Task::Bench => bench::run(&root),
-        // The generator is an example of the memtrace package, beside the definitions it
-        // reads: xtask cannot depend on memtrace, whose build script needs bpf-linker.
+        // The generators are examples of the memtrace package, beside the definitions they
+        // read: xtask cannot depend on memtrace, whose build script needs bpf-linker.
         Task::Man => {
             setup::ensure()?;
             let dir = root.join("target/man");
             let dir = dir.to_str().context("the workspace path is not UTF-8")?;
             cargo(&root, &["run", "--quiet", "--package", "memtrace", "--example", "man", "--", dir])
+        }
+        Task::Schema => {
+            setup::ensure()?;
+            cargo(&root, &["run", "--quiet", "--package", "memtrace", "--example", "schema"])
         }
         Task::Test { args } => {
             setup::ensure()?;

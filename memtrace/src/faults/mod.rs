@@ -15,7 +15,7 @@ use crate::procmaps::{self, Mapping};
 pub use classify::FaultKind;
 
 /// Minor and major faults, one count per [`FaultKind`] of the faulting address.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KindCounts {
     pub heap: u64,
     pub stack: u64,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Where cgroups are mounted on every system memtrace supports.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CgroupMemory {
     /// 2, or 1 when only the v1 memory controller accounts for the process.
     pub version: u8,

@@ -5,7 +5,7 @@ use std::{collections::HashSet, path::Path};
 use procfs::process::{MMPermissions, MMapPath, MemoryMap};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MappingKind {
     /// Executable mappings of a program or library.

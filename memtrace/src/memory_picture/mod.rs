@@ -20,7 +20,7 @@ pub enum PictureError {
     Read { pid: u32, file: &'static str, detail: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemoryPicture {
     pub pid: u32,
     /// Address space mapped (the sum of every mapping's size).
@@ -45,7 +45,7 @@ pub struct MemoryPicture {
 }
 
 /// One mapping kind's share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KindUsage {
     pub kind: MappingKind,
     pub mappings: u64,
@@ -57,7 +57,7 @@ pub struct KindUsage {
 }
 
 /// One mapping, as `pmap -x` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MappingUsage {
     /// Start address, `0x…`.
     pub address: String,
@@ -73,7 +73,7 @@ pub struct MappingUsage {
 }
 
 /// What malloc holds against what the kernel backs for it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AllocatorView {
     /// Bytes allocated during the trace and not freed (the report's `outstanding_bytes` for
     /// this process).

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{contents::READ_WINDOW, extents::Extents};
 
 /// What can still reach a block when its process ends, in valgrind's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakKind {
     /// No pointer to the block anywhere.

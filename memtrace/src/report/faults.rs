@@ -12,7 +12,7 @@ use crate::{
     symbolize::Frame,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FaultsSection {
     /// One sample was taken every `period` faults; every count is samples × period.
     pub period: u64,
@@ -29,14 +29,14 @@ pub struct FaultsSection {
     pub stacks: Vec<FaultStack>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcessFaults {
     pub pid: u32,
     pub minor: u64,
     pub major: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FaultStack {
     pub pid: u32,
     pub minor: u64,

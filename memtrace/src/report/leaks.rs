@@ -7,7 +7,7 @@ use crate::{
 };
 
 /// Bytes and blocks per leak kind over every scanned process: valgrind's "LEAK SUMMARY".
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeakSummary {
     pub definitely_lost_bytes: u64,
     pub definitely_lost_blocks: u64,
@@ -22,7 +22,7 @@ pub struct LeakSummary {
 }
 
 /// How long the scans took: kept out of `summary`, whose numbers are the same from run to run.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScanTiming {
     /// Time the scans took (the processes were held that long), in seconds.
     pub seconds: f64,
@@ -76,7 +76,7 @@ impl LeakSummary {
 }
 
 /// What `--check` decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckSummary {
     /// No unsuppressed leak of a failing kind beyond the threshold.
     pub passed: bool,

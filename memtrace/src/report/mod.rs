@@ -34,7 +34,7 @@ pub use json::render as render_json;
 pub use render::{RenderOptions, render};
 pub use text::render as render_text;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `memtrace run`: memtrace started the target.
@@ -43,7 +43,7 @@ pub enum Mode {
     Record,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     pub memtrace_version: String,
     pub mode: Mode,
@@ -85,7 +85,7 @@ pub struct Report {
 }
 
 /// memtrace's own cost (not the traced processes'), for the overhead-minded.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentUsage {
     /// CPU seconds, user and system, memtrace's own process.
     pub cpu_seconds: f64,
@@ -109,7 +109,7 @@ impl AgentUsage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Target {
     pub pid: u32,
     /// The command line (run mode: as given; record mode: from /proc/PID/cmdline).
@@ -122,7 +122,7 @@ pub struct Target {
     pub exited: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Window {
     /// When every probe was in place (ns of CLOCK_MONOTONIC, as `clock_gettime` reports it).
     pub start_monotonic_ns: u64,
@@ -131,7 +131,7 @@ pub struct Window {
 }
 
 /// Allocation numbers, for one process or for all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Counts {
     pub outstanding_bytes: u64,
     pub outstanding_allocations: u64,
@@ -180,7 +180,7 @@ impl From<ProcessTotals> for Counts {
 }
 
 /// One traced process: who it is, how it ended, and its own numbers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcessReport {
     pub pid: u32,
     /// The traced process that started it (run mode).
@@ -194,7 +194,7 @@ pub struct ProcessReport {
     pub summary: Counts,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     #[serde(flatten)]
     pub counts: Counts,
@@ -225,7 +225,7 @@ pub struct Summary {
     pub estimated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Collection {
     #[default]
@@ -234,7 +234,7 @@ pub enum Collection {
     Sampled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Lost {
     /// Events dropped because the ring buffer was full.
     pub ring_buffer_full: u64,
@@ -270,7 +270,7 @@ impl Lost {
 }
 
 /// What kind of memory a stack holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Allocator blocks (malloc, new, ...).
@@ -294,7 +294,7 @@ impl From<MemoryKind> for Kind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stack {
     pub kind: Kind,
     /// Bytes held: blocks' sizes, or mappings' lengths.
@@ -324,7 +324,7 @@ pub struct Stack {
     pub growth: Option<Growth>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReportFrame {
     /// The address in the target, `0x…` hexadecimal.
     pub address: String,
