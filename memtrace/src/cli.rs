@@ -44,11 +44,16 @@ pub enum Command {
     #[command(after_help = "The report goes to stderr unless -o is given, so the command's \
 stdout stays clean. If the command is killed by a signal, memtrace exits with 128 + the signal \
 number. If the command is not found memtrace exits with 127, if it cannot be executed with 126, and \
-on any error of its own with 1.")]
+on any error of its own with 1. With --check, leaks that fail the check make it exit with 23 \
+(or --exit-code) when the command itself succeeded.")]
     Run(RunArgs),
     /// Attach to running processes and report what they allocated during the window and had not
     /// freed at its end. Stops after --duration, on Ctrl-C or SIGTERM, or when every process has
     /// exited.
+    #[command(after_help = "The report goes to stdout unless -o is given. memtrace exits with 0 \
+when the window ends (--duration, Ctrl-C, SIGTERM), with 1 when every process exited before it \
+(the report is still written) or on any error of its own; with --check, leaks that fail the check \
+make it exit with 23 (or --exit-code) instead.")]
     Record(RecordArgs),
     /// Shorthand for `run --faults` (`memtrace faults -- CMD`) or `record --faults`
     /// (`memtrace faults -p PID`): page faults by stack, with the rest of the report.
@@ -86,8 +91,9 @@ pub struct RunArgs {
     pub follow_forks: bool,
 
     /// Skip the scan at exit that tells leak kinds apart (definitely, indirectly, possibly
-    /// lost, still reachable): for a process holding millions of blocks, the scan reads each
-    /// one and needs about 120 bytes of memory per block while it runs.
+    /// lost, still reachable). The scan reads every outstanding block while the process is held
+    /// at its exit; at its peak memtrace holds about 52 bytes per outstanding block, against 42
+    /// while tracing, plus a cache of about 16 MiB of block contents (measured in BENCHMARKS.md).
     #[arg(long, conflicts_with = "check")]
     pub no_leak_kinds: bool,
 
@@ -134,11 +140,12 @@ pub struct RecordArgs {
     pub trace: TraceArgs,
 }
 
-/// CI mode and suppressions (see README, "CI leak check").
+/// CI mode and suppressions (see docs/ci.md).
 #[derive(Debug, Default, Args)]
 pub struct CheckArgs {
     /// Fail (exit with --exit-code, 23 by default) when unsuppressed leaks of the --fail-on kinds
-    /// exceed --leak-threshold bytes. A target that fails itself keeps its own exit code.
+    /// exceed --leak-threshold bytes. A target that fails itself keeps its own exit code. With
+    /// record, it needs --scan (leak kinds); not with --combined or --sample-bytes.
     #[arg(long)]
     pub check: bool,
 
@@ -182,9 +189,9 @@ fn parse_fail_on(text: &str) -> Result<FailOn, String> {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Report format: `text` for people, `json` for machines (schema in README; `memtrace
-    /// report` renders it again later), `folded` collapsed stacks for flamegraph.pl, inferno and
-    /// speedscope, `svg` an interactive flamegraph, `pprof` a gzipped profile.proto for pprof,
+    /// Report format: `text` for people, `json` for machines (schema in
+    /// docs/report.schema.json; `memtrace report` renders it again later), `folded` collapsed
+    /// stacks for flamegraph.pl, inferno and speedscope, `svg` an interactive flamegraph, `pprof` a gzipped profile.proto for pprof,
     /// Pyroscope, Grafana and speedscope, `junit` JUnit XML for CI systems (one failing test case
     /// per leak stack).
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
@@ -201,8 +208,8 @@ pub struct ReportArgs {
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
 
-    /// What `folded` and `svg` count per stack: outstanding `bytes`, or outstanding
-    /// `allocations` (blocks).
+    /// What `folded` and `svg` count per stack: outstanding `bytes`, outstanding `allocations`
+    /// (blocks), or page `faults` per faulting stack (a report made with --faults).
     #[arg(long, value_enum, default_value_t = Weight::Bytes)]
     pub weight: Weight,
 
@@ -301,8 +308,9 @@ pub struct TraceArgs {
     pub debug_dirs: Vec<PathBuf>,
 
     /// Report only allocator blocks at least this old when the report is made (e.g. `5s`), to
-    /// leave out short-lived ones still in use; the totals still count every block. Not with
-    /// --combined, which keeps no per-block times.
+    /// leave out short-lived ones still in use; the totals still count every block, and
+    /// mappings, which carry no age, are all shown. Not with --combined, which keeps no per-block
+    /// times.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "combined")]
     pub older_than: Option<Duration>,
 

@@ -1,7 +1,7 @@
 //! Output formats, each checked by a real consumer: folded stacks rendered by inferno, the SVG
-//! parsed as XML, pprof decoded by the Python protobuf package, and a saved JSON report
-//! rendered again by `memtrace report`. The traced program is tests/programs/leaky.c, whose
-//! allocations are known exactly.
+//! parsed as XML, pprof decoded by the Python protobuf package, JSON validated against its
+//! schema by Python's jsonschema, and a saved JSON report rendered again by `memtrace report`.
+//! The traced program is tests/programs/leaky.c, whose allocations are known exactly.
 mod common;
 
 use std::{
@@ -132,6 +132,8 @@ fn pprof_decodes_independently_with_the_json_numbers() {
     // samples must be the JSON's stacks, number for number, address for address.
     let json_path = dir.path().join("leaky.json");
     run_leaky(&["--format", "json"], &json_path);
+    // The JSON is what docs/report.schema.json says, by an independent validator.
+    assert_matches_schema(&json_path);
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let pprof_path = dir.path().join("leaky.pb.gz");
     rerender(&[json_path.to_str().unwrap(), "--format", "pprof", "-o", pprof_path.to_str().unwrap()]);

@@ -3,7 +3,7 @@
 //! what valgrind says when it runs the same program in the test (valgrind is installed by
 //! `cargo xtask setup`). valgrind runs with `--run-libc-freeres=no --run-cxx-freeres=no`:
 //! otherwise it frees glibc's and libstdc++'s own buffers at exit, which a normal run never does
-//! (see README, "Leak kinds").
+//! (see docs/leak-kinds.md).
 mod common;
 
 use std::{

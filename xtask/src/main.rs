@@ -1,4 +1,5 @@
-//! `cargo xtask setup | demo | test`: the project's own tasks, each doing the set-up it needs.
+//! `cargo xtask setup | demo | test | bench | man | schema`: the project's own tasks, each doing
+//! the set-up it needs.
 mod bench;
 mod setup;
 
@@ -21,7 +22,8 @@ struct Xtask {
 enum Task {
     /// Install what building and testing need, if missing: LLVM 22 (Debian's llvm-22-dev),
     /// bpf-linker built against it, nightly Rust's rust-src, bpftool, a C and C++ compiler,
-    /// and the jemalloc, tcmalloc and mimalloc libraries the tests trace targets with.
+    /// and what the tests use: the jemalloc, tcmalloc and mimalloc libraries they trace targets
+    /// with, valgrind, protoc and Python's protobuf and jsonschema, binutils and groff.
     Setup,
     /// Set up, build, and run `memtrace run` on the bundled leaky example.
     Demo,
@@ -34,6 +36,12 @@ enum Task {
     /// Set up (and install bpftrace), then measure memtrace's overhead side by side with the
     /// probe floor and bpftrace; writes target/bench/summary.json.
     Bench,
+    /// Set up, then write the man pages generated from memtrace's clap definitions into
+    /// target/man: memtrace.1 and one page per subcommand (`man -l target/man/memtrace-run.1`).
+    Man,
+    /// Set up, then write the JSON report's schema, derived from the Report types, to
+    /// docs/report.schema.json (commit it: a test compares the two).
+    Schema,
 }
 
 fn main() {
@@ -67,6 +75,18 @@ fn run(task: Task) -> Result<()> {
             )
         }
         Task::Bench => bench::run(&root),
+        // The generators are examples of the memtrace package, beside the definitions they
+        // read: xtask cannot depend on memtrace, whose build script needs bpf-linker.
+        Task::Man => {
+            setup::ensure()?;
+            let dir = root.join("target/man");
+            let dir = dir.to_str().context("the workspace path is not UTF-8")?;
+            cargo(&root, &["run", "--quiet", "--package", "memtrace", "--example", "man", "--", dir])
+        }
+        Task::Schema => {
+            setup::ensure()?;
+            cargo(&root, &["run", "--quiet", "--package", "memtrace", "--example", "schema"])
+        }
         Task::Test { args } => {
             setup::ensure()?;
             let mut test = vec!["test", "--no-fail-fast", "--package", "memtrace", "--package", "memtrace-common"];

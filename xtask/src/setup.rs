@@ -27,6 +27,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3-protobuf", "/usr/lib/python3/dist-packages/google/protobuf/__init__.py"),
     // Stripped binaries with separate debug files for the symbolization tests (objcopy, strip).
     ("binutils", "/usr/bin/objcopy"),
+    // The docs tests validate real JSON reports against docs/report.schema.json (the system
+    // Python's jsonschema) and render the generated man pages (groff).
+    ("python3-jsonschema", "/usr/lib/python3/dist-packages/jsonschema/__init__.py"),
+    ("groff-base", "/usr/bin/groff"),
 ];
 
 pub fn ensure() -> Result<()> {

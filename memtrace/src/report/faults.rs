@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use super::ReportFrame;
 
 /// Minor and major faults, by the kind of memory the faulting address is in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KindCounts {
     pub heap: u64,
     pub stack: u64,
@@ -26,7 +26,7 @@ impl KindCounts {
 }
 
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FaultsSection {
     /// One sample was taken every `period` faults; every count is samples × period.
     pub period: u64,
@@ -43,14 +43,14 @@ pub struct FaultsSection {
     pub stacks: Vec<FaultStack>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcessFaults {
     pub pid: u32,
     pub minor: u64,
     pub major: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FaultStack {
     pub pid: u32,
     pub minor: u64,

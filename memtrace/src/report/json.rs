@@ -1,4 +1,5 @@
-//! JSON: the `Report` serialized as is (schema in README).
+//! JSON: the `Report` serialized as is (schema in docs/report.schema.json, derived from the
+//! types by examples/schema.rs).
 use std::io::{self, Write};
 
 use super::Report;

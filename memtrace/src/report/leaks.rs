@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 
 /// What can still reach a block when its process ends, in valgrind's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakKind {
     /// No pointer to the block anywhere.
@@ -59,7 +59,7 @@ impl LeakKind {
 pub const DEFAULT_FAIL_ON: [LeakKind; 2] = [LeakKind::DefinitelyLost, LeakKind::IndirectlyLost];
 
 /// Bytes and blocks per leak kind over every scanned process: valgrind's "LEAK SUMMARY".
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeakSummary {
     pub definitely_lost_bytes: u64,
     pub definitely_lost_blocks: u64,
@@ -74,7 +74,7 @@ pub struct LeakSummary {
 }
 
 /// How long the scans took: kept out of `summary`, whose numbers are the same from run to run.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScanTiming {
     /// Time the scans took (the processes were held that long), in seconds.
     pub seconds: f64,
@@ -104,7 +104,7 @@ impl LeakSummary {
 }
 
 /// What `--check` decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckSummary {
     /// No unsuppressed leak of a failing kind beyond the threshold.
     pub passed: bool,

@@ -2,7 +2,7 @@
 //! kernel backs, broken down like `pmap -x`, with the process's cgroup and the allocator's view.
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemoryPicture {
     pub pid: u32,
     /// Address space mapped (the sum of every mapping's size).
@@ -27,7 +27,7 @@ pub struct MemoryPicture {
 }
 
 /// One mapping kind's share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KindUsage {
     pub kind: MappingKind,
     pub mappings: u64,
@@ -39,7 +39,7 @@ pub struct KindUsage {
 }
 
 /// One mapping, as `pmap -x` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MappingUsage {
     /// Start address, `0x…`.
     pub address: String,
@@ -55,7 +55,7 @@ pub struct MappingUsage {
 }
 
 /// What malloc holds against what the kernel backs for it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AllocatorView {
     /// Bytes allocated during the trace and not freed (the report's `outstanding_bytes` for
     /// this process).
@@ -66,7 +66,7 @@ pub struct AllocatorView {
     pub heap_and_anonymous_rss_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CgroupMemory {
     /// 2, or 1 when only the v1 memory controller accounts for the process.
     pub version: u8,
@@ -85,7 +85,7 @@ pub struct CgroupMemory {
     pub kernel_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MappingKind {
     /// Executable mappings of a program or library.

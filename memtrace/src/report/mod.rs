@@ -29,7 +29,7 @@ pub use json::render as render_json;
 pub use render::render;
 pub use text::render as render_text;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `memtrace run`: memtrace started the target.
@@ -38,7 +38,7 @@ pub enum Mode {
     Record,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     pub memtrace_version: String,
     pub mode: Mode,
@@ -80,7 +80,7 @@ pub struct Report {
 }
 
 /// memtrace's own cost (not the traced processes'), for the overhead-minded.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentUsage {
     /// CPU seconds, user and system, memtrace's own process.
     pub cpu_seconds: f64,
@@ -104,7 +104,7 @@ impl AgentUsage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Target {
     pub pid: u32,
     /// The command line (run mode: as given; record mode: from /proc/PID/cmdline).
@@ -117,7 +117,7 @@ pub struct Target {
     pub exited: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Window {
     /// When every probe was in place (ns of CLOCK_MONOTONIC, as `clock_gettime` reports it).
     pub start_monotonic_ns: u64,
@@ -126,7 +126,7 @@ pub struct Window {
 }
 
 /// Allocation numbers, for one process or for all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Counts {
     pub outstanding_bytes: u64,
     pub outstanding_allocations: u64,
@@ -155,7 +155,7 @@ pub struct Counts {
 
 
 /// One traced process: who it is, how it ended, and its own numbers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcessReport {
     pub pid: u32,
     /// The traced process that started it (run mode).
@@ -169,7 +169,7 @@ pub struct ProcessReport {
     pub summary: Counts,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     #[serde(flatten)]
     pub counts: Counts,
@@ -200,7 +200,7 @@ pub struct Summary {
     pub estimated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Collection {
     #[default]
@@ -215,6 +215,26 @@ pub enum Collection {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Lost(pub BTreeMap<String, u64>);
+
+/// Its schema names each loss of the list, as memtrace writes every one of them.
+impl schemars::JsonSchema for Lost {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Lost".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let count = |words: &str| serde_json::json!({ "description": words, "type": "integer", "format": "uint64", "minimum": 0 });
+        let properties: serde_json::Map<String, serde_json::Value> =
+            LOSSES.iter().map(|loss| (loss.key.to_owned(), count(loss.words))).collect();
+        let required: Vec<&str> = LOSSES.iter().map(|loss| loss.key).collect();
+        schemars::json_schema!({
+            "description": "Everything lost on the way, by what lost it (memtrace_common::LOSSES).",
+            "type": "object",
+            "properties": properties,
+            "required": required,
+        })
+    }
+}
 
 impl Lost {
     /// Every loss added up.
@@ -241,7 +261,7 @@ impl Lost {
 }
 
 /// What kind of memory a stack holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Allocator blocks (malloc, new, ...).
@@ -255,7 +275,7 @@ pub enum Kind {
 }
 
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stack {
     pub kind: Kind,
     /// Bytes held: blocks' sizes, or mappings' lengths.
@@ -286,7 +306,7 @@ pub struct Stack {
 }
 
 /// How one stack's outstanding bytes moved over the intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Growth {
     /// Intervals observed.
     pub intervals: u64,
@@ -298,14 +318,14 @@ pub struct Growth {
 }
 
 /// What one kernel-side program cost while stats were on (`--program-stats`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ProgramCost {
     pub program: String,
     pub runs: u64,
     pub ns_per_run: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReportFrame {
     /// The address in the target, `0x…` hexadecimal.
     pub address: String,

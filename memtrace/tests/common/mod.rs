@@ -111,7 +111,26 @@ pub fn memtrace_json(args: &[&str], target: &[&str]) -> (Output, Value) {
         panic!("no report ({error}); stderr: {}", String::from_utf8_lossy(&output.stderr))
     });
     let report = serde_json::from_str(&text).expect("the report is JSON");
+    assert_matches_schema(&report_path);
     (output, report)
+}
+
+/// Validates a JSON report against docs/report.schema.json with tests/tools/validate_report.py
+/// (Python's jsonschema, installed by cargo xtask setup for the system /usr/bin/python3).
+pub fn assert_matches_schema(report: &Path) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("/usr/bin/python3")
+        .arg(manifest.join("tests/tools/validate_report.py"))
+        .arg(manifest.join("../docs/report.schema.json"))
+        .arg(report)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the report does not match docs/report.schema.json:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// [`memtrace_json`] for a run that must succeed: fails the test with memtrace's stderr when
