@@ -24,8 +24,9 @@ use crate::{
     about = "Find memory that was allocated and never freed, by call stack, with eBPF.",
     long_about = "memtrace traces a process's allocator calls (malloc, calloc, realloc, free) with \
 eBPF uprobes, without restarting or rebuilding it, and reports the call stacks that hold memory \
-allocated and not freed, with function, file and line.\n\nIt needs root (or CAP_BPF, CAP_PERFMON \
-and CAP_SYS_ADMIN) and a kernel with BTF, uprobes and BPF ring buffers."
+allocated and not freed, with function, file and line.\n\nIt needs root (or CAP_BPF, CAP_PERFMON, \
+CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; docs/security.md says why each) and a kernel \
+with BTF, uprobes and BPF ring buffers."
 )]
 pub struct Cli {
     /// Show more detail on stderr: -v for the probes attached and kernel-side diagnostics, -vv

@@ -7,26 +7,35 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum PreflightError {
     #[error(
-        "memtrace needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN \
-         (missing: {0}); run it with sudo"
+        "memtrace needs root, or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE \
+         and CAP_DAC_READ_SEARCH (missing: {0}); run it with sudo (docs/security.md says why each)"
     )]
     NotPrivileged(String),
     #[error("this kernel lacks {what}, which memtrace needs: {hint}")]
     KernelFeature { what: &'static str, hint: &'static str },
 }
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+/// The capabilities memtrace needs, each for a reason (docs/security.md lists the same):
+/// checked up front, so that a missing one is named instead of a failure deep in the kernel.
+const NEEDED: [(u32, &str); 5] = [
+    // Load the programs and create their maps.
+    (39, "CAP_BPF"),
+    // Attach them to tracepoints and perf events (page faults).
+    (38, "CAP_PERFMON"),
+    // Create uprobes through the kernel's uprobe PMU (perf_event_open refuses with EACCES
+    // otherwise), mount tracefs when it is not, and BPF run-time stats (--program-stats).
+    (21, "CAP_SYS_ADMIN"),
+    // Read another user's /proc/PID/root, maps and mem; stop a process for --scan.
+    (19, "CAP_SYS_PTRACE"),
+    // Read tracefs (mode 0700) for the syscall tracepoints' ids, and the target's binaries.
+    (2, "CAP_DAC_READ_SEARCH"),
+];
 
-/// Fails unless this process may load BPF programs and open uprobe perf events.
+/// Fails unless this process has every capability in [`NEEDED`].
 pub fn check_privileges() -> Result<(), PreflightError> {
     let effective = procfs::process::Process::myself().and_then(|me| me.status()).map_or(0, |status| status.capeff);
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
-        .into_iter()
-        .filter(|(bit, _)| effective & (1 << bit) == 0)
-        .map(|(_, name)| name)
-        .collect();
+    let missing: Vec<&str> =
+        NEEDED.into_iter().filter(|(bit, _)| effective & (1 << bit) == 0).map(|(_, name)| name).collect();
     if missing.is_empty() { Ok(()) } else { Err(PreflightError::NotPrivileged(missing.join(", "))) }
 }
 
