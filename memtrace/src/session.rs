@@ -6,9 +6,9 @@ use std::{
     num::NonZeroU32,
     os::{
         fd::{FromRawFd, OwnedFd},
-        unix::{ffi::OsStringExt, fs::MetadataExt},
+        unix::fs::MetadataExt,
     },
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -440,7 +440,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     // The old image and its blocks are gone; the new one may use another
                     // allocator (a static binary, another libc), probed before it runs.
                     trace.drop_image(pid);
-                    match allocator::for_command(&PathBuf::from(format!("/proc/{pid}/exe")), &environment_of(pid), &selection) {
+                    match allocator::for_exec(pid, &selection) {
                         Ok(allocator) => {
                             if let Err(error) = trace.attach(&allocator, pid) {
                                 eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}");
@@ -740,17 +740,6 @@ fn command_line(pid: u32) -> Vec<String> {
     nul_separated(format!("/proc/{pid}/cmdline"))
         .into_iter()
         .map(|arg| String::from_utf8_lossy(&arg).into_owned())
-        .collect()
-}
-
-fn environment_of(pid: u32) -> Vec<(OsString, OsString)> {
-    nul_separated(format!("/proc/{pid}/environ"))
-        .into_iter()
-        .filter_map(|entry| {
-            let split = entry.iter().position(|&byte| byte == b'=')?;
-            let (key, value) = entry.split_at(split);
-            Some((OsString::from_vec(key.to_vec()), OsString::from_vec(value[1..].to_vec())))
-        })
         .collect()
 }
 
