@@ -14,6 +14,7 @@ pub mod events;
 pub mod faults;
 pub mod growth;
 pub mod heap;
+pub mod kernel_memory;
 pub mod launch;
 pub mod libraries;
 pub mod map_batch;

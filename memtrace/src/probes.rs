@@ -12,9 +12,14 @@ use aya::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BLOCK_WINDOW, BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names};
+use memtrace_common::{BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names};
 use thiserror::Error;
-use crate::{allocator::Allocator, block_slots::BlockSlots, events::watch_readable};
+use crate::{
+    allocator::Allocator,
+    block_slots::BlockSlots,
+    events::watch_readable,
+    kernel_memory::{self, MapSizes},
+};
 
 /// The kernel-side object built by `build.rs` from `memtrace-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
@@ -42,6 +47,8 @@ pub struct ProbeSettings {
     pub live_blocks: u32,
     /// User stack frames captured per event (`--stack-depth`).
     pub stack_depth: u32,
+    /// Memory the maps may take, instead of /proc/meminfo's MemAvailable (testing).
+    pub mem_available: Option<u64>,
 }
 
 /// Which processes an attachment fires for.
@@ -63,6 +70,8 @@ pub enum ProbeError {
     Attach { function: String, object: String, detail: String },
     #[error("reading the kernel-side map {map} failed: {detail}")]
     Map { map: &'static str, detail: String },
+    #[error(transparent)]
+    TooLarge(#[from] kernel_memory::TooLarge),
 }
 
 /// memtrace's programs, loaded, with their links and maps.
@@ -117,24 +126,20 @@ pub struct KernelStackSums {
 
 impl Probes {
     /// Loads the programs and maps (nothing is attached yet).
+    /// Refuses, before creating any, maps that would take more memory than is available.
     pub fn load(settings: ProbeSettings) -> Result<Self, ProbeError> {
-        // A ring buffer must be a power-of-two number of pages.
-        let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
+        let sizes = MapSizes::of(&settings);
+        let cpus = aya::util::nr_cpus().map_or(1, |cpus| cpus as u64);
+        match settings.mem_available.or_else(kernel_memory::mem_available) {
+            Some(available) => kernel_memory::check(&sizes.footprint(cpus), available)?,
+            None => log::debug!("no MemAvailable in /proc/meminfo: the maps' size is not checked"),
+        }
+        let MapSizes { ring_bytes, stack_slots, totals_slot_bits, live_blocks, block_slot_bits, block_groups, id_slots } =
+            sizes;
         let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
-        // The stack table's slots are allocated up front (a kilobyte each): one when unused.
-        // Each CPU's totals table has twice as many (32 bytes each).
-        let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
-        let totals_slot_bits = table_bits(stack_slots);
-        // So is the block table, twice the blocks it should hold (32 bytes a slot, see
-        // `table_bits`); its overflow map allocates entries only when used.
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
-        let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
-        let block_slot_bits = if tracks_blocks { table_bits(live_blocks) } else { 1 };
-        // Sampling counts the blocks in each group of a window's length (8 bytes a group).
-        let block_groups = if settings.sample_bytes != 0 { ((1u32 << block_slot_bits) / BLOCK_WINDOW).max(1) } else { 1 };
-        let id_slots = settings.id_slots.unwrap_or_else(id_slots);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::TRACED_SLOTS, id_slots.max(1))
@@ -456,18 +461,10 @@ impl Probes {
     }
 }
 
-/// The size of an open-addressed kernel table (the block table, the per-stack totals) for
-/// `entries` entries, as a power of two: at least twice as many slots, so that an entry nearly
-/// always finds room within its window (half full, linear probing places one a slot or two
-/// from home on average).
-fn table_bits(entries: u32) -> u32 {
-    (u64::from(entries) * 2).next_power_of_two().trailing_zeros().clamp(1, 31)
-}
-
 /// Most thread and process ids the kernel's per-id arrays have a slot for: the kernel's
 /// `pid_max` (32,768 by default), up to a bound that keeps the arrays to a few megabytes; ids
 /// beyond use the hash maps (see the kernel's `by_id`).
-fn id_slots() -> u32 {
+pub(crate) fn id_slots() -> u32 {
     const MOST_SLOTS: u32 = 1 << 18;
     std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()

@@ -108,6 +108,7 @@ impl Trace {
             stack_slots: args.stack_slots,
             stack_depth: args.stack_depth,
             live_blocks: args.live_blocks.unwrap_or(if args.combined { 1 << 20 } else { 1 << 17 }),
+            mem_available: args.mem_available,
         })?;
         if args.min_size > args.max_size.unwrap_or(u64::MAX) {
             bail!("--min-size {} is above --max-size {}: no block would be recorded", args.min_size, args.max_size.unwrap_or(0));
