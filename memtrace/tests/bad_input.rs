@@ -112,3 +112,36 @@ fn an_exec_failure_is_reported_with_the_reason() {
     assert!(lines[0].contains("bogus"), "{lines:?}");
     assert_no_probes_left();
 }
+
+#[test]
+fn a_report_with_the_largest_numbers_renders_in_every_format() {
+    // Every count u64::MAX, times of 1e308: arithmetic on them once panicked (text, folded, pprof).
+    let crafted = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/crafted_report.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for format in ["text", "json", "junit", "folded", "svg", "pprof"] {
+        for weight in ["bytes", "allocations", "faults"] {
+            let output = memtrace()
+                .arg("report")
+                .arg(&crafted)
+                .args(["--format", format, "--weight", weight, "-o"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(0), "{format} {weight}: {}", String::from_utf8_lossy(&output.stderr));
+            assert_eq!(stderr_lines(&output), Vec::<String>::new(), "{format} {weight}");
+        }
+    }
+    let render = |args: &[&str]| {
+        let output = memtrace().arg("report").arg(&crafted).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let text = render(&[]);
+    let max = "18,446,744,073,709,551,615";
+    assert!(text.contains(&format!("\nOutside malloc: {max} bytes mapped, {max} bytes of shared memory, {max} bytes of break growth still held\n")), "{text}");
+    assert!(text.contains("\n... 18446744073709551610 more stacks (use --top N to see more)\n"), "{text}");
+    assert_eq!(render(&["--format", "folded", "--weight", "faults"]), "pid 7;touch 18446744073709551615\n");
+    let folded = render(&["--format", "folded"]);
+    assert!(folded.contains("pid 4294967295;main;grab 18446744073709551615\n"), "{folded}");
+}

@@ -58,7 +58,7 @@ impl FaultsSection {
     ) -> Self {
         let all = table.all();
         let mut stacks: Vec<_> = table.stacks().collect();
-        stacks.sort_by_key(|(_, _, counts)| std::cmp::Reverse(counts.minor + counts.major));
+        stacks.sort_by_key(|(_, _, counts)| std::cmp::Reverse(counts.minor.saturating_add(counts.major)));
         let stacks_total = stacks.len() as u64;
         let stacks = stacks
             .into_iter()
@@ -118,8 +118,8 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
         }
     }
-    if (shown as u64) < section.stacks_total {
-        writeln!(out, "\n... {} more faulting stacks (use --top N to see more)", section.stacks_total - shown as u64)?;
+    if let Some(more) = section.stacks_total.checked_sub(shown as u64).filter(|&more| more > 0) {
+        writeln!(out, "\n... {more} more faulting stacks (use --top N to see more)")?;
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ pub struct ScanTiming {
 impl ScanTiming {
     pub fn of(leaks: &LeakKinds) -> Self {
         Self {
-            seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).sum::<u64>() as f64 / 1e6,
+            seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).fold(0, u64::saturating_add) as f64 / 1e6,
             stopped_seconds: (!leaks.stops.is_empty())
                 .then(|| leaks.stops.iter().map(|(_, duration)| duration.as_secs_f64()).sum()),
         }
@@ -51,8 +51,8 @@ impl LeakSummary {
         for total in totals.iter().filter(|total| total.kind == MemoryKind::Heap) {
             if let Some(kind) = total.leak {
                 let (bytes, blocks) = summary.of_kind_mut(kind);
-                *bytes += total.bytes;
-                *blocks += total.allocations;
+                *bytes = bytes.saturating_add(total.bytes);
+                *blocks = blocks.saturating_add(total.allocations);
             }
         }
         summary

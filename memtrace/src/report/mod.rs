@@ -1,5 +1,7 @@
 //! The `Report`: the one value every output format renders. The JSON format is this value
 //! serialized, so a saved report can be loaded back and rendered again.
+#[cfg(test)]
+mod crafted;
 mod faults;
 mod folded;
 mod json;
@@ -104,7 +106,7 @@ impl AgentUsage {
         let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
         Self {
             cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-            peak_rss_bytes: usage.ru_maxrss.max(0) as u64 * 1024,
+            peak_rss_bytes: (usage.ru_maxrss.max(0) as u64).saturating_mul(1024),
         }
     }
 }
@@ -258,14 +260,18 @@ pub struct Lost {
 
 impl Lost {
     pub fn total(&self) -> u64 {
-        self.ring_buffer_full
-            + self.stack_capture_failed
-            + self.in_flight_full
-            + self.stale_in_flight
-            + self.argument_unreadable
-            + self.live_blocks_full
-            + self.stack_sums_full
-            + self.malformed
+        [
+            self.ring_buffer_full,
+            self.stack_capture_failed,
+            self.in_flight_full,
+            self.stale_in_flight,
+            self.argument_unreadable,
+            self.live_blocks_full,
+            self.stack_sums_full,
+            self.malformed,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
     }
 }
 
@@ -432,7 +438,8 @@ impl Report {
             let (frames, unavailable) = resolve(total.tgid, total.stack_id);
             let module = frames.first().and_then(|frame| frame.module.as_deref());
             if module.is_some_and(is_dynamic_loader) {
-                *loader_bytes.entry(total.tgid).or_default() += total.bytes;
+                let loader = loader_bytes.entry(total.tgid).or_default();
+                *loader = loader.saturating_add(total.bytes);
                 continue;
             }
             let made = allocated.remove(&(total.tgid, total.stack_id, total.kind)).unwrap_or_default();
@@ -525,7 +532,7 @@ impl Report {
             window: input.window,
             allocator: input.allocator,
             summary: Summary {
-                counts: counts_of(input.heap.all(), loader_bytes.values().sum()),
+                counts: counts_of(input.heap.all(), loader_bytes.values().copied().fold(0, u64::saturating_add)),
                 null_frees: input.counters.null_frees,
                 lost_events: lost.total(),
                 lost,

@@ -58,8 +58,8 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
         }
     }
-    if (shown as u64) < summary.stacks_total {
-        writeln!(out, "\n... {} more stacks (use --top N to see more)", summary.stacks_total - shown as u64)?;
+    if let Some(more) = summary.stacks_total.checked_sub(shown as u64).filter(|&more| more > 0) {
+        writeln!(out, "\n... {more} more stacks (use --top N to see more)")?;
     }
     if report.processes.len() > 1 {
         writeln!(out)?;
@@ -111,7 +111,7 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
             plural(check.suppressed_blocks, "block"),
         )?;
     }
-    if counts.mmap_bytes + counts.shm_bytes + counts.brk_bytes > 0 {
+    if counts.mmap_bytes > 0 || counts.shm_bytes > 0 || counts.brk_bytes > 0 {
         writeln!(
             out,
             "Outside malloc: {} mapped, {} of shared memory, {} of break growth still held",
