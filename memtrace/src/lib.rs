@@ -20,6 +20,7 @@ pub mod libraries;
 pub mod map_batch;
 pub mod memory_picture;
 pub mod output;
+pub mod pending_file;
 pub mod placement;
 pub mod preflight;
 pub mod probes;
