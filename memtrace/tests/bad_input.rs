@@ -145,3 +145,47 @@ fn a_report_with_the_largest_numbers_renders_in_every_format() {
     let folded = render(&["--format", "folded"]);
     assert!(folded.contains("pid 4294967295;main;grab 18446744073709551615\n"), "{folded}");
 }
+
+/// Runs `memtrace report` on `file`, failing the test if it takes more than 20 s.
+fn report_within_20_seconds(file: &std::path::Path) -> std::process::Output {
+    let mut child = memtrace()
+        .arg("report")
+        .arg(file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("memtrace report {} did not finish within 20 s", file.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_saved_report_that_is_no_regular_file_or_too_large_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("report.json");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+    // A file of 1 GiB and a byte (sparse: it costs nothing to make).
+    let large = dir.path().join("large.json");
+    std::fs::File::create(&large).unwrap().set_len((1 << 30) + 1).unwrap();
+    let zero = std::path::Path::new("/dev/zero");
+    for (file, reason) in [
+        (fifo.as_path(), "it is a FIFO, not a regular file"),
+        (zero, "it is a character device, not a regular file"),
+        (large.as_path(), "it is larger than 1,073,741,824 bytes, the most memtrace reads from it"),
+    ] {
+        let output = report_within_20_seconds(file);
+        assert_eq!(output.status.code(), Some(1), "{}", file.display());
+        assert_eq!(stderr_lines(&output), [format!("memtrace: error: cannot read {}: {reason}", file.display())]);
+        assert!(output.stdout.is_empty());
+    }
+}
