@@ -553,7 +553,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let described: Vec<String> = trace
         .processes
         .values()
-        .map(|process| format!("pid {} ({})", process.pid, process.command.join(" ")))
+        .map(|process| format!("pid {} ({})", process.pid, crate::report::printable::printable(&process.command.join(" "))))
         .collect();
     eprintln!(
         "memtrace: tracing {} through {}; {}",

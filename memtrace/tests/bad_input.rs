@@ -189,3 +189,37 @@ fn a_saved_report_that_is_no_regular_file_or_too_large_is_refused_at_once() {
         assert!(output.stdout.is_empty());
     }
 }
+
+#[test]
+fn control_characters_in_a_report_never_reach_the_terminal() {
+    // Symbol names, paths and commands are the traced program's (or a JSON file's) to choose.
+    let crafted = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/crafted_report.json");
+    let mut report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(crafted).unwrap()).unwrap();
+    let evil = "evil\u{1b}[31m\u{7}\nname\u{9b}2J\u{202e}";
+    report["target"]["command"] = serde_json::json!([evil]);
+    report["processes"][1]["command"] = serde_json::json!([evil]);
+    report["allocator"] = serde_json::json!(evil);
+    for field in ["address", "function", "file", "module", "module_offset"] {
+        report["stacks"][0]["frames"][0][field] = serde_json::json!(evil);
+        report["faults"]["stacks"][0]["frames"][0][field] = serde_json::json!(evil);
+    }
+    report["stacks"][1]["suppressed_by"] = serde_json::json!(evil);
+    report["stacks"][2]["unavailable"] = serde_json::json!(evil);
+    report["memory"][0]["largest"][0]["path"] = serde_json::json!(evil);
+    report["memory"][0]["cgroup"]["path"] = serde_json::json!(evil);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evil.json");
+    std::fs::write(&file, report.to_string()).unwrap();
+    let output = memtrace().arg("report").arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let unsafe_char = text.chars().find(|&c| (c.is_control() && c != '\n') || c == '\u{202e}');
+    assert_eq!(unsafe_char, None, "{text}");
+    let shown = "evil\\x1b[31m\\x07\\x0aname\\u{9b}2J\\u{202e}";
+    assert!(text.contains(&format!("memtrace: recorded pid 7 ({shown}) for ")), "{text}");
+    assert!(text.contains(&format!("    #0  {shown} in {shown} at {shown}:4294967295 ({shown})\n")), "{text}");
+    assert!(text.contains(&format!("    (suppressed by {shown})\n")), "{text}");
+    assert!(text.contains(&format!("    (stack unavailable: {shown})\n")), "{text}");
+    // Every field the text shows: each occurrence is the escaped one.
+    assert_eq!(text.matches("evil").count(), text.matches(shown).count(), "{text}");
+}

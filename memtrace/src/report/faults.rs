@@ -112,7 +112,7 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
         writeln!(out)?;
         writeln!(out, "faults #{}: {} minor, {} major (pid {})", rank + 1, thousands(stack.minor), thousands(stack.major), stack.pid)?;
         if let Some(why) = &stack.unavailable {
-            writeln!(out, "    (stack unavailable: {why})")?;
+            writeln!(out, "    (stack unavailable: {})", super::printable::printable(why))?;
         }
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;

@@ -40,12 +40,12 @@ pub fn render_text(pictures: &[MemoryPicture], out: &mut dyn Write) -> io::Resul
             writeln!(
                 out,
                 "    {:>18} {:>10} {:>10} {} {} {}",
-                mapping.address,
+                super::printable::printable(&mapping.address),
                 kib(mapping.size_bytes),
                 kib(mapping.rss_bytes),
-                mapping.mode,
+                super::printable::printable(&mapping.mode),
                 mapping.kind.name(),
-                mapping.path.as_deref().unwrap_or("[anon]")
+                super::printable::printable(mapping.path.as_deref().unwrap_or("[anon]"))
             )?;
         }
         if let Some(cgroup) = &picture.cgroup {
@@ -54,7 +54,7 @@ pub fn render_text(pictures: &[MemoryPicture], out: &mut dyn Write) -> io::Resul
                 out,
                 "    cgroup v{} {}: current {}, peak {}; anon {}, file {}, shmem {}, kernel {}",
                 cgroup.version,
-                cgroup.path,
+                super::printable::printable(&cgroup.path),
                 figure(cgroup.current_bytes),
                 figure(cgroup.peak_bytes),
                 figure(cgroup.anon_bytes),

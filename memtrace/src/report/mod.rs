@@ -8,6 +8,7 @@ mod json;
 mod memory;
 mod junit;
 mod pprof;
+pub mod printable;
 mod profile_proto;
 mod render;
 mod svg;

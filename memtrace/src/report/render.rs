@@ -2,7 +2,7 @@
 //! render a `Report` the same way.
 use std::io::{self, Write};
 
-use super::{Report, folded, json, junit, pprof, sort_stacks, svg, text};
+use super::{Report, folded, json, junit, pprof, printable, sort_stacks, svg, text};
 use crate::cli::{Format, ReportArgs, SortBy, Weight};
 
 /// How to render a report: which format, and what the formats that take options were given.
@@ -34,7 +34,8 @@ pub fn render(report: &Report, options: &RenderOptions, out: &mut dyn Write) -> 
         &resorted
     };
     match options.format {
-        Format::Text => text::render(report, options.top, out),
+        // Whatever a field holds, no control character but the newline reaches a terminal.
+        Format::Text => text::render(report, options.top, &mut printable::Printable(out)),
         Format::Json => json::render(report, out),
         Format::Folded => folded::render(report, options.weight, options.top, out),
         Format::Svg => svg::render(report, options.weight, options.top, out),

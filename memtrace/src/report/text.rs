@@ -4,7 +4,7 @@ use std::{
     path::Path,
 };
 
-use super::{Kind, Mode, Report, ReportFrame};
+use super::{Kind, Mode, Report, ReportFrame, printable::printable};
 use crate::reachability::LeakKind;
 
 /// Stacks shown when `--top` is not given.
@@ -49,10 +49,10 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
             stack.growth.map(growth_note).unwrap_or_default(),
         )?;
         if let Some(by) = &stack.suppressed_by {
-            writeln!(out, "    (suppressed by {by})")?;
+            writeln!(out, "    (suppressed by {})", printable(by))?;
         }
         if let Some(why) = &stack.unavailable {
-            writeln!(out, "    (stack unavailable: {why})")?;
+            writeln!(out, "    (stack unavailable: {})", printable(why))?;
         }
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
@@ -71,7 +71,7 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
                 process.pid,
                 bytes(process.summary.outstanding_bytes),
                 plural(process.summary.outstanding_allocations, "allocation"),
-                process.command.join(" "),
+                printable(&process.command.join(" ")),
                 ending(process.exit_code, process.signal, process.exited),
                 process.parent_pid.map(|parent| format!("child of {parent}")).unwrap_or_default(),
             )?;
@@ -156,6 +156,7 @@ fn ending(exit_code: Option<i32>, signal: Option<i32>, exited: bool) -> String {
 fn headline(report: &Report) -> String {
     let target = &report.target;
     let command = target.command.join(" ");
+    let command = printable(&command);
     let ending = ending(target.exit_code, target.signal, target.exited);
     let verb = match report.mode {
         Mode::Run => "ran",
@@ -163,28 +164,30 @@ fn headline(report: &Report) -> String {
     };
     format!(
         "{verb} pid {} ({command}) for {:.2} s; it {ending}; allocator {}",
-        target.pid, report.duration_seconds, report.allocator
+        target.pid,
+        report.duration_seconds,
+        printable(&report.allocator)
     )
 }
 
 pub(super) fn frame_line(frame: &ReportFrame) -> String {
-    let mut line = frame.address.clone();
+    let mut line = printable(&frame.address).into_owned();
     line.push_str(" in ");
-    line.push_str(frame.function.as_deref().unwrap_or("??"));
+    line.push_str(&printable(frame.function.as_deref().unwrap_or("??")));
     if frame.inlined {
         line.push_str(" (inlined)");
     }
     if let Some(file) = &frame.file {
-        line.push_str(&format!(" at {file}"));
+        line.push_str(&format!(" at {}", printable(file)));
         if let Some(number) = frame.line {
             line.push_str(&format!(":{number}"));
         }
     }
     match (&frame.module, &frame.module_offset) {
         (Some(module), Some(offset)) if frame.function.is_none() => {
-            line.push_str(&format!(" ({}+{offset})", basename(module)))
+            line.push_str(&format!(" ({}+{})", printable(basename(module)), printable(offset)))
         }
-        (Some(module), _) => line.push_str(&format!(" ({})", basename(module))),
+        (Some(module), _) => line.push_str(&format!(" ({})", printable(basename(module)))),
         (None, _) => {}
     }
     line
