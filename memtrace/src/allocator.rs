@@ -192,8 +192,9 @@ impl Allocator {
 pub enum AllocatorError {
     #[error("process {0} does not exist (check the PID with `ps -p {0}`)")]
     NoSuchProcess(u32),
-    #[error("cannot read the memory map of process {pid}: {source}")]
-    Maps { pid: u32, source: io::Error },
+    // The cause is in the message, not a source: printed as a chain it would show twice.
+    #[error("cannot read the memory map of process {pid}: {cause}")]
+    Maps { pid: u32, cause: io::Error },
     #[error(
         "no allocator found in {target}: no loaded object defines `{malloc}` and `{free}` (a static \
          binary stripped of its symbols cannot be traced; --allocator-lib and --symbol-prefix \
@@ -211,9 +212,9 @@ pub enum AllocatorError {
 
 /// Finds the allocator functions of a running process.
 pub fn for_process(pid: u32, selection: &Selection) -> Result<Allocator, AllocatorError> {
-    let maps = procmaps::read(pid).map_err(|source| match source.kind() {
+    let maps = procmaps::read(pid).map_err(|cause| match cause.kind() {
         io::ErrorKind::NotFound => AllocatorError::NoSuchProcess(pid),
-        _ => AllocatorError::Maps { pid, source },
+        _ => AllocatorError::Maps { pid, cause },
     })?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let preloads = preloaded_libraries(pid);

@@ -38,10 +38,11 @@ pub enum LaunchError {
     NotFound(String),
     #[error("{0}: permission denied (not an executable file)")]
     NotExecutable(String),
-    #[error("cannot start {program}: {source}")]
-    Exec { program: String, source: io::Error },
-    #[error("cannot start {program}: {step} failed: {source}")]
-    System { program: String, step: &'static str, source: io::Error },
+    // The causes are in the messages, not sources: printed as a chain they would show twice.
+    #[error("cannot start {program}: {cause}")]
+    Exec { program: String, cause: io::Error },
+    #[error("cannot start {program}: {step} failed: {cause}")]
+    System { program: String, step: &'static str, cause: io::Error },
 }
 
 /// How the target ended.
@@ -142,7 +143,7 @@ pub fn launch(program: &Path, args: &[OsString], follow_forks: bool) -> Result<L
     let name = program.display().to_string();
     let system = |step: &'static str| {
         let program = name.clone();
-        move |source: io::Error| LaunchError::System { program, step, source }
+        move |cause: io::Error| LaunchError::System { program, step, cause }
     };
     let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "an argument contains a NUL byte");
     let path = CString::new(program.as_os_str().as_bytes()).map_err(|_| invalid()).map_err(system("argv"))?;
@@ -224,7 +225,7 @@ impl Child {
     fn fork_held(&self) -> Result<(libc::pid_t, i32, i32), LaunchError> {
         let system = |step: &'static str| {
             let program = self.name.clone();
-            move |source: io::Error| LaunchError::System { program, step, source }
+            move |cause: io::Error| LaunchError::System { program, step, cause }
         };
         let (gate_read, gate_write) = pipe().map_err(system("pipe"))?;
         let (error_read, error_write) = pipe().map_err(system("pipe"))?;

@@ -10,6 +10,7 @@ pub mod block_slots;
 pub mod blocks;
 pub mod check;
 pub mod cli;
+pub mod error_text;
 pub mod events;
 pub mod faults;
 pub mod growth;

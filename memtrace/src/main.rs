@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use memtrace::{
     cli::{Cli, Command, FaultsShorthand},
+    error_text,
     launch::LaunchError,
+    report::printable::printable,
     saved_report, session,
 };
 
@@ -44,7 +46,8 @@ fn finish(result: anyhow::Result<i32>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(error) => {
-            eprintln!("memtrace: error: {error:#}");
+            // Each cause once, and nothing a target named (a path) can drive the terminal with.
+            eprintln!("memtrace: error: {}", printable(&error_text::one_line(&error)));
             ExitCode::from(exit_code_for(&error))
         }
     }

@@ -420,7 +420,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             event = target.next_event() => match event {
                 Some(TargetEvent::Started) => {}
                 Some(TargetEvent::ExecFailed(error)) => {
-                    return Err(launch::LaunchError::Exec { program: program.display().to_string(), source: error }.into());
+                    return Err(launch::LaunchError::Exec { program: program.display().to_string(), cause: error }.into());
                 }
                 Some(TargetEvent::Spawned { pid, parent }) => {
                     // A fork runs its parent's image: the same allocator.
@@ -428,11 +428,11 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     match inherited.map_or_else(|| allocator::for_process(pid, &selection), Ok) {
                         Ok(allocator) => {
                             if let Err(error) = trace.attach(&allocator, pid) {
-                                eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}");
+                                eprintln!("memtrace: warning: cannot trace child {pid}: {}", warning_text(&error));
                             }
                             allocators.insert(pid, allocator);
                         }
-                        Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}"),
+                        Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {}", warning_text(&error.into())),
                     }
                     trace.track(pid, parent, command_line(pid));
                     target.resume();
@@ -444,11 +444,11 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     match allocator::for_exec(pid, &selection) {
                         Ok(allocator) => {
                             if let Err(error) = trace.attach(&allocator, pid) {
-                                eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}");
+                                eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error));
                             }
                             allocators.insert(pid, allocator);
                         }
-                        Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}"),
+                        Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error.into())),
                     }
                     if let Some(process) = trace.processes.get_mut(&pid) {
                         process.command = command_line(pid);
@@ -663,6 +663,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         return Ok(EXIT_TARGET_GONE);
     }
     Ok(0)
+}
+
+/// An error for a warning line: each cause once, nothing a target chose (a path) unescaped.
+fn warning_text(error: &anyhow::Error) -> String {
+    crate::report::printable::printable(&crate::error_text::one_line(error)).into_owned()
 }
 
 /// Whether the agent holds every block with its address (not `--combined`, not sampled).

@@ -223,3 +223,24 @@ fn control_characters_in_a_report_never_reach_the_terminal() {
     // Every field the text shows: each occurrence is the escaped one.
     assert_eq!(text.matches("evil").count(), text.matches(shown).count(), "{text}");
 }
+
+#[test]
+fn the_cause_of_an_error_is_said_once() {
+    let _serial = serial();
+    // A script whose interpreter is an ELF file without the execute bit: execve fails with
+    // EACCES, which once printed "Permission denied (os error 13): Permission denied (os error 13)".
+    let dir = tempfile::tempdir().unwrap();
+    let interpreter = dir.path().join("interpreter");
+    std::fs::copy("/bin/true", &interpreter).unwrap();
+    std::fs::set_permissions(&interpreter, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let script = dir.path().join("script");
+    std::fs::write(&script, format!("#!{}\n", interpreter.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = memtrace().arg("run").arg("--").arg(&script).output().unwrap();
+    assert_eq!(output.status.code(), Some(126));
+    assert_eq!(
+        stderr_lines(&output),
+        [format!("memtrace: error: cannot start {}: Permission denied (os error 13)", script.display())]
+    );
+    assert_no_probes_left();
+}

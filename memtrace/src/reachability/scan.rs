@@ -39,10 +39,10 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum ScanError {
-    #[error("cannot read the mappings of process {pid}: {source}")]
-    Maps { pid: u32, source: io::Error },
-    #[error("cannot open the memory of process {pid}: {source}")]
-    Memory { pid: u32, source: io::Error },
+    #[error("cannot read the mappings of process {pid}: {cause}")]
+    Maps { pid: u32, cause: io::Error },
+    #[error("cannot open the memory of process {pid}: {cause}")]
+    Memory { pid: u32, cause: io::Error },
 }
 
 /// One thread at the moment of the scan (stopped): its general-purpose registers.
@@ -99,8 +99,8 @@ pub fn scan(
     heap_as_roots: bool,
 ) -> Result<(Vec<LeakKind>, ScanStats), ScanError> {
     let started = Instant::now();
-    let maps = procmaps::read(pid).map_err(|source| ScanError::Maps { pid, source })?;
-    let memory = File::open(format!("/proc/{pid}/mem")).map_err(|source| ScanError::Memory { pid, source })?;
+    let maps = procmaps::read(pid).map_err(|cause| ScanError::Maps { pid, cause })?;
+    let memory = File::open(format!("/proc/{pid}/mem")).map_err(|cause| ScanError::Memory { pid, cause })?;
     let mut reader = BlockReader::new(&memory);
     reader.fill_next_chunks(blocks);
     let blocks = &*blocks;

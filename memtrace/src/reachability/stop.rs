@@ -13,10 +13,10 @@ use super::ThreadState;
 
 #[derive(Debug, Error)]
 pub enum StopError {
-    #[error("cannot list the threads of process {pid}: {source}")]
-    Threads { pid: u32, source: io::Error },
-    #[error("cannot stop thread {tid} of process {pid} for the scan: {source}")]
-    Seize { pid: u32, tid: u32, source: io::Error },
+    #[error("cannot list the threads of process {pid}: {cause}")]
+    Threads { pid: u32, cause: io::Error },
+    #[error("cannot stop thread {tid} of process {pid} for the scan: {cause}")]
+    Seize { pid: u32, tid: u32, cause: io::Error },
 }
 
 /// A process whose threads are all stopped; they run on when this is resumed or dropped.
@@ -34,7 +34,7 @@ impl StoppedProcess {
     pub fn stop(pid: u32) -> Result<Self, StopError> {
         let mut stopped = StoppedProcess { pid, seized: HashMap::new(), threads: Vec::new(), since: Instant::now() };
         loop {
-            let tids = thread_ids(pid).map_err(|source| StopError::Threads { pid, source })?;
+            let tids = thread_ids(pid).map_err(|cause| StopError::Threads { pid, cause })?;
             let new: Vec<u32> = tids.into_iter().filter(|tid| !stopped.seized.contains_key(tid)).collect();
             if new.is_empty() {
                 break;
@@ -49,7 +49,7 @@ impl StoppedProcess {
                     }
                     // The thread ended meanwhile: nothing of it to scan.
                     Err(error) if error.raw_os_error() == Some(libc::ESRCH) => {}
-                    Err(source) => return Err(StopError::Seize { pid, tid, source }),
+                    Err(cause) => return Err(StopError::Seize { pid, tid, cause }),
                 }
             }
         }
