@@ -242,6 +242,11 @@ impl Child {
         }
         if pid == 0 {
             unsafe {
+                // The parent's ends: with the gate's write end open here, a parent that closes
+                // its own without writing (memtrace gave up) would leave this read blocked
+                // forever, and the child with it, holding memtrace's stdout and stderr.
+                libc::close(gate_write);
+                libc::close(error_read);
                 let mut byte = 0u8;
                 let opened = loop {
                     let read = libc::read(gate_read, (&raw mut byte).cast(), 1);

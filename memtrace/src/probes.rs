@@ -161,7 +161,7 @@ impl Probes {
             .override_global(names::STACK_DEPTH, &settings.stack_depth, true)
             .override_global(names::MAX_SIZE, &settings.max_size, true)
             .load(EBPF_OBJECT)
-            .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
+            .map_err(|error| ProbeError::Load(crate::error_text::with_causes(&error)))?;
         if settings.sample_bytes != 0 {
             seed_sampling(&mut ebpf, settings.sample_bytes)?;
         }
@@ -172,12 +172,12 @@ impl Probes {
                 .program_mut(program)
                 .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
                 .try_into()
-                .map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
-            tracepoint_program.load().map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
+                .map_err(|error| ProbeError::Load(format!("{program}: {}", crate::error_text::with_causes(&error))))?;
+            tracepoint_program.load().map_err(|error| ProbeError::Load(format!("{program}: {}", load_error_text(&error))))?;
             // Syscall tracepoints fire for every process; the programs keep only traced ones.
             tracepoint_program
                 .attach("syscalls", tracepoint)
-                .map_err(|error| ProbeError::Load(format!("attaching to syscalls/{tracepoint}: {error:#}")))?;
+                .map_err(|error| ProbeError::Load(format!("attaching to syscalls/{tracepoint}: {}", crate::error_text::with_causes(&error))))?;
         }
         for name in [
             names::SIZE_ENTER,
@@ -196,7 +196,7 @@ impl Probes {
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
-                .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))?;
+                .map_err(|error| ProbeError::Load(format!("{name}: {}", load_error_text(&error))))?;
         }
         let block_slots = if tracks_blocks {
             let map = ebpf.map(names::BLOCK_SLOTS).ok_or_else(|| missing(names::BLOCK_SLOTS))?;
@@ -287,7 +287,7 @@ impl Probes {
                     .map_err(|error| ProbeError::Attach {
                         function: point.symbol.clone(),
                         object: point.object.name.clone(),
-                        detail: format!("{error:#}"),
+                        detail: crate::error_text::with_causes(&error),
                     })?;
                 self.links.entry(owner).or_default().push((program, link));
                 log::info!(
@@ -522,7 +522,21 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeErr
     ebpf.program_mut(name)
         .ok_or_else(|| ProbeError::Load(format!("program {name} is missing from the eBPF object")))?
         .try_into()
-        .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))
+        .map_err(|error| ProbeError::Load(format!("{name}: {}", crate::error_text::with_causes(&error))))
+}
+
+/// A program's load error on one line, its OS error kept. The verifier's log explains a
+/// rejection (EACCES, EINVAL); after another failure (EMFILE, ENOMEM) it is the log of a
+/// verification that passed, and is left out.
+pub(crate) fn load_error_text(error: &aya::programs::ProgramError) -> String {
+    match error {
+        aya::programs::ProgramError::LoadError { io_error, .. }
+            if !matches!(io_error.raw_os_error(), Some(libc::EACCES | libc::EINVAL)) =>
+        {
+            format!("the BPF_PROG_LOAD syscall failed: {io_error}")
+        }
+        other => crate::error_text::with_causes(other),
+    }
 }
 
 fn missing(map: &'static str) -> ProbeError {
@@ -530,5 +544,5 @@ fn missing(map: &'static str) -> ProbeError {
 }
 
 fn map_error(map: &'static str, error: aya::maps::MapError) -> ProbeError {
-    ProbeError::Map { map, detail: format!("{error:#}") }
+    ProbeError::Map { map, detail: crate::error_text::with_causes(&error) }
 }

@@ -244,3 +244,56 @@ fn the_cause_of_an_error_is_said_once() {
     );
     assert_no_probes_left();
 }
+
+/// Runs `memtrace run -- true` with at most `limit` open files; its exit code and stderr. Fails
+/// the test when stderr stays open 10 s after memtrace exited (a process it started outlived
+/// it, holding its stderr, as a shell's pipeline would see).
+fn run_with_file_limit(limit: u64) -> (Option<i32>, String) {
+    use std::{io::Read, os::unix::process::CommandExt, process::Stdio, sync::mpsc, time::Duration};
+    let mut command = memtrace();
+    command.args(["run", "--", "true"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = sender.send(text);
+    });
+    let status = child.wait().unwrap();
+    let text = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("with {limit} files, a process memtrace started outlived it holding its stderr"));
+    (status.code(), text)
+}
+
+#[test]
+fn running_out_of_file_descriptors_keeps_the_os_error() {
+    let _serial = serial();
+    let mut attach_failed = false;
+    for limit in (32..=256).step_by(8) {
+        let (code, stderr) = run_with_file_limit(limit);
+        if code == Some(0) {
+            break;
+        }
+        assert_eq!(code, Some(1), "{limit}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{limit}: {lines:?}");
+        assert!(lines[0].starts_with("memtrace: error: "), "{limit}: {lines:?}");
+        // Wherever memtrace ran out (loading, attaching, starting the command), the OS says why.
+        assert!(lines[0].ends_with(": Too many open files (os error 24)"), "{limit}: {lines:?}");
+        attach_failed |= lines[0].contains("failed: `bpf_link_create` failed: Too many open files (os error 24)");
+    }
+    assert!(attach_failed, "no limit made a bpf_link fail");
+    assert_no_probes_left();
+}
