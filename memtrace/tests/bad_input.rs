@@ -297,3 +297,21 @@ fn running_out_of_file_descriptors_keeps_the_os_error() {
     assert!(attach_failed, "no limit made a bpf_link fail");
     assert_no_probes_left();
 }
+
+#[test]
+fn an_empty_or_directory_command_is_not_found_as_in_a_shell() {
+    let _serial = serial();
+    // bash: `'': command not found`, 127.
+    let output = memtrace().args(["run", "--", ""]).output().unwrap();
+    assert_eq!(output.status.code(), Some(127));
+    assert_eq!(stderr_lines(&output), ["memtrace: error: command not found: ''"]);
+    // A directory in PATH with the command's name is passed over: not found either.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("memtrace-test-cmd")).unwrap();
+    let output = memtrace().args(["run", "--", "memtrace-test-cmd"]).env("PATH", dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(127));
+    assert_eq!(stderr_lines(&output), ["memtrace: error: command not found: memtrace-test-cmd"]);
+    let status = Command::new("/bin/bash").args(["-c", "memtrace-test-cmd 2>/dev/null"]).env("PATH", dir.path()).status().unwrap();
+    assert_eq!(status.code(), Some(127), "bash says so too");
+    assert_no_probes_left();
+}
