@@ -104,3 +104,26 @@ fn a_script_named_as_interpreter_never_runs() {
     assert!(!marker.exists(), "the interpreter ran: {:?}", std::fs::read_to_string(&marker));
     assert_no_probes_left();
 }
+
+#[test]
+fn an_exec_in_a_chroot_is_probed_in_the_libraries_of_its_root() {
+    let _serial = serial();
+    // A root of its own: the program, and copies of libc and the dynamic loader (other files
+    // than the host's, so that probes on the host's libc would see nothing).
+    let root = tempfile::tempdir().unwrap();
+    let copy = |from: &str, to: &str| {
+        let to = root.path().join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(std::fs::canonicalize(from).unwrap(), &to).unwrap();
+    };
+    copy("/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6");
+    copy("/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2");
+    copy(build_c("leaky").to_str().unwrap(), "/leaky");
+    let (output, report) = memtrace_json(&["run"], &["chroot", root.path().to_str().unwrap(), "/leaky"]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "leaky: done\n");
+    assert_eq!(report["summary"]["outstanding_bytes"], 9300, "{report:#}");
+    assert_eq!(stack_from(&report, "leak_with_malloc")["bytes"], 4000);
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_no_probes_left();
+}
