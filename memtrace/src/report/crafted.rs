@@ -85,10 +85,11 @@ impl Numbers {
         match value {
             // The u64 counts (u32 fields such as pids would only stop the report parsing) and
             // the floats.
-            Value::Number(number) if number.as_u64().is_some_and(|n| n > u64::from(u32::MAX)) || number.is_f64() => {
-                if self.next() % 2 == 0 {
-                    *value = self.pick(value);
-                }
+            Value::Number(number)
+                if (number.as_u64().is_some_and(|n| n > u64::from(u32::MAX)) || number.is_f64())
+                    && self.next().is_multiple_of(2) =>
+            {
+                *value = self.pick(value)
             }
             Value::Array(items) => items.iter_mut().for_each(|item| self.mutate(item)),
             Value::Object(fields) => fields.values_mut().for_each(|field| self.mutate(field)),
