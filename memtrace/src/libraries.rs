@@ -1297,6 +1297,49 @@ mod tests {
     }
 
     #[test]
+    fn another_root_without_a_cache_is_searched_through_its_ld_so_conf() {
+        // A root of its own, as a container's: no ld.so.cache, an ld.so.conf including a
+        // directory of its own, and the loader behind an absolute link (which must resolve
+        // inside the root, not in memtrace's).
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["opt/lib", "lib/x86_64-linux-gnu", "lib64", "etc/ld.so.conf.d", "src"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(root.join("src/foo.c"), "int foo(void) { return 0; }\n").unwrap();
+        std::fs::write(root.join("src/main.c"), "int foo(void); int main(void) { return foo(); }\n").unwrap();
+        cc(root, &["-shared", "-fPIC", "-o", "opt/lib/libfoo.so", "src/foo.c"]);
+        cc(root, &["-o", "prog", "src/main.c", "-Lopt/lib", "-lfoo"]);
+        std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", root.join("lib/x86_64-linux-gnu/libc.so.6")).unwrap();
+        let loader = std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").unwrap();
+        std::fs::copy(&loader, root.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")).unwrap();
+        std::os::unix::fs::symlink("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", root.join("lib64/ld-linux-x86-64.so.2")).unwrap();
+        std::fs::write(root.join("etc/ld.so.conf"), "# the usual\ninclude /etc/ld.so.conf.d/*.conf\n").unwrap();
+        std::fs::write(root.join("etc/ld.so.conf.d/foo.conf"), "/opt/lib\n").unwrap();
+        let target = Target {
+            root: root.to_path_buf(),
+            program: root.join("prog"),
+            program_path: Some(b"/prog".to_vec()),
+            cwd: Some(b"/".to_vec()),
+            env: Vec::new(),
+            secure: false,
+        };
+        let libraries = load_order(&target).unwrap();
+        let names: Vec<String> = libraries.iter().map(|library| library.name.display().to_string()).collect();
+        assert_eq!(names, ["/opt/lib/libfoo.so", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]);
+        // Each found inside the root: memtrace's paths lead to the root's files.
+        assert_eq!(libraries[0].path, root.join("opt/lib/libfoo.so"));
+        assert_eq!(libraries[1].path, root.join("lib/x86_64-linux-gnu/libc.so.6"));
+        let inode = |path: &Path| std::fs::metadata(path).unwrap().ino();
+        assert_eq!(inode(&libraries[2].path), inode(&root.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")));
+        assert_ne!(inode(&libraries[2].path), inode(&loader));
+        // Without the configuration, libfoo is not found; the rest still is.
+        std::fs::remove_file(root.join("etc/ld.so.conf")).unwrap();
+        let names: Vec<String> = load_order(&target).unwrap().iter().map(|library| library.name.display().to_string()).collect();
+        assert_eq!(names, ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]);
+    }
+
+    #[test]
     fn crafted_files_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("crafted");
