@@ -247,13 +247,19 @@ pub struct TraceArgs {
 
     /// Testing only: thread and process ids below which the kernel keeps per-thread state in
     /// arrays rather than hash maps (default: the kernel's pid_max, up to 262,144). 0 takes the
-    /// hash maps for every id, the path machines with a larger pid_max take.
-    #[arg(long, hide = true, value_name = "IDS")]
+    /// hash maps for every id, the path machines with a larger pid_max take. At most 4,194,304
+    /// (the kernel's largest pid_max).
+    #[arg(long, hide = true, value_name = "IDS", value_parser = clap::value_parser!(u32).range(0..=4_194_304))]
     pub id_slots: Option<u32>,
 
-    /// Bytes of ring buffer between the kernel and memtrace (rounded up to a power of two pages).
-    /// Raise it if the report says events were lost.
-    #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
+    /// Testing only: take this many bytes as the memory available for the kernel maps, instead
+    /// of MemAvailable from /proc/meminfo.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub mem_available: Option<u64>,
+
+    /// Bytes of ring buffer between the kernel and memtrace (rounded up to a power of two pages),
+    /// 4,096 to 1,073,741,824 (1 GiB). Raise it if the report says events were lost.
+    #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(4096..=i64::from(crate::kernel::memory::MAX_RING_BUFFER_BYTES)))]
     pub ring_buffer_size: u32,
 
     /// User stack frames captured per allocation, innermost first (at most 127). A shallower
@@ -273,24 +279,25 @@ pub struct TraceArgs {
     #[arg(long, conflicts_with_all = ["sample_bytes", "empty_probes"])]
     pub combined: bool,
 
-    /// `--combined`: distinct stacks the kernel can keep (preallocated, about 1 KiB each for
-    /// the frames and 64 bytes per CPU for the totals); blocks from stacks beyond it are counted
-    /// in lost.stack_sums_full.
-    #[arg(long, default_value_t = 16 * 1024, value_name = "N", requires = "combined")]
+    /// `--combined`: distinct stacks the kernel can keep, 1 to 1,048,576 (preallocated, about
+    /// 1 KiB each for the frames and 64 bytes per CPU for the totals); blocks from stacks beyond
+    /// it are counted in lost.stack_sums_full.
+    #[arg(long, default_value_t = 16 * 1024, value_name = "N", requires = "combined", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub stack_slots: u32,
 
     /// `--combined` or `--sample-bytes`: outstanding blocks the kernel can track at once, at
-    /// least (a table of twice as many 32-byte slots, preallocated: 64 bytes of kernel memory
-    /// each; and an overflow map of as many, allocated as used). Default: 1,048,576 with
-    /// --combined, 131,072 sampled blocks with --sample-bytes. Blocks beyond it are counted in
-    /// lost.live_blocks_full.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// least, 1 to 67,108,864 (a table of twice as many 32-byte slots, preallocated: 64 bytes of
+    /// kernel memory each; and an overflow map of as many, allocated as used). Default:
+    /// 1,048,576 with --combined, 131,072 sampled blocks with --sample-bytes. Blocks beyond it
+    /// are counted in lost.live_blocks_full.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=67_108_864))]
     pub live_blocks: Option<u32>,
 
-    /// Record a Poisson sample of the allocated bytes, one sample every BYTES on average, as
-    /// tcmalloc and jemalloc profile their heaps; blocks not sampled cost no stack walk and no
-    /// event. Numbers are scaled up and marked as estimates (summary.estimated).
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Record a Poisson sample of the allocated bytes, one sample every BYTES on average (1 to
+    /// 1,099,511,627,776: 1 TiB), as tcmalloc and jemalloc profile their heaps; blocks not
+    /// sampled cost no stack walk and no event. Numbers are scaled up and marked as estimates
+    /// (summary.estimated).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
     pub sample_bytes: Option<u64>,
 
     /// Record only blocks of at least this many bytes (filtered in the kernel; frees of blocks
@@ -459,6 +466,7 @@ impl TraceArgs {
                 stack_slots: self.stack_slots,
                 stack_depth: self.stack_depth,
                 live_blocks: self.live_blocks.unwrap_or(if self.combined { 1 << 20 } else { 1 << 17 }),
+                mem_available: self.mem_available,
             },
             selection: Selection {
                 library: self.allocator_lib.clone(),
@@ -483,7 +491,10 @@ impl TraceArgs {
 }
 
 
-/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+/// The longest duration memtrace takes (`--duration`, `--interval`, `--older-than`): a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds, up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
@@ -501,6 +512,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(format!("`{text}` must be a positive duration"));
     }
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(format!("`{text}` is longer than a year (8760h), the longest duration memtrace takes"));
+    }
     Ok(Duration::from_secs_f64(seconds))
 }
 
@@ -517,5 +531,14 @@ mod tests {
         assert!(parse_duration("10parsecs").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("").is_err());
+        // Durations that would overflow a clock (they once panicked) are refused.
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        for text in ["100000000000000000000", "10000000000000000000", "8761h", "525601m"] {
+            assert_eq!(
+                parse_duration(text),
+                Err(format!("`{text}` is longer than a year (8760h), the longest duration memtrace takes")),
+                "{text}"
+            );
+        }
     }
 }

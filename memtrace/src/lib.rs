@@ -18,14 +18,18 @@
 //!   goes.
 //! - `session`: `run` and `record`, wiring the rooms together.
 //!
-//! `cli` holds the clap definitions and turns them into each room's options.
+//! `cli` holds the clap definitions and turns them into each room's options. Two leaves serve
+//! every room: `untrusted` opens files that others control (bounded, never blocking, never
+//! following links), `error_text` says an error's causes once each.
 pub mod analyze;
 pub mod assemble;
 pub mod attach;
 pub mod cli;
 pub mod collect;
+pub mod error_text;
 pub mod kernel;
 pub mod report;
 pub mod session;
 pub mod symbolize;
 pub mod target;
+pub mod untrusted;

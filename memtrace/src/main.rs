@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use memtrace::{
     cli::{Cli, Command, FaultsShorthand, SavedReportArgs},
-    report::saved,
+    error_text,
+    report::{printable::printable, saved},
     session,
     target::{launch::LaunchError, stop::Stopper},
 };
@@ -62,7 +63,8 @@ fn finish(result: anyhow::Result<i32>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(error) => {
-            eprintln!("memtrace: error: {error:#}");
+            // Each cause once, and nothing a target named (a path) can drive the terminal with.
+            eprintln!("memtrace: error: {}", printable(&error_text::one_line(&error)));
             ExitCode::from(exit_code_for(&error))
         }
     }

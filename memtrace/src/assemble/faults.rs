@@ -16,7 +16,7 @@ pub fn faults_section(
 ) -> FaultsSection {
     let all = table.all();
     let mut stacks: Vec<_> = table.stacks().collect();
-    stacks.sort_by_key(|(_, _, counts)| std::cmp::Reverse(counts.minor + counts.major));
+    stacks.sort_by_key(|(_, _, counts)| std::cmp::Reverse(counts.minor.saturating_add(counts.major)));
     let stacks_total = stacks.len() as u64;
     let stacks = stacks
         .into_iter()

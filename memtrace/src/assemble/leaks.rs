@@ -21,7 +21,7 @@ pub fn leak_summary(totals: &[StackTotal], leaks: &LeakKinds) -> LeakSummary {
 /// The scans' time, and with `record --scan` how long the processes were stopped.
 pub fn scan_timing(leaks: &LeakKinds) -> ScanTiming {
     ScanTiming {
-        seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).sum::<u64>() as f64 / 1e6,
+        seconds: leaks.scans.iter().map(|(_, stats)| stats.micros).fold(0, u64::saturating_add) as f64 / 1e6,
         stopped_seconds: (!leaks.stops.is_empty())
             .then(|| leaks.stops.iter().map(|(_, duration)| duration.as_secs_f64()).sum()),
     }

@@ -4,23 +4,30 @@
 //! A process gets each function from the first object in symbol-lookup order that defines it:
 //! the executable (a static binary, or one linking an allocator statically), preloaded
 //! libraries, its dependencies (jemalloc, tcmalloc, mimalloc, libstdc++ for operator new), then
-//! libc. For a command not started yet, the dynamic loader lists that order (`ld.so --list`,
-//! what `ldd` does: it loads the libraries but runs none of the program's code); for a running
-//! process, `/proc/PID/maps` and its `LD_PRELOAD` give it.
+//! libc. For a command not started yet, or a process that has just exec'd, `libraries` finds
+//! that order as the dynamic loader will, by reading files (memtrace never runs the program's
+//! loader or anything else the target controls); for a running process, `/proc/PID/maps` and
+//! its `LD_PRELOAD` give it.
 use std::{
     collections::{HashMap, HashSet},
     ffi::OsString,
-    fs::File,
     io::{self, Read},
+    os::unix::{ffi::OsStringExt, fs::MetadataExt},
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use memtrace_common::names;
-use object::{Object, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind, read::elf::ProgramHeader};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use thiserror::Error;
 
-use crate::{attach::probe_site, target::maps};
+use crate::{
+    attach::{
+        libraries::{self, LibraryError},
+        probe_site,
+    },
+    target::maps,
+    untrusted::{self, UntrustedError},
+};
 
 /// How a function is probed: its arguments decide the entry program, and whether it hands out
 /// a block (probed at return too) or releases one (entry only).
@@ -140,7 +147,7 @@ pub struct Selection {
     /// `--symbol-prefix`: the C functions are named PREFIX + name (jemalloc's `je_`).
     pub prefix: String,
     /// `--probe-at-entry`: probe every function at its first instruction, rather than on the
-    /// first one the kernel emulates (see `placement`).
+    /// first one the kernel emulates (see `probe_site`).
     pub probe_at_entry: bool,
 }
 
@@ -162,7 +169,7 @@ pub struct ProbePoint {
     pub shape: Shape,
     pub object: ObjectFile,
     /// Where the probe goes: the function's entry, or the first instruction there the kernel
-    /// emulates (`placement`).
+    /// emulates (`probe_site`).
     pub file_offset: u64,
 }
 
@@ -188,27 +195,29 @@ impl Allocator {
 pub enum AllocatorError {
     #[error("process {0} does not exist (check the PID with `ps -p {0}`)")]
     NoSuchProcess(u32),
-    #[error("cannot read the memory map of process {pid}: {source}")]
-    Maps { pid: u32, source: io::Error },
+    // The cause is in the message, not a source: printed as a chain it would show twice.
+    #[error("cannot read the memory map of process {pid}: {cause}")]
+    Maps { pid: u32, cause: io::Error },
     #[error(
         "no allocator found in {target}: no loaded object defines `{malloc}` and `{free}` (a static \
          binary stripped of its symbols cannot be traced; --allocator-lib and --symbol-prefix \
          choose one by hand)"
     )]
     NotFound { target: String, malloc: String, free: String },
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    // The cause is in the message, not a source: printed as a chain it would show twice.
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: UntrustedError },
     #[error("{path} is not an ELF file memtrace can read: {reason}")]
     NotElf { path: String, reason: String },
-    #[error("the dynamic loader {loader} could not list the libraries of {program}: {detail}")]
-    LoaderList { loader: String, program: String, detail: String },
+    #[error(transparent)]
+    Libraries(#[from] LibraryError),
 }
 
 /// Finds the allocator functions of a running process.
 pub fn for_process(pid: u32, selection: &Selection) -> Result<Allocator, AllocatorError> {
-    let maps = maps::read(pid).map_err(|source| match source.kind() {
+    let maps = maps::read(pid).map_err(|cause| match cause.kind() {
         io::ErrorKind::NotFound => AllocatorError::NoSuchProcess(pid),
-        _ => AllocatorError::Maps { pid, source },
+        _ => AllocatorError::Maps { pid, cause },
     })?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let preloads = preloaded_libraries(pid);
@@ -253,22 +262,66 @@ pub fn for_process(pid: u32, selection: &Selection) -> Result<Allocator, Allocat
     Ok(allocator)
 }
 
-/// Finds the allocator functions a command will use once started, without running it.
+/// Finds the allocator functions a command will use once started, without running it (nor
+/// anything else: see `libraries`).
 pub fn for_command(
     program: &Path,
     env: &[(OsString, OsString)],
     selection: &Selection,
 ) -> Result<Allocator, AllocatorError> {
     let program = script_interpreter(program)?.unwrap_or_else(|| program.to_path_buf());
-    let name = program.display().to_string();
-    let mut objects = vec![ObjectFile { name: name.clone(), path: program.clone() }];
-    if let Some(loader) = elf_interpreter(&program)? {
-        objects.extend(
-            loader_list(&loader, &program, env)?
-                .into_iter()
-                .map(|path| ObjectFile { name: path.clone(), path: path.into() }),
-        );
-    }
+    let metadata = std::fs::metadata(&program).ok();
+    // Set-user-ID or set-group-ID to someone else: the loader runs in secure mode.
+    // SAFETY: getuid and getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let secure = metadata.is_some_and(|metadata| {
+        (metadata.mode() & libc::S_ISUID != 0 && metadata.uid() != uid)
+            || (metadata.mode() & libc::S_ISGID != 0 && metadata.gid() != gid)
+    });
+    let target = libraries::Target {
+        root: PathBuf::from("/"),
+        program: program.clone(),
+        program_path: program.canonicalize().ok().map(|path| path.into_os_string().into_vec()),
+        cwd: std::env::current_dir().ok().map(|path| path.into_os_string().into_vec()),
+        env: env.to_vec(),
+        secure,
+    };
+    with_libraries(&target, selection)
+}
+
+/// Finds the allocator functions of a process stopped right after an exec, before its new
+/// image runs: its libraries as its loader will find them, inside its root directory.
+pub fn for_exec(pid: u32, selection: &Selection) -> Result<Allocator, AllocatorError> {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    // Paths the kernel shows memtrace are relative to memtrace's root: take the target's own
+    // root off the front to get them as the target sees them.
+    let seen_root = std::fs::read_link(&root).ok().map(|path| path.into_os_string().into_vec());
+    let inside = |link: String| {
+        let path = std::fs::read_link(link).ok()?.into_os_string().into_vec();
+        match seen_root.as_deref() {
+            Some(b"/") | None => Some(path),
+            Some(prefix) => path.strip_prefix(prefix).filter(|rest| rest.first() == Some(&b'/')).map(<[u8]>::to_vec),
+        }
+    };
+    let target = libraries::Target {
+        program: PathBuf::from(format!("/proc/{pid}/exe")),
+        program_path: inside(format!("/proc/{pid}/exe")),
+        cwd: inside(format!("/proc/{pid}/cwd")),
+        env: environment_of(pid),
+        secure: auxv_secure(pid),
+        root,
+    };
+    with_libraries(&target, selection)
+}
+
+/// The program and the libraries it will load, then the functions they provide.
+fn with_libraries(target: &libraries::Target, selection: &Selection) -> Result<Allocator, AllocatorError> {
+    let name = target.program.display().to_string();
+    let mut objects = vec![ObjectFile { name: name.clone(), path: target.program.clone() }];
+    objects.extend(libraries::load_order(target)?.into_iter().map(|library| ObjectFile {
+        name: library.name.display().to_string(),
+        path: library.path,
+    }));
     let library = selection
         .library
         .as_ref()
@@ -337,12 +390,13 @@ fn resolve(
 }
 
 /// Moves each probe onto the first instruction the kernel emulates, where the function's code
-/// allows (see `placement`); `-v` says where each went.
+/// allows (see `probe_site`); `-v` says where each went.
 fn place(allocator: &mut Allocator) {
     use std::os::unix::fs::FileExt;
     for point in &mut allocator.probes {
         let mut prologue = [0u8; probe_site::PROLOGUE_BYTES];
-        let Ok(read) = File::open(&point.object.path).and_then(|file| file.read_at(&mut prologue, point.file_offset))
+        let opened = untrusted::open(&point.object.path, untrusted::Links::Follow);
+        let Ok(read) = opened.map_err(|_| ()).and_then(|file| file.read_at(&mut prologue, point.file_offset).map_err(|_| ()))
         else {
             continue;
         };
@@ -395,12 +449,17 @@ fn preloaded_libraries(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Most bytes read from one object while looking up its symbols (a large C++ library's symbol
+/// tables take tens of megabytes).
+const OBJECT_READ_BUDGET: u64 = 512 << 20;
+
 /// File offsets of the probed functions an object defines (dynamic symbols first, then the
 /// full symbol table, as a static binary has only that), keyed by symbol name.
 pub fn function_offsets(path: &Path, prefix: &str) -> Result<HashMap<String, u64>, AllocatorError> {
     let display = || path.display().to_string();
-    let file = File::open(path).map_err(|source| AllocatorError::Read { path: display(), source })?;
-    let cache = ReadCache::new(file);
+    let file = untrusted::open(path, untrusted::Links::Follow)
+        .map_err(|cause| AllocatorError::Read { path: display(), cause })?;
+    let cache = untrusted::CappedRead::new(file, OBJECT_READ_BUDGET);
     let elf = object::File::parse(&cache)
         .map_err(|error| AllocatorError::NotElf { path: display(), reason: error.to_string() })?;
     let wanted: HashSet<String> = FUNCTIONS
@@ -435,9 +494,9 @@ fn file_offset<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>, a
 /// For a `#!` script, the interpreter the kernel will run instead.
 fn script_interpreter(program: &Path) -> Result<Option<PathBuf>, AllocatorError> {
     let mut head = [0u8; 256];
-    let read = File::open(program)
-        .and_then(|mut file| file.read(&mut head))
-        .map_err(|source| AllocatorError::Read { path: program.display().to_string(), source })?;
+    let read = untrusted::open(program, untrusted::Links::Follow)
+        .and_then(|mut file| file.read(&mut head).map_err(UntrustedError::Io))
+        .map_err(|cause| AllocatorError::Read { path: program.display().to_string(), cause })?;
     let head = &head[..read];
     let Some(line) = head.strip_prefix(b"#!") else { return Ok(None) };
     let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -445,76 +504,36 @@ fn script_interpreter(program: &Path) -> Result<Option<PathBuf>, AllocatorError>
     Ok(line.split_whitespace().next().map(PathBuf::from))
 }
 
-/// The `PT_INTERP` of a dynamically linked executable; `None` for a static one.
-fn elf_interpreter(program: &Path) -> Result<Option<PathBuf>, AllocatorError> {
-    let display = || program.display().to_string();
-    let data = std::fs::read(program).map_err(|source| AllocatorError::Read { path: display(), source })?;
-    let not_elf = |reason: String| AllocatorError::NotElf { path: display(), reason };
-    let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data)
-        .map_err(|error| not_elf(error.to_string()))?;
-    let endian = elf.endian();
-    for header in elf.elf_program_headers() {
-        if header.p_type(endian) == object::elf::PT_INTERP {
-            let bytes = header.data(endian, &*data).map_err(|_| not_elf("bad PT_INTERP".into()))?;
-            let path = bytes.split(|&b| b == 0).next().unwrap_or_default();
-            return Ok(Some(PathBuf::from(String::from_utf8_lossy(path).into_owned())));
-        }
-    }
-    Ok(None)
-}
-
-/// The libraries the dynamic loader would load for `program`, in load order.
-fn loader_list(
-    loader: &Path,
-    program: &Path,
-    env: &[(OsString, OsString)],
-) -> Result<Vec<String>, AllocatorError> {
-    let failed = |detail: String| AllocatorError::LoaderList {
-        loader: loader.display().to_string(),
-        program: program.display().to_string(),
-        detail,
-    };
-    let output = Command::new(loader)
-        .arg("--list")
-        .arg(program)
-        .env_clear()
-        .envs(env.iter().map(|(key, value)| (key, value)))
-        .output()
-        .map_err(|error| failed(error.to_string()))?;
-    if !output.status.success() {
-        return Err(failed(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
-    }
-    Ok(parse_loader_list(&String::from_utf8_lossy(&output.stdout)))
-}
-
-/// Parses `ld.so --list` output: `name => /path (0x...)` or `/path (0x...)` per line.
-fn parse_loader_list(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let path = line.split_once("=> ").map_or(line, |(_, path)| path);
-            let path = path.rsplit_once(" (").map_or(path, |(path, _)| path);
-            path.starts_with('/').then(|| path.to_owned())
+/// A process's environment, from /proc/PID/environ (as its exec set it).
+fn environment_of(pid: u32) -> Vec<(OsString, OsString)> {
+    // The kernel bounds it (ARG_MAX); the cap only guards against a surprise.
+    let environ = untrusted::read(Path::new(&format!("/proc/{pid}/environ")), untrusted::Links::Follow, 16 << 20)
+        .unwrap_or_default();
+    environ
+        .split(|&byte| byte == 0)
+        .filter_map(|entry| {
+            let split = entry.iter().position(|&byte| byte == b'=')?;
+            let (key, value) = entry.split_at(split);
+            Some((OsString::from_vec(key.to_vec()), OsString::from_vec(value[1..].to_vec())))
         })
         .collect()
+}
+
+/// Whether the kernel started the process's image in secure mode (`AT_SECURE` in its auxiliary
+/// vector: set-user-ID, set-group-ID or file capabilities), in which its loader ignores the
+/// environment's paths.
+fn auxv_secure(pid: u32) -> bool {
+    const AT_SECURE: u64 = 23;
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
+    auxv.chunks_exact(16).any(|pair| {
+        let word = |at: usize| u64::from_le_bytes(pair[at..at + 8].try_into().unwrap_or([0; 8]));
+        word(0) == AT_SECURE && word(8) != 0
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loader_list_keeps_paths_in_order() {
-        let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\
-                    \t/usr/lib/libjemalloc.so.2 (0x00007f01)\n\
-                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f00)\n\
-                    \tlibmissing.so => not found\n\
-                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f02)\n";
-        assert_eq!(
-            parse_loader_list(text),
-            ["/usr/lib/libjemalloc.so.2", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
-        );
-    }
 
     #[test]
     fn libc_provides_the_c_api_once_per_address() {

@@ -10,6 +10,8 @@ pub enum ProbeError {
     Attach { function: String, object: String, detail: String },
     #[error("reading the kernel-side map {map} failed: {detail}")]
     Map { map: &'static str, detail: String },
+    #[error(transparent)]
+    TooLarge(#[from] super::memory::TooLarge),
 }
 
 pub(super) fn missing(map: &'static str) -> ProbeError {
@@ -17,5 +19,5 @@ pub(super) fn missing(map: &'static str) -> ProbeError {
 }
 
 pub(super) fn map_error(map: &'static str, error: aya::maps::MapError) -> ProbeError {
-    ProbeError::Map { map, detail: format!("{error:#}") }
+    ProbeError::Map { map, detail: crate::error_text::with_causes(&error) }
 }

@@ -23,15 +23,15 @@ pub fn attach(ebpf: &mut Ebpf, period: u64) -> Result<(), ProbeError> {
             .program_mut(program)
             .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
             .try_into()
-            .map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
-        perf_event.load().map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
+            .map_err(|error| ProbeError::Load(format!("{program}: {}", crate::error_text::with_causes(&error))))?;
+        perf_event.load().map_err(|error| ProbeError::Load(format!("{program}: {}", super::load_error_text(&error))))?;
         for &cpu in &cpus {
             perf_event
                 .attach(PerfEventConfig::Software(event), PerfEventScope::AllProcessesOneCpu { cpu }, SamplePolicy::Period(period), false)
                 .map_err(|error| ProbeError::Attach {
                     function: format!("the {event:?} perf event"),
                     object: format!("CPU {cpu}"),
-                    detail: format!("{error:#}"),
+                    detail: crate::error_text::with_causes(&error),
                 })?;
         }
         log::info!("attached {program} to {event:?} on {} CPUs, one sample every {period} faults", cpus.len());

@@ -10,6 +10,7 @@ pub mod block_table;
 mod counters;
 mod error;
 pub mod faults;
+pub mod memory;
 pub mod ring_buffer;
 mod sampling;
 mod sums;
@@ -24,11 +25,12 @@ use aya::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BLOCK_WINDOW, names};
+use memtrace_common::names;
 
 pub use counters::KernelCounters;
 pub use error::ProbeError;
 use error::{map_error, missing};
+use memory::MapSizes;
 pub use sums::KernelStackSums;
 use crate::{
     attach::allocator::Allocator,
@@ -62,6 +64,8 @@ pub struct ProbeSettings {
     pub live_blocks: u32,
     /// User stack frames captured per event (`--stack-depth`).
     pub stack_depth: u32,
+    /// Memory the maps may take, instead of /proc/meminfo's MemAvailable (testing).
+    pub mem_available: Option<u64>,
 }
 
 /// Which processes an attachment fires for.
@@ -93,25 +97,21 @@ pub struct Probes {
 
 impl Probes {
     /// Loads the programs and maps (nothing is attached yet).
+    /// Refuses, before creating any, maps that would take more memory than is available.
     pub fn load(settings: ProbeSettings) -> Result<Self, ProbeError> {
         raise_memlock_limit();
-        // A ring buffer must be a power-of-two number of pages.
-        let ring_bytes = settings.ring_buffer_bytes.max(4096).next_power_of_two();
+        let sizes = MapSizes::of(&settings);
+        let cpus = aya::util::nr_cpus().map_or(1, |cpus| cpus as u64);
+        match settings.mem_available.or_else(memory::mem_available) {
+            Some(available) => memory::check(&sizes.footprint(cpus), available)?,
+            None => log::debug!("no MemAvailable in /proc/meminfo: the maps' size is not checked"),
+        }
+        let MapSizes { ring_bytes, stack_slots, totals_slot_bits, live_blocks, block_slot_bits, block_groups, id_slots } =
+            sizes;
         let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
-        // The stack table's slots are allocated up front (a kilobyte each): one when unused.
-        // Each CPU's totals table has twice as many (32 bytes each).
-        let stack_slots = if settings.combined { settings.stack_slots.max(1) } else { 1 };
-        let totals_slot_bits = table_bits(stack_slots);
-        // So is the block table, twice the blocks it should hold (32 bytes a slot, see
-        // `table_bits`); its overflow map allocates entries only when used.
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
-        let live_blocks = if tracks_blocks { settings.live_blocks.max(1) } else { 1 };
-        let block_slot_bits = if tracks_blocks { table_bits(live_blocks) } else { 1 };
-        // Sampling counts the blocks in each group of a window's length (8 bytes a group).
-        let block_groups = if settings.sample_bytes != 0 { ((1u32 << block_slot_bits) / BLOCK_WINDOW).max(1) } else { 1 };
-        let id_slots = settings.id_slots.unwrap_or_else(id_slots);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::TRACED_SLOTS, id_slots.max(1))
@@ -133,7 +133,7 @@ impl Probes {
             .override_global(names::STACK_DEPTH, &settings.stack_depth, true)
             .override_global(names::MAX_SIZE, &settings.max_size, true)
             .load(EBPF_OBJECT)
-            .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
+            .map_err(|error| ProbeError::Load(crate::error_text::with_causes(&error)))?;
         if settings.sample_bytes != 0 {
             sampling::seed_sampling(&mut ebpf, settings.sample_bytes)?;
         }
@@ -144,12 +144,12 @@ impl Probes {
                 .program_mut(program)
                 .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
                 .try_into()
-                .map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
-            tracepoint_program.load().map_err(|error| ProbeError::Load(format!("{program}: {error:#}")))?;
+                .map_err(|error| ProbeError::Load(format!("{program}: {}", crate::error_text::with_causes(&error))))?;
+            tracepoint_program.load().map_err(|error| ProbeError::Load(format!("{program}: {}", load_error_text(&error))))?;
             // Syscall tracepoints fire for every process; the programs keep only traced ones.
             tracepoint_program
                 .attach("syscalls", tracepoint)
-                .map_err(|error| ProbeError::Load(format!("attaching to syscalls/{tracepoint}: {error:#}")))?;
+                .map_err(|error| ProbeError::Load(format!("attaching to syscalls/{tracepoint}: {}", crate::error_text::with_causes(&error))))?;
         }
         for name in [
             names::SIZE_ENTER,
@@ -168,7 +168,7 @@ impl Probes {
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
-                .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))?;
+                .map_err(|error| ProbeError::Load(format!("{name}: {}", load_error_text(&error))))?;
         }
         let block_slots = if tracks_blocks {
             let map = ebpf.map(names::BLOCK_SLOTS).ok_or_else(|| missing(names::BLOCK_SLOTS))?;
@@ -259,7 +259,7 @@ impl Probes {
                     .map_err(|error| ProbeError::Attach {
                         function: point.symbol.clone(),
                         object: point.object.name.clone(),
-                        detail: format!("{error:#}"),
+                        detail: crate::error_text::with_causes(&error),
                     })?;
                 self.links.entry(owner).or_default().push((program, link));
                 log::info!(
@@ -328,14 +328,6 @@ impl Probes {
 
 }
 
-/// The size of an open-addressed kernel table (the block table, the per-stack totals) for
-/// `entries` entries, as a power of two: at least twice as many slots, so that an entry nearly
-/// always finds room within its window (half full, linear probing places one a slot or two
-/// from home on average).
-fn table_bits(entries: u32) -> u32 {
-    (u64::from(entries) * 2).next_power_of_two().trailing_zeros().clamp(1, 31)
-}
-
 /// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK` (often 64 KiB, or 8 MiB): lift it, as
 /// aya's template does. Newer kernels charge the memory cgroup instead and ignore the limit.
 fn raise_memlock_limit() {
@@ -348,7 +340,7 @@ fn raise_memlock_limit() {
 /// Most thread and process ids the kernel's per-id arrays have a slot for: the kernel's
 /// `pid_max` (32,768 by default), up to a bound that keeps the arrays to a few megabytes; ids
 /// beyond use the hash maps (see the kernel's `by_id`).
-fn id_slots() -> u32 {
+pub(crate) fn id_slots() -> u32 {
     const MOST_SLOTS: u32 = 1 << 18;
     procfs::sys::kernel::pid_max()
         .ok()
@@ -362,7 +354,7 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeErr
     ebpf.program_mut(name)
         .ok_or_else(|| ProbeError::Load(format!("program {name} is missing from the eBPF object")))?
         .try_into()
-        .map_err(|error| ProbeError::Load(format!("{name}: {error:#}")))
+        .map_err(|error| ProbeError::Load(format!("{name}: {}", crate::error_text::with_causes(&error))))
 }
 
 /// Drops links concurrently. Removing a uprobe waits for the kernel's grace period (about a
@@ -377,4 +369,18 @@ fn drop_together(links: Vec<UProbeLink>) {
             scope.spawn(move || drop(batch));
         }
     });
+}
+
+/// A program's load error on one line, its OS error kept. The verifier's log explains a
+/// rejection (EACCES, EINVAL); after another failure (EMFILE, ENOMEM) it is the log of a
+/// verification that passed, and is left out.
+pub(crate) fn load_error_text(error: &aya::programs::ProgramError) -> String {
+    match error {
+        aya::programs::ProgramError::LoadError { io_error, .. }
+            if !matches!(io_error.raw_os_error(), Some(libc::EACCES | libc::EINVAL)) =>
+        {
+            format!("the BPF_PROG_LOAD syscall failed: {io_error}")
+        }
+        other => crate::error_text::with_causes(other),
+    }
 }

@@ -20,6 +20,11 @@ pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn
 /// from different call sites in one function) fold into one line with their weights summed.
 /// With `--weight faults`, the faulting stacks of a report made with `--faults` (none without).
 pub fn lines(report: &Report, weight: Weight, top: Option<usize>) -> Vec<String> {
+    weighted_paths(report, weight, top).into_iter().map(|(path, value)| format!("{path} {value}")).collect()
+}
+
+/// Each folded path and its weight (summed, saturating at u64::MAX), sorted by path.
+pub fn weighted_paths(report: &Report, weight: Weight, top: Option<usize>) -> Vec<(String, u64)> {
     let several_processes = report.processes.len() > 1;
     let top = top.unwrap_or(usize::MAX);
     let weighted: Vec<(u64, String)> = match weight {
@@ -42,14 +47,15 @@ pub fn lines(report: &Report, weight: Weight, top: Option<usize>) -> Vec<String>
             .faults
             .iter()
             .flat_map(|faults| faults.stacks.iter().take(top))
-            .map(|stack| (stack.minor + stack.major, path(stack.pid, several_processes, None, &stack.frames)))
+            .map(|stack| (stack.minor.saturating_add(stack.major), path(stack.pid, several_processes, None, &stack.frames)))
             .collect(),
     };
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
     for (value, path) in weighted.into_iter().filter(|(value, _)| *value > 0) {
-        *folded.entry(path).or_default() += value;
+        let sum = folded.entry(path).or_default();
+        *sum = sum.saturating_add(value);
     }
-    folded.into_iter().map(|(path, value)| format!("{path} {value}")).collect()
+    folded.into_iter().collect()
 }
 
 /// Root first: the process (when there are several), the kind of memory (when not the heap),

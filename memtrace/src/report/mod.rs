@@ -1,13 +1,17 @@
 //! The `Report`: the one value every output format renders. The JSON format is this value
 //! serialized, so a saved report can be loaded back and rendered again.
+#[cfg(test)]
+mod crafted;
 mod faults;
 mod folded;
 mod json;
 mod memory;
 mod junit;
 mod pprof;
+pub mod printable;
 mod profile_proto;
 pub mod options;
+pub mod pending_file;
 mod render;
 pub mod saved;
 pub mod sink;
@@ -99,7 +103,7 @@ impl AgentUsage {
         let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
         Self {
             cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-            peak_rss_bytes: usage.ru_maxrss.max(0) as u64 * 1024,
+            peak_rss_bytes: (usage.ru_maxrss.max(0) as u64).saturating_mul(1024),
         }
     }
 }

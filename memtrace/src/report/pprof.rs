@@ -48,10 +48,10 @@ pub fn build(report: &Report) -> Profile {
         .chain(&report.released_stacks)
         .map(|stack| {
             let mut values = vec![
-                stack.total_allocations as i64,
-                stack.total_allocated_bytes as i64,
-                stack.allocations as i64,
-                stack.bytes as i64,
+                signed(stack.total_allocations),
+                signed(stack.total_allocated_bytes),
+                signed(stack.allocations),
+                signed(stack.bytes),
             ];
             if with_faults {
                 values.extend([0, 0]);
@@ -66,7 +66,7 @@ pub fn build(report: &Report) -> Profile {
         })
         .collect();
     for stack in report.faults.iter().flat_map(|faults| &faults.stacks) {
-        let values = vec![0, 0, 0, 0, stack.minor as i64, stack.major as i64];
+        let values = vec![0, 0, 0, 0, signed(stack.minor), signed(stack.major)];
         samples.push(builder.sample(stack.pid, &stack.frames, "fault", values));
     }
     let comment = vec![
@@ -84,7 +84,8 @@ pub fn build(report: &Report) -> Profile {
         location: builder.locations,
         function: builder.functions,
         string_table: builder.strings,
-        duration_nanos: (report.duration_seconds * 1e9) as i64,
+        // A float cast saturates (and takes NaN to 0); a negative duration is none.
+        duration_nanos: (report.duration_seconds * 1e9).max(0.0) as i64,
         period_type,
         period: 1,
         comment,
@@ -197,18 +198,24 @@ impl Builder {
         let mapping = self.mappings.entry((pid, module.clone(), base)).or_insert_with(|| Mapping {
             id: next_id,
             memory_start: base,
-            memory_limit: address + 1,
+            memory_limit: address.saturating_add(1),
             file_offset: 0,
             filename,
             ..Mapping::default()
         });
-        mapping.memory_limit = mapping.memory_limit.max(address + 1);
+        mapping.memory_limit = mapping.memory_limit.max(address.saturating_add(1));
         mapping.has_functions |= chain.iter().any(|frame| frame.function.is_some());
         mapping.has_filenames |= chain.iter().any(|frame| frame.file.is_some());
         mapping.has_line_numbers |= chain.iter().any(|frame| frame.line.is_some());
         mapping.has_inline_frames |= chain.len() > 1;
         mapping.id
     }
+}
+
+/// profile.proto's values are signed: a count beyond i64::MAX (only a crafted report has one)
+/// is i64::MAX, not negative.
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn parse_hex(text: &str) -> u64 {

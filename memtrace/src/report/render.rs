@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::{
     Report, folded, json, junit,
     options::{Format, RenderOptions, SortBy, sort_stacks},
-    pprof, svg, text,
+    pprof, printable, svg, text,
 };
 
 
@@ -20,7 +20,8 @@ pub fn render(report: &Report, options: &RenderOptions, out: &mut dyn Write) -> 
         &resorted
     };
     match options.format {
-        Format::Text => text::render(report, options.top, out),
+        // Whatever a field holds, no control character but the newline reaches a terminal.
+        Format::Text => text::render(report, options.top, &mut printable::Printable(out)),
         Format::Json => json::render(report, out),
         Format::Folded => folded::render(report, options.weight, options.top, out),
         Format::Svg => svg::render(report, options.weight, options.top, out),

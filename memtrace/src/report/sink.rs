@@ -1,7 +1,7 @@
-//! Where a report goes: a file opened before tracing starts (so an unwritable path fails
-//! early), or stdout / stderr.
+//! Where a report goes: a file prepared before tracing starts (so an unwritable path fails
+//! early) and put in place only once the report is written (see `pending_file`: a failed run
+//! leaves the previous report as it was), or stdout / stderr.
 use std::{
-    fs::File,
     io::{self, BufWriter, IsTerminal, Write},
     path::{Path, PathBuf},
 };
@@ -11,6 +11,7 @@ use thiserror::Error;
 use super::{
     Report,
     options::{Format, RenderOptions},
+    pending_file::PendingFile,
     render,
 };
 
@@ -30,33 +31,17 @@ pub enum Console {
 }
 
 pub enum ReportSink {
-    File(ReportFile),
+    File(PathBuf, PendingFile),
     Console(Console),
 }
 
-/// A report file opened early. If memtrace fails before writing it, a file it created is
-/// removed again rather than left empty.
-pub struct ReportFile {
-    path: PathBuf,
-    file: Option<File>,
-    created: bool,
-}
-
-impl Drop for ReportFile {
-    fn drop(&mut self) {
-        if self.file.is_some() && self.created {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 impl ReportSink {
-    /// Opens (creates or truncates) `path` now, or falls back to `console`.
+    /// Prepares to replace `path` (nothing there changes until the report is written), or falls
+    /// back to `console`.
     pub fn open(path: Option<&Path>, console: Console) -> Result<Self, OutputError> {
         let Some(path) = path else { return Ok(ReportSink::Console(console)) };
-        let created = !path.exists();
-        File::create(path)
-            .map(|file| ReportSink::File(ReportFile { path: path.to_path_buf(), file: Some(file), created }))
+        PendingFile::create(path)
+            .map(|pending| ReportSink::File(path.to_path_buf(), pending))
             .map_err(|cause| OutputError { path: path.to_path_buf(), cause })
     }
 
@@ -79,15 +64,22 @@ impl ReportSink {
     }
 
     pub fn write(self, report: &Report, options: &RenderOptions) -> Result<(), OutputError> {
-        let (path, mut out): (PathBuf, Box<dyn Write>) = match self {
-            ReportSink::File(mut report_file) => {
-                let file = report_file.file.take().expect("a report file is written once");
-                (report_file.path.clone(), Box::new(BufWriter::new(file)))
+        let (path, written) = match self {
+            ReportSink::File(path, mut pending) => {
+                let mut out = BufWriter::new(pending.file());
+                let written = render(report, options, &mut out).and_then(|()| out.flush());
+                drop(out);
+                (path, written.and_then(|()| pending.commit()))
             }
-            ReportSink::Console(Console::Stdout) => ("stdout".into(), Box::new(io::stdout().lock())),
-            ReportSink::Console(Console::Stderr) => ("stderr".into(), Box::new(io::stderr().lock())),
+            ReportSink::Console(console) => {
+                let (path, mut out): (PathBuf, Box<dyn Write>) = match console {
+                    Console::Stdout => ("stdout".into(), Box::new(io::stdout().lock())),
+                    Console::Stderr => ("stderr".into(), Box::new(io::stderr().lock())),
+                };
+                let written = render(report, options, &mut out).and_then(|()| out.flush());
+                (path, written)
+            }
         };
-        let written = render(report, options, &mut out);
-        written.and_then(|()| out.flush()).map_err(|cause| OutputError { path, cause })
+        written.map_err(|cause| OutputError { path, cause })
     }
 }

@@ -11,7 +11,7 @@ use super::{Report, folded};
 use super::options::Weight;
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
-    let lines = folded::lines(report, weight, top);
+    let lines = within_u64(folded::weighted_paths(report, weight, top));
     let counts = &report.summary.counts;
     let mut options = flamegraph::Options::default();
     options.title = format!("memtrace: {}", report.target.command.join(" "));
@@ -50,5 +50,31 @@ pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn
             Ok(())
         }
         other => other,
+    }
+}
+
+/// The folded lines, their weights divided alike when needed so that their total fits in a
+/// u64 (inferno adds them up; only a crafted report's counts come near).
+fn within_u64(paths: Vec<(String, u64)>) -> Vec<String> {
+    let total: u128 = paths.iter().map(|(_, value)| u128::from(*value)).sum();
+    let divisor = total.div_ceil(u128::from(u64::MAX)).max(1);
+    paths
+        .into_iter()
+        .filter_map(|(path, value)| {
+            let value = u128::from(value) / divisor;
+            (value > 0).then(|| format!("{path} {value}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_too_large_to_add_up_are_scaled_alike() {
+        assert_eq!(within_u64(vec![("a".into(), 3), ("b".into(), 5)]), ["a 3", "b 5"]);
+        let huge = within_u64(vec![("a".into(), u64::MAX), ("b".into(), u64::MAX), ("c".into(), 1)]);
+        assert_eq!(huge, [format!("a {}", u64::MAX / 3), format!("b {}", u64::MAX / 3)]);
     }
 }

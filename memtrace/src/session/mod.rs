@@ -16,3 +16,8 @@ fn monotonic_ns() -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     u64::try_from(now.tv_sec()).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(u64::try_from(now.tv_nsec()).unwrap_or(0))
 }
+
+/// An error for a warning line: each cause once, nothing a target chose (a path) unescaped.
+fn warning_text(error: &anyhow::Error) -> String {
+    crate::report::printable::printable(&crate::error_text::one_line(error)).into_owned()
+}

@@ -24,6 +24,7 @@ use crate::{
     kernel::ring_buffer::watch_readable,
     report::{
         self, Mode, Report, Target,
+        printable::printable,
         options::{Format, RenderOptions},
         sink::{Console, ReportSink},
     },
@@ -100,7 +101,7 @@ fn announce(trace: &Trace, allocator: &Allocator, duration: Option<Duration>) {
         .processes
         .all
         .values()
-        .map(|process| format!("pid {} ({})", process.pid, process.command.join(" ")))
+        .map(|process| format!("pid {} ({})", process.pid, printable(&process.command.join(" "))))
         .collect();
     let ending = match duration {
         Some(duration) => format!("stopping after {duration:?} or on Ctrl-C"),

@@ -1,14 +1,11 @@
 //! `memtrace run`: start a command with the probes attached before its first instruction,
 //! follow what it forks and execs, scan each process at its exit, report when it ends.
-use std::{collections::HashMap, ffi::OsString, path::Path, path::PathBuf, time::Instant};
+use std::{collections::HashMap, ffi::OsString, path::Path, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{
-    RunOptions,
-    trace::Trace,
-};
+use super::{RunOptions, trace::Trace, warning_text};
 use crate::{
     analyze::{check::CiSettings, reachability},
     attach::allocator::{self, Allocator},
@@ -19,7 +16,7 @@ use crate::{
     target::{
         launch::{self, Ending, Launched, TargetEvent},
         preflight,
-        proc::{command_line, environment_of},
+        proc::command_line,
         ptrace::ThreadState,
     },
 };
@@ -105,7 +102,7 @@ impl Run<'_> {
                 event = target.next_event() => match event {
                     Some(TargetEvent::Started) => {}
                     Some(TargetEvent::ExecFailed(error)) => {
-                        return Err(launch::LaunchError::Exec { program: program.display().to_string(), source: error }.into());
+                        return Err(launch::LaunchError::Exec { program: program.display().to_string(), cause: error }.into());
                     }
                     Some(TargetEvent::Spawned { pid, parent }) => {
                         self.spawned(pid, parent);
@@ -142,11 +139,11 @@ impl Run<'_> {
         match inherited.map_or_else(|| allocator::for_process(pid, &self.options.trace.selection), Ok) {
             Ok(allocator) => {
                 if let Err(error) = self.trace.attach(&allocator, pid) {
-                    eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}");
+                    eprintln!("memtrace: warning: cannot trace child {pid}: {}", warning_text(&error));
                 }
                 self.allocators.insert(pid, allocator);
             }
-            Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}"),
+            Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {}", warning_text(&error.into())),
         }
         self.trace.track(pid, parent, command_line(pid));
     }
@@ -155,15 +152,14 @@ impl Run<'_> {
     /// use another allocator (a static binary, another libc), probed before it runs.
     fn exec(&mut self, pid: u32) {
         self.trace.drop_image(pid);
-        let program = PathBuf::from(format!("/proc/{pid}/exe"));
-        match allocator::for_command(&program, &environment_of(pid), &self.options.trace.selection) {
+        match allocator::for_exec(pid, &self.options.trace.selection) {
             Ok(allocator) => {
                 if let Err(error) = self.trace.attach(&allocator, pid) {
-                    eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}");
+                    eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error));
                 }
                 self.allocators.insert(pid, allocator);
             }
-            Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}"),
+            Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error.into())),
         }
         if let Some(process) = self.trace.processes.all.get_mut(&pid) {
             process.command = command_line(pid);

@@ -1,7 +1,17 @@
 //! JIT-compiled code named through `/tmp/perf-PID.map`, the file JITs (the JVM with
 //! perf-map-agent, V8's --perf-basic-prof, LuaJIT, .NET, ...) write for perf: one
 //! `START SIZE NAME` line per function, START and SIZE in hexadecimal.
-use std::{fs, io};
+//!
+//! The file is in a world-writable directory and its writer is the traced process, whose user
+//! may be hostile: as perf does, memtrace opens it without following a symbolic link and
+//! without blocking, and takes only a regular file owned by the process's user or root, of at
+//! most [`MAX_BYTES`].
+use std::{os::unix::fs::MetadataExt, path::Path};
+
+use crate::untrusted::{self, UntrustedError};
+
+/// The largest perf map read (a JIT that writes more is said to be skipped).
+pub const MAX_BYTES: u64 = 64 << 20;
 
 /// The JIT functions of one process, sorted by start.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -10,13 +20,26 @@ pub struct JitMap {
 }
 
 impl JitMap {
-    /// Reads `/tmp/perf-PID.map`; `Ok(None)` when the process wrote none.
-    pub fn read(pid: u32) -> io::Result<Option<Self>> {
-        match fs::read_to_string(format!("/tmp/perf-{pid}.map")) {
-            Ok(text) => Ok(Some(Self::parse(&text))),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
+    /// Reads `/tmp/perf-PID.map`; `Ok(None)` when the process wrote none, `Err` with the
+    /// reason when it is not one memtrace takes.
+    pub fn read(pid: u32) -> Result<Option<Self>, String> {
+        Self::read_file(Path::new(&format!("/tmp/perf-{pid}.map")), &owners_of(pid))
+    }
+
+    /// Reads a perf map owned by root or by one of `owners`.
+    fn read_file(path: &Path, owners: &[u32]) -> Result<Option<Self>, String> {
+        let file = match untrusted::open(path, untrusted::Links::Refuse) {
+            Ok(file) => file,
+            Err(error) if error.is_not_found() => return Ok(None),
+            Err(error) => return Err(error.to_string()),
+        };
+        let owner = file.metadata().map_err(|error| error.to_string())?.uid();
+        if owner != 0 && !owners.contains(&owner) {
+            let process = owners.first().map_or_else(|| "unknown".to_owned(), u32::to_string);
+            return Err(format!("it is owned by uid {owner}, neither the process's user (uid {process}) nor root"));
         }
+        let bytes = untrusted::read_capped(&file, MAX_BYTES).map_err(|error: UntrustedError| error.to_string())?;
+        Ok(Some(Self::parse(&String::from_utf8_lossy(&bytes))))
     }
 
     /// Malformed lines are skipped. A JIT that moves or frees code appends new lines: the
@@ -46,6 +69,16 @@ impl JitMap {
     }
 }
 
+/// The users a process's files are made as: its effective and filesystem user ids (from
+/// /proc/PID/status; none when it is gone, and then only root's files are taken).
+fn owners_of(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let Some(ids) = status.lines().find_map(|line| line.strip_prefix("Uid:")) else { return Vec::new() };
+    // Real, effective, saved, filesystem.
+    let ids: Vec<u32> = ids.split_whitespace().filter_map(|id| id.parse().ok()).collect();
+    [ids.get(1), ids.get(3)].into_iter().flatten().copied().collect()
+}
+
 fn hex(text: &str) -> Option<u64> {
     u64::from_str_radix(text.trim_start_matches("0x"), 16).ok()
 }
@@ -57,4 +90,30 @@ fn lines_parse_and_later_entries_replace_overlapping_ones() {
     assert_eq!(map.name_of(0x7f00_0000_1030), None);
     assert_eq!(map.name_of(0x7f00_0000_200f), Some("stub"));
     assert_eq!(map.name_of(0x7f00_0000_2010), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    #[test]
+    fn only_regular_files_of_the_process_user_or_root_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = dir.path().join("perf-1.map");
+        assert_eq!(JitMap::read_file(&map, &[0]), Ok(None));
+        std::fs::write(&map, "1000 10 f\n").unwrap();
+        assert!(JitMap::read_file(&map, &[0]).unwrap().is_some_and(|map| map.name_of(0x1008) == Some("f")));
+        // Owned by another user than the process's (the test runs as root).
+        std::os::unix::fs::chown(&map, Some(12345), None).unwrap();
+        assert_eq!(
+            JitMap::read_file(&map, &[1000]),
+            Err("it is owned by uid 12345, neither the process's user (uid 1000) nor root".to_owned())
+        );
+        assert!(JitMap::read_file(&map, &[12345]).is_ok_and(|map| map.is_some()));
+        std::fs::remove_file(&map).unwrap();
+        symlink("/dev/zero", &map).unwrap();
+        assert_eq!(JitMap::read_file(&map, &[0]), Err("it is a symbolic link, which memtrace does not follow here".to_owned()));
+    }
 }

@@ -65,6 +65,8 @@ pub struct Symbolizer {
     debug_dirs: Vec<PathBuf>,
     /// JIT functions per process, from its perf map.
     jit: HashMap<u32, JitMap>,
+    /// Processes whose perf map was skipped (and said so).
+    jit_skipped: std::collections::HashSet<u32>,
     /// memtrace's own vdso image, copied once when a process's vdso is first seen.
     vdso: Option<Option<Rc<ModuleFile>>>,
 }
@@ -88,6 +90,7 @@ impl Symbolizer {
             cache: HashMap::new(),
             debug_dirs,
             jit: HashMap::new(),
+            jit_skipped: std::collections::HashSet::new(),
             vdso: None,
         }
     }
@@ -134,7 +137,11 @@ impl Symbolizer {
                 self.jit.insert(pid, map);
             }
             Ok(None) => {}
-            Err(error) => log::warn!("cannot read /tmp/perf-{pid}.map: {error}"),
+            // Said once per process (its mappings may be read more than once).
+            Err(reason) if self.jit_skipped.insert(pid) => {
+                eprintln!("memtrace: warning: skipping /tmp/perf-{pid}.map: {reason}; its JIT frames stay unnamed")
+            }
+            Err(_) => {}
         }
         Ok(())
     }

@@ -40,10 +40,11 @@ pub enum LaunchError {
     NotFound(String),
     #[error("{0}: permission denied (not an executable file)")]
     NotExecutable(String),
-    #[error("cannot start {program}: {source}")]
-    Exec { program: String, source: io::Error },
-    #[error("cannot start {program}: {step} failed: {source}")]
-    System { program: String, step: &'static str, source: io::Error },
+    // The causes are in the messages, not sources: printed as a chain they would show twice.
+    #[error("cannot start {program}: {cause}")]
+    Exec { program: String, cause: io::Error },
+    #[error("cannot start {program}: {step} failed: {cause}")]
+    System { program: String, step: &'static str, cause: io::Error },
 }
 
 
@@ -96,20 +97,29 @@ impl Launched {
     }
 }
 
-/// Finds `program` as a shell would: a path as is, else the first match in `PATH`.
+/// Finds `program` as a shell would: a path as is, else the first match in `PATH`. As in
+/// bash, an empty name is not found, and a directory in `PATH` with the name is passed over
+/// (127), while a file there that cannot be executed is a permission error (126).
 pub fn resolve_program(program: &Path) -> Result<PathBuf, LaunchError> {
+    if program.as_os_str().is_empty() {
+        return Err(LaunchError::NotFound("''".to_owned()));
+    }
     let name = program.display().to_string();
-    let candidates: Vec<PathBuf> = if program.as_os_str().as_bytes().contains(&b'/') {
-        vec![program.to_path_buf()]
-    } else {
+    let searched = !program.as_os_str().as_bytes().contains(&b'/');
+    let candidates: Vec<PathBuf> = if searched {
         let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
         std::env::split_paths(&path).map(|dir| dir.join(program)).collect()
+    } else {
+        vec![program.to_path_buf()]
     };
     let mut found_unexecutable = false;
     for candidate in candidates {
         let Ok(metadata) = candidate.metadata() else { continue };
         if metadata.is_file() && is_executable(&candidate) {
             return Ok(candidate);
+        }
+        if searched && metadata.is_dir() {
+            continue;
         }
         found_unexecutable = true;
     }
@@ -128,7 +138,7 @@ pub fn launch(program: &Path, args: &[OsString], follow_forks: bool) -> Result<L
     let name = program.display().to_string();
     let system = |step: &'static str| {
         let program = name.clone();
-        move |source: io::Error| LaunchError::System { program, step, source }
+        move |cause: io::Error| LaunchError::System { program, step, cause }
     };
     let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "an argument contains a NUL byte");
     let path = CString::new(program.as_os_str().as_bytes()).map_err(|_| invalid()).map_err(system("argv"))?;
@@ -210,7 +220,7 @@ impl Child {
     fn fork_held(&self) -> Result<(Tid, i32, i32), LaunchError> {
         let system = |step: &'static str| {
             let program = self.name.clone();
-            move |source: io::Error| LaunchError::System { program, step, source }
+            move |cause: io::Error| LaunchError::System { program, step, cause }
         };
         let (gate_read, gate_write) = pipe().map_err(system("pipe"))?;
         let (error_read, error_write) = pipe().map_err(system("pipe"))?;
@@ -506,6 +516,7 @@ mod tests {
     fn programs_resolve_like_a_shell() {
         assert!(resolve_program(Path::new("sh")).is_ok());
         assert!(matches!(resolve_program(Path::new("no-such-command-xyz")), Err(LaunchError::NotFound(_))));
+        assert!(matches!(resolve_program(Path::new("")), Err(LaunchError::NotFound(name)) if name == "''"));
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data.txt");
         std::fs::write(&data, "text").unwrap();

@@ -38,15 +38,15 @@ pub fn decide(report: &Report, fail_on: &[LeakKind], leak_threshold: u64) -> Che
 fn decide_stacks(stacks: &[Stack], fail_on: &[LeakKind], leak_threshold: u64) -> CheckSummary {
     let failing: Vec<&Stack> = stacks.iter().filter(|stack| fails(stack, fail_on)).collect();
     let suppressed = stacks.iter().filter(|stack| stack.suppressed_by.is_some());
-    let failing_bytes = failing.iter().map(|stack| stack.bytes).sum();
+    let failing_bytes = failing.iter().map(|stack| stack.bytes).fold(0, u64::saturating_add);
     CheckSummary {
         passed: failing_bytes <= leak_threshold && (leak_threshold > 0 || failing.is_empty()),
         fail_on: fail_on.to_vec(),
         leak_threshold,
         failing_bytes,
-        failing_blocks: failing.iter().map(|stack| stack.allocations).sum(),
-        suppressed_bytes: suppressed.clone().map(|stack| stack.bytes).sum(),
-        suppressed_blocks: suppressed.map(|stack| stack.allocations).sum(),
+        failing_blocks: failing.iter().map(|stack| stack.allocations).fold(0, u64::saturating_add),
+        suppressed_bytes: suppressed.clone().map(|stack| stack.bytes).fold(0, u64::saturating_add),
+        suppressed_blocks: suppressed.map(|stack| stack.allocations).fold(0, u64::saturating_add),
         failing_stacks: failing.len() as u64,
     }
 }

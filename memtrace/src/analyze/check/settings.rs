@@ -1,17 +1,12 @@
 //! The CI options of one session, checked before tracing starts (suppressions files read, the
-//! `--print-suppressions` file created), and applied to the finished report.
-use std::{
-    fs::File,
-    io::Write,
-    path::PathBuf,
-};
+//! `--print-suppressions` file prepared), and applied to the finished report.
+use std::{io::Write, path::PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::{DEFAULT_FAIL_ON, EXIT_LEAKS_FOUND, Suppressions, decide, describe, fails, suppress, suppressions};
 use crate::{
-    report::LeakKind,
-    report::{Report, options::Format},
+    report::{LeakKind, Report, options::Format, pending_file::PendingFile},
 };
 
 /// What the command line asked of the check (see `memtrace run --help`).
@@ -41,7 +36,7 @@ pub struct CiSettings {
     leak_threshold: u64,
     exit_code: i32,
     suppressions: Suppressions,
-    print_to: Option<(PathBuf, Option<File>)>,
+    print_to: Option<(PathBuf, Option<PendingFile>)>,
 }
 
 impl CiSettings {
@@ -54,7 +49,8 @@ impl CiSettings {
             None => None,
             Some(path) if path.as_os_str() == "-" => Some((path.clone(), None)),
             Some(path) => {
-                let file = File::create(path)
+                // Replaced only once written: a failed run leaves the old file as it was.
+                let file = PendingFile::create(path)
                     .with_context(|| format!("cannot write the suppressions file {}", path.display()))?;
                 Some((path.clone(), Some(file)))
             }
@@ -87,7 +83,7 @@ impl CiSettings {
             let failing: Vec<_> = report.stacks.iter().filter(|stack| fails(stack, &self.fail_on)).collect();
             let text = suppressions::print(&failing);
             let written = match file {
-                Some(mut file) => file.write_all(text.as_bytes()),
+                Some(mut file) => file.file().write_all(text.as_bytes()).and_then(|()| file.commit()),
                 None => std::io::stdout().write_all(text.as_bytes()),
             };
             written.with_context(|| format!("cannot write the suppressions file {}", path.display()))?;

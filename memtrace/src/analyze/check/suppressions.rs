@@ -30,6 +30,9 @@ leak:_nl_find_domain
 leak:(anonymous namespace)::pool::pool
 ";
 
+/// The largest suppressions file read.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SuppressionError {
     #[error("cannot read the suppressions file {path}: {reason}")]
@@ -80,8 +83,11 @@ impl Suppressions {
 
     pub fn read(path: &Path) -> Result<Self, SuppressionError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
+        // Without blocking on a FIFO or reading a device without end.
+        let bytes = crate::untrusted::read(path, crate::untrusted::Links::Follow, MAX_FILE_BYTES)
             .map_err(|error| SuppressionError::Read { path: name.clone(), reason: error.to_string() })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| SuppressionError::Read { path: name.clone(), reason: "it is not UTF-8 text".to_owned() })?;
         Self::parse(&text, &name)
     }
 
@@ -207,6 +213,17 @@ mod tests {
         assert!(template_match("^exact$", "exact"));
         assert!(!template_match("^exact$", "exactly"));
         assert!(!template_match("x", ""));
+    }
+
+    #[test]
+    fn a_device_is_refused_without_reading_it() {
+        assert_eq!(
+            Suppressions::read(Path::new("/dev/zero")).err(),
+            Some(SuppressionError::Read {
+                path: "/dev/zero".to_owned(),
+                reason: "it is a character device, not a regular file".to_owned()
+            })
+        );
     }
 
     #[test]

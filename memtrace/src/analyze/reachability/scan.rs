@@ -46,10 +46,10 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum ScanError {
-    #[error("cannot read the mappings of process {pid}: {source}")]
-    Maps { pid: u32, source: io::Error },
-    #[error("cannot open the memory of process {pid}: {source}")]
-    Memory { pid: u32, source: io::Error },
+    #[error("cannot read the mappings of process {pid}: {cause}")]
+    Maps { pid: u32, cause: io::Error },
+    #[error("cannot open the memory of process {pid}: {cause}")]
+    Memory { pid: u32, cause: io::Error },
 }
 
 
@@ -76,10 +76,10 @@ pub fn scan(
     heap_as_roots: bool,
 ) -> Result<(Vec<LeakKind>, ScanStats), ScanError> {
     let started = Instant::now();
-    let maps = maps::read(pid).map_err(|source| ScanError::Maps { pid, source })?;
+    let maps = maps::read(pid).map_err(|cause| ScanError::Maps { pid, cause })?;
     let memory = procfs::process::Process::new(pid as i32)
         .and_then(|process| process.mem())
-        .map_err(|error| ScanError::Memory { pid, source: io::Error::other(error.to_string()) })?;
+        .map_err(|error| ScanError::Memory { pid, cause: io::Error::other(error.to_string()) })?;
     let mut reader = BlockReader::new(&memory);
     reader.fill_next_chunks(blocks);
     let blocks = &*blocks;

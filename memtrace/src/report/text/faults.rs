@@ -2,7 +2,7 @@
 use std::io::{self, Write};
 
 use super::units::{frame_line, thousands};
-use crate::report::FaultsSection;
+use crate::report::{FaultsSection, printable::printable};
 
 /// Text: the totals, the kind breakdown, then the top stacks.
 pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
@@ -25,14 +25,14 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
         writeln!(out)?;
         writeln!(out, "faults #{}: {} minor, {} major (pid {})", rank + 1, thousands(stack.minor), thousands(stack.major), stack.pid)?;
         if let Some(why) = &stack.unavailable {
-            writeln!(out, "    (stack unavailable: {why})")?;
+            writeln!(out, "    (stack unavailable: {})", printable(why))?;
         }
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
         }
     }
-    if (shown as u64) < section.stacks_total {
-        writeln!(out, "\n... {} more faulting stacks (use --top N to see more)", section.stacks_total - shown as u64)?;
+    if let Some(more) = section.stacks_total.checked_sub(shown as u64).filter(|&more| more > 0) {
+        writeln!(out, "\n... {more} more faulting stacks (use --top N to see more)")?;
     }
     Ok(())
 }

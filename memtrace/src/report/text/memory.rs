@@ -2,7 +2,7 @@
 use std::io::{self, Write};
 
 use super::units::thousands;
-use crate::report::MemoryPicture;
+use crate::report::{MemoryPicture, printable::printable};
 
 /// Kibibytes, as `pmap -x` shows sizes.
 fn kib(bytes: u64) -> String {
@@ -41,12 +41,12 @@ pub fn render_text(pictures: &[MemoryPicture], out: &mut dyn Write) -> io::Resul
             writeln!(
                 out,
                 "    {:>18} {:>10} {:>10} {} {} {}",
-                mapping.address,
+                printable(&mapping.address),
                 kib(mapping.size_bytes),
                 kib(mapping.rss_bytes),
-                mapping.mode,
+                printable(&mapping.mode),
                 mapping.kind.name(),
-                mapping.path.as_deref().unwrap_or("[anon]")
+                printable(mapping.path.as_deref().unwrap_or("[anon]"))
             )?;
         }
         if let Some(cgroup) = &picture.cgroup {
@@ -55,7 +55,7 @@ pub fn render_text(pictures: &[MemoryPicture], out: &mut dyn Write) -> io::Resul
                 out,
                 "    cgroup v{} {}: current {}, peak {}; anon {}, file {}, shmem {}, kernel {}",
                 cgroup.version,
-                cgroup.path,
+                printable(&cgroup.path),
                 figure(cgroup.current_bytes),
                 figure(cgroup.peak_bytes),
                 figure(cgroup.anon_bytes),

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use units::{bytes, frame_line, plural};
 
-use super::{Growth, Kind, LeakKind, Mode, Report};
+use super::{Growth, Kind, LeakKind, Mode, Report, printable::printable};
 
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
@@ -51,17 +51,17 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
             stack.growth.map(growth_note).unwrap_or_default(),
         )?;
         if let Some(by) = &stack.suppressed_by {
-            writeln!(out, "    (suppressed by {by})")?;
+            writeln!(out, "    (suppressed by {})", printable(by))?;
         }
         if let Some(why) = &stack.unavailable {
-            writeln!(out, "    (stack unavailable: {why})")?;
+            writeln!(out, "    (stack unavailable: {})", printable(why))?;
         }
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
         }
     }
-    if (shown as u64) < summary.stacks_total {
-        writeln!(out, "\n... {} more stacks (use --top N to see more)", summary.stacks_total - shown as u64)?;
+    if let Some(more) = summary.stacks_total.checked_sub(shown as u64).filter(|&more| more > 0) {
+        writeln!(out, "\n... {more} more stacks (use --top N to see more)")?;
     }
     if report.processes.len() > 1 {
         writeln!(out)?;
@@ -73,7 +73,7 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
                 process.pid,
                 bytes(process.summary.outstanding_bytes),
                 plural(process.summary.outstanding_allocations, "allocation"),
-                process.command.join(" "),
+                printable(&process.command.join(" ")),
                 ending(process.exit_code, process.signal, process.exited),
                 process.parent_pid.map(|parent| format!("child of {parent}")).unwrap_or_default(),
             )?;
@@ -113,7 +113,7 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
             plural(check.suppressed_blocks, "block"),
         )?;
     }
-    if counts.mmap_bytes + counts.shm_bytes + counts.brk_bytes > 0 {
+    if counts.mmap_bytes > 0 || counts.shm_bytes > 0 || counts.brk_bytes > 0 {
         writeln!(
             out,
             "Outside malloc: {} mapped, {} of shared memory, {} of break growth still held",
@@ -149,6 +149,7 @@ fn ending(exit_code: Option<i32>, signal: Option<i32>, exited: bool) -> String {
 fn headline(report: &Report) -> String {
     let target = &report.target;
     let command = target.command.join(" ");
+    let command = printable(&command);
     let ending = ending(target.exit_code, target.signal, target.exited);
     let verb = match report.mode {
         Mode::Run => "ran",
@@ -156,7 +157,9 @@ fn headline(report: &Report) -> String {
     };
     format!(
         "{verb} pid {} ({command}) for {:.2} s; it {ending}; allocator {}",
-        target.pid, report.duration_seconds, report.allocator
+        target.pid,
+        report.duration_seconds,
+        printable(&report.allocator)
     )
 }
 

@@ -1,26 +1,26 @@
 //! How text shows numbers and frames: thousands separators, plurals, one line per frame.
 use std::path::Path;
 
-use crate::report::ReportFrame;
+use crate::report::{ReportFrame, printable::printable};
 
 pub fn frame_line(frame: &ReportFrame) -> String {
-    let mut line = frame.address.clone();
+    let mut line = printable(&frame.address).into_owned();
     line.push_str(" in ");
-    line.push_str(frame.function.as_deref().unwrap_or("??"));
+    line.push_str(&printable(frame.function.as_deref().unwrap_or("??")));
     if frame.inlined {
         line.push_str(" (inlined)");
     }
     if let Some(file) = &frame.file {
-        line.push_str(&format!(" at {file}"));
+        line.push_str(&format!(" at {}", printable(file)));
         if let Some(number) = frame.line {
             line.push_str(&format!(":{number}"));
         }
     }
     match (&frame.module, &frame.module_offset) {
         (Some(module), Some(offset)) if frame.function.is_none() => {
-            line.push_str(&format!(" ({}+{offset})", basename(module)))
+            line.push_str(&format!(" ({}+{})", printable(basename(module)), printable(offset)))
         }
-        (Some(module), _) => line.push_str(&format!(" ({})", basename(module))),
+        (Some(module), _) => line.push_str(&format!(" ({})", printable(basename(module)))),
         (None, _) => {}
     }
     line
