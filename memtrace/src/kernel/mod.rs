@@ -252,7 +252,10 @@ impl Probes {
                 true => (names::FLOOR_ENTER, point.shape.return_program().map(|_| names::FLOOR_EXIT)),
                 false => (point.shape.entry_program(), point.shape.return_program()),
             };
-            let programs = std::iter::once(entry).chain(exit);
+            // The return probe first: a call that enters while only one of the two is attached
+            // is then seen returning or not at all, never left in flight (which would count as a
+            // return missed).
+            let programs = exit.into_iter().chain(std::iter::once(entry));
             for program in programs {
                 let link = uprobe(&mut self.ebpf, program)?
                     .attach(point.file_offset, &point.object.path, uprobe_scope)
@@ -297,21 +300,27 @@ impl Probes {
     /// in the background.
     pub fn detach_process(&mut self, pid: u32) {
         let links = self.take_links(pid);
-        std::thread::spawn(move || drop_together(links));
+        std::thread::spawn(move || links.drop_in_order());
     }
 
     /// Removes every probe and waits until they are gone.
     pub fn detach_all(&mut self) {
         let pids: Vec<u32> = self.links.keys().copied().collect();
-        let links = pids.into_iter().flat_map(|pid| self.take_links(pid)).collect();
-        drop_together(links);
+        let mut all = TakenLinks::default();
+        for pid in pids {
+            let taken = self.take_links(pid);
+            all.entries.extend(taken.entries);
+            all.returns.extend(taken.returns);
+        }
+        all.drop_in_order();
     }
 
-    fn take_links(&mut self, pid: u32) -> Vec<UProbeLink> {
-        let mut taken = Vec::new();
+    fn take_links(&mut self, pid: u32) -> TakenLinks {
+        let mut taken = TakenLinks::default();
         for (program, link) in self.links.remove(&pid).unwrap_or_default() {
             match uprobe(&mut self.ebpf, program).map(|probe| probe.take_link(link)) {
-                Ok(Ok(link)) => taken.push(link),
+                Ok(Ok(link)) if RETURN_PROGRAMS.contains(&program) => taken.returns.push(link),
+                Ok(Ok(link)) => taken.entries.push(link),
                 Ok(Err(error)) => log::debug!("taking {program}'s link for pid {pid}: {error}"),
                 Err(error) => log::debug!("{error}"),
             }
@@ -355,6 +364,26 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeErr
         .ok_or_else(|| ProbeError::Load(format!("program {name} is missing from the eBPF object")))?
         .try_into()
         .map_err(|error| ProbeError::Load(format!("{name}: {}", crate::error_text::with_causes(&error))))
+}
+
+/// The programs attached at a function's return.
+const RETURN_PROGRAMS: [&str; 3] = [names::ALLOC_EXIT, names::WRAPPER_EXIT, names::FLOOR_EXIT];
+
+/// Links taken off the programs, to be dropped.
+#[derive(Default)]
+struct TakenLinks {
+    entries: Vec<UProbeLink>,
+    returns: Vec<UProbeLink>,
+}
+
+impl TakenLinks {
+    /// The entry probes first, then the return probes: a call that entered while both were
+    /// attached is still seen returning, and none enters once only its return probe is left
+    /// (its in-flight state would otherwise be counted as a return missed).
+    fn drop_in_order(self) {
+        drop_together(self.entries);
+        drop_together(self.returns);
+    }
 }
 
 /// Drops links concurrently. Removing a uprobe waits for the kernel's grace period (about a
