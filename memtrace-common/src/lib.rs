@@ -4,6 +4,8 @@
 //! ring buffer and maps, the agent reads them back. Keep the layout stable and explicit.
 #![no_std]
 
+pub mod unwind;
+
 /// What an [`Event`] reports. Stored as a `u32` in the event so both sides agree on the layout.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub mod mapping {
     /// Made inside an allocator call (malloc's own mmap or brk): the block the caller asked
     /// for is what counts, not this.
     pub const INTERNAL: u32 = 4;
+    /// `PROT_EXEC`: code was mapped (`old_size` then holds the process's count of them so far,
+    /// see `unwind::ProcessMappings::exec_mmaps_applied`).
+    pub const EXECUTABLE: u32 = 8;
 }
 
 /// Bits of [`Event::flags`] for fault events.

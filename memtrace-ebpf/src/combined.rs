@@ -8,13 +8,14 @@
 //! so the trace window is the probes' lifetime.
 use aya_ebpf::{Global, bindings::pt_regs, macros::map, maps::PerCpuArray};
 use memtrace_common::{
-    Counter, LiveBlock, StackFrames, StackTotals, TOTALS_WINDOW, TotalsSlot, stack_hash, table_mask, totals_home,
+    Counter, LiveBlock, StackFrames, StackTotals, TOTALS_WINDOW, TotalsSlot, table_mask, totals_home,
+    unwind::{COMBINED_TRUNCATED, combined_hash},
 };
 
 use crate::{
     block_table,
-    maps::{STACK_SCRATCH, STACKS, count, stack_depth},
-    user_stack,
+    maps::{STACK_SCRATCH, STACKS, count},
+    unwound,
 };
 
 /// Set to 1 at load time for in-kernel aggregation.
@@ -42,9 +43,9 @@ pub fn acquire(regs: *const pt_regs, tgid: u32, addr: u64, size: u64) {
     let Some(stack) = STACK_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let stack = unsafe { &mut *stack };
-    let depth = user_stack::walk(regs, &mut stack.frames, stack_depth());
-    stack.depth = depth as u64;
-    let hash = stack_hash(&stack.frames[..depth.min(memtrace_common::MAX_STACK_DEPTH)]);
+    let (depth, truncated) = unwound::walk_combined(regs, tgid, &mut stack.frames);
+    stack.depth = depth as u64 | if truncated { COMBINED_TRUNCATED } else { 0 };
+    let hash = combined_hash(&stack.frames[..depth.min(memtrace_common::MAX_STACK_DEPTH)], truncated);
     let Some(totals) = totals_of(tgid, hash, stack) else {
         count(Counter::StackSumsFull);
         return;

@@ -22,6 +22,8 @@ mod mappings;
 mod maps;
 mod regs;
 mod sampling;
+mod unwind;
+mod unwound;
 mod user_stack;
 
 #[cfg(not(test))]

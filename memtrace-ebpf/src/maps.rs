@@ -9,7 +9,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 #[cfg(bpf_target_arch = "x86_64")]
-use crate::user_stack;
+use crate::{unwind, unwound, user_stack};
+#[cfg(bpf_target_arch = "x86_64")]
+use memtrace_common::unwind::Registers;
 use memtrace_common::{
     BlockKey, COUNTER_SLOTS, Counter, Event, EventWithStack, LiveBlock, SAMPLE_GAPS as GAP_COUNT,
     StackFrames, SyscallArgs, WrapperCall,
@@ -21,7 +23,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 /// Per-CPU room to assemble an event and its stack before it is copied to `EVENTS`.
 #[map(name = "SCRATCH")]
-static SCRATCH: PerCpuArray<EventWithStack> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<EventWithStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Mapping system calls entered but not yet returned, by pid_tgid.
 #[map(name = "SYSCALLS")]
@@ -106,6 +108,10 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let record = unsafe { &mut *record };
+    #[cfg(bpf_target_arch = "x86_64")]
+    if unwind::knows(event.tgid) && let Some(start) = unwound::task_user_registers() {
+        return unwound::send(record, event, start, false);
+    }
     let room = (stack_depth() * 8) as u32;
     // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
     let written = unsafe {
@@ -128,6 +134,11 @@ pub fn emit_with_user_stack<C: EbpfContext>(_ctx: &C, regs: *const pt_regs, even
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: as above.
     let record = unsafe { &mut *record };
+    if unwind::knows(event.tgid) {
+        // SAFETY: the probe context points at the kernel's saved user registers.
+        let start = unsafe { Registers { pc: (*regs).rip, sp: (*regs).rsp, bp: (*regs).rbp } };
+        return unwound::send(record, event, start, true);
+    }
     let depth = user_stack::walk(regs, &mut record.frames, stack_depth());
     send_record(record, event, Ok(depth));
 }
@@ -148,7 +159,7 @@ pub fn stack_depth() -> usize {
 /// Sends the record: the event, with the number of frames captured (or the capture's error)
 /// in `stack_id`, followed by those frames only.
 #[inline(always)]
-fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize, i32>) {
+pub fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize, i32>) {
     let (stack_id, depth) = match captured {
         Ok(depth) => (depth as i32, depth.min(memtrace_common::MAX_STACK_DEPTH)),
         Err(error) => (error, 0),
@@ -164,7 +175,7 @@ fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize
 
 /// Wake the agent only once a quarter of the ring is waiting (see `WAKEUP_BYTES`).
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+pub fn wakeup_flags() -> u64 {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {

@@ -1,0 +1,274 @@
+//! The user stack walked by unwind tables (`--unwind auto|tables`), for code built without
+//! frame pointers.
+//!
+//! The agent turns each module's call-frame information into rows (`UNWIND_ROWS`, with a page
+//! index in `UNWIND_PAGES` and each module's place in `UNWIND_TABLES`) and tells the kernel
+//! where each traced process has which module (`UNWIND_PROCESSES`). A walk repeats, one frame
+//! per round of `bpf_loop`: find the mapping of the pc, find its row, apply the row (the step
+//! function in `memtrace_common::unwind`, the one the agent's tests run). A module without a
+//! table is stepped by frame pointer.
+//!
+//! The walk ends complete at the outermost frame (a row saying so, a zero return address or
+//! frame pointer) or at the depth asked for. It ends truncated, and says so, when it cannot go
+//! on: a pc in no known executable mapping (never sent as a frame), a rule it does not
+//! implement, an unreadable stack, a frame not above the one before. A pc in no known mapping
+//! while the process has mapped code the agent has not applied yet is the agent's to place:
+//! the walk stops there and the caller sends the registers and a copy of the stack above them
+//! (`HandOver`).
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    Global,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    helpers::{bpf_probe_read_user, generated::bpf_loop},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use memtrace_common::{
+    MAX_STACK_DEPTH,
+    unwind::{
+        MAX_EXEC_MAPPINGS, NO_TABLE, cfa_kind, ProcessMappings, Registers, Step, UnwindCounter, UnwindRow, UnwindTable, find_mapping,
+        find_row, frame_pointer_step, stack_flags, step,
+    },
+};
+
+use crate::maps::{SCRATCH, STACK_SCRATCH};
+
+/// Set at load time: 1 walks by unwind tables where the agent gave a process its mappings.
+#[unsafe(no_mangle)]
+static UNWIND_MODE: Global<u8> = Global::new(0);
+
+/// Every table's rows, one after another; sized by the agent (`--unwind-memory`) and written
+/// through a shared mapping.
+#[map(name = "UNWIND_ROWS")]
+static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Every table's page index, one after another; sized and written as `UNWIND_ROWS`.
+#[map(name = "UNWIND_PAGES")]
+static UNWIND_PAGES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Each table's place in the arrays above, by table id.
+#[map(name = "UNWIND_TABLES")]
+static UNWIND_TABLES: Array<UnwindTable> = Array::with_max_entries(1, 0);
+
+/// Each traced process's executable mappings, by process id; allocated as used.
+#[map(name = "UNWIND_PROCESSES")]
+static UNWIND_PROCESSES: HashMap<u32, ProcessMappings> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// Executable mmaps each traced process made, by process id (see `mappings.rs`).
+#[map(name = "EXEC_MMAPS")]
+pub static EXEC_MMAPS: HashMap<u32, u32> = HashMap::with_max_entries(64 * 1024, 0);
+
+#[map(name = "UNWIND_COUNTERS")]
+static UNWIND_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(UnwindCounter::ALL.len() as u32, 0);
+
+/// Whether stacks are walked by tables at all (otherwise by frame pointer, as before).
+#[inline(always)]
+pub fn by_tables() -> bool {
+    UNWIND_MODE.load() != 0
+}
+
+/// Whether the agent has given this process its mappings: its stacks can be walked by tables.
+#[inline(always)]
+pub fn knows(tgid: u32) -> bool {
+    by_tables() && UNWIND_PROCESSES.get_ptr(tgid).is_some()
+}
+
+#[inline(always)]
+pub fn count(counter: UnwindCounter) {
+    if let Some(slot) = UNWIND_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and a BPF program is not preempted on its CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Where a walk writes its frames: the frames array of one of the per-CPU scratch records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Destination {
+    /// `SCRATCH`: an event's record.
+    Event = 0,
+    /// `STACK_SCRATCH`: `--combined`'s stack.
+    Combined = 1,
+}
+
+/// How a walk ended.
+const RUNNING: u32 = 0;
+const COMPLETE: u32 = 1;
+const TRUNCATED: u32 = 2;
+const HAND_OVER: u32 = 3;
+
+/// A walk in progress, on the program's stack; `bpf_loop` hands it to each round.
+#[repr(C)]
+struct Walk {
+    pc: u64,
+    sp: u64,
+    bp: u64,
+    tgid: u32,
+    /// Frames written so far, and at most.
+    depth: u32,
+    limit: u32,
+    /// 1 when `pc` is a return address: its row is that of the byte before (the call).
+    return_address: u32,
+    destination: Destination,
+    /// `RUNNING` until a round ends the walk.
+    outcome: u32,
+}
+
+/// A finished walk: the frames written, `stack_flags` for the event, and with
+/// `COPY_FOLLOWS` the registers where the agent is to go on.
+pub struct Walked {
+    pub depth: usize,
+    pub flags: u32,
+    pub hand_over: Option<HandOver>,
+}
+
+/// Where the kernel stopped for the agent to go on.
+pub struct HandOver {
+    pub regs: Registers,
+    pub return_address: bool,
+}
+
+/// Walks the stack of process `tgid` from `start` by tables, writing up to `limit` frames
+/// (innermost first) into `destination`'s frames. `return_address`: `start.pc` is a return
+/// address (a return probe's), not the address of the instruction interrupted.
+#[inline(always)]
+pub fn walk(tgid: u32, start: Registers, return_address: bool, destination: Destination, limit: usize) -> Walked {
+    count(UnwindCounter::Walks);
+    let limit = limit.min(MAX_STACK_DEPTH) as u32;
+    let mut walk = Walk {
+        pc: start.pc,
+        sp: start.sp,
+        bp: start.bp,
+        tgid,
+        depth: 0,
+        limit,
+        return_address: u32::from(return_address),
+        destination,
+        outcome: RUNNING,
+    };
+    // SAFETY: the callback is a BPF function taking (index, context); the context is this
+    // walk, on this program's stack, alive until bpf_loop returns.
+    unsafe {
+        bpf_loop(limit, next_frame as *mut c_void, (&raw mut walk).cast(), 0);
+    }
+    let depth = walk.depth as usize;
+    match walk.outcome {
+        HAND_OVER => {
+            count(UnwindCounter::HandedToAgent);
+            let regs = Registers { pc: walk.pc, sp: walk.sp, bp: walk.bp };
+            Walked { depth, flags: stack_flags::COPY_FOLLOWS, hand_over: Some(HandOver { regs, return_address: walk.return_address != 0 }) }
+        }
+        TRUNCATED => {
+            count(UnwindCounter::Truncated);
+            Walked { depth, flags: stack_flags::TRUNCATED, hand_over: None }
+        }
+        // Complete, or the depth asked for was reached.
+        _ => Walked { depth, flags: 0, hand_over: None },
+    }
+}
+
+/// One round of `bpf_loop`: places the current frame and steps to its caller. Returns 1 to end
+/// the loop.
+extern "C" fn next_frame(_round: u64, context: *mut c_void) -> i64 {
+    // SAFETY: `context` is the `Walk` that `walk` passed to bpf_loop.
+    let walk = unsafe { &mut *context.cast::<Walk>() };
+    walk.outcome = advance(walk);
+    i64::from(walk.outcome != RUNNING)
+}
+
+#[inline(always)]
+fn advance(walk: &mut Walk) -> u32 {
+    let Some(process) = UNWIND_PROCESSES.get_ptr(walk.tgid) else { return TRUNCATED };
+    // SAFETY: a map value, valid for this program's run; the agent replaces it whole.
+    let process = unsafe { &*process };
+    let pc = walk.pc;
+    let found = find_mapping(process.count, pc, |index| {
+        let mapping = process.mappings.get(index as usize & (MAX_EXEC_MAPPINGS - 1))?;
+        Some((mapping.start, mapping.end))
+    });
+    let Some(index) = found else {
+        return if mapped_code_pending(walk.tgid, process) { HAND_OVER } else { TRUNCATED };
+    };
+    let Some(mapping) = process.mappings.get(index as usize & (MAX_EXEC_MAPPINGS - 1)) else { return TRUNCATED };
+    if !push_frame(walk, pc) {
+        return COMPLETE;
+    }
+    if walk.depth >= walk.limit {
+        return COMPLETE;
+    }
+    let regs = Registers { pc, sp: walk.sp, bp: walk.bp };
+    let read = |address: u64| {
+        // SAFETY: a user read checked by the helper; a fault only fails it.
+        unsafe { bpf_probe_read_user(address as *const u64) }.ok()
+    };
+    let stepped = if mapping.table == NO_TABLE {
+        count(UnwindCounter::FramePointerSteps);
+        frame_pointer_step(regs, read)
+    } else {
+        // A return address is just past its call, which may be a function's last instruction.
+        let at = pc.wrapping_sub(u64::from(walk.return_address)).wrapping_sub(mapping.bias);
+        let Some(row) = row_for(mapping.table, at) else { return TRUNCATED };
+        count(UnwindCounter::TableSteps);
+        step(&row, regs, read)
+    };
+    match stepped {
+        Step::Caller(caller) => {
+            walk.pc = caller.pc;
+            walk.sp = caller.sp;
+            walk.bp = caller.bp;
+            walk.return_address = 1;
+            RUNNING
+        }
+        Step::End => COMPLETE,
+        Step::Truncated => TRUNCATED,
+    }
+}
+
+/// Writes `pc` as the next frame; false when there is no room.
+#[inline(always)]
+fn push_frame(walk: &mut Walk, pc: u64) -> bool {
+    let frames = match walk.destination {
+        Destination::Event => SCRATCH.get_ptr_mut(0).map(|record| {
+            // SAFETY: this CPU's own scratch record; a BPF program is not preempted on its CPU.
+            unsafe { &raw mut (*record).frames }
+        }),
+        Destination::Combined => STACK_SCRATCH.get_ptr_mut(0).map(|stack| {
+            // SAFETY: as above.
+            unsafe { &raw mut (*stack).frames }
+        }),
+    };
+    let Some(frames) = frames else { return false };
+    // SAFETY: as above.
+    let Some(slot) = (unsafe { &mut *frames }).get_mut(walk.depth as usize) else { return false };
+    *slot = pc;
+    walk.depth += 1;
+    true
+}
+
+/// The row of table `table` covering ELF virtual address `address`; `None` when the table is
+/// inconsistent.
+#[inline(always)]
+fn row_for(table: u32, address: u64) -> Option<UnwindRow> {
+    let table = UNWIND_TABLES.get(table)?;
+    let Some(offset) = address.checked_sub(table.base) else {
+        // Below the first FDE: no information, as in a gap between FDEs.
+        return Some(UnwindRow { cfa_kind: cfa_kind::NO_INFO, ..UnwindRow::default() });
+    };
+    let index = find_row(
+        table,
+        offset,
+        |page| UNWIND_PAGES.get(table.first_page.wrapping_add(page)).copied(),
+        |index| UNWIND_ROWS.get(table.first_row.wrapping_add(index)).map(|row| row.pc),
+    )?;
+    UNWIND_ROWS.get(table.first_row.wrapping_add(index)).copied()
+}
+
+/// Whether the process mapped code the agent has not told the kernel about yet.
+#[inline(always)]
+fn mapped_code_pending(tgid: u32, process: &ProcessMappings) -> bool {
+    EXEC_MMAPS.get_ptr(tgid).is_some_and(|made| {
+        // SAFETY: a map value, valid for this program's run.
+        unsafe { *made > process.exec_mmaps_applied }
+    })
+}
