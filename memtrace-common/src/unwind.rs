@@ -86,6 +86,10 @@ pub const ROW_SEARCH_STEPS: u32 = 17;
 /// `ExecMapping::table` of a mapping without a table: its frames are stepped by frame pointer.
 pub const NO_TABLE: u32 = u32::MAX;
 
+/// `ExecMapping::table` of a mapping without a table whose frames are not to be stepped at all
+/// (`--unwind tables`): the walk places the frame and ends there, truncated.
+pub const UNWALKABLE: u32 = u32::MAX - 1;
+
 /// One executable mapping of a process, as the kernel's walk sees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,11 +118,12 @@ const _: () = assert!(MAX_EXEC_MAPPINGS.is_power_of_two() && 1 << (MAPPING_SEARC
 pub struct ProcessMappings {
     /// Entries of `mappings` in use.
     pub count: u32,
+    pub _padding: u32,
     /// The executable mmaps (`EXEC_MMAPS`'s count for this process) these mappings include.
     /// When a pc is in no mapping while the kernel has counted more, the code may have been
     /// mapped after the agent last wrote this: the kernel hands the rest of the walk to the
     /// agent instead of giving up.
-    pub exec_mmaps_applied: u32,
+    pub exec_mmaps_applied: u64,
     pub mappings: [ExecMapping; MAX_EXEC_MAPPINGS],
 }
 
@@ -203,6 +208,45 @@ pub fn frame_pointer_step(regs: Registers, mut read: impl FnMut(u64) -> Option<u
         return Step::End;
     }
     Step::Caller(Registers { pc: return_address, sp: frame + 16, bp })
+}
+
+/// Steps from a frame in `mapping`: by its table's row for the pc (`row_for(table, address)`
+/// finds the row covering an ELF virtual address; `None` when it cannot), by frame pointer
+/// when it has no table. `return_address`: the pc is a return address, whose call is the byte
+/// before (a call may be its function's last instruction, followed by another function).
+#[inline(always)]
+pub fn step_frame(
+    mapping: &ExecMapping,
+    regs: Registers,
+    return_address: bool,
+    row_for: impl FnOnce(u32, u64) -> Option<UnwindRow>,
+    read: impl FnMut(u64) -> Option<u64>,
+) -> Step {
+    if mapping.table == NO_TABLE {
+        return frame_pointer_step(regs, read);
+    }
+    let address = regs.pc.wrapping_sub(u64::from(return_address)).wrapping_sub(mapping.bias);
+    match row_for(mapping.table, address) {
+        Some(row) => step(&row, regs, read),
+        None => Step::Truncated,
+    }
+}
+
+/// The row of `table` covering ELF virtual address `address`, given its page index and rows
+/// through `page_at` and `row_at` (table-local indexes). Below the table's first row there is
+/// no information, as between FDEs. `None` when the table is inconsistent.
+#[inline(always)]
+pub fn row_for(
+    table: &UnwindTable,
+    address: u64,
+    page_at: impl FnMut(u32) -> Option<u32>,
+    mut row_at: impl FnMut(u32) -> Option<UnwindRow>,
+) -> Option<UnwindRow> {
+    let Some(offset) = address.checked_sub(table.base) else {
+        return Some(UnwindRow { cfa_kind: cfa_kind::NO_INFO, ..UnwindRow::default() });
+    };
+    let index = find_row(table, offset, page_at, |index| row_at(index).map(|row| row.pc))?;
+    row_at(index)
 }
 
 /// The index (within its table) of the row covering `offset` (an address minus the table's

@@ -15,11 +15,14 @@
 //! while the process has mapped code the agent has not applied yet is the agent's to place:
 //! the walk stops there and the caller sends the registers and a copy of the stack above them
 //! (`HandOver`).
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+};
 
 use aya_ebpf::{
     Global,
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_probe_read_user, generated::bpf_loop},
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -27,8 +30,8 @@ use aya_ebpf::{
 use memtrace_common::{
     MAX_STACK_DEPTH,
     unwind::{
-        MAX_EXEC_MAPPINGS, NO_TABLE, cfa_kind, ProcessMappings, Registers, Step, UnwindCounter, UnwindRow, UnwindTable, find_mapping,
-        find_row, frame_pointer_step, stack_flags, step,
+        MAX_EXEC_MAPPINGS, NO_TABLE, ProcessMappings, Registers, Step, UnwindCounter, UnwindRow, UnwindTable,
+        find_mapping, row_for, stack_flags, step_frame,
     },
 };
 
@@ -57,7 +60,7 @@ static UNWIND_PROCESSES: HashMap<u32, ProcessMappings> = HashMap::with_max_entri
 
 /// Executable mmaps each traced process made, by process id (see `mappings.rs`).
 #[map(name = "EXEC_MMAPS")]
-pub static EXEC_MMAPS: HashMap<u32, u32> = HashMap::with_max_entries(64 * 1024, 0);
+static EXEC_MMAPS: HashMap<u32, u64> = HashMap::with_max_entries(64 * 1024, 0);
 
 #[map(name = "UNWIND_COUNTERS")]
 static UNWIND_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(UnwindCounter::ALL.len() as u32, 0);
@@ -202,16 +205,8 @@ fn advance(walk: &mut Walk) -> u32 {
         // SAFETY: a user read checked by the helper; a fault only fails it.
         unsafe { bpf_probe_read_user(address as *const u64) }.ok()
     };
-    let stepped = if mapping.table == NO_TABLE {
-        count(UnwindCounter::FramePointerSteps);
-        frame_pointer_step(regs, read)
-    } else {
-        // A return address is just past its call, which may be a function's last instruction.
-        let at = pc.wrapping_sub(u64::from(walk.return_address)).wrapping_sub(mapping.bias);
-        let Some(row) = row_for(mapping.table, at) else { return TRUNCATED };
-        count(UnwindCounter::TableSteps);
-        step(&row, regs, read)
-    };
+    count(if mapping.table == NO_TABLE { UnwindCounter::FramePointerSteps } else { UnwindCounter::TableSteps });
+    let stepped = step_frame(mapping, regs, walk.return_address != 0, row_in, read);
     match stepped {
         Step::Caller(caller) => {
             walk.pc = caller.pc;
@@ -246,22 +241,35 @@ fn push_frame(walk: &mut Walk, pc: u64) -> bool {
     true
 }
 
-/// The row of table `table` covering ELF virtual address `address`; `None` when the table is
-/// inconsistent.
+/// The row of table `table` covering ELF virtual address `address`; `None` when there is no
+/// such table or it is inconsistent.
 #[inline(always)]
-fn row_for(table: u32, address: u64) -> Option<UnwindRow> {
+fn row_in(table: u32, address: u64) -> Option<UnwindRow> {
     let table = UNWIND_TABLES.get(table)?;
-    let Some(offset) = address.checked_sub(table.base) else {
-        // Below the first FDE: no information, as in a gap between FDEs.
-        return Some(UnwindRow { cfa_kind: cfa_kind::NO_INFO, ..UnwindRow::default() });
-    };
-    let index = find_row(
+    row_for(
         table,
-        offset,
+        address,
         |page| UNWIND_PAGES.get(table.first_page.wrapping_add(page)).copied(),
-        |index| UNWIND_ROWS.get(table.first_row.wrapping_add(index)).map(|row| row.pc),
-    )?;
-    UNWIND_ROWS.get(table.first_row.wrapping_add(index)).copied()
+        |index| UNWIND_ROWS.get(table.first_row.wrapping_add(index)).copied(),
+    )
+}
+
+/// Counts an executable mmap of process `tgid`; returns its count so far, this one included.
+#[inline(always)]
+pub fn count_exec_mmap(tgid: u32) -> u64 {
+    if EXEC_MMAPS.get_ptr(tgid).is_none() {
+        // Another thread may insert it first: then this fails and the add below counts.
+        let _ = EXEC_MMAPS.insert(tgid, 0, BPF_NOEXIST as u64);
+    }
+    let Some(made) = EXEC_MMAPS.get_ptr_mut(tgid) else { return 0 };
+    // SAFETY: a map value, valid for this program's run; threads of one process may count at
+    // once, hence the atomic add. (The oldest instruction set cannot return the value added to:
+    // it is read after, and may then include another thread's mmap, which has happened too by
+    // then, so the agent reading the mappings for this one finds that one as well.)
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(made, 1);
+        core::ptr::read_volatile(made)
+    }
 }
 
 /// Whether the process mapped code the agent has not told the kernel about yet.

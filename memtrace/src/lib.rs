@@ -30,3 +30,4 @@ pub mod session;
 pub mod stacks;
 pub mod status;
 pub mod symbolize;
+pub mod unwind;
