@@ -27,6 +27,14 @@ pub struct UnwindRow {
 
 const _: () = assert!(size_of::<UnwindRow>() == 12);
 
+/// A BPF array keeps each value in a slot rounded up to 8 bytes: the kernel's arrays hold rows
+/// and page-index entries two to a value, so that none of their memory is padding, and the
+/// agent's shared mapping of each is a plain array of rows (of entries).
+pub type RowPair = [UnwindRow; 2];
+pub type PagePair = [u32; 2];
+
+const _: () = assert!(size_of::<RowPair>() % 8 == 0 && size_of::<PagePair>() % 8 == 0);
+
 /// How a row finds the canonical frame address (the caller's stack pointer: the return
 /// address is the word just below it).
 pub mod cfa_kind {

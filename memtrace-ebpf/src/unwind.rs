@@ -30,7 +30,7 @@ use aya_ebpf::{
 use memtrace_common::{
     MAX_STACK_DEPTH,
     unwind::{
-        MAX_EXEC_MAPPINGS, NO_TABLE, ProcessMappings, Registers, Step, UnwindCounter, UnwindRow, UnwindTable,
+        MAX_EXEC_MAPPINGS, NO_TABLE, ProcessMappings, Registers, PagePair, RowPair, Step, UnwindCounter, UnwindRow, UnwindTable,
         find_mapping, row_for, stack_flags, step_frame,
     },
 };
@@ -44,11 +44,11 @@ static UNWIND_MODE: Global<u8> = Global::new(0);
 /// Every table's rows, one after another; sized by the agent (`--unwind-memory`) and written
 /// through a shared mapping.
 #[map(name = "UNWIND_ROWS")]
-static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+static UNWIND_ROWS: Array<RowPair> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Every table's page index, one after another; sized and written as `UNWIND_ROWS`.
 #[map(name = "UNWIND_PAGES")]
-static UNWIND_PAGES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+static UNWIND_PAGES: Array<PagePair> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Each table's place in the arrays above, by table id.
 #[map(name = "UNWIND_TABLES")]
@@ -187,13 +187,13 @@ fn advance(walk: &mut Walk) -> u32 {
     let process = unsafe { &*process };
     let pc = walk.pc;
     let found = find_mapping(process.count, pc, |index| {
-        let mapping = process.mappings.get(index as usize & (MAX_EXEC_MAPPINGS - 1))?;
+        let mapping = process.mappings.get(opaque(index) as usize & (MAX_EXEC_MAPPINGS - 1))?;
         Some((mapping.start, mapping.end))
     });
     let Some(index) = found else {
         return if mapped_code_pending(walk.tgid, process) { HAND_OVER } else { TRUNCATED };
     };
-    let Some(mapping) = process.mappings.get(index as usize & (MAX_EXEC_MAPPINGS - 1)) else { return TRUNCATED };
+    let Some(mapping) = process.mappings.get(opaque(index) as usize & (MAX_EXEC_MAPPINGS - 1)) else { return TRUNCATED };
     if !push_frame(walk, pc) {
         return COMPLETE;
     }
@@ -249,9 +249,38 @@ fn row_in(table: u32, address: u64) -> Option<UnwindRow> {
     row_for(
         table,
         address,
-        |page| UNWIND_PAGES.get(table.first_page.wrapping_add(page)).copied(),
-        |index| UNWIND_ROWS.get(table.first_row.wrapping_add(index)).copied(),
+        |page| half_of(&UNWIND_PAGES, table.first_page.wrapping_add(page)),
+        |row| half_of(&UNWIND_ROWS, table.first_row.wrapping_add(row)),
     )
+}
+
+/// Entry `index` of an array of pairs (`RowPair`, `PagePair`).
+#[inline(always)]
+fn half_of<T: Copy>(array: &Array<[T; 2]>, index: u32) -> Option<T> {
+    let pair = array.get_ptr(index / 2)?;
+    // SAFETY: a map value holding two `T`s; `& 1` picks one of them.
+    Some(unsafe { pair.cast::<T>().add((opaque(index) & 1) as usize).read() })
+}
+
+/// Per-CPU room for `opaque`.
+#[map(name = "UNWIND_OPAQUE")]
+static UNWIND_OPAQUE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `value`, passed through memory so that the verifier no longer knows its range.
+///
+/// A search's index becomes a pointer offset; the verifier then tracks the exact range of the
+/// bounds it came from, every halving makes them differ, and no two states of the search are
+/// ever the same: 2^steps paths to walk, past its limit. Through a map value, the offset is
+/// just some value (masked to its array), and the bounds stay imprecise, so the states of one
+/// step match the next's.
+#[inline(always)]
+fn opaque(value: u32) -> u32 {
+    let Some(slot) = UNWIND_OPAQUE.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's own slot; a BPF program is not preempted on its CPU.
+    unsafe {
+        core::ptr::write_volatile(slot, u64::from(value));
+        core::ptr::read_volatile(slot) as u32
+    }
 }
 
 /// Counts an executable mmap of process `tgid`; returns its count so far, this one included.

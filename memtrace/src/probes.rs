@@ -12,7 +12,10 @@ use aya::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{BLOCK_WINDOW, BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names};
+use memtrace_common::{
+    BLOCK_WINDOW, BlockKey, Counter, LiveBlock, SAMPLE_GAPS, StackFrames, StackKey, StackSums, TotalsSlot, names,
+    unwind::{COMBINED_TRUNCATED, names as unwind_names},
+};
 use thiserror::Error;
 use crate::{allocator::Allocator, block_slots::BlockSlots, events::watch_readable};
 
@@ -42,6 +45,9 @@ pub struct ProbeSettings {
     pub live_blocks: u32,
     /// User stack frames captured per event (`--stack-depth`).
     pub stack_depth: u32,
+    /// How stacks are walked (`--unwind`), and the unwind tables' arrays.
+    pub unwind: crate::unwind::Method,
+    pub unwind_capacity: crate::unwind::Capacity,
 }
 
 /// Which processes an attachment fires for.
@@ -112,6 +118,8 @@ pub struct KernelStackSums {
     /// `None` when the kernel's stack table had no entry for it (never expected: the sums
     /// are only created once the stack is stored).
     pub stack: Option<Vec<u64>>,
+    /// The walk that found the stack was cut short (see `stack_flags::TRUNCATED`).
+    pub truncated: bool,
     pub sums: StackSums,
 }
 
@@ -135,6 +143,7 @@ impl Probes {
         // Sampling counts the blocks in each group of a window's length (8 bytes a group).
         let block_groups = if settings.sample_bytes != 0 { ((1u32 << block_slot_bits) / BLOCK_WINDOW).max(1) } else { 1 };
         let id_slots = settings.id_slots.unwrap_or_else(id_slots);
+        let unwind_mode = u8::from(settings.unwind != crate::unwind::Method::FramePointer);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::TRACED_SLOTS, id_slots.max(1))
@@ -155,6 +164,10 @@ impl Probes {
             .override_global(names::MIN_SIZE, &settings.min_size, true)
             .override_global(names::STACK_DEPTH, &settings.stack_depth, true)
             .override_global(names::MAX_SIZE, &settings.max_size, true)
+            .map_max_entries(unwind_names::UNWIND_ROWS, settings.unwind_capacity.row_pairs)
+            .map_max_entries(unwind_names::UNWIND_PAGES, settings.unwind_capacity.page_pairs)
+            .map_max_entries(unwind_names::UNWIND_TABLES, settings.unwind_capacity.tables)
+            .override_global(unwind_names::UNWIND_MODE, &unwind_mode, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(format!("{error:#}")))?;
         if settings.sample_bytes != 0 {
@@ -205,6 +218,11 @@ impl Probes {
             None
         };
         Ok(Self { ebpf, stats: None, empty: settings.empty, links: HashMap::new(), block_slots })
+    }
+
+    /// Takes the unwind tables' maps out of the loaded object, for the agent to fill in.
+    pub fn unwind_tables(&mut self, capacity: crate::unwind::Capacity) -> std::io::Result<crate::unwind::KernelTables> {
+        crate::unwind::KernelTables::take(&mut self.ebpf, capacity)
     }
 
     /// Has the kernel time every BPF program run from now on (BPF_ENABLE_STATS, about two
@@ -404,11 +422,13 @@ impl Probes {
         Ok(sums
             .into_iter()
             .map(|(key, sums)| {
-                let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
-                    let depth = (stack.depth as usize).min(stack.frames.len());
+                let stack = stacks.get(&key.stack_hash, 0).ok();
+                let truncated = stack.is_some_and(|stack| stack.depth & COMBINED_TRUNCATED != 0);
+                let stack = stack.map(|stack| {
+                    let depth = ((stack.depth & !COMBINED_TRUNCATED) as usize).min(stack.frames.len());
                     stack.frames[..depth].to_vec()
                 });
-                KernelStackSums { tgid: key.tgid, stack, sums }
+                KernelStackSums { tgid: key.tgid, stack, truncated, sums }
             })
             .collect())
     }

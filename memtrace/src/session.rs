@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use memtrace_common::EventKind;
+use memtrace_common::{EventKind, unwind::stack_flags};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -34,10 +34,11 @@ use crate::{
     probes::{KernelCounters, ProbeSettings, ProgramCost, Probes, Scope},
     reachability::{self, LeakKinds},
     regions,
-    stacks::{self, StackTable},
+    stacks::StackTable,
     status::{self, StatusLine},
-    report::{Counts, FaultsSection, Mode, ProcessReport, RenderOptions, Report, ReportInput, Target, Window},
-    symbolize::{Frame, Symbolizer},
+    report::{Counts, FaultsSection, Mode, NamedStack, ProcessReport, RenderOptions, Report, ReportInput, Target, Window},
+    symbolize::Symbolizer,
+    unwind::{self, Unwinder},
 };
 
 /// Exit code of `record` when every target exited before the window ended.
@@ -87,6 +88,10 @@ struct Trace {
     older_than: Option<Duration>,
     /// Page faults by stack, with `--faults`.
     faults: Option<FaultTable>,
+    /// Unwind tables for the kernel's stack walk (none with `--unwind fp`).
+    unwinder: Option<Unwinder>,
+    /// Frames captured per stack (`--stack-depth`).
+    stack_depth: usize,
     /// Each process's memory picture, read while it was still alive.
     pictures: BTreeMap<u32, MemoryPicture>,
     /// The processes whose picture was read or tried (a failure was reported then).
@@ -108,7 +113,16 @@ impl Trace {
             stack_slots: args.stack_slots,
             stack_depth: args.stack_depth,
             live_blocks: args.live_blocks.unwrap_or(if args.combined { 1 << 20 } else { 1 << 17 }),
+            unwind: args.unwind,
+            unwind_capacity: unwind_capacity(args),
         })?;
+        let unwinder = match args.unwind {
+            unwind::Method::FramePointer => None,
+            method => {
+                let tables = probes.unwind_tables(unwind_capacity(args)).context("taking the unwind tables' maps")?;
+                Some(Unwinder::new(tables, method, args.unwind_memory, args.debug_dirs.clone()))
+            }
+        };
         if args.min_size > args.max_size.unwrap_or(u64::MAX) {
             bail!("--min-size {} is above --max-size {}: no block would be recorded", args.min_size, args.max_size.unwrap_or(0));
         }
@@ -145,6 +159,8 @@ impl Trace {
             events_seen: 0,
             older_than: args.older_than,
             faults,
+            unwinder,
+            stack_depth: args.stack_depth as usize,
             pictures: BTreeMap::new(),
             pictures_tried: HashSet::new(),
         })
@@ -186,6 +202,14 @@ impl Trace {
         Ok(())
     }
 
+    /// Gives the kernel's unwinder the code `pid` maps now: when tracing of a running process
+    /// starts, and while a process is held at its fork or exec (before its image runs).
+    fn track_code(&mut self, pid: u32) {
+        if let Some(unwinder) = &mut self.unwinder {
+            unwinder.track(pid);
+        }
+    }
+
     /// Starts keeping the record of a traced process.
     fn track(&mut self, pid: u32, parent_pid: Option<u32>, command: Vec<String>) {
         self.processes.insert(
@@ -217,21 +241,33 @@ impl Trace {
                 probes.detach_process(pid);
             }
         }
+        if let Some(unwinder) = &mut self.unwinder {
+            unwinder.forget(pid);
+        }
     }
 
     fn drain(&mut self) {
         let (heap, stacks, faults, window, seen) = (&mut self.heap, &mut self.stacks, &mut self.faults, self.window, &mut self.events_seen);
+        let (unwinder, stack_depth) = (&mut self.unwinder, self.stack_depth);
         self.events.drain(|event, rest| {
             *seen += 1;
+            let mut event = *event;
+            // Code mapped: applied before the events after it, whose walks may need it (even
+            // outside the window).
+            if let Some(unwinder) = unwinder.as_mut() {
+                unwind::apply_mapping_event(unwinder, &event);
+            }
             if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
                 return;
             }
-            let mut event = *event;
             // A record with frames after it: the stack gets its id here (a negative count is
-            // the kernel's error for a failed capture, kept as it is).
+            // the kernel's error for a failed capture, kept as it is). A walk the kernel handed
+            // over is finished first.
             if event.stack_id >= 0 && !rest.is_empty() {
-                event.stack_id = stacks.intern(&stacks::frames(rest));
+                let (frames, truncated) = unwind::stack_of_record(unwinder.as_mut(), &event, rest, stack_depth);
+                event.stack_id = stacks.intern_walk(&frames, truncated);
             }
+            event.flags &= !stack_flags::ALL;
             if event.kind == EventKind::Shmat as u32 {
                 // The kernel side sees only the segment id; its size is in /proc.
                 event.size = regions::sysv_segment_size(event.old_addr).unwrap_or(0);
@@ -302,7 +338,7 @@ impl Trace {
                     Ok(all) => {
                         for entry in all {
                             let stack_id = match &entry.stack {
-                                Some(addresses) => self.stacks.intern(addresses),
+                                Some(addresses) => self.stacks.intern_walk(addresses, entry.truncated),
                                 None => -libc::ENOENT,
                             };
                             self.heap.add_kernel_sums(entry.tgid, stack_id, entry.sums);
@@ -352,17 +388,26 @@ impl Trace {
         }
         report.memory = pictures;
         report.kernel_programs = std::mem::take(&mut self.program_costs);
+        report.unwind = self.unwinder.as_ref().map(Unwinder::report);
         warn_about_losses(&report);
         report
     }
 }
 
-fn frames_of(stacks: &StackTable, symbolizer: &mut Symbolizer, pid: u32, stack_id: i32) -> Result<Vec<Frame>, String> {
+fn frames_of(stacks: &StackTable, symbolizer: &mut Symbolizer, pid: u32, stack_id: i32) -> Result<NamedStack, String> {
     if stack_id < 0 {
         return Err(format!("the kernel could not capture it ({})", std::io::Error::from_raw_os_error(-stack_id)));
     }
     let addresses = stacks.get(stack_id).ok_or_else(|| format!("stack {stack_id} was never received"))?;
-    Ok(symbolizer.symbolize(pid, addresses))
+    Ok(NamedStack { frames: symbolizer.symbolize(pid, addresses), truncated: stacks.is_truncated(stack_id) })
+}
+
+/// The unwind tables' arrays for `--unwind-memory` (one entry each with `--unwind fp`).
+fn unwind_capacity(args: &TraceArgs) -> unwind::Capacity {
+    match args.unwind {
+        unwind::Method::FramePointer => unwind::Capacity::NONE,
+        _ => unwind::Capacity::for_budget(args.unwind_memory),
+    }
 }
 
 fn warn_about_losses(report: &Report) {
@@ -429,6 +474,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                             if let Err(error) = trace.attach(&allocator, pid) {
                                 eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}");
                             }
+                            trace.track_code(pid);
                             allocators.insert(pid, allocator);
                         }
                         Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {error:#}"),
@@ -445,6 +491,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                             if let Err(error) = trace.attach(&allocator, pid) {
                                 eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}");
                             }
+                            trace.track_code(pid);
                             allocators.insert(pid, allocator);
                         }
                         Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}"),
@@ -545,6 +592,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         watch_exit(pid, exited_tx.clone())?;
         trace.symbolizer.snapshot(pid).with_context(|| format!("reading the mappings of process {pid}"))?;
         trace.attach(allocator, pid)?;
+        trace.track_code(pid);
         trace.track(pid, None, command_line(pid));
     }
     trace.open_window();

@@ -4,13 +4,10 @@ use std::io::{self, Write};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ReportFrame,
+    NamedStack, ReportFrame,
     text::{frame_line, thousands},
 };
-use crate::{
-    faults::{FaultTable, KindCounts},
-    symbolize::Frame,
-};
+use crate::faults::{FaultTable, KindCounts};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultsSection {
@@ -46,6 +43,9 @@ pub struct FaultStack {
     pub frames: Vec<ReportFrame>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// The stack walk was cut short after the last frame.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 impl FaultsSection {
@@ -54,7 +54,7 @@ impl FaultsSection {
         table: &FaultTable,
         pids: &[u32],
         top: Option<usize>,
-        mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
+        mut frames_of: impl FnMut(u32, i32) -> Result<NamedStack, String>,
     ) -> Self {
         let all = table.all();
         let mut stacks: Vec<_> = table.stacks().collect();
@@ -64,11 +64,11 @@ impl FaultsSection {
             .into_iter()
             .take(top.unwrap_or(usize::MAX))
             .map(|(pid, stack_id, counts)| {
-                let (frames, unavailable) = match frames_of(pid, stack_id) {
-                    Ok(frames) => (frames.into_iter().map(ReportFrame::from).collect(), None),
-                    Err(why) => (Vec::new(), Some(why)),
+                let (frames, unavailable, truncated) = match frames_of(pid, stack_id) {
+                    Ok(named) => (named.frames.into_iter().map(ReportFrame::from).collect(), None, named.truncated),
+                    Err(why) => (Vec::new(), Some(why), false),
                 };
-                FaultStack { pid, minor: counts.minor, major: counts.major, kinds: counts.kinds, frames, unavailable }
+                FaultStack { pid, minor: counts.minor, major: counts.major, kinds: counts.kinds, frames, unavailable, truncated }
             })
             .collect();
         let processes = pids
@@ -117,6 +117,9 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
         }
+        if stack.truncated {
+            writeln!(out, "    {}", super::text::TRUNCATED_NOTE)?;
+        }
     }
     if (shown as u64) < section.stacks_total {
         writeln!(out, "\n... {} more faulting stacks (use --top N to see more)", section.stacks_total - shown as u64)?;
@@ -153,7 +156,7 @@ mod tests {
         table.record(&sample(8, true));
         table.record(&sample(-14, false));
         let section = FaultsSection::build(&table, &[0], Some(2), |_, stack_id| {
-            if stack_id < 0 { Err("no stack".to_owned()) } else { Ok(Vec::new()) }
+            if stack_id < 0 { Err("no stack".to_owned()) } else { Ok(NamedStack::default()) }
         });
         assert_eq!((section.minor, section.major, section.period, section.scaled), (40, 10, 10, true));
         assert_eq!(section.stacks_total, 3);

@@ -82,6 +82,9 @@ pub struct Report {
     /// `--program-stats`: each kernel-side program's runs and mean time per run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_programs: Vec<ProgramCost>,
+    /// How stacks were walked by unwind tables (absent with `--unwind fp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::unwind::UnwindReport>,
 }
 
 /// memtrace's own cost (not the traced processes'), for the overhead-minded.
@@ -313,6 +316,10 @@ pub struct Stack {
     /// Why there are no frames, when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// The stack walk was cut short after the last frame (code it could not unwind): callers
+    /// are missing below it.
+    #[serde(default)]
+    pub truncated: bool,
     /// Heap blocks of a scanned process: what still reaches them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leak_kind: Option<LeakKind>,
@@ -350,6 +357,13 @@ impl From<Frame> for ReportFrame {
             inlined: frame.inlined,
         }
     }
+}
+
+/// A stack's frames as symbolized, and whether its walk was cut short after the last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamedStack {
+    pub frames: Vec<Frame>,
+    pub truncated: bool,
 }
 
 /// Everything a report is made of besides the stacks' frames.
@@ -391,11 +405,11 @@ impl Report {
     /// Builds the report; `frames_of(pid, stack_id)` names a stack's frames or says why not.
     pub fn build(
         input: ReportInput<'_>,
-        mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
+        mut frames_of: impl FnMut(u32, i32) -> Result<NamedStack, String>,
     ) -> Self {
         let mut resolve = |pid: u32, stack_id: i32| match frames_of(pid, stack_id) {
-            Ok(frames) => (frames.into_iter().map(ReportFrame::from).collect::<Vec<_>>(), None),
-            Err(why) => (Vec::new(), Some(why)),
+            Ok(named) => (named.frames.into_iter().map(ReportFrame::from).collect::<Vec<_>>(), None, named.truncated),
+            Err(why) => (Vec::new(), Some(why), false),
         };
         // Memory outside malloc is named first, whatever --top says: what the dynamic loader
         // mapped (the libraries) is set apart from what the program mapped.
@@ -429,7 +443,7 @@ impl Report {
                 heap_stacks.push(total);
                 continue;
             }
-            let (frames, unavailable) = resolve(total.tgid, total.stack_id);
+            let (frames, unavailable, truncated) = resolve(total.tgid, total.stack_id);
             let module = frames.first().and_then(|frame| frame.module.as_deref());
             if module.is_some_and(is_dynamic_loader) {
                 *loader_bytes.entry(total.tgid).or_default() += total.bytes;
@@ -445,6 +459,7 @@ impl Report {
                 pid: total.tgid,
                 frames,
                 unavailable,
+                truncated,
                 leak_kind: None,
                 suppressed_by: None,
                 growth: growth_of(total.tgid, total.stack_id, total.kind),
@@ -464,7 +479,7 @@ impl Report {
         sort_stacks(&mut stacks, input.sort);
         stacks.truncate(top);
         for total in heap_stacks.into_iter().take(top) {
-            let (frames, unavailable) = resolve(total.tgid, total.stack_id);
+            let (frames, unavailable, truncated) = resolve(total.tgid, total.stack_id);
             let made = heap_made.get(&(total.tgid, total.stack_id)).copied().unwrap_or_default();
             stacks.push(Stack {
                 kind: Kind::Heap,
@@ -475,6 +490,7 @@ impl Report {
                 pid: total.tgid,
                 frames,
                 unavailable,
+                truncated,
                 leak_kind: total.leak,
                 suppressed_by: None,
                 growth: growth_of(total.tgid, total.stack_id, total.kind),
@@ -544,6 +560,7 @@ impl Report {
             memory: Vec::new(),
             agent: AgentUsage::of_this_process(),
             kernel_programs: Vec::new(),
+            unwind: None,
             check: None,
             scan: input.leaks.any().then(|| ScanTiming::of(input.leaks)),
         }
@@ -555,7 +572,7 @@ impl Report {
 fn released(
     allocated: HashMap<(u32, i32, MemoryKind), crate::allocated::Allocated>,
     top: usize,
-    resolve: &mut impl FnMut(u32, i32) -> (Vec<ReportFrame>, Option<String>),
+    resolve: &mut impl FnMut(u32, i32) -> (Vec<ReportFrame>, Option<String>, bool),
 ) -> Vec<Stack> {
     let mut made: Vec<_> = allocated.into_iter().filter(|(_, made)| made.count > 0).collect();
     made.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(b.1.count.cmp(&a.1.count)).then(a.0.cmp(&b.0)));
@@ -564,7 +581,7 @@ fn released(
         if stacks.len() >= top {
             break;
         }
-        let (frames, unavailable) = resolve(tgid, stack_id);
+        let (frames, unavailable, truncated) = resolve(tgid, stack_id);
         let module = frames.first().and_then(|frame| frame.module.as_deref());
         if kind != MemoryKind::Heap && module.is_some_and(is_dynamic_loader) {
             continue;
@@ -578,6 +595,7 @@ fn released(
             pid: tgid,
             frames,
             unavailable,
+            truncated,
             growth: None,
             leak_kind: None,
             suppressed_by: None,

@@ -10,6 +10,9 @@ use crate::reachability::LeakKind;
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
 
+/// Shown after the last frame of a stack whose walk was cut short.
+pub const TRUNCATED_NOTE: &str = "... (truncated: the unwinder could not go past this frame)";
+
 pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     let summary = &report.summary;
     let counts = &summary.counts;
@@ -56,6 +59,9 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         }
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
+        }
+        if stack.truncated {
+            writeln!(out, "    {TRUNCATED_NOTE}")?;
         }
     }
     if (shown as u64) < summary.stacks_total {

@@ -12,7 +12,8 @@ use aya::{
     maps::{Array, HashMap as AyaHashMap, Map, MapData, PerCpuArray},
 };
 use memtrace_common::unwind::{
-    ExecMapping, MAX_EXEC_MAPPINGS, ProcessMappings, UnwindCounter, UnwindRow, UnwindTable, names, row_for,
+    ExecMapping, MAX_EXEC_MAPPINGS, PagePair, ProcessMappings, RowPair, UnwindCounter, UnwindRow, UnwindTable, names,
+    row_for,
 };
 
 use super::table::Table;
@@ -20,8 +21,9 @@ use super::table::Table;
 /// How much kernel memory the tables get, split between the arrays; fixed at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacity {
-    pub rows: u32,
-    pub pages: u32,
+    /// Values of `UNWIND_ROWS` (two rows each) and of `UNWIND_PAGES` (two entries each).
+    pub row_pairs: u32,
+    pub page_pairs: u32,
     pub tables: u32,
 }
 
@@ -30,13 +32,13 @@ impl Capacity {
     /// and about one row (12 bytes) per 16 to 40 bytes of code, so the pages get a 64th.
     pub fn for_budget(bytes: u64) -> Self {
         let page_bytes = bytes / 64;
-        let rows = (bytes - page_bytes) / size_of::<UnwindRow>() as u64;
-        let pages = page_bytes / size_of::<u32>() as u64;
-        Self { rows: clamp(rows), pages: clamp(pages), tables: 4096 }
+        let rows = (bytes - page_bytes) / size_of::<RowPair>() as u64;
+        let pages = page_bytes / size_of::<PagePair>() as u64;
+        Self { row_pairs: clamp(rows), page_pairs: clamp(pages), tables: 4096 }
     }
 
     /// One entry each: what `--unwind fp` loads (the arrays must exist, and are never read).
-    pub const NONE: Capacity = Capacity { rows: 1, pages: 1, tables: 1 };
+    pub const NONE: Capacity = Capacity { row_pairs: 1, page_pairs: 1, tables: 1 };
 }
 
 fn clamp(entries: u64) -> u32 {
@@ -80,8 +82,8 @@ impl KernelTables {
         let exec_mmaps = AyaHashMap::try_from(take(names::EXEC_MMAPS)?).map_err(map_error)?;
         let counters = PerCpuArray::try_from(take(names::UNWIND_COUNTERS)?).map_err(map_error)?;
         Ok(Self {
-            rows: SharedArray::map(rows, capacity.rows as usize)?,
-            pages: SharedArray::map(pages, capacity.pages as usize)?,
+            rows: SharedArray::map(rows, capacity.row_pairs as usize * 2)?,
+            pages: SharedArray::map(pages, capacity.page_pairs as usize * 2)?,
             rows_used: 0,
             pages_used: 0,
             descriptors,
@@ -178,7 +180,8 @@ impl KernelTables {
     }
 }
 
-/// A BPF array created with `BPF_F_MMAPABLE`, mapped into memtrace; unmapped when dropped.
+/// A BPF array created with `BPF_F_MMAPABLE`, mapped into memtrace as `len` entries of `T`
+/// (the array's values are pairs of them, see `RowPair`); unmapped when dropped.
 struct SharedArray<T> {
     base: NonNull<T>,
     len: usize,
@@ -187,7 +190,7 @@ struct SharedArray<T> {
 }
 
 impl<T: Copy> SharedArray<T> {
-    /// Maps the array's `len` entries (its size, as memtrace created it).
+    /// Maps the array's first `len` entries (its size, as memtrace created it, in `T`s).
     fn map(map: MapData, len: usize) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
@@ -239,8 +242,8 @@ mod tests {
     #[test]
     fn the_budget_is_split_between_rows_and_pages() {
         let capacity = Capacity::for_budget(32 << 20);
-        assert_eq!(capacity.pages, (32 << 20) / 64 / 4);
-        assert_eq!(capacity.rows as u64, ((32u64 << 20) - (32 << 20) / 64) / 12);
-        assert_eq!(Capacity::for_budget(0).rows, 1);
+        assert_eq!(capacity.page_pairs, (32 << 20) / 64 / 8);
+        assert_eq!(capacity.row_pairs as u64, ((32u64 << 20) - (32 << 20) / 64) / 24);
+        assert_eq!(Capacity::for_budget(0).row_pairs, 1);
     }
 }

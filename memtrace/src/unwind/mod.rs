@@ -20,6 +20,7 @@ mod cfi;
 mod finish;
 mod kernel;
 mod module;
+mod records;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ use memtrace_common::unwind::{ExecMapping, MAX_EXEC_MAPPINGS, NO_TABLE, StackCop
 use serde::{Deserialize, Serialize};
 
 pub use kernel::{Capacity, KernelTables};
+pub use records::{apply_mapping_event, stack_of_record};
 
 use crate::procmaps::{self, Mapping};
 
