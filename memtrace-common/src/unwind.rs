@@ -433,6 +433,10 @@ pub mod names {
     pub const EXEC_MMAPS: &str = "EXEC_MMAPS";
     /// `UnwindCounter`s, per CPU.
     pub const UNWIND_COUNTERS: &str = "UNWIND_COUNTERS";
+    /// `run` mode: the threads the loader program stopped (`u8`), by thread id.
+    pub const LOADER_STOPS: &str = "LOADER_STOPS";
+    /// `run` mode: the uprobe on the dynamic loader's `_dl_debug_state`.
+    pub const LOADER_MAPPED: &str = "loader_mapped";
 }
 
 #[cfg(feature = "user")]

@@ -18,6 +18,7 @@ mod combined;
 mod faults;
 mod floor;
 mod frees;
+mod loader;
 mod mappings;
 mod maps;
 mod regs;

@@ -191,7 +191,7 @@ fn advance(walk: &mut Walk) -> u32 {
         Some((mapping.start, mapping.end))
     });
     let Some(index) = found else {
-        return if mapped_code_pending(walk.tgid, process) { HAND_OVER } else { TRUNCATED };
+        return if pending_for(walk.tgid, process) { HAND_OVER } else { TRUNCATED };
     };
     let Some(mapping) = process.mappings.get(opaque(index) as usize & (MAX_EXEC_MAPPINGS - 1)) else { return TRUNCATED };
     if !push_frame(walk, pc) {
@@ -301,9 +301,19 @@ pub fn count_exec_mmap(tgid: u32) -> u64 {
     }
 }
 
+/// Whether process `tgid`, whose mappings the agent keeps here, mapped code since it last
+/// wrote them.
+#[inline(always)]
+pub fn mapped_code_pending(tgid: u32) -> bool {
+    by_tables() && UNWIND_PROCESSES.get_ptr(tgid).is_some_and(|process| {
+        // SAFETY: a map value, valid for this program's run.
+        pending_for(tgid, unsafe { &*process })
+    })
+}
+
 /// Whether the process mapped code the agent has not told the kernel about yet.
 #[inline(always)]
-fn mapped_code_pending(tgid: u32, process: &ProcessMappings) -> bool {
+fn pending_for(tgid: u32, process: &ProcessMappings) -> bool {
     EXEC_MMAPS.get_ptr(tgid).is_some_and(|made| {
         // SAFETY: a map value, valid for this program's run.
         unsafe { *made > process.exec_mmaps_applied }

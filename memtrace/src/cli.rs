@@ -256,7 +256,7 @@ pub struct TraceArgs {
     pub unwind: crate::unwind::Method,
 
     /// Kernel memory for unwind tables (preallocated when the tables are used): 12 bytes per
-    /// row, about one row per 30 bytes of code (Debian's libc takes about 0.8 MiB). A module
+    /// row, about one row per 50 bytes of code (Debian's libc's table takes a third of a MiB). A module
     /// whose table no longer fits is walked by frame pointer, and counted
     /// (unwind.modules_not_fitting).
     #[arg(long, default_value_t = 32 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..=(1 << 34)))]

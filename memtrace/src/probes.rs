@@ -201,6 +201,7 @@ impl Probes {
             names::WRAPPER_EXIT,
             names::FLOOR_ENTER,
             names::FLOOR_EXIT,
+            unwind_names::LOADER_MAPPED,
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
@@ -311,6 +312,22 @@ impl Probes {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Attaches the loader program (`run` mode, see `unwind::debug_state_point`) at `offset` in
+    /// the dynamic loader `path`.
+    pub fn attach_loader(&mut self, path: &std::path::Path, offset: u64, scope: Scope) -> Result<(), ProbeError> {
+        let (uprobe_scope, owner) = match scope {
+            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get()),
+            Scope::AllProcesses => (UProbeScope::AllProcesses, 0),
+        };
+        let program = unwind_names::LOADER_MAPPED;
+        let link = uprobe(&mut self.ebpf, program)?.attach(offset, path, uprobe_scope).map_err(|error| {
+            ProbeError::Attach { function: "_dl_debug_state".into(), object: path.display().to_string(), detail: format!("{error:#}") }
+        })?;
+        self.links.entry(owner).or_default().push((program, link));
+        log::info!("attached {program} to _dl_debug_state at {offset:#x} in {}", path.display());
         Ok(())
     }
 

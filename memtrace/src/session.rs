@@ -202,6 +202,37 @@ impl Trace {
         Ok(())
     }
 
+    /// `run` mode: has the loader stop a thread of `pid` when it has mapped code the kernel's
+    /// walk does not know yet, before that code runs (see `unwind::debug_state_point`).
+    fn watch_loader(&mut self, pid: u32) {
+        if self.unwinder.is_none() {
+            return;
+        }
+        let Some((path, offset)) = unwind::debug_state_point(pid) else {
+            log::info!("process {pid} has no dynamic loader to watch");
+            return;
+        };
+        let (scope, key) = match NonZeroU32::new(pid) {
+            Some(_) if self.all_processes => (Scope::AllProcesses, 0),
+            Some(pid) => (Scope::Process(pid), pid.get()),
+            None => return,
+        };
+        let id = std::fs::metadata(&path).map(|file| (file.dev(), file.ino(), offset)).unwrap_or((0, 0, offset));
+        if !self.attached.entry(key).or_default().insert(id) {
+            return;
+        }
+        if let Some(probes) = &mut self.probes
+            && let Err(error) = probes.attach_loader(&path, offset, scope)
+        {
+            log::warn!("{error}; code loaded by process {pid} is known to stack walks only as memtrace reads its mmap events");
+        }
+    }
+
+    /// Whether thread `tid` is stopped by the loader program (its record is cleared).
+    fn loader_stopped(&mut self, tid: u32) -> bool {
+        self.unwinder.as_mut().is_some_and(|unwinder| unwinder.loader_stopped(tid))
+    }
+
     /// Gives the kernel's unwinder the code `pid` maps now: when tracing of a running process
     /// starts, and while a process is held at its fork or exec (before its image runs).
     fn track_code(&mut self, pid: u32) {
@@ -492,6 +523,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                                 eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}");
                             }
                             trace.track_code(pid);
+                            trace.watch_loader(pid);
                             allocators.insert(pid, allocator);
                         }
                         Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {error:#}"),
@@ -515,6 +547,16 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                         reachability::scan_into(&mut trace.leaks, pid, &threads, addrs, sizes, false);
                     }
                     target.resume();
+                }
+                Some(TargetEvent::Stopping { pid, tid }) => {
+                    // The loader program's stop: the loader mapped code and is about to run it.
+                    if trace.loader_stopped(tid) {
+                        trace.drain();
+                        trace.track_code(pid);
+                        target.suppress();
+                    } else {
+                        target.resume();
+                    }
                 }
                 Some(TargetEvent::Ended { pid, ending }) => {
                     trace.ended(pid, Some(ending));

@@ -29,7 +29,8 @@ pub struct Capacity {
 
 impl Capacity {
     /// The arrays' sizes for a budget of `bytes`: a page-index entry (4 bytes) per 4 KiB of code
-    /// and about one row (12 bytes) per 16 to 40 bytes of code, so the pages get a 64th.
+    /// and about one row (12 bytes) per 50 bytes of code (Debian's libc), so the pages get a
+    /// 64th.
     pub fn for_budget(bytes: u64) -> Self {
         let page_bytes = bytes / 64;
         let rows = (bytes - page_bytes) / size_of::<RowPair>() as u64;
@@ -67,6 +68,7 @@ pub struct KernelTables {
     processes: AyaHashMap<MapData, u32, ProcessMappings>,
     exec_mmaps: AyaHashMap<MapData, u32, u64>,
     counters: PerCpuArray<MapData, u64>,
+    loader_stops: AyaHashMap<MapData, u32, u8>,
 }
 
 impl KernelTables {
@@ -81,6 +83,7 @@ impl KernelTables {
         let processes = AyaHashMap::try_from(take(names::UNWIND_PROCESSES)?).map_err(map_error)?;
         let exec_mmaps = AyaHashMap::try_from(take(names::EXEC_MMAPS)?).map_err(map_error)?;
         let counters = PerCpuArray::try_from(take(names::UNWIND_COUNTERS)?).map_err(map_error)?;
+        let loader_stops = AyaHashMap::try_from(take(names::LOADER_STOPS)?).map_err(map_error)?;
         Ok(Self {
             rows: SharedArray::map(rows, capacity.row_pairs as usize * 2)?,
             pages: SharedArray::map(pages, capacity.page_pairs as usize * 2)?,
@@ -92,6 +95,7 @@ impl KernelTables {
             processes,
             exec_mmaps,
             counters,
+            loader_stops,
         })
     }
 
@@ -166,6 +170,11 @@ impl KernelTables {
     /// The executable mmaps the kernel has counted for `pid`.
     pub fn exec_mmaps(&self, pid: u32) -> u64 {
         self.exec_mmaps.get(&pid, 0).unwrap_or(0)
+    }
+
+    /// Whether the loader program stopped thread `tid`; forgets that it did.
+    pub fn take_loader_stop(&mut self, tid: u32) -> bool {
+        self.loader_stops.remove(&tid).is_ok()
     }
 
     /// The kernel's counters, summed over CPUs, indexed by `UnwindCounter`.

@@ -19,6 +19,7 @@
 mod cfi;
 mod finish;
 mod kernel;
+mod loader;
 mod module;
 mod records;
 mod table;
@@ -36,6 +37,7 @@ use memtrace_common::unwind::{ExecMapping, MAX_EXEC_MAPPINGS, NO_TABLE, StackCop
 use serde::{Deserialize, Serialize};
 
 pub use kernel::{Capacity, KernelTables};
+pub use loader::debug_state_point;
 pub use records::{apply_mapping_event, stack_of_record};
 
 use crate::procmaps::{self, Mapping};
@@ -155,6 +157,12 @@ impl Unwinder {
     pub fn mapped_code(&mut self, pid: u32, exec_mmaps: u64) {
         let before = self.processes.get(&pid).map_or(0, |process| process.exec_mmaps);
         self.refresh(pid, exec_mmaps.max(before));
+    }
+
+    /// Whether thread `tid` stopped (SIGSTOP) at the loader's announcement of new code, for
+    /// memtrace (see `loader`); its record of the stop is cleared.
+    pub fn loader_stopped(&mut self, tid: u32) -> bool {
+        self.kernel.take_loader_stop(tid)
     }
 
     /// `pid` ended: its mappings are forgotten (the tables stay for other processes).

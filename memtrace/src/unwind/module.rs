@@ -23,15 +23,19 @@ pub struct ModuleTable {
     pub debug_file: Option<PathBuf>,
 }
 
-/// (file offset, file size, virtual address) of each loadable segment.
+/// (file offset, file size, virtual address) of each executable loadable segment.
 pub type Segments = Vec<(u64, u64, u64)>;
 
-/// Reads the loadable segments of an ELF file.
+/// Reads the executable loadable segments of an ELF file. Only those: a linker may pack
+/// segments so that one file page holds the end of one and the start of the next, mapped
+/// twice at two addresses, and only the executable one is the code's.
 pub fn segments(file: &File) -> Result<Segments, String> {
+    const PF_X: u32 = 1;
     let cache = ReadCache::new(file);
     let elf = object::File::parse(&cache).map_err(|error| error.to_string())?;
     Ok(elf
         .segments()
+        .filter(|segment| matches!(segment.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0))
         .map(|segment| {
             let (offset, size) = segment.file_range();
             (offset, size, segment.address())
@@ -159,10 +163,22 @@ mod tests {
 
     #[test]
     fn bias_takes_the_segment_of_the_mapped_offset() {
-        // A shared library: text at offset 0x26000, address 0x26000; data shifted by a page.
-        let segments = vec![(0, 0x25000, 0), (0x26000, 0x17b000, 0x26000), (0x1d1000, 0x5000, 0x1d2000)];
+        // A shared library's code: offset 0x26000, address 0x26000.
+        let segments = vec![(0x26000, 0x17b000, 0x26000)];
         assert_eq!(bias(&segments, 0x7f00_0002_6000, 0x26000), Some(0x7f00_0000_0000));
-        assert_eq!(bias(&segments, 0x7f00_001d_2000, 0x1d1000), Some(0x7f00_0000_0000));
         assert_eq!(bias(&segments, 0x7f00_0000_0000, 0x900000), None);
+        // Packed segments: code from offset 0x138e0 at address 0x148e0, mapped from its page
+        // at 0x13000, which starts with the end of the read-only segment before it.
+        let segments = vec![(0x138e0, 0x3e270, 0x148e0)];
+        assert_eq!(bias(&segments, 0x5600_0001_4000, 0x13000), Some(0x5600_0000_0000));
+    }
+
+    #[test]
+    fn only_executable_segments_are_read() {
+        let file = File::open("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        let segments = segments(&file).unwrap();
+        assert_eq!(segments.len(), 1, "{segments:x?}");
+        let (offset, _, address) = segments[0];
+        assert_eq!(offset & 0xfff, address & 0xfff);
     }
 }

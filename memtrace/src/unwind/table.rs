@@ -1,7 +1,7 @@
 //! A module's unwind table: its spans merged into rows sorted by address, with an explicit
 //! no-information row wherever no FDE covers the code, and a page index so that the kernel
 //! searches only the rows of one 4 KiB page.
-use memtrace_common::unwind::{UNWIND_PAGE_SHIFT, UnwindRow, UnwindTable, find_row};
+use memtrace_common::unwind::{UNWIND_PAGE_SHIFT, UnwindRow, UnwindTable, row_for};
 
 use super::cfi::{Rule, Span};
 
@@ -56,18 +56,15 @@ impl Table {
         Ok(Table { base, rows, pages })
     }
 
-    /// The row covering ELF virtual address `address`, found as the kernel finds it; `None`
-    /// below the table.
+    /// The row covering ELF virtual address `address`, found as the kernel finds it (below the
+    /// first row: no information).
     pub fn row_at(&self, address: u64) -> Option<UnwindRow> {
-        let offset = address.checked_sub(self.base)?;
-        let descriptor = self.descriptor(0, 0);
-        let index = find_row(
-            &descriptor,
-            offset,
+        row_for(
+            &self.descriptor(0, 0),
+            address,
             |page| self.pages.get(page as usize).copied(),
-            |index| self.rows.get(index as usize).map(|row| row.pc),
-        )?;
-        self.rows.get(index as usize).copied()
+            |index| self.rows.get(index as usize).copied(),
+        )
     }
 
     /// Where this table's rows and pages are, once copied into the kernel's arrays at
@@ -152,7 +149,7 @@ mod tests {
             ]
         );
         assert_eq!(table.pages, vec![0, 5, 7]);
-        assert_eq!(table.row_at(0xfff), None);
+        assert_eq!(table.row_at(0xfff).map(|row| row.cfa_kind), Some(cfa_kind::NO_INFO));
         assert_eq!(table.row_at(0x1005).map(|row| row.cfa_offset), Some(16));
         assert_eq!(table.row_at(0x1800).map(|row| row.cfa_kind), Some(cfa_kind::NO_INFO));
         assert_eq!(table.row_at(0x2010).map(|row| row.cfa_offset), Some(8));
@@ -182,6 +179,7 @@ mod tests {
         }
         let table = Table::from_spans(spans).unwrap();
         for probe in (table.base..address + 64).step_by(3) {
+            // (Below the base there is no information, as the kernel sees it.)
             let offset = (probe - table.base) as u32;
             let expected = table.rows.iter().rposition(|row| row.pc <= offset).map(|index| table.rows[index]);
             assert_eq!(table.row_at(probe), expected, "{probe:#x}");
