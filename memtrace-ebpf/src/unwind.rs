@@ -31,11 +31,10 @@ use memtrace_common::{
     MAX_STACK_DEPTH,
     unwind::{
         MAX_EXEC_MAPPINGS, NO_TABLE, ProcessMappings, Registers, PagePair, RowPair, Step, UnwindCounter, UnwindRow, UnwindTable,
-        find_mapping, row_for, stack_flags, step_frame,
+        UserMemory, find_mapping, row_for, stack_flags, step_frame,
     },
 };
 
-use crate::maps::{SCRATCH, STACK_SCRATCH};
 
 /// Set at load time: 1 walks by unwind tables where the agent gave a process its mappings.
 #[unsafe(no_mangle)]
@@ -79,20 +78,15 @@ pub fn knows(tgid: u32) -> bool {
 
 #[inline(always)]
 pub fn count(counter: UnwindCounter) {
-    if let Some(slot) = UNWIND_COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, and a BPF program is not preempted on its CPU.
-        unsafe { *slot += 1 };
-    }
+    add(counter, 1);
 }
 
-/// Where a walk writes its frames: the frames array of one of the per-CPU scratch records.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Destination {
-    /// `SCRATCH`: an event's record.
-    Event = 0,
-    /// `STACK_SCRATCH`: `--combined`'s stack.
-    Combined = 1,
+#[inline(always)]
+fn add(counter: UnwindCounter, amount: u32) {
+    if let Some(slot) = UNWIND_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and a BPF program is not preempted on its CPU.
+        unsafe { *slot += u64::from(amount) };
+    }
 }
 
 /// How a walk ended.
@@ -101,9 +95,12 @@ const COMPLETE: u32 = 1;
 const TRUNCATED: u32 = 2;
 const HAND_OVER: u32 = 3;
 
-/// A walk in progress, on the program's stack; `bpf_loop` hands it to each round.
+/// A walk in progress, on the program's stack; `bpf_loop` hands it to each round. The
+/// process's mappings and the frames array are looked up once, by `walk`.
 #[repr(C)]
 struct Walk {
+    process: *const ProcessMappings,
+    frames: *mut [u64; MAX_STACK_DEPTH],
     pc: u64,
     sp: u64,
     bp: u64,
@@ -113,7 +110,11 @@ struct Walk {
     limit: u32,
     /// 1 when `pc` is a return address: its row is that of the byte before (the call).
     return_address: u32,
-    destination: Destination,
+    /// The mapping of the last frame placed: the next is often in the same module.
+    last_mapping: u32,
+    /// Frames stepped by table row and by frame pointer, counted once at the end.
+    table_steps: u32,
+    frame_pointer_steps: u32,
     /// `RUNNING` until a round ends the walk.
     outcome: u32,
 }
@@ -132,14 +133,20 @@ pub struct HandOver {
     pub return_address: bool,
 }
 
-/// Walks the stack of process `tgid` from `start` by tables, writing up to `limit` frames
-/// (innermost first) into `destination`'s frames. `return_address`: `start.pc` is a return
-/// address (a return probe's), not the address of the instruction interrupted.
+/// Walks the stack of process `tgid` (one the agent gave its mappings: see `knows`) from
+/// `start` by tables, writing up to `limit` frames (innermost first) into `frames`.
+/// `return_address`: `start.pc` is a return address (a return probe's), not the address of
+/// the instruction interrupted.
 #[inline(always)]
-pub fn walk(tgid: u32, start: Registers, return_address: bool, destination: Destination, limit: usize) -> Walked {
+pub fn walk(tgid: u32, start: Registers, return_address: bool, frames: &mut [u64; MAX_STACK_DEPTH], limit: usize) -> Walked {
+    let Some(process) = UNWIND_PROCESSES.get_ptr(tgid) else {
+        return Walked { depth: 0, flags: stack_flags::TRUNCATED, hand_over: None };
+    };
     count(UnwindCounter::Walks);
     let limit = limit.min(MAX_STACK_DEPTH) as u32;
     let mut walk = Walk {
+        process,
+        frames,
         pc: start.pc,
         sp: start.sp,
         bp: start.bp,
@@ -147,7 +154,9 @@ pub fn walk(tgid: u32, start: Registers, return_address: bool, destination: Dest
         depth: 0,
         limit,
         return_address: u32::from(return_address),
-        destination,
+        last_mapping: 0,
+        table_steps: 0,
+        frame_pointer_steps: 0,
         outcome: RUNNING,
     };
     // SAFETY: the callback is a BPF function taking (index, context); the context is this
@@ -155,6 +164,8 @@ pub fn walk(tgid: u32, start: Registers, return_address: bool, destination: Dest
     unsafe {
         bpf_loop(limit, next_frame as *mut c_void, (&raw mut walk).cast(), 0);
     }
+    add(UnwindCounter::TableSteps, walk.table_steps);
+    add(UnwindCounter::FramePointerSteps, walk.frame_pointer_steps);
     let depth = walk.depth as usize;
     match walk.outcome {
         HAND_OVER => {
@@ -182,32 +193,29 @@ extern "C" fn next_frame(_round: u64, context: *mut c_void) -> i64 {
 
 #[inline(always)]
 fn advance(walk: &mut Walk) -> u32 {
-    let Some(process) = UNWIND_PROCESSES.get_ptr(walk.tgid) else { return TRUNCATED };
-    // SAFETY: a map value, valid for this program's run; the agent replaces it whole.
-    let process = unsafe { &*process };
+    // SAFETY: a map value looked up by `walk`, valid for this program's run; the agent
+    // replaces it whole.
+    let process = unsafe { &*walk.process };
     let pc = walk.pc;
-    let found = find_mapping(process.count, pc, |index| {
-        let mapping = process.mappings.get(opaque(index) as usize & (MAX_EXEC_MAPPINGS - 1))?;
-        Some((mapping.start, mapping.end))
-    });
-    let Some(index) = found else {
+    let Some(index) = mapping_of(process, pc, walk.last_mapping) else {
         return if pending_for(walk.tgid, process) { HAND_OVER } else { TRUNCATED };
     };
     let Some(mapping) = process.mappings.get(opaque(index) as usize & (MAX_EXEC_MAPPINGS - 1)) else { return TRUNCATED };
-    if !push_frame(walk, pc) {
-        return COMPLETE;
-    }
+    walk.last_mapping = index;
+    // SAFETY: the frames array `walk` was given, this CPU's own scratch memory.
+    let Some(slot) = (unsafe { &mut *walk.frames }).get_mut(walk.depth as usize) else { return COMPLETE };
+    *slot = pc;
+    walk.depth += 1;
     if walk.depth >= walk.limit {
         return COMPLETE;
     }
     let regs = Registers { pc, sp: walk.sp, bp: walk.bp };
-    let read = |address: u64| {
-        // SAFETY: a user read checked by the helper; a fault only fails it.
-        unsafe { bpf_probe_read_user(address as *const u64) }.ok()
-    };
-    count(if mapping.table == NO_TABLE { UnwindCounter::FramePointerSteps } else { UnwindCounter::TableSteps });
-    let stepped = step_frame(mapping, regs, walk.return_address != 0, row_in, read);
-    match stepped {
+    if mapping.table == NO_TABLE {
+        walk.frame_pointer_steps += 1;
+    } else {
+        walk.table_steps += 1;
+    }
+    match step_frame(mapping, regs, walk.return_address != 0, row_in, &mut TracedProcess) {
         Step::Caller(caller) => {
             walk.pc = caller.pc;
             walk.sp = caller.sp;
@@ -220,25 +228,36 @@ fn advance(walk: &mut Walk) -> u32 {
     }
 }
 
-/// Writes `pc` as the next frame; false when there is no room.
+/// The current process's memory, read with the helper that checks user reads (a fault only
+/// fails the read).
+struct TracedProcess;
+
+impl UserMemory for TracedProcess {
+    #[inline(always)]
+    fn word(&mut self, address: u64) -> Option<u64> {
+        // SAFETY: a user read checked by the helper.
+        unsafe { bpf_probe_read_user(address as *const u64) }.ok()
+    }
+
+    #[inline(always)]
+    fn pair(&mut self, address: u64) -> Option<[u64; 2]> {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_user(address as *const [u64; 2]) }.ok()
+    }
+}
+
+/// The index of the mapping holding `pc`: the last frame's when it holds it, else found by
+/// halving.
 #[inline(always)]
-fn push_frame(walk: &mut Walk, pc: u64) -> bool {
-    let frames = match walk.destination {
-        Destination::Event => SCRATCH.get_ptr_mut(0).map(|record| {
-            // SAFETY: this CPU's own scratch record; a BPF program is not preempted on its CPU.
-            unsafe { &raw mut (*record).frames }
-        }),
-        Destination::Combined => STACK_SCRATCH.get_ptr_mut(0).map(|stack| {
-            // SAFETY: as above.
-            unsafe { &raw mut (*stack).frames }
-        }),
+fn mapping_of(process: &ProcessMappings, pc: u64, last: u32) -> Option<u32> {
+    let bounds_at = |index: u32| {
+        let mapping = process.mappings.get(opaque(index) as usize & (MAX_EXEC_MAPPINGS - 1))?;
+        Some((mapping.start, mapping.end))
     };
-    let Some(frames) = frames else { return false };
-    // SAFETY: as above.
-    let Some(slot) = (unsafe { &mut *frames }).get_mut(walk.depth as usize) else { return false };
-    *slot = pc;
-    walk.depth += 1;
-    true
+    if last < process.count && bounds_at(last).is_some_and(|(start, end)| start <= pc && pc < end) {
+        return Some(last);
+    }
+    find_mapping(process.count, pc, bounds_at)
 }
 
 /// The row of table `table` covering ELF virtual address `address`; `None` when there is no

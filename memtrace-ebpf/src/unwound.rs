@@ -14,7 +14,7 @@ use memtrace_common::{
 
 use crate::{
     maps::{EVENTS, count, send_record, stack_depth, wakeup_flags},
-    unwind::{self, Destination, HandOver},
+    unwind::{self, HandOver},
 };
 
 /// Per-CPU room to assemble a record with a stack copy.
@@ -25,7 +25,7 @@ static COPY_SCRATCH: PerCpuArray<EventWithCopy> = PerCpuArray::with_max_entries(
 /// `SCRATCH`). `return_address`: `start.pc` is a return probe's.
 #[inline(always)]
 pub fn send(record: &mut EventWithStack, event: Event, start: Registers, return_address: bool) {
-    let walked = unwind::walk(event.tgid, start, return_address, Destination::Event, stack_depth());
+    let walked = unwind::walk(event.tgid, start, return_address, &mut record.frames, stack_depth());
     let event = Event { flags: event.flags | walked.flags, ..event };
     match walked.hand_over {
         Some(hand_over) => send_with_copy(record, event, walked.depth, hand_over),
@@ -42,7 +42,7 @@ pub fn walk_combined(regs: *const pt_regs, tgid: u32, frames: &mut [u64; MAX_STA
     if unwind::knows(tgid) {
         // SAFETY: the probe context points at the kernel's saved user registers.
         let start = unsafe { Registers { pc: (*regs).rip, sp: (*regs).rsp, bp: (*regs).rbp } };
-        let walked = unwind::walk(tgid, start, true, Destination::Combined, stack_depth());
+        let walked = unwind::walk(tgid, start, true, frames, stack_depth());
         return (walked.depth, walked.flags != 0);
     }
     (crate::user_stack::walk(regs, frames, stack_depth()), false)

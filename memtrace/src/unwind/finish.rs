@@ -17,7 +17,6 @@ pub fn finish(
 ) -> bool {
     let mut regs = Registers { pc: copy.pc, sp: copy.sp, bp: copy.bp };
     let mut return_address = copy.return_address != 0;
-    let read = |address: u64| copy.read(address);
     while frames.len() < limit {
         let found = find_mapping(mappings.len() as u32, regs.pc, |index| {
             mappings.get(index as usize).map(|mapping| (mapping.start, mapping.end))
@@ -27,7 +26,7 @@ pub fn finish(
         if frames.len() >= limit {
             return false;
         }
-        match step_frame(mapping, regs, return_address, &row_in, read) {
+        match step_frame(mapping, regs, return_address, &row_in, &mut &*copy) {
             Step::Caller(caller) => {
                 regs = caller;
                 return_address = true;

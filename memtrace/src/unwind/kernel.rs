@@ -28,11 +28,11 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// The arrays' sizes for a budget of `bytes`: a page-index entry (4 bytes) per 4 KiB of code
-    /// and about one row (12 bytes) per 50 bytes of code (Debian's libc), so the pages get a
-    /// 64th.
+    /// The arrays' sizes for a budget of `bytes`: a page-index entry (4 bytes) per 256 bytes of
+    /// code and about one row (12 bytes) per 50 bytes of code (Debian's libc), so the pages get
+    /// a sixteenth.
     pub fn for_budget(bytes: u64) -> Self {
-        let page_bytes = bytes / 64;
+        let page_bytes = bytes / 16;
         let rows = (bytes - page_bytes) / size_of::<RowPair>() as u64;
         let pages = page_bytes / size_of::<PagePair>() as u64;
         Self { row_pairs: clamp(rows), page_pairs: clamp(pages), tables: 4096 }
@@ -251,8 +251,8 @@ mod tests {
     #[test]
     fn the_budget_is_split_between_rows_and_pages() {
         let capacity = Capacity::for_budget(32 << 20);
-        assert_eq!(capacity.page_pairs, (32 << 20) / 64 / 8);
-        assert_eq!(capacity.row_pairs as u64, ((32u64 << 20) - (32 << 20) / 64) / 24);
+        assert_eq!(capacity.page_pairs, (32 << 20) / 16 / 8);
+        assert_eq!(capacity.row_pairs as u64, ((32u64 << 20) - (32 << 20) / 16) / 24);
         assert_eq!(Capacity::for_budget(0).row_pairs, 1);
     }
 }

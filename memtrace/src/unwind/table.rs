@@ -1,6 +1,6 @@
 //! A module's unwind table: its spans merged into rows sorted by address, with an explicit
 //! no-information row wherever no FDE covers the code, and a page index so that the kernel
-//! searches only the rows of one 4 KiB page.
+//! searches only the rows of one page (`UNWIND_PAGE_SHIFT`: 256 bytes of code).
 use memtrace_common::unwind::{UNWIND_PAGE_SHIFT, UnwindRow, UnwindTable, row_for};
 
 use super::cfi::{Rule, Span};
@@ -11,7 +11,8 @@ pub struct Table {
     /// The ELF virtual address of the first row: row pcs and pages count from here.
     pub base: u64,
     pub rows: Vec<UnwindRow>,
-    /// Entry `p`: the index of the row covering `base + p * 4 KiB`; one more entry than pages,
+    /// Entry `p`: the index of the row covering `base + (p << UNWIND_PAGE_SHIFT)`; one more
+    /// entry than pages,
     /// the last row's index (see `UnwindTable`).
     pub pages: Vec<u32>,
 }
@@ -148,7 +149,11 @@ mod tests {
                 (0x1020, cfa_kind::NO_INFO, 0),
             ]
         );
-        assert_eq!(table.pages, vec![0, 5, 7]);
+        // A page every 256 bytes up to the last row's, and the last row after them.
+        let mut pages = vec![0];
+        pages.extend([5; 16]);
+        pages.push(7);
+        assert_eq!(table.pages, pages);
         assert_eq!(table.row_at(0xfff).map(|row| row.cfa_kind), Some(cfa_kind::NO_INFO));
         assert_eq!(table.row_at(0x1005).map(|row| row.cfa_offset), Some(16));
         assert_eq!(table.row_at(0x1800).map(|row| row.cfa_kind), Some(cfa_kind::NO_INFO));
