@@ -33,7 +33,7 @@ const _: () = assert!(size_of::<UnwindRow>() == 12);
 pub type RowPair = [UnwindRow; 2];
 pub type PagePair = [u32; 2];
 
-const _: () = assert!(size_of::<RowPair>() % 8 == 0 && size_of::<PagePair>() % 8 == 0);
+const _: () = assert!(size_of::<RowPair>().is_multiple_of(8) && size_of::<PagePair>().is_multiple_of(8));
 
 /// How a row finds the canonical frame address (the caller's stack pointer: the return
 /// address is the word just below it).
@@ -233,7 +233,7 @@ pub fn frame_pointer_step(regs: Registers, memory: &mut impl UserMemory) -> Step
     if frame == 0 {
         return Step::End;
     }
-    if frame < regs.sp || frame - regs.sp > MAX_FRAME_SIZE || frame % 8 != 0 {
+    if frame < regs.sp || frame - regs.sp > MAX_FRAME_SIZE || !frame.is_multiple_of(8) {
         return Step::Truncated;
     }
     let Some([bp, return_address]) = memory.pair(frame) else { return Step::Truncated };

@@ -420,6 +420,12 @@ impl Trace {
         report.memory = pictures;
         report.kernel_programs = std::mem::take(&mut self.program_costs);
         report.unwind = self.unwinder.as_ref().map(Unwinder::report);
+        if let Some(unwind) = report.unwind.as_ref().filter(|unwind| unwind.modules_not_fitting > 0) {
+            eprintln!(
+                "memtrace: warning: {} modules' unwind tables did not fit in --unwind-memory ({} bytes): their frames were walked by frame pointer, and stacks through them may be cut short; raise --unwind-memory",
+                unwind.modules_not_fitting, unwind.table_budget_bytes
+            );
+        }
         warn_about_losses(&report);
         report
     }

@@ -2,6 +2,7 @@
 //! (`readelf --debug-dump=frames-interp`): every row of every FDE must find the rule readelf
 //! shows for it.
 use std::{
+    collections::HashMap,
     fs::File,
     path::{Path, PathBuf},
     process::Command,
@@ -22,85 +23,108 @@ struct Expected {
     section: String,
 }
 
+/// One CIE or FDE as readelf shows it.
+struct Entry {
+    is_cie: bool,
+    /// A CIE's own offset, an FDE's CIE pointer: both as readelf prints them.
+    cie: String,
+    /// An FDE's address range.
+    range: (u64, u64),
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
 /// readelf's rows of every FDE; an FDE without instructions has its CIE's first row.
 fn readelf_rows(path: &Path) -> Vec<Expected> {
     let output = Command::new("readelf").arg("--debug-dump=frames-interp").arg(path).output().expect("readelf runs");
     let text = String::from_utf8_lossy(&output.stdout);
     let mut expected = Vec::new();
     let mut section = String::new();
-    let mut cie_rows: std::collections::HashMap<String, (Vec<String>, Vec<String>)> = Default::default();
-    // The entry being read: (is it a CIE, its id or CIE pointer, pc range, columns, rows).
-    let mut current: Option<(bool, String, (u64, u64), Vec<String>, Vec<Vec<String>>)> = None;
-    let mut finish = |entry: Option<(bool, String, (u64, u64), Vec<String>, Vec<Vec<String>>)>,
-                      cie_rows: &mut std::collections::HashMap<String, (Vec<String>, Vec<String>)>,
-                      section: &str| {
-        let Some((is_cie, id, (low, high), columns, rows)) = entry else { return };
-        if is_cie {
-            if let Some(first) = rows.first() {
-                cie_rows.insert(format!("{section}:{id}"), (columns, first.clone()));
-            }
-            return;
-        }
-        let (columns, rows) = if rows.is_empty() {
-            let Some((columns, first)) = cie_rows.get(&format!("{section}:{id}")) else { return };
-            let mut first = first.clone();
-            first[0] = format!("{low:x}");
-            (columns.clone(), vec![first])
-        } else {
-            (columns, rows)
-        };
-        let column = |row: &[String], name: &str| columns.iter().position(|column| column == name).and_then(|index| row.get(index).cloned());
-        for (index, row) in rows.iter().enumerate() {
-            let start = u64::from_str_radix(&row[0], 16).unwrap();
-            let end = rows.get(index + 1).map_or(high, |next| u64::from_str_radix(&next[0], 16).unwrap());
-            expected.push(Expected {
-                start,
-                end,
-                cfa: column(row, "CFA").unwrap(),
-                rbp: column(row, "rbp"),
-                ra: column(row, "ra"),
-                section: section.to_owned(),
-            });
-        }
-        let _ = low;
-    };
+    // Each CIE's columns and first row, by section and offset.
+    let mut cies: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+    let mut current: Option<Entry> = None;
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("Contents of the ") {
-            finish(current.take(), &mut cie_rows, &section);
+            finish_entry(current.take(), &section, &mut cies, &mut expected);
             section = name.split_whitespace().next().unwrap_or("").to_owned();
             continue;
         }
-        // A register rule shows as `r10 (r10)`: one column.
-        let mut words: Vec<String> = Vec::new();
-        for word in line.split_whitespace() {
-            match words.last_mut() {
-                Some(last) if word.starts_with('(') => *last = format!("{last} {word}"),
-                _ => words.push(word.to_owned()),
-            }
-        }
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let words = columns_of(line);
         if words.len() >= 4 && (words[3] == "CIE" || words[3] == "FDE") {
-            finish(current.take(), &mut cie_rows, &section);
-            if words[3] == "CIE" {
-                current = Some((true, words[0].to_owned(), (0, 0), Vec::new(), Vec::new()));
+            finish_entry(current.take(), &section, &mut cies, &mut expected);
+            let is_cie = words[3] == "CIE";
+            let (cie, range) = if is_cie {
+                (words[0].clone(), (0, 0))
             } else {
                 let cie = words.iter().find_map(|word| word.strip_prefix("cie=")).unwrap().to_owned();
-                let range = words.iter().find_map(|word| word.strip_prefix("pc=")).unwrap();
-                let (low, high) = range.split_once("..").unwrap();
-                let range = (u64::from_str_radix(low, 16).unwrap(), u64::from_str_radix(high, 16).unwrap());
-                current = Some((false, cie, range, Vec::new(), Vec::new()));
-            }
+                let (low, high) = words.iter().find_map(|word| word.strip_prefix("pc=")).unwrap().split_once("..").unwrap();
+                (cie, (u64::from_str_radix(low, 16).unwrap(), u64::from_str_radix(high, 16).unwrap()))
+            };
+            current = Some(Entry { is_cie, cie, range, columns: Vec::new(), rows: Vec::new() });
             continue;
         }
         let Some(entry) = current.as_mut() else { continue };
-        if words.first() == Some(&"LOC") {
-            entry.3 = words.iter().map(|word| (*word).to_owned()).collect();
-        } else if words.first().is_some_and(|word| word.len() == 16 && u64::from_str_radix(word, 16).is_ok()) && !entry.3.is_empty() {
-            entry.4.push(words.iter().map(|word| (*word).to_owned()).collect());
+        if words.first().is_some_and(|word| word == "LOC") {
+            entry.columns = words;
+        } else if words.first().is_some_and(|word| word.len() == 16 && u64::from_str_radix(word, 16).is_ok())
+            && !entry.columns.is_empty()
+        {
+            entry.rows.push(words);
         }
     }
-    finish(current.take(), &mut cie_rows, &section);
+    finish_entry(current.take(), &section, &mut cies, &mut expected);
     expected
+}
+
+/// A line's columns; a register rule shows as `r10 (r10)`, one column.
+fn columns_of(line: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for word in line.split_whitespace() {
+        match words.last_mut() {
+            Some(last) if word.starts_with('(') => *last = format!("{last} {word}"),
+            _ => words.push(word.to_owned()),
+        }
+    }
+    words
+}
+
+/// Keeps a CIE's first row, or turns an FDE's rows into expected ranges.
+fn finish_entry(
+    entry: Option<Entry>,
+    section: &str,
+    cies: &mut HashMap<String, (Vec<String>, Vec<String>)>,
+    expected: &mut Vec<Expected>,
+) {
+    let Some(entry) = entry else { return };
+    let key = format!("{section}:{}", entry.cie);
+    if entry.is_cie {
+        if let Some(first) = entry.rows.first() {
+            cies.insert(key, (entry.columns, first.clone()));
+        }
+        return;
+    }
+    let (low, high) = entry.range;
+    let (columns, rows) = if entry.rows.is_empty() {
+        let Some((columns, first)) = cies.get(&key) else { return };
+        let mut first = first.clone();
+        first[0] = format!("{low:016x}");
+        (columns.clone(), vec![first])
+    } else {
+        (entry.columns, entry.rows)
+    };
+    let column = |row: &[String], name: &str| columns.iter().position(|column| column == name).and_then(|index| row.get(index).cloned());
+    for (index, row) in rows.iter().enumerate() {
+        let start = u64::from_str_radix(&row[0], 16).unwrap();
+        let end = rows.get(index + 1).map_or(high, |next| u64::from_str_radix(&next[0], 16).unwrap());
+        expected.push(Expected {
+            start,
+            end,
+            cfa: column(row, "CFA").unwrap(),
+            rbp: column(row, "rbp"),
+            ra: column(row, "ra"),
+            section: section.to_owned(),
+        });
+    }
 }
 
 /// The rule a readelf row stands for; for a CFA expression, `None` (the PLT's or another).
