@@ -49,7 +49,7 @@ fn clamp(entries: u64) -> u32 {
 /// Why a table found no place in the kernel's arrays.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
-    #[error("the unwind tables' memory is used up ({0} of rows or pages left): raise --unwind-memory")]
+    #[error("the unwind tables' memory is used up ({0}): raise --unwind-memory")]
     NoRoom(String),
     #[error("writing its descriptor: {0}")]
     Map(#[from] aya::maps::MapError),
@@ -103,17 +103,17 @@ impl KernelTables {
     pub fn place(&mut self, table: &Table) -> Result<u32, PlaceError> {
         let id = self.placed.len() as u32;
         if id >= self.max_tables {
-            return Err(PlaceError::NoRoom("no table descriptor".into()));
+            return Err(PlaceError::NoRoom(format!("all {} table descriptors taken", self.max_tables)));
         }
         let rows_end = self.rows_used + table.rows.len();
         let pages_end = self.pages_used + table.pages.len();
         if rows_end > self.rows.len() || pages_end > self.pages.len() {
             return Err(PlaceError::NoRoom(format!(
-                "{} rows for {} needed, {} pages for {}",
-                self.rows.len() - self.rows_used,
+                "{} rows needed, {} left; {} index entries needed, {} left",
                 table.rows.len(),
+                self.rows.len() - self.rows_used,
+                table.pages.len(),
                 self.pages.len() - self.pages_used,
-                table.pages.len()
             )));
         }
         self.rows.slice_mut()[self.rows_used..rows_end].copy_from_slice(&table.rows);
