@@ -90,9 +90,11 @@ pub struct UnwindTable {
 /// pages cost a sixteenth of that but about 14 ns more per frame (`--program-stats`).
 pub const UNWIND_PAGE_SHIFT: u32 = 8;
 
-/// A row search within one page's bounds takes at most this many halvings: enough for 65,536
-/// rows, far more than a page of code holds (a crafted table only truncates its own walks).
-pub const ROW_SEARCH_STEPS: u32 = 17;
+/// A row search within one page's bounds takes at most this many halvings. Rows start at
+/// distinct addresses (the agent's tables are strictly increasing), so a page's bounds hold at
+/// most its 256 bytes' rows and the row before: 257 < 2^9. (Every step costs the verifier a
+/// little in every program that walks, so no more than needed.)
+pub const ROW_SEARCH_STEPS: u32 = UNWIND_PAGE_SHIFT + 1;
 
 /// `ExecMapping::table` of a mapping without a table: its frames are stepped by frame pointer.
 pub const NO_TABLE: u32 = u32::MAX;
@@ -586,6 +588,26 @@ mod tests {
         assert_eq!(step(&row(0, cfa_kind::NO_INFO, 0, 0, 0), regs, &mut memory(&words)), Step::Caller(Registers { pc: 0x4242, sp: 0x7110, bp: 0 }));
     }
 
+    #[test]
+    fn a_frame_is_looked_up_by_its_call_and_its_module_bias() {
+        let words = [(0x7008, 0x4242)];
+        let regs = Registers { pc: 0x5000_1050, sp: 0x7000, bp: 0 };
+        let mapping = ExecMapping { start: 0x5000_0000, end: 0x5001_0000, bias: 0x5000_0000, table: 3, _padding: 0 };
+        let mut asked = None;
+        let row_for = |table, address| {
+            asked = Some((table, address));
+            Some(row(0, cfa_kind::RSP, 16, rbp_kind::UNCHANGED, 0))
+        };
+        let stepped = step_frame(&mapping, regs, true, row_for, &mut memory(&words));
+        assert_eq!(stepped, Step::Caller(Registers { pc: 0x4242, sp: 0x7010, bp: 0 }));
+        // A return address: the row of the call before it, at its ELF address.
+        assert_eq!(asked, Some((3, 0x104f)));
+        // No row (an inconsistent table): cut; no table: by frame pointer.
+        assert_eq!(step_frame(&mapping, regs, false, |_, _| None, &mut memory(&words)), Step::Truncated);
+        let without = ExecMapping { table: NO_TABLE, ..mapping };
+        assert_eq!(step_frame(&without, regs, true, |_, _| None, &mut memory(&words)), Step::End);
+    }
+
     /// A table of rows at the given pcs and its page index, built as the agent builds them.
     fn table(pcs: &[u32]) -> (UnwindTable, Vec<u32>) {
         let last = *pcs.last().unwrap();
@@ -612,6 +634,11 @@ mod tests {
             assert_eq!(find(offset), Some(expected), "offset {offset:#x}");
         }
         assert_eq!(find(1 << 40), Some(7));
+        // Below the table's base there is no information.
+        let rows: Vec<UnwindRow> = pcs.iter().map(|&pc| row(pc, cfa_kind::RSP, 8, rbp_kind::UNCHANGED, 0)).collect();
+        let found = |address| row_for(&table, address, |page| pages.get(page as usize).copied(), |index| rows.get(index as usize).copied());
+        assert_eq!(found(table.base - 1).map(|row| row.cfa_kind), Some(cfa_kind::NO_INFO));
+        assert_eq!(found(table.base + 0x1001).map(|row| row.pc), Some(0x1000));
         // A page index pointing outside the rows, or rows that cannot be read, find nothing
         // rather than a wrong row.
         let broken = |offset: u64| find_row(&table, offset, |_| Some(1000), |index| pcs.get(index as usize).copied());

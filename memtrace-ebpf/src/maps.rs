@@ -109,8 +109,11 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let record = unsafe { &mut *record };
     #[cfg(bpf_target_arch = "x86_64")]
-    if unwind::knows(event.tgid) && let Some(start) = unwound::task_user_registers() {
-        return unwound::send(record, event, start, false);
+    if unwind::by_tables()
+        && let Some(start) = unwound::task_user_registers()
+        && unwound::send(record, event, start, false)
+    {
+        return;
     }
     let room = (stack_depth() * 8) as u32;
     // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
@@ -134,10 +137,10 @@ pub fn emit_with_user_stack<C: EbpfContext>(_ctx: &C, regs: *const pt_regs, even
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: as above.
     let record = unsafe { &mut *record };
-    if unwind::knows(event.tgid) {
-        // SAFETY: the probe context points at the kernel's saved user registers.
-        let start = unsafe { Registers { pc: (*regs).rip, sp: (*regs).rsp, bp: (*regs).rbp } };
-        return unwound::send(record, event, start, true);
+    // SAFETY: the probe context points at the kernel's saved user registers.
+    let start = unsafe { Registers { pc: (*regs).rip, sp: (*regs).rsp, bp: (*regs).rbp } };
+    if unwound::send(record, event, start, true) {
+        return;
     }
     let depth = user_stack::walk(regs, &mut record.frames, stack_depth());
     send_record(record, event, Ok(depth));

@@ -14,7 +14,7 @@ use memtrace_common::{
 
 use crate::{
     maps::{EVENTS, count, send_record, stack_depth, wakeup_flags},
-    unwind::{self, HandOver},
+    unwind::{self, Destination, HandOver},
 };
 
 /// Per-CPU room to assemble a record with a stack copy.
@@ -22,15 +22,19 @@ use crate::{
 static COPY_SCRATCH: PerCpuArray<EventWithCopy> = PerCpuArray::with_max_entries(1, 0);
 
 /// Walks the stack from `start` by tables and sends `event` with it, from `record` (this CPU's
-/// `SCRATCH`). `return_address`: `start.pc` is a return probe's.
+/// `SCRATCH`). `return_address`: `start.pc` is a return probe's. False, and nothing sent, when
+/// the stack is not to be walked by tables (see `unwind::walk`).
 #[inline(always)]
-pub fn send(record: &mut EventWithStack, event: Event, start: Registers, return_address: bool) {
-    let walked = unwind::walk(event.tgid, start, return_address, &mut record.frames, stack_depth());
+pub fn send(record: &mut EventWithStack, event: Event, start: Registers, return_address: bool) -> bool {
+    let Some(walked) = unwind::walk(event.tgid, start, return_address, Destination::Event, stack_depth()) else {
+        return false;
+    };
     let event = Event { flags: event.flags | walked.flags, ..event };
     match walked.hand_over {
         Some(hand_over) => send_with_copy(record, event, walked.depth, hand_over),
         None => send_record(record, event, Ok(walked.depth)),
     }
+    true
 }
 
 /// `--combined`: walks the stack from a return probe's registers into `frames` (this CPU's
@@ -39,13 +43,12 @@ pub fn send(record: &mut EventWithStack, event: Event, start: Registers, return_
 /// finish is: nothing can finish it later).
 #[inline(always)]
 pub fn walk_combined(regs: *const pt_regs, tgid: u32, frames: &mut [u64; MAX_STACK_DEPTH]) -> (usize, bool) {
-    if unwind::knows(tgid) {
-        // SAFETY: the probe context points at the kernel's saved user registers.
-        let start = unsafe { Registers { pc: (*regs).rip, sp: (*regs).rsp, bp: (*regs).rbp } };
-        let walked = unwind::walk(tgid, start, true, frames, stack_depth());
-        return (walked.depth, walked.flags != 0);
+    // SAFETY: the probe context points at the kernel's saved user registers.
+    let start = unsafe { Registers { pc: (*regs).rip, sp: (*regs).rsp, bp: (*regs).rbp } };
+    match unwind::walk(tgid, start, true, Destination::Combined, stack_depth()) {
+        Some(walked) => (walked.depth, walked.flags != 0),
+        None => (crate::user_stack::walk(regs, frames, stack_depth()), false),
     }
-    (crate::user_stack::walk(regs, frames, stack_depth()), false)
 }
 
 /// The current task's user registers, as saved when it entered the kernel (a system call, or
