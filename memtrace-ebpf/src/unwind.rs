@@ -27,15 +27,15 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
-use crate::maps::{SCRATCH, STACK_SCRATCH};
 use memtrace_common::{
     MAX_STACK_DEPTH,
     unwind::{
-        MAX_EXEC_MAPPINGS, NO_TABLE, ProcessMappings, Registers, PagePair, RowPair, Step, UnwindCounter, UnwindRow, UnwindTable,
-        UserMemory, find_mapping, row_for, stack_flags, step_frame,
+        MAX_EXEC_MAPPINGS, NO_TABLE, PagePair, ProcessMappings, Registers, RowPair, Step, UnwindCounter, UnwindRow,
+        UnwindTable, UserMemory, find_mapping, row_for, stack_flags, step_frame,
     },
 };
 
+use crate::maps::{SCRATCH, STACK_SCRATCH};
 
 /// Set at load time: 1 walks by unwind tables where the agent gave a process its mappings.
 #[unsafe(no_mangle)]

@@ -30,9 +30,17 @@ fn up_to_main(names: &[String]) -> Vec<String> {
 }
 
 /// glibc exports a function under several names at one address (`strdup`, `__strdup`,
-/// `__GI___strdup`); valgrind prints the public one, memtrace the one its debug info has.
+/// `__GI___strdup`, versioned `dlopen@@GLIBC_2.34`); valgrind prints the public one, memtrace
+/// the one its debug info has.
 fn public_name(name: &str) -> String {
+    let name = name.split("@@").next().unwrap_or(name);
     name.trim_start_matches("__GI_").trim_start_matches('_').to_owned()
+}
+
+/// Up to and including `function`.
+fn up_to(names: &[String], function: &str) -> Vec<String> {
+    let end = names.iter().position(|name| name == function).map_or(names.len(), |index| index + 1);
+    names[..end].to_vec()
 }
 
 fn public_names(names: &[String]) -> Vec<String> {
@@ -172,5 +180,30 @@ fn frame_pointer_walk_is_kept_with_unwind_fp() {
         ["leaf_alloc", "level5", "level4", "level3", "level2", "level1", "main"],
         "{stack:#}"
     );
+    assert_no_probes_left();
+}
+
+#[test]
+fn a_library_constructor_run_by_dlopen_is_walked_through_the_loader() {
+    let _serial = serial();
+    let library =
+        build_variant("unwind_ctor_lib.c", "libunwind_ctor.so", "cc", &[OPTIMIZED, &["-shared", "-fPIC"]].concat(), &[]);
+    let program = build_variant("unwind_dlopen.c", "unwind_dlopen", "cc", OPTIMIZED, &[]);
+    let command = [path(&program), path(&library)];
+    let (_, report) = memtrace_json_ok(&["run"], &command);
+    let chains = valgrind_chains(&command);
+    for (bytes, innermost) in [(777, "constructor_alloc"), (888, "library_inner")] {
+        let stack = heap_stack_of(&report, bytes);
+        let memtrace = up_to(&names(stack), "load_and_call");
+        assert_eq!(memtrace.first().map(String::as_str), Some(innermost), "{stack:#}");
+        assert_eq!(memtrace.last().map(String::as_str), Some("load_and_call"), "{stack:#}");
+        assert_eq!(stack["truncated"], false);
+        let (_, valgrind) = chains.iter().find(|(size, _)| *size == bytes).expect("valgrind lists the block");
+        assert_eq!(public_names(&memtrace), public_names(&up_to(valgrind, "load_and_call")), "{bytes} bytes");
+    }
+    // The constructor ran before memtrace could read the loader's mmap: the loader's stop
+    // (run mode) let memtrace apply the library's mappings first.
+    let constructor = names(heap_stack_of(&report, 777));
+    assert!(constructor.iter().any(|name| name == "_dl_init"), "{constructor:?}");
     assert_no_probes_left();
 }
