@@ -5,6 +5,7 @@
 #![no_std]
 
 mod counters;
+pub mod unwind;
 
 pub use counters::{COUNTER_SLOTS, Counter, CounterInfo, LOSSES, UNDECODABLE};
 
@@ -62,6 +63,9 @@ pub mod mapping {
     /// Made inside an allocator call (malloc's own mmap or brk): the block the caller asked
     /// for is what counts, not this.
     pub const INTERNAL: u32 = 4;
+    /// `PROT_EXEC`: code was mapped (`old_size` then holds the process's count of them so far,
+    /// see `unwind::ProcessMappings::exec_mmaps_applied`).
+    pub const EXECUTABLE: u32 = 8;
 }
 
 /// Bits of [`Event::flags`] for fault events.

@@ -3,23 +3,32 @@
 use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
-    helpers::{bpf_get_stack, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_stack, bpf_ktime_get_ns,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+    },
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use memtrace_common::{COUNTER_SLOTS, Counter, Event, EventWithStack};
+use memtrace_common::{
+    COUNTER_SLOTS, Counter, Event, EventWithStack, MAX_STACK_DEPTH,
+    unwind::{EventWithCopy, Registers, STACK_COPY_BYTES, STACK_COPY_PIECE, StackCopy},
+};
 
 #[cfg(bpf_target_arch = "x86_64")]
-use crate::stack;
+use crate::stack::frame_pointer;
+use crate::stack::{
+    SCRATCH, stack_depth,
+    unwind::{self, Destination, HandOver},
+};
 
 /// Completed allocator calls, read by the agent. Sized by the agent at load time.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Per-CPU room to assemble an event and its stack before it is copied to `EVENTS`.
-#[map(name = "SCRATCH")]
-static SCRATCH: PerCpuArray<EventWithStack> = PerCpuArray::with_max_entries(1, 0);
-
+/// Per-CPU room to assemble a record with a stack copy (see `send_with_copy`).
+#[map(name = "COPY_SCRATCH")]
+static COPY_SCRATCH: PerCpuArray<EventWithCopy> = PerCpuArray::with_max_entries(1, 0);
 
 /// What was dropped or degraded, per CPU; indexes are `Counter` values.
 #[map(name = "COUNTERS")]
@@ -50,11 +59,6 @@ pub fn emit(event: Event) {
     entry.submit(wakeup_flags());
 }
 
-/// Set at load time: user stack frames captured per event (`--stack-depth`); the walk stops
-/// there, which is cheaper for deep stacks.
-#[unsafe(no_mangle)]
-static STACK_DEPTH: Global<u32> = Global::new(memtrace_common::MAX_STACK_DEPTH as u32);
-
 /// Sends one event followed by the user stack, captured by the kernel's stack walker (for
 /// tracepoints, where the user registers are not at hand).
 #[inline(always)]
@@ -62,6 +66,20 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let record = unsafe { &mut *record };
+    #[cfg(bpf_target_arch = "x86_64")]
+    if unwind::by_tables()
+        && let Some(start) = crate::stack::task_user_registers()
+        && send_walked(record, event, start, false)
+    {
+        return;
+    }
+    #[cfg(bpf_target_arch = "x86_64")]
+    if unwind::by_tables()
+        && let Some(start) = crate::stack::task_user_registers()
+        && send_walked(record, event, start, false)
+    {
+        return;
+    }
     let room = (stack_depth() * 8) as u32;
     // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
     let written = unsafe {
@@ -84,7 +102,12 @@ pub fn emit_with_user_stack<C: EbpfContext>(_ctx: &C, regs: *const pt_regs, even
     let Some(record) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: as above.
     let record = unsafe { &mut *record };
-    let depth = stack::walk(regs, &mut record.frames, stack_depth());
+    // SAFETY: the probe context points at the kernel's saved user registers.
+    let start = unsafe { Registers { pc: (*regs).rip, sp: (*regs).rsp, bp: (*regs).rbp } };
+    if send_walked(record, event, start, true) {
+        return;
+    }
+    let depth = frame_pointer::walk(regs, &mut record.frames, stack_depth());
     send_record(record, event, Ok(depth));
 }
 
@@ -95,16 +118,10 @@ pub fn emit_with_user_stack<C: EbpfContext>(ctx: &C, _regs: *const pt_regs, even
     emit_with_stack(ctx, event)
 }
 
-/// Frames to capture: at most the frames array; fewer when the agent asked for a shallower walk.
-#[inline(always)]
-pub fn stack_depth() -> usize {
-    (STACK_DEPTH.load() as usize).clamp(1, memtrace_common::MAX_STACK_DEPTH)
-}
-
 /// Sends the record: the event, with the number of frames captured (or the capture's error)
 /// in `stack_id`, followed by those frames only.
 #[inline(always)]
-fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize, i32>) {
+pub fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize, i32>) {
     let (stack_id, depth) = match captured {
         Ok(depth) => (depth as i32, depth.min(memtrace_common::MAX_STACK_DEPTH)),
         Err(error) => (error, 0),
@@ -120,7 +137,7 @@ fn send_record(record: &mut EventWithStack, event: Event, captured: Result<usize
 
 /// Wake the agent only once a quarter of the ring is waiting (see `WAKEUP_BYTES`).
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+pub fn wakeup_flags() -> u64 {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -143,5 +160,66 @@ pub fn new_event(pid_tgid: u64, size: u64) -> Event {
         old_size: 0,
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}
+
+/// Walks the stack from `start` by tables and sends `event` with it, from `record` (this CPU's
+/// `SCRATCH`). `return_address`: `start.pc` is a return probe's. False, and nothing sent, when
+/// the stack is not to be walked by tables (see `unwind::walk`).
+#[inline(always)]
+fn send_walked(record: &mut EventWithStack, event: Event, start: Registers, return_address: bool) -> bool {
+    let Some(walked) = unwind::walk(event.tgid, start, return_address, Destination::Event, stack_depth()) else {
+        return false;
+    };
+    let event = Event { flags: event.flags | walked.flags, ..event };
+    match walked.hand_over {
+        Some(hand_over) => send_with_copy(record, event, walked.depth, hand_over),
+        None => send_record(record, event, Ok(walked.depth)),
+    }
+    true
+}
+
+/// Sends the event, the frames placed so far, and the registers where the walk stopped with the
+/// stack above them (up to `STACK_COPY_BYTES`, from the piece holding sp).
+#[inline(always)]
+fn send_with_copy(placed: &mut EventWithStack, event: Event, depth: usize, hand_over: HandOver) {
+    let Some(record) = COPY_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's own scratch record; a BPF program is not preempted on its CPU.
+    let record = unsafe { &mut *record };
+    record.event = Event { stack_id: depth.min(MAX_STACK_DEPTH) as i32, ..event };
+    // SAFETY: kernel-to-kernel copy between two per-CPU records of the same frames type.
+    unsafe {
+        bpf_probe_read_kernel(
+            record.frames.as_mut_ptr().cast(),
+            size_of::<[u64; MAX_STACK_DEPTH]>() as u32,
+            placed.frames.as_ptr().cast(),
+        );
+    }
+    let copy: &mut StackCopy = &mut record.copy;
+    let regs = hand_over.regs;
+    copy.pc = regs.pc;
+    copy.sp = regs.sp;
+    copy.bp = regs.bp;
+    copy.return_address = u32::from(hand_over.return_address);
+    copy.base = regs.sp & !(STACK_COPY_PIECE as u64 - 1);
+    copy.length = 0;
+    // Aligned pieces: only the one past the stack's end fails.
+    for piece in 0..STACK_COPY_BYTES / STACK_COPY_PIECE {
+        let offset = piece * STACK_COPY_PIECE;
+        // SAFETY: `offset + STACK_COPY_PIECE` is within `bytes`; a checked user read.
+        let read = unsafe {
+            bpf_probe_read_user(
+                copy.bytes.as_mut_ptr().add(offset).cast(),
+                STACK_COPY_PIECE as u32,
+                (copy.base + offset as u64) as *const _,
+            )
+        };
+        if read != 0 {
+            break;
+        }
+        copy.length += STACK_COPY_PIECE as u32;
+    }
+    if EVENTS.output::<EventWithCopy>(record, wakeup_flags()).is_err() {
+        count(memtrace_common::Counter::RingBufferFull);
     }
 }

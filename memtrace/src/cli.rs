@@ -267,6 +267,22 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 127, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=127))]
     pub stack_depth: u32,
 
+    /// How user stacks are walked: `auto` by each module's unwind tables (its .eh_frame, as
+    /// debuggers and valgrind unwind) where it has them and by frame pointer where it has none;
+    /// `tables` by unwind tables only (a frame in a module without them ends the stack, marked
+    /// truncated); `fp` by frame pointer only, as memtrace did before: stacks stop at the first
+    /// function built without frame pointers (Debian's libc, -O2 builds). -v names each module's
+    /// method.
+    #[arg(long, value_enum, default_value_t = crate::unwind::Method::Auto, value_name = "METHOD")]
+    pub unwind: crate::unwind::Method,
+
+    /// Kernel memory for unwind tables (preallocated when the tables are used): 12 bytes per
+    /// row, about one row per 50 bytes of code (Debian's libc's table takes a third of a MiB). A module
+    /// whose table no longer fits is walked by frame pointer, and counted
+    /// (unwind.modules_not_fitting).
+    #[arg(long, default_value_t = 32 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..=(1 << 34)))]
+    pub unwind_memory: u64,
+
     /// Time every run of memtrace's kernel-side programs (BPF_ENABLE_STATS) and report runs and
     /// nanoseconds per run for each (JSON `kernel_programs`): what tracing costs the traced
     /// program in the kernel, beyond the probes' own traps. Adds about two clock reads per run.
@@ -467,6 +483,11 @@ impl TraceArgs {
                 stack_depth: self.stack_depth,
                 live_blocks: self.live_blocks.unwrap_or(if self.combined { 1 << 20 } else { 1 << 17 }),
                 mem_available: self.mem_available,
+                unwind: self.unwind,
+                unwind_capacity: match self.unwind {
+                    crate::unwind::Method::FramePointer => crate::unwind::Capacity::NONE,
+                    _ => crate::unwind::Capacity::for_budget(self.unwind_memory),
+                },
             },
             selection: Selection {
                 library: self.allocator_lib.clone(),
@@ -477,6 +498,7 @@ impl TraceArgs {
             older_than: self.older_than,
             fault_period: self.fault_sampling(),
             program_stats: self.program_stats,
+            unwind_memory: self.unwind_memory,
         }
     }
 

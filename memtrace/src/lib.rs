@@ -8,6 +8,8 @@
 //!   instruction in it to probe.
 //! - `kernel`: the only code that touches aya: loading the programs, attaching them, the ring
 //!   buffer, the kernel's counters and tables.
+//! - `unwind`: the unwind tables the kernel walks stacks with, built from each module's
+//!   call-frame information, and the walks it hands over finished here.
 //! - `collect`: state built from the kernel's events, no I/O: the heap table, memory outside
 //!   malloc, the stack table, page faults, growth between intervals.
 //! - `analyze`: what the collected state means: leak kinds (reachability), the memory picture,
@@ -33,3 +35,4 @@ pub mod session;
 pub mod symbolize;
 pub mod target;
 pub mod untrusted;
+pub mod unwind;

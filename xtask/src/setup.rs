@@ -47,14 +47,14 @@ fn check_kernel() -> Result<()> {
         ("/sys/bus/event_source/devices/uprobe", "uprobes (CONFIG_UPROBE_EVENTS=y)"),
     ] {
         if !Path::new(path).exists() {
-            bail!("this kernel lacks {what}: {path} is missing; memtrace needs a kernel 5.8+ built with it");
+            bail!("this kernel lacks {what}: {path} is missing; memtrace needs a kernel 5.17+ built with it");
         }
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
     let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    if version < (5, 8) {
-        bail!("kernel {} lacks BPF ring buffers; memtrace needs Linux 5.8 or newer", release.trim());
+    if version < (5, 17) {
+        bail!("kernel {} lacks bpf_loop; memtrace needs Linux 5.17 or newer", release.trim());
     }
     Ok(())
 }

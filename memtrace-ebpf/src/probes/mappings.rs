@@ -40,6 +40,7 @@ const RETURN_VALUE: usize = 16;
 
 const MAP_SHARED: u64 = 0x01;
 const MAP_ANONYMOUS: u64 = 0x20;
+const PROT_EXEC: u64 = 0x4;
 
 #[tracepoint]
 pub fn mmap_enter(ctx: TracePointContext) -> u32 {
@@ -50,7 +51,7 @@ pub fn mmap_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn mmap_exit(ctx: TracePointContext) -> u32 {
     let Some((pid_tgid, call, result)) = recall(&ctx) else { return 0 };
-    let [_, len, _, map_flags] = call.args;
+    let [_, len, prot, map_flags] = call.args;
     let mut flags = internal_bit(&call);
     if map_flags & MAP_SHARED != 0 {
         flags |= mapping::SHARED;
@@ -58,7 +59,13 @@ pub fn mmap_exit(ctx: TracePointContext) -> u32 {
     if map_flags & MAP_ANONYMOUS != 0 {
         flags |= mapping::ANONYMOUS;
     }
-    send(&ctx, pid_tgid, EventKind::Mmap, flags, result, len, 0, 0, true);
+    // Code mapped: counted now, before it can run (see `unwind`), and sent with the count.
+    let mut exec_mmaps = 0;
+    if prot & PROT_EXEC != 0 {
+        flags |= mapping::EXECUTABLE;
+        exec_mmaps = crate::stack::unwind::count_exec_mmap((pid_tgid >> 32) as u32);
+    }
+    send(&ctx, pid_tgid, EventKind::Mmap, flags, result, len, 0, exec_mmaps, true);
     0
 }
 

@@ -3,4 +3,5 @@ pub mod alloc;
 pub mod faults;
 pub mod floor;
 pub mod free;
+pub mod loader;
 pub mod mappings;

@@ -3,7 +3,7 @@
 //! `TOTALS_SLOTS`; no event crosses the ring buffer per call. The agent reads both when it
 //! reports, summing the outstanding blocks per stack then: a free only empties a slot.
 //!
-//! A stack is walked by hand (`stack`) and kept in `STACKS` under a 64-bit hash of its
+//! A stack is walked (`stack`: by unwind tables or frame pointers) and kept in `STACKS` under a 64-bit hash of its
 //! frames, stored the first time a CPU counts it for a process. The price: no per-block time,
 //! so the trace window is the probes' lifetime.
 use aya_ebpf::{
@@ -13,12 +13,13 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
 };
 use memtrace_common::{
-    Counter, LiveBlock, StackFrames, StackTotals, TOTALS_WINDOW, TotalsSlot, stack_hash, table_mask, totals_home,
+    Counter, LiveBlock, StackFrames, StackTotals, TOTALS_WINDOW, TotalsSlot, table_mask, totals_home,
+    unwind::{COMBINED_TRUNCATED, combined_hash},
 };
 
 use crate::{
-    emit::{count, stack_depth},
-    stack,
+    emit::count,
+    stack::{self, STACK_SCRATCH},
     state::block_table,
 };
 
@@ -26,10 +27,6 @@ use crate::{
 /// agent (one entry when not combined).
 #[map(name = "STACKS")]
 static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(1, 0);
-
-/// Per-CPU room to walk a stack before it is hashed and perhaps stored.
-#[map(name = "STACK_SCRATCH")]
-static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
 /// Set to 1 at load time for in-kernel aggregation.
 #[unsafe(no_mangle)]
@@ -56,9 +53,9 @@ pub fn acquire(regs: *const pt_regs, tgid: u32, addr: u64, size: u64) {
     let Some(stack) = STACK_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's own scratch slot; a BPF program is not preempted on its CPU.
     let stack = unsafe { &mut *stack };
-    let depth = stack::walk(regs, &mut stack.frames, stack_depth());
-    stack.depth = depth as u64;
-    let hash = stack_hash(&stack.frames[..depth.min(memtrace_common::MAX_STACK_DEPTH)]);
+    let (depth, truncated) = stack::walk_combined(regs, tgid, &mut stack.frames);
+    stack.depth = depth as u64 | if truncated { COMBINED_TRUNCATED } else { 0 };
+    let hash = combined_hash(&stack.frames[..depth.min(memtrace_common::MAX_STACK_DEPTH)], truncated);
     let Some(totals) = totals_of(tgid, hash, stack) else {
         count(Counter::StackSumsFull);
         return;

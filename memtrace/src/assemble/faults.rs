@@ -1,10 +1,9 @@
 //! The report's `faults` section from the fault table: totals, per process, and the stacks
 //! with the most faults, named.
-use super::report_frame;
+use super::{NamedStack, report_frame};
 use crate::{
     collect::fault_table::FaultTable,
     report::{FaultStack, FaultsSection, ProcessFaults},
-    symbolize::Frame,
 };
 
 /// The faults section for `pids`, naming the `top` stacks with `frames_of`.
@@ -12,7 +11,7 @@ pub fn faults_section(
     table: &FaultTable,
     pids: &[u32],
     top: Option<usize>,
-    mut frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>,
+    mut frames_of: impl FnMut(u32, i32) -> Result<NamedStack, String>,
 ) -> FaultsSection {
     let all = table.all();
     let mut stacks: Vec<_> = table.stacks().collect();
@@ -22,11 +21,11 @@ pub fn faults_section(
         .into_iter()
         .take(top.unwrap_or(usize::MAX))
         .map(|(pid, stack_id, counts)| {
-            let (frames, unavailable) = match frames_of(pid, stack_id) {
-                Ok(frames) => (frames.into_iter().map(report_frame).collect(), None),
-                Err(why) => (Vec::new(), Some(why)),
+            let (frames, unavailable, truncated) = match frames_of(pid, stack_id) {
+                Ok(named) => (named.frames.into_iter().map(report_frame).collect(), None, named.truncated),
+                Err(why) => (Vec::new(), Some(why), false),
             };
-            FaultStack { pid, minor: counts.minor, major: counts.major, kinds: counts.kinds, frames, unavailable }
+            FaultStack { pid, minor: counts.minor, major: counts.major, kinds: counts.kinds, frames, unavailable, truncated }
         })
         .collect();
     let processes = pids
@@ -77,7 +76,7 @@ mod tests {
         table.record(&sample(8, true));
         table.record(&sample(-14, false));
         let section = faults_section(&table, &[0], Some(2), |_, stack_id| {
-            if stack_id < 0 { Err("no stack".to_owned()) } else { Ok(Vec::new()) }
+            if stack_id < 0 { Err("no stack".to_owned()) } else { Ok(NamedStack::default()) }
         });
         assert_eq!((section.minor, section.major, section.period, section.scaled), (40, 10, 10, true));
         assert_eq!(section.stacks_total, 3);

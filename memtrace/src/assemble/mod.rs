@@ -62,7 +62,7 @@ pub struct ReportInput<'a> {
 type StackKey = (u32, i32, MemoryKind);
 
 /// Builds the report; `frames_of(pid, stack_id)` names a stack's frames or says why not.
-pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<Vec<Frame>, String>) -> Report {
+pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<NamedStack, String>) -> Report {
     let mut namer = Namer { frames_of };
     let top = input.top.unwrap_or(usize::MAX);
     let mut allocated = input.heap.allocated_by_stack();
@@ -96,9 +96,17 @@ pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<
         memory: Vec::new(),
         agent: AgentUsage::of_this_process(),
         kernel_programs: Vec::new(),
+        unwind: None,
         check: None,
         scan: input.leaks.any().then(|| leaks::scan_timing(input.leaks)),
     }
+}
+
+/// A stack's frames as symbolized, and whether its walk was cut short after the last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamedStack {
+    pub frames: Vec<Frame>,
+    pub truncated: bool,
 }
 
 /// Names stacks through the caller's `frames_of`.
@@ -106,14 +114,24 @@ struct Namer<F> {
     frames_of: F,
 }
 
-impl<F: FnMut(u32, i32) -> Result<Vec<Frame>, String>> Namer<F> {
+impl<F: FnMut(u32, i32) -> Result<NamedStack, String>> Namer<F> {
     /// The frames of a stack, or why there are none.
-    fn frames(&mut self, pid: u32, stack_id: i32) -> (Vec<ReportFrame>, Option<String>) {
+    fn frames(&mut self, pid: u32, stack_id: i32) -> Named {
         match (self.frames_of)(pid, stack_id) {
-            Ok(frames) => (frames.into_iter().map(report_frame).collect(), None),
-            Err(why) => (Vec::new(), Some(why)),
+            Ok(named) => {
+                Named { frames: named.frames.into_iter().map(report_frame).collect(), unavailable: None, truncated: named.truncated }
+            }
+            Err(why) => Named { frames: Vec::new(), unavailable: Some(why), truncated: false },
         }
     }
+}
+
+/// A stack as the report shows it: its frames, or why there are none, and whether its walk was
+/// cut short.
+struct Named {
+    frames: Vec<ReportFrame>,
+    unavailable: Option<String>,
+    truncated: bool,
 }
 
 /// Each stack's growth over the intervals (`--interval`).
@@ -152,7 +170,7 @@ fn outstanding(input: &ReportInput<'_>, allocated: &mut HashMap<StackKey, Alloca
 
 /// The stacks of memory outside malloc (mappings, break growth), all named: what the dynamic
 /// loader mapped (the libraries) is set apart, counted per process and not shown.
-fn outside_malloc<F: FnMut(u32, i32) -> Result<Vec<Frame>, String>>(
+fn outside_malloc<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
     totals: Vec<StackTotal>,
     allocated: &mut HashMap<StackKey, Allocated>,
     growth: &Growths,
@@ -161,22 +179,22 @@ fn outside_malloc<F: FnMut(u32, i32) -> Result<Vec<Frame>, String>>(
     let mut loader_bytes: HashMap<u32, u64> = HashMap::new();
     let mut stacks = Vec::new();
     for total in totals {
-        let (frames, unavailable) = namer.frames(total.tgid, total.stack_id);
-        if by_dynamic_loader(&frames) {
+        let named = namer.frames(total.tgid, total.stack_id);
+        if by_dynamic_loader(&named.frames) {
             let bytes = loader_bytes.entry(total.tgid).or_default();
             *bytes = bytes.saturating_add(total.bytes);
             continue;
         }
         let key = (total.tgid, total.stack_id, total.kind);
         let made = allocated.remove(&key).unwrap_or_default();
-        stacks.push(stack(&total, made, frames, unavailable, growth.of(key)));
+        stacks.push(stack(&total, made, named, growth.of(key)));
     }
     (stacks, loader_bytes)
 }
 
 /// The heap stacks: what each allocated in all is taken out of `allocated` whether shown or
 /// not, then the `top` of them (in `sort` order) are named.
-fn heap_stacks<F: FnMut(u32, i32) -> Result<Vec<Frame>, String>>(
+fn heap_stacks<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
     mut totals: Vec<StackTotal>,
     allocated: &mut HashMap<StackKey, Allocated>,
     growth: &Growths,
@@ -200,20 +218,14 @@ fn heap_stacks<F: FnMut(u32, i32) -> Result<Vec<Frame>, String>>(
         .into_iter()
         .take(top)
         .map(|total| {
-            let (frames, unavailable) = namer.frames(total.tgid, total.stack_id);
+            let named = namer.frames(total.tgid, total.stack_id);
             let made = made.get(&(total.tgid, total.stack_id)).copied().unwrap_or_default();
-            stack(&total, made, frames, unavailable, growth.of((total.tgid, total.stack_id, total.kind)))
+            stack(&total, made, named, growth.of((total.tgid, total.stack_id, total.kind)))
         })
         .collect()
 }
 
-fn stack(
-    total: &StackTotal,
-    made: Allocated,
-    frames: Vec<ReportFrame>,
-    unavailable: Option<String>,
-    growth: Option<crate::report::Growth>,
-) -> Stack {
+fn stack(total: &StackTotal, made: Allocated, named: Named, growth: Option<crate::report::Growth>) -> Stack {
     Stack {
         kind: kind(total.kind),
         bytes: total.bytes,
@@ -221,8 +233,9 @@ fn stack(
         total_allocated_bytes: made.bytes,
         total_allocations: made.count,
         pid: total.tgid,
-        frames,
-        unavailable,
+        frames: named.frames,
+        unavailable: named.unavailable,
+        truncated: named.truncated,
         leak_kind: total.leak,
         suppressed_by: None,
         growth,
@@ -231,7 +244,7 @@ fn stack(
 
 /// The stacks that allocated and hold nothing at the end, most bytes allocated first, the
 /// first `top` of them named. What the dynamic loader mapped is left out, as above.
-fn released<F: FnMut(u32, i32) -> Result<Vec<Frame>, String>>(
+fn released<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
     allocated: HashMap<StackKey, Allocated>,
     top: usize,
     namer: &mut Namer<F>,
@@ -243,12 +256,12 @@ fn released<F: FnMut(u32, i32) -> Result<Vec<Frame>, String>>(
         if stacks.len() >= top {
             break;
         }
-        let (frames, unavailable) = namer.frames(tgid, stack_id);
-        if memory != MemoryKind::Heap && by_dynamic_loader(&frames) {
+        let named = namer.frames(tgid, stack_id);
+        if memory != MemoryKind::Heap && by_dynamic_loader(&named.frames) {
             continue;
         }
         let total = StackTotal { tgid, stack_id, kind: memory, leak: None, bytes: 0, allocations: 0 };
-        stacks.push(stack(&total, made, frames, unavailable, None));
+        stacks.push(stack(&total, made, named, None));
     }
     stacks
 }
@@ -363,12 +376,12 @@ mod tests {
     }
 
     /// Frames named after the stack id; stack 5 is the dynamic loader's, stack -2 failed.
-    fn frames_of(_pid: u32, stack_id: i32) -> Result<Vec<Frame>, String> {
+    fn frames_of(_pid: u32, stack_id: i32) -> Result<NamedStack, String> {
         if stack_id < 0 {
             return Err("no stack".to_owned());
         }
         let module = if stack_id == 5 { "/lib64/ld-linux-x86-64.so.2" } else { "/usr/bin/prog" };
-        Ok(vec![Frame {
+        let frame = Frame {
             address: 0x1000 + stack_id as u64,
             function: Some(format!("f{stack_id}")),
             file: None,
@@ -376,7 +389,8 @@ mod tests {
             module: Some(module.to_owned()),
             module_offset: None,
             inlined: false,
-        }])
+        };
+        Ok(NamedStack { frames: vec![frame], truncated: false })
     }
 
     fn input<'a>(heap: &'a HeapTable, leaks: &'a LeakKinds, growth: &'a GrowthTracker, top: Option<usize>) -> ReportInput<'a> {

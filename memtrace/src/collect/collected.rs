@@ -7,7 +7,7 @@ use super::{
     fault_table::FaultTable,
     growth::GrowthTracker,
     heap::HeapTable,
-    stack_table::{self, StackTable},
+    stack_table::StackTable,
 };
 
 pub struct Collected {
@@ -24,12 +24,13 @@ impl Collected {
         Self { stacks: StackTable::default(), heap, faults, growth: GrowthTracker::default() }
     }
 
-    /// Takes in one event; `frames` are the raw frames that followed it in its record.
-    pub fn apply(&mut self, mut event: Event, frames: &[u8]) {
-        // A record with frames after it: the stack gets its id here (a negative count is the
-        // kernel's error for a failed capture, kept as it is).
-        if event.stack_id >= 0 && !frames.is_empty() {
-            event.stack_id = self.stacks.intern(&stack_table::frames(frames));
+    /// Takes in one event with its stack as walked (innermost first, and whether the walk was
+    /// cut short), when its record carried one.
+    pub fn apply(&mut self, mut event: Event, stack: Option<(&[u64], bool)>) {
+        // The stack gets its id here (without one, a negative count is the kernel's error for a
+        // failed capture, kept as it is).
+        if let Some((frames, truncated)) = stack {
+            event.stack_id = self.stacks.intern_walk(frames, truncated);
         }
         if let Some(faults) = self.faults.as_mut() {
             if event.kind == EventKind::Fault as u32 {

@@ -7,18 +7,33 @@ pub struct StackTable {
     /// Fx hash, not SipHash: one lookup per event, and return addresses need no protection.
     ids: FxHashMap<Box<[u64]>, i32>,
     stacks: Vec<Box<[u64]>>,
+    /// The same frames walked to a cut (the unwinder could not go on) are another stack.
+    truncated_ids: FxHashMap<Box<[u64]>, i32>,
+    truncated: Vec<bool>,
 }
 
 impl StackTable {
     /// The id of this stack (innermost address first), given on first sight.
     pub fn intern(&mut self, addresses: &[u64]) -> i32 {
-        if let Some(&id) = self.ids.get(addresses) {
+        self.intern_walk(addresses, false)
+    }
+
+    /// The id of a stack as walked: complete, or `truncated` after its last frame.
+    pub fn intern_walk(&mut self, addresses: &[u64], truncated: bool) -> i32 {
+        let ids = if truncated { &mut self.truncated_ids } else { &mut self.ids };
+        if let Some(&id) = ids.get(addresses) {
             return id;
         }
         let id = self.stacks.len() as i32;
         self.stacks.push(addresses.into());
-        self.ids.insert(addresses.into(), id);
+        self.truncated.push(truncated);
+        ids.insert(addresses.into(), id);
         id
+    }
+
+    /// Whether the walk of stack `id` was cut short.
+    pub fn is_truncated(&self, id: i32) -> bool {
+        usize::try_from(id).ok().and_then(|index| self.truncated.get(index)).copied().unwrap_or(false)
     }
 
     pub fn get(&self, id: i32) -> Option<&[u64]> {
@@ -52,6 +67,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(table.get(b), Some(&[1u64, 2, 4][..]));
         assert_eq!(table.get(-14), None);
+        let cut = table.intern_walk(&[1, 2, 3], true);
+        assert_ne!(cut, a);
+        assert!(table.is_truncated(cut) && !table.is_truncated(a) && !table.is_truncated(-1));
+        assert_eq!(table.get(cut), Some(&[1u64, 2, 3][..]));
         let words = [1u64, 2];
         // SAFETY: viewing two u64s as their 16 bytes.
         let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 16) };

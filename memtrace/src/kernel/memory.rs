@@ -3,6 +3,7 @@
 //! kernel then allocates until its OOM killer fires), so memtrace refuses, naming the option to
 //! lower, when the maps would not fit in what `/proc/meminfo` calls available.
 use memtrace_common::{
+    unwind::{PagePair, RowPair, UnwindTable},
     BlockKey, BlockSlot, EventWithStack, FreeMark, InFlight, LiveBlock, StackFrames, SyscallArgs, TotalsSlot,
     WrapperCall,
 };
@@ -30,6 +31,8 @@ pub struct MapSizes {
     pub block_groups: u32,
     /// Ids with a slot in the per-id arrays (0: none, the arrays keep one unused entry).
     pub id_slots: u32,
+    /// The unwind tables' arrays (`--unwind-memory`; one entry each with `--unwind fp`).
+    pub unwind: crate::unwind::Capacity,
 }
 
 impl MapSizes {
@@ -58,6 +61,7 @@ impl MapSizes {
             block_slot_bits,
             block_groups,
             id_slots: settings.id_slots.unwrap_or_else(super::id_slots),
+            unwind: settings.unwind_capacity,
         }
     }
 
@@ -99,6 +103,13 @@ impl MapSizes {
                 array(id_slots, 1)
                     .saturating_add(array(id_slots, size_of::<InFlight>()))
                     .saturating_add(array(id_slots, size_of::<FreeMark>())),
+            ),
+            sized(
+                "--unwind-memory",
+                "the unwind tables",
+                array(u64::from(self.unwind.row_pairs), size_of::<RowPair>())
+                    .saturating_add(array(u64::from(self.unwind.page_pairs), size_of::<PagePair>()))
+                    .saturating_add(array(u64::from(self.unwind.tables), size_of::<UnwindTable>())),
             ),
             Part { option: None, what: "the other maps", bytes: fixed.into_iter().fold(0, u64::saturating_add) },
         ]
@@ -200,6 +211,8 @@ mod tests {
             live_blocks: 1 << 20,
             stack_depth: 127,
             mem_available: None,
+            unwind: crate::unwind::Method::FramePointer,
+            unwind_capacity: crate::unwind::Capacity::NONE,
         }
     }
 

@@ -25,7 +25,10 @@ use aya::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::names;
+use memtrace_common::{
+    names,
+    unwind::names as unwind_names,
+};
 
 pub use counters::KernelCounters;
 pub use error::ProbeError;
@@ -66,6 +69,9 @@ pub struct ProbeSettings {
     pub stack_depth: u32,
     /// Memory the maps may take, instead of /proc/meminfo's MemAvailable (testing).
     pub mem_available: Option<u64>,
+    /// How stacks are walked (`--unwind`), and the unwind tables' arrays.
+    pub unwind: crate::unwind::Method,
+    pub unwind_capacity: crate::unwind::Capacity,
 }
 
 /// Which processes an attachment fires for.
@@ -106,12 +112,13 @@ impl Probes {
             Some(available) => memory::check(&sizes.footprint(cpus), available)?,
             None => log::debug!("no MemAvailable in /proc/meminfo: the maps' size is not checked"),
         }
-        let MapSizes { ring_bytes, stack_slots, totals_slot_bits, live_blocks, block_slot_bits, block_groups, id_slots } =
+        let MapSizes { ring_bytes, stack_slots, totals_slot_bits, live_blocks, block_slot_bits, block_groups, id_slots, .. } =
             sizes;
         let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
+        let unwind_mode = u8::from(settings.unwind != crate::unwind::Method::FramePointer);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::TRACED_SLOTS, id_slots.max(1))
@@ -132,6 +139,10 @@ impl Probes {
             .override_global(names::MIN_SIZE, &settings.min_size, true)
             .override_global(names::STACK_DEPTH, &settings.stack_depth, true)
             .override_global(names::MAX_SIZE, &settings.max_size, true)
+            .map_max_entries(unwind_names::UNWIND_ROWS, settings.unwind_capacity.row_pairs)
+            .map_max_entries(unwind_names::UNWIND_PAGES, settings.unwind_capacity.page_pairs)
+            .map_max_entries(unwind_names::UNWIND_TABLES, settings.unwind_capacity.tables)
+            .override_global(unwind_names::UNWIND_MODE, &unwind_mode, true)
             .load(EBPF_OBJECT)
             .map_err(|error| ProbeError::Load(crate::error_text::with_causes(&error)))?;
         if settings.sample_bytes != 0 {
@@ -165,6 +176,7 @@ impl Probes {
             names::WRAPPER_EXIT,
             names::FLOOR_ENTER,
             names::FLOOR_EXIT,
+            unwind_names::LOADER_MAPPED,
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
@@ -182,6 +194,11 @@ impl Probes {
             None
         };
         Ok(Self { ebpf, stats: None, empty: settings.empty, links: HashMap::new(), block_slots })
+    }
+
+    /// Takes the unwind tables' maps out of the loaded object, for the agent to fill in.
+    pub fn unwind_tables(&mut self, capacity: crate::unwind::Capacity) -> std::io::Result<crate::unwind::KernelTables> {
+        crate::unwind::KernelTables::take(&mut self.ebpf, capacity)
     }
 
     /// Has the kernel time every BPF program run from now on (BPF_ENABLE_STATS, about two
@@ -273,6 +290,22 @@ impl Probes {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Attaches the loader program (`run` mode, see `unwind::debug_state_point`) at `offset` in
+    /// the dynamic loader `path`.
+    pub fn attach_loader(&mut self, path: &std::path::Path, offset: u64, scope: Scope) -> Result<(), ProbeError> {
+        let (uprobe_scope, owner) = match scope {
+            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get()),
+            Scope::AllProcesses => (UProbeScope::AllProcesses, 0),
+        };
+        let program = unwind_names::LOADER_MAPPED;
+        let link = uprobe(&mut self.ebpf, program)?.attach(offset, path, uprobe_scope).map_err(|error| {
+            ProbeError::Attach { function: "_dl_debug_state".into(), object: path.display().to_string(), detail: crate::error_text::with_causes(&error) }
+        })?;
+        self.links.entry(owner).or_default().push((program, link));
+        log::info!("attached {program} to _dl_debug_state at {offset:#x} in {}", path.display());
         Ok(())
     }
 

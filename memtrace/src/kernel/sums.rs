@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use aya::maps::HashMap as AyaHashMap;
-use memtrace_common::{BlockKey, LiveBlock, StackFrames, StackKey, StackSums, TotalsSlot, names};
+use memtrace_common::{
+    BlockKey, LiveBlock, StackFrames, StackKey, StackSums, TotalsSlot, names, unwind::COMBINED_TRUNCATED,
+};
 
 use super::{
     Probes,
@@ -19,6 +21,8 @@ pub struct KernelStackSums {
     /// `None` when the kernel's stack table had no entry for it (never expected: the sums
     /// are only created once the stack is stored).
     pub stack: Option<Vec<u64>>,
+    /// The walk that found the stack was cut short (see `stack_flags::TRUNCATED`).
+    pub truncated: bool,
     pub sums: StackSums,
 }
 
@@ -55,11 +59,13 @@ impl Probes {
         Ok(sums
             .into_iter()
             .map(|(key, sums)| {
-                let stack = stacks.get(&key.stack_hash, 0).ok().map(|stack| {
-                    let depth = (stack.depth as usize).min(stack.frames.len());
+                let stack = stacks.get(&key.stack_hash, 0).ok();
+                let truncated = stack.is_some_and(|stack| stack.depth & COMBINED_TRUNCATED != 0);
+                let stack = stack.map(|stack| {
+                    let depth = ((stack.depth & !COMBINED_TRUNCATED) as usize).min(stack.frames.len());
                     stack.frames[..depth].to_vec()
                 });
-                KernelStackSums { tgid: key.tgid, stack, sums }
+                KernelStackSums { tgid: key.tgid, stack, truncated, sums }
             })
             .collect())
     }

@@ -60,6 +60,9 @@ pub struct FaultStack {
     pub frames: Vec<ReportFrame>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// The stack walk was cut short after the last frame.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 

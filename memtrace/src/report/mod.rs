@@ -15,6 +15,7 @@ pub mod pending_file;
 mod render;
 pub mod saved;
 pub mod sink;
+pub mod unwind;
 mod svg;
 mod text;
 
@@ -24,6 +25,7 @@ use memtrace_common::LOSSES;
 use serde::{Deserialize, Serialize};
 
 pub use faults::{FaultStack, FaultsSection, KindCounts, ProcessFaults};
+pub use unwind::UnwindReport;
 pub use memory::{AllocatorView, CgroupMemory, KindUsage, MappingKind, MappingUsage, MemoryPicture};
 pub use leaks::{CheckSummary, DEFAULT_FAIL_ON, LeakKind, LeakSummary, ScanTiming};
 
@@ -81,6 +83,9 @@ pub struct Report {
     /// `--program-stats`: each kernel-side program's runs and mean time per run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_programs: Vec<ProgramCost>,
+    /// How stacks were walked by unwind tables (absent with `--unwind fp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<UnwindReport>,
 }
 
 /// memtrace's own cost (not the traced processes'), for the overhead-minded.
@@ -298,6 +303,10 @@ pub struct Stack {
     /// Why there are no frames, when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// The stack walk was cut short after the last frame (code it could not unwind): callers
+    /// are missing below it.
+    #[serde(default)]
+    pub truncated: bool,
     /// Heap blocks of a scanned process: what still reaches them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leak_kind: Option<LeakKind>,

@@ -22,6 +22,8 @@ pub struct TraceOptions {
     pub fault_period: Option<u64>,
     /// Time the kernel-side programs (`--program-stats`).
     pub program_stats: bool,
+    /// Kernel memory for unwind tables (`--unwind-memory`); the method is `probes.unwind`.
+    pub unwind_memory: u64,
 }
 
 impl TraceOptions {

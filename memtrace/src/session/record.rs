@@ -62,6 +62,7 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
         watch_exit(pid, exited_tx.clone())?;
         trace.symbolizer.snapshot(pid).with_context(|| format!("reading the mappings of process {pid}"))?;
         trace.attach(allocator, pid)?;
+        trace.track_code(pid);
         trace.track(pid, None, command_line(pid));
     }
     trace.open_window();

@@ -112,6 +112,17 @@ impl Run<'_> {
                         self.exec(pid);
                         target.resume();
                     }
+                    Some(TargetEvent::Stopping { pid, tid }) => {
+                        // The loader program's stop: the loader mapped code and is about to run
+                        // it. Any other stop is the process's own, passed on.
+                        if self.trace.loader_stopped(tid) {
+                            self.trace.drain();
+                            self.trace.track_code(pid);
+                            target.suppress();
+                        } else {
+                            target.resume();
+                        }
+                    }
                     Some(TargetEvent::Exiting { pid, threads }) => {
                         self.exiting(pid, &threads);
                         target.resume();
@@ -141,6 +152,7 @@ impl Run<'_> {
                 if let Err(error) = self.trace.attach(&allocator, pid) {
                     eprintln!("memtrace: warning: cannot trace child {pid}: {}", warning_text(&error));
                 }
+                self.trace.track_code(pid);
                 self.allocators.insert(pid, allocator);
             }
             Err(error) => eprintln!("memtrace: warning: cannot trace child {pid}: {}", warning_text(&error.into())),
@@ -157,6 +169,8 @@ impl Run<'_> {
                 if let Err(error) = self.trace.attach(&allocator, pid) {
                     eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error));
                 }
+                self.trace.track_code(pid);
+                self.trace.watch_loader(pid);
                 self.allocators.insert(pid, allocator);
             }
             Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error.into())),

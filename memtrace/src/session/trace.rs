@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use memtrace_common::{Counter, EventKind};
+use memtrace_common::{Counter, EventKind, unwind::stack_flags};
 
 use super::{monotonic_ns, options::TraceOptions};
 use crate::{
@@ -17,11 +17,13 @@ use crate::{
     attach::allocator::Allocator,
     collect::{collected::Collected, fault_table::FaultTable, heap::HeapTable, outside_malloc},
     kernel::{KernelCounters, Probes, Scope, ring_buffer::EventReader},
+    unwind::{self, Unwinder},
     report::{
         Counts, MemoryPicture, Mode, ProcessReport, ProgramCost, Report, Target, Window,
         options::{Format, RenderOptions},
     },
-    symbolize::{Frame, Symbolizer},
+    assemble::NamedStack,
+    symbolize::Symbolizer,
     target::launch::Ending,
 };
 
@@ -39,6 +41,8 @@ pub struct Trace {
     pub findings: Findings,
     pub processes: TracedProcesses,
     pub symbolizer: Symbolizer,
+    /// Unwind tables for the kernel's stack walk (none with `--unwind fp`).
+    unwinder: Option<Unwinder>,
     options: TraceOptions,
     /// The report keeps every stack until the CI settings have looked at them (they trim to
     /// `--top` after).
@@ -136,6 +140,14 @@ impl Trace {
         if options.program_stats {
             probes.enable_program_stats()?;
         }
+        let unwinder = match options.probes.unwind {
+            unwind::Method::FramePointer => None,
+            method => {
+                let capacity = options.probes.unwind_capacity;
+                let tables = probes.unwind_tables(capacity).context("taking the unwind tables' maps")?;
+                Some(Unwinder::new(tables, method, options.unwind_memory, options.debug_dirs.clone()))
+            }
+        };
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
         let heap = match options.probes.sample_bytes {
             0 => HeapTable::new(),
@@ -157,6 +169,7 @@ impl Trace {
             findings: Findings::default(),
             processes: TracedProcesses { all: BTreeMap::new(), all_processes, attached: HashMap::new() },
             symbolizer: Symbolizer::with_debug_dirs(options.debug_dirs.clone()),
+            unwinder,
             options: options.clone(),
             all_stacks: false,
         })
@@ -176,18 +189,68 @@ impl Trace {
     /// Takes in every event waiting in the ring buffer.
     pub fn drain(&mut self) {
         let (collected, window, seen) = (&mut self.collected, self.window, &mut self.kernel.events_seen);
-        self.kernel.events.drain(|event, frames| {
+        let (unwinder, stack_depth) = (&mut self.unwinder, self.options.probes.stack_depth as usize);
+        self.kernel.events.drain(|event, rest| {
             *seen += 1;
+            let mut event = *event;
+            // Code mapped: applied before the events after it, whose walks may need it (even
+            // outside the window).
+            if let Some(unwinder) = unwinder.as_mut() {
+                unwind::apply_mapping_event(unwinder, &event);
+            }
             if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
                 return;
             }
-            let mut event = *event;
+            // A record with frames after it; a walk the kernel handed over is finished first.
+            let stack = (event.stack_id >= 0 && !rest.is_empty())
+                .then(|| unwind::stack_of_record(unwinder.as_mut(), &event, rest, stack_depth));
+            event.flags &= !stack_flags::ALL;
             if event.kind == EventKind::Shmat as u32 {
                 // The kernel side sees only the segment id; its size is in /proc.
                 event.size = outside_malloc::sysv_segment_size(event.old_addr).unwrap_or(0);
             }
-            collected.apply(event, frames);
+            collected.apply(event, stack.as_ref().map(|(frames, truncated)| (&frames[..], *truncated)));
         });
+    }
+
+    /// `run` mode: has the loader stop a thread of `pid` when it has mapped code the kernel's
+    /// walk does not know yet, before that code runs (see `unwind::debug_state_point`).
+    pub fn watch_loader(&mut self, pid: u32) {
+        if self.unwinder.is_none() {
+            return;
+        }
+        let Some((path, offset)) = unwind::debug_state_point(pid) else {
+            log::info!("process {pid} has no dynamic loader to watch");
+            return;
+        };
+        let processes = &mut self.processes;
+        let (scope, key) = match NonZeroU32::new(pid) {
+            Some(_) if processes.all_processes => (Scope::AllProcesses, 0),
+            Some(pid) => (Scope::Process(pid), pid.get()),
+            None => return,
+        };
+        let id = std::fs::metadata(&path).map(|file| (file.dev(), file.ino(), offset)).unwrap_or((0, 0, offset));
+        if !processes.attached.entry(key).or_default().insert(id) {
+            return;
+        }
+        if let Some(probes) = &mut self.kernel.probes
+            && let Err(error) = probes.attach_loader(&path, offset, scope)
+        {
+            log::warn!("{error}; code loaded by process {pid} is known to stack walks only as memtrace reads its mmap events");
+        }
+    }
+
+    /// Whether thread `tid` is stopped by the loader program (its record is cleared).
+    pub fn loader_stopped(&mut self, tid: u32) -> bool {
+        self.unwinder.as_mut().is_some_and(|unwinder| unwinder.loader_stopped(tid))
+    }
+
+    /// Gives the kernel's unwinder the code `pid` maps now: when tracing of a running process
+    /// starts, and while a process is held at its fork or exec (before its image runs).
+    pub fn track_code(&mut self, pid: u32) {
+        if let Some(unwinder) = &mut self.unwinder {
+            unwinder.track(pid);
+        }
     }
 
     /// Attaches the allocator's probes for `pid`, skipping points already probed for it.
@@ -239,6 +302,9 @@ impl Trace {
             if !self.processes.all_processes {
                 probes.detach_process(pid);
             }
+        }
+        if let Some(unwinder) = &mut self.unwinder {
+            unwinder.forget(pid);
         }
     }
 
@@ -302,7 +368,7 @@ impl Trace {
             Ok(all) => {
                 for entry in all {
                     let stack_id = match &entry.stack {
-                        Some(addresses) => self.collected.stacks.intern(addresses),
+                        Some(addresses) => self.collected.stacks.intern_walk(addresses, entry.truncated),
                         None => -libc::ENOENT,
                     };
                     self.collected.heap.add_kernel_sums(entry.tgid, stack_id, entry.sums);
@@ -343,12 +409,12 @@ impl Trace {
             combined: self.options.probes.combined,
         };
         let (stacks, symbolizer) = (&self.collected.stacks, &mut self.symbolizer);
-        let mut frames_of = |pid: u32, stack_id: i32| -> Result<Vec<Frame>, String> {
+        let mut frames_of = |pid: u32, stack_id: i32| -> Result<NamedStack, String> {
             if stack_id < 0 {
                 return Err(format!("the kernel could not capture it ({})", std::io::Error::from_raw_os_error(-stack_id)));
             }
             let addresses = stacks.get(stack_id).ok_or_else(|| format!("stack {stack_id} was never received"))?;
-            Ok(symbolizer.symbolize(pid, addresses))
+            Ok(NamedStack { frames: symbolizer.symbolize(pid, addresses), truncated: stacks.is_truncated(stack_id) })
         };
         let mut report = assemble::report(input, &mut frames_of);
         if let Some(faults) = &self.collected.faults {
@@ -356,6 +422,8 @@ impl Trace {
         }
         report.memory = self.pictures_for(&report);
         report.kernel_programs = std::mem::take(&mut self.kernel.program_costs);
+        report.unwind = self.unwinder.as_ref().map(Unwinder::report);
+        warn_about_unwinding(&report);
         warn_about_losses(&report);
         report
     }
@@ -386,4 +454,14 @@ fn warn_about_losses(report: &Report) {
         .map(|(words, count, hint)| if hint.is_empty() { format!("{words} {count}") } else { format!("{words} {count}: {hint}") })
         .collect();
     eprintln!("memtrace: warning: {} events lost ({}); numbers are low by that much", lost.total(), parts.join(", "));
+}
+
+/// Says on stderr when unwind tables did not fit: stacks through those modules may be cut short.
+fn warn_about_unwinding(report: &Report) {
+    if let Some(unwind) = report.unwind.as_ref().filter(|unwind| unwind.modules_not_fitting > 0) {
+        eprintln!(
+            "memtrace: warning: {} modules' unwind tables did not fit in --unwind-memory ({} bytes): their frames were walked by frame pointer, and stacks through them may be cut short; raise --unwind-memory",
+            unwind.modules_not_fitting, unwind.table_budget_bytes
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! still symbolize after it exits or its files are deleted. Each module is parsed once.
 //! Stripped modules get their names from separate debug files (`debuginfo`), the vdso from
 //! memtrace's own copy (`vdso`), JIT code from `/tmp/perf-PID.map` (`jitmap`).
-mod debuginfo;
+pub(crate) mod debuginfo;
 mod jitmap;
 mod module;
 mod vdso;

@@ -66,11 +66,16 @@ pub enum TargetEvent {
     Exiting { pid: u32, threads: Vec<ThreadState> },
     /// `pid` is gone. For the command itself, this is the last event.
     Ended { pid: u32, ending: Ending },
+    /// Thread `tid` of process `pid` is about to take a SIGSTOP; held. [`Launched::resume`]
+    /// delivers the signal, [`Launched::suppress`] discards it (memtrace sent it itself, see
+    /// the kernel's `loader.rs`).
+    Stopping { pid: u32, tid: u32 },
 }
 
 enum Control {
     Release,
     Resume,
+    Suppress,
 }
 
 /// A command started and held before `execve`.
@@ -89,6 +94,11 @@ impl Launched {
     /// Lets the process held by the last event go on.
     pub fn resume(&self) {
         let _ = self.control.send(Control::Resume);
+    }
+
+    /// Lets the thread held by the last `Stopping` event go on without its signal.
+    pub fn suppress(&self) {
+        let _ = self.control.send(Control::Suppress);
     }
 
     /// The next thing the target did; `None` once it is gone.
@@ -297,7 +307,7 @@ fn follow(command: Tid, control: &std_mpsc::Receiver<Control>, events: &mpsc::Un
     // Reports an event and waits until the caller has acted on it (or is gone).
     let hold = |event: TargetEvent| {
         let _ = events.send(event);
-        let _ = control.recv();
+        control.recv().ok()
     };
     loop {
         // A process whose exit waits for its threads' exit stops: poll, so that it is let go
@@ -365,6 +375,12 @@ fn follow(command: Tid, control: &std_mpsc::Receiver<Control>, events: &mpsc::Un
             libc::PTRACE_EVENT_EXEC => {
                 hold(TargetEvent::Exec { pid: pid as u32 });
                 ptrace::resume(pid, 0);
+            }
+            // A SIGSTOP on its way: memtrace's own (the loader program's) is not delivered.
+            0 if signal == libc::SIGSTOP => {
+                let process = threads.group.get(&pid).copied().unwrap_or(pid);
+                let held = hold(TargetEvent::Stopping { pid: process as u32, tid: pid as u32 });
+                ptrace::resume(pid, if matches!(held, Some(Control::Suppress)) { 0 } else { signal });
             }
             // A job-control stop: stay stopped until SIGCONT, as without a tracer.
             libc::PTRACE_EVENT_STOP if signal != libc::SIGTRAP => ptrace::listen(pid),

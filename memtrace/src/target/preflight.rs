@@ -44,13 +44,15 @@ pub fn check_kernel() -> Result<(), PreflightError> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(PreflightError::KernelFeature {
             what: "BTF (/sys/kernel/btf/vmlinux)",
-            hint: "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)",
+            hint: "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.17 or newer)",
         });
     }
-    if !kernel_at_least(5, 8) {
+    // Ring buffers came in 5.8, the task's user registers in 5.15, bpf_loop (the unwind walk's
+    // loop) in 5.17: every program that sends a stack calls the walk.
+    if !kernel_at_least(5, 17) {
         return Err(PreflightError::KernelFeature {
-            what: "BPF ring buffers (Linux 5.8 or newer)",
-            hint: "upgrade the kernel to 5.8 or newer",
+            what: "bpf_loop (Linux 5.17 or newer)",
+            hint: "upgrade the kernel to 5.17 or newer",
         });
     }
     if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {

@@ -152,7 +152,7 @@ pub fn stack_from<'a>(report: &'a Value, function: &str) -> &'a Value {
 }
 
 /// Names of memtrace's kernel programs (as the kernel keeps them: at most 15 characters).
-pub const PROGRAM_NAMES: [&str; 26] = [
+pub const PROGRAM_NAMES: [&str; 27] = [
     "floor_enter",
     "floor_exit",
     "size_enter",
@@ -179,6 +179,7 @@ pub const PROGRAM_NAMES: [&str; 26] = [
     "shmdt_enter",
     "fault_minor",
     "fault_major",
+    "loader_mapped",
 ];
 
 /// memtrace programs loaded in the kernel right now, per `bpftool prog list`.

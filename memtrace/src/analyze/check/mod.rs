@@ -113,6 +113,7 @@ mod tests {
                 inlined: false,
             }],
             unavailable: None,
+            truncated: false,
             leak_kind: kind,
             suppressed_by: None,
             growth: None,

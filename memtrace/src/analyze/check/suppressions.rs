@@ -190,6 +190,7 @@ mod tests {
             pid: 1,
             frames,
             unavailable: None,
+            truncated: false,
             leak_kind: None,
             suppressed_by: None,
             growth: None,

@@ -30,6 +30,9 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
         }
+        if stack.truncated {
+            writeln!(out, "    {}", super::TRUNCATED_NOTE)?;
+        }
     }
     if let Some(more) = section.stacks_total.checked_sub(shown as u64).filter(|&more| more > 0) {
         writeln!(out, "\n... {more} more faulting stacks (use --top N to see more)")?;
@@ -44,7 +47,7 @@ mod tests {
 
     #[test]
     fn scaled_counts_are_marked_and_stacks_beyond_top_are_counted() {
-        let stack = |minor| FaultStack { pid: 1, minor, major: 0, kinds: KindCounts::default(), frames: Vec::new(), unavailable: None };
+        let stack = |minor| FaultStack { pid: 1, minor, major: 0, kinds: KindCounts::default(), frames: Vec::new(), unavailable: None, truncated: false };
         let section = FaultsSection {
             period: 10,
             scaled: true,

@@ -12,6 +12,9 @@ use super::{Growth, Kind, LeakKind, Mode, Report, printable::printable};
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
 
+/// Shown after the last frame of a stack whose walk was cut short.
+pub const TRUNCATED_NOTE: &str = "... (truncated: the unwinder could not go past this frame)";
+
 pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     let summary = &report.summary;
     let counts = &summary.counts;
@@ -58,6 +61,9 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         }
         for (depth, frame) in stack.frames.iter().enumerate() {
             writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
+        }
+        if stack.truncated {
+            writeln!(out, "    {TRUNCATED_NOTE}")?;
         }
     }
     if let Some(more) = summary.stacks_total.checked_sub(shown as u64).filter(|&more| more > 0) {
@@ -206,6 +212,7 @@ mod tests {
             memory: Vec::new(),
             agent: AgentUsage::default(),
             kernel_programs: Vec::new(),
+            unwind: None,
         }
     }
 

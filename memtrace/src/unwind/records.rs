@@ -1,0 +1,42 @@
+//! What the unwinder takes from the ring buffer: executable mmap events (the process's
+//! mappings are read again, before the events after them) and the stacks of records, finishing
+//! the walks the kernel handed over.
+use memtrace_common::{
+    Event, EventKind, MAX_STACK_DEPTH, mapping,
+    unwind::{StackCopy, stack_flags},
+};
+
+use super::Unwinder;
+use crate::collect::stack_table as stacks;
+
+/// Applies an executable mmap event: the process's code as mapped now.
+pub fn apply_mapping_event(unwinder: &mut Unwinder, event: &Event) {
+    if event.kind == EventKind::Mmap as u32 && event.flags & mapping::EXECUTABLE != 0 {
+        unwinder.mapped_code(event.tgid, event.old_size);
+    }
+}
+
+/// The frames that follow `event` in its record (`rest`), innermost first, at most `limit`,
+/// and whether the walk was cut short. A walk the kernel handed over (`COPY_FOLLOWS`) is
+/// finished here by `unwinder`; without one it stays truncated.
+pub fn stack_of_record(unwinder: Option<&mut Unwinder>, event: &Event, rest: &[u8], limit: usize) -> (Vec<u64>, bool) {
+    let truncated = event.flags & stack_flags::TRUNCATED != 0;
+    if event.flags & stack_flags::COPY_FOLLOWS == 0 {
+        return (stacks::frames(rest).into_owned(), truncated);
+    }
+    // Every frame slot, the first `stack_id` of them placed, then the copy (`EventWithCopy`).
+    const SLOTS: usize = MAX_STACK_DEPTH * size_of::<u64>();
+    let placed = usize::try_from(event.stack_id).unwrap_or(0).min(MAX_STACK_DEPTH);
+    let mut frames = stacks::frames(rest.get(..placed * size_of::<u64>()).unwrap_or(&[])).into_owned();
+    let Some(copy) = rest.get(SLOTS..SLOTS + size_of::<StackCopy>()) else { return (frames, true) };
+    // SAFETY: the length was checked; `StackCopy` is plain data valid for any bit pattern, and
+    // the record may not be aligned for it.
+    let copy = unsafe { copy.as_ptr().cast::<StackCopy>().read_unaligned() };
+    match unwinder {
+        Some(unwinder) => {
+            let truncated = unwinder.finish(event.tgid, &copy, &mut frames, limit);
+            (frames, truncated)
+        }
+        None => (frames, true),
+    }
+}
