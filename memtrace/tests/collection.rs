@@ -188,10 +188,16 @@ fn stack_depth_cuts_the_walk() {
             stack["frames"].as_array().unwrap().iter().map(|frame| frame["function"].as_str().unwrap()).collect();
         assert_eq!(functions.len(), 1, "{stack:#}");
         assert!(functions[0].starts_with("leak_with_"), "{stack:#}");
+        // Cut at the depth asked for, before the outermost frame: marked.
+        assert_eq!(stack["truncated"], true, "{stack:#}");
     }
     let (_, deeper) = memtrace_json(&["run", "--stack-depth", "2"], &[leaky.to_str().unwrap()]);
     assert_eq!(stack_from(&deeper, "leak_with_calloc")["frames"][1]["function"], "main");
     assert_eq!(stack_from(&deeper, "leak_with_calloc")["frames"].as_array().unwrap().len(), 2);
+    assert_eq!(stack_from(&deeper, "leak_with_calloc")["truncated"], true);
+    // The whole stack, to _start: not truncated.
+    let (_, whole) = memtrace_json(&["run"], &[leaky.to_str().unwrap()]);
+    assert_eq!(stack_from(&whole, "leak_with_calloc")["truncated"], false, "{:#}", stack_from(&whole, "leak_with_calloc"));
     assert_no_probes_left();
 }
 

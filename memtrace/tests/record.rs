@@ -87,6 +87,12 @@ fn record_stops_when_the_process_exits_and_says_so() {
     let _serial = serial();
     let mut sleeper = Command::new("sleep").arg("1").spawn().expect("sleep starts");
     let pid = sleeper.id().to_string();
+    // On a busy machine the loader may not have mapped libc yet: memtrace attaches to what is
+    // mapped, so wait for it (a process that has none is refused, tested elsewhere).
+    let maps = format!("/proc/{pid}/maps");
+    while !std::fs::read_to_string(&maps).is_ok_and(|text| text.contains("libc.so")) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let started = Instant::now();
     let (output, report) = memtrace_json(&["record", "-p", &pid], &[]);
     let _ = sleeper.wait();

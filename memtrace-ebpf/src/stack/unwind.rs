@@ -183,7 +183,6 @@ pub fn walk(tgid: u32, start: Registers, return_address: bool, destination: Dest
             Walked { depth, flags: stack_flags::COPY_FOLLOWS, hand_over: Some(hand_over) }
         }
         TRUNCATED => Walked { depth, flags: stack_flags::TRUNCATED, hand_over: None },
-        // Complete, or the depth asked for was reached.
         _ => Walked { depth, flags: 0, hand_over: None },
     })
 }
@@ -295,16 +294,18 @@ fn advance(walk: &Walk, state: &mut WalkState) -> u32 {
     let Some(slot) = (unsafe { &mut *walk.frames }).get_mut(state.depth as usize) else { return COMPLETE };
     *slot = pc;
     state.depth += 1;
-    if state.depth >= state.limit {
-        return COMPLETE;
-    }
     let regs = Registers { pc, sp: state.sp, bp: state.bp };
     if mapping.table == NO_TABLE {
         state.frame_pointer_steps += 1;
     } else {
         state.table_steps += 1;
     }
-    match step_frame(mapping, regs, state.return_address != 0, row_in, &mut TracedProcess) {
+    let step = step_frame(mapping, regs, state.return_address != 0, row_in, &mut TracedProcess);
+    if state.depth >= state.limit {
+        // The depth asked for (`--stack-depth`): cut short unless this was the outermost frame.
+        return if matches!(step, Step::End) { COMPLETE } else { TRUNCATED };
+    }
+    match step {
         Step::Caller(caller) => {
             state.pc = caller.pc;
             state.sp = caller.sp;

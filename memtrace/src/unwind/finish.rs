@@ -23,10 +23,13 @@ pub fn finish(
         });
         let Some(mapping) = found.and_then(|index| mappings.get(index as usize)) else { return true };
         frames.push(regs.pc);
+        let step = step_frame(mapping, regs, return_address, &row_in, &mut &*copy);
         if frames.len() >= limit {
-            return false;
+            // The depth asked for: cut short unless this was the outermost frame, as the kernel
+            // decides.
+            return !matches!(step, Step::End);
         }
-        match step_frame(mapping, regs, return_address, &row_in, &mut &*copy) {
+        match step {
             Step::Caller(caller) => {
                 regs = caller;
                 return_address = true;
