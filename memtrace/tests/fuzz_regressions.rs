@@ -7,6 +7,8 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 
+use memtrace::target::maps;
+
 /// Regression inputs whose crash is in `report/`'s arithmetic, fixed on the libs branch: each
 /// has an ignored test of its own below until that branch is merged.
 const DEFERRED: &[&str] = &[];
@@ -26,6 +28,10 @@ fn inputs(kind: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     inputs
 }
 
+fn regression(target: &str, name: &str) -> Vec<u8> {
+    std::fs::read(fuzz_dir().join("regressions").join(target).join(name)).expect("a committed regression input")
+}
+
 #[test]
 fn every_regression_and_seed_runs_through_its_harness() {
     let mut ran = 0;
@@ -42,4 +48,24 @@ fn every_regression_and_seed_runs_through_its_harness() {
         }
     }
     assert!(ran > 0, "no input found under {}", fuzz_dir().display());
+}
+
+/// `0-8  0 0:0 0 /SYSV`: procfs 0.18 slices bytes 5..13 of a path starting with `/SYSV` and
+/// panicked on a shorter one. Such a line is skipped, like one procfs cannot parse.
+#[test]
+fn proc_maps_sysv_path_too_short_is_skipped() {
+    let text = String::from_utf8(regression("proc_maps", "sysv_path_too_short")).unwrap();
+    assert_eq!(text, "0-8  0 0:0 0 /SYSV");
+    assert!(maps::procfs_would_panic(&text));
+    assert_eq!(maps::parse(&text), []);
+    // A path of multibyte characters after /SYSV, and one ending `[stack:` on a multibyte one.
+    assert_eq!(maps::parse("1000-2000 rw-s 00000000 00:01 7 /SYSVé\n"), []);
+    assert_eq!(maps::parse("1000-2000 rw-p 00000000 00:00 0 [stack:é\n"), []);
+    // The lines around one skipped still parse, and a real System V segment does.
+    let maps = maps::parse(
+        "1000-2000 rw-s 00000000 00:01 7 /SYSV0000abcd (deleted)\n0-8  0 0:0 0 /SYSV\n3000-4000 r-xp 00001000 08:01 9 /bin/x\n",
+    );
+    assert_eq!(maps.len(), 2);
+    assert_eq!((maps[0].start, maps[0].path.as_deref(), maps[0].deleted), (0x1000, Some("/SYSV0000abcd"), true));
+    assert_eq!((maps[1].start, maps[1].path.as_deref()), (0x3000, Some("/bin/x")));
 }
