@@ -7,7 +7,10 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 
-use memtrace::target::maps;
+use memtrace::{
+    symbolize::module::{Module, SourceFrame},
+    target::maps,
+};
 
 /// Regression inputs whose crash is in `report/`'s arithmetic, fixed on the libs branch: each
 /// has an ignored test of its own below until that branch is merged.
@@ -68,4 +71,16 @@ fn proc_maps_sysv_path_too_short_is_skipped() {
     assert_eq!(maps.len(), 2);
     assert_eq!((maps[0].start, maps[0].path.as_deref(), maps[0].deleted), (0x1000, Some("/SYSV0000abcd"), true));
     assert_eq!((maps[1].start, maps[1].path.as_deref()), (0x3000, Some("/bin/x")));
+}
+
+/// A 64-byte ELF header and nothing else, asked for the frames at the last address: addr2line
+/// looks up [address, address + 1) and overflowed. The symbol tables answer (nothing here).
+#[test]
+fn elf_symbols_frames_at_the_last_address() {
+    let bytes = regression("elf_symbols", "frames_at_last_address");
+    assert_eq!(bytes.len(), 64);
+    let file = harness::memory_file(&bytes).unwrap();
+    let module = Module::open(&file, "/nonexistent/memtrace-fuzz/module", &[]).unwrap();
+    assert_eq!(module.frames(u64::MAX), [SourceFrame { function: None, file: None, line: None }]);
+    assert_eq!(module.address_of(0), None);
 }
