@@ -8,7 +8,10 @@ mod harness;
 use std::path::{Path, PathBuf};
 
 use memtrace::{
-    symbolize::module::{Module, SourceFrame},
+    symbolize::{
+        jitmap::JitMap,
+        module::{Module, SourceFrame},
+    },
     target::maps,
 };
 
@@ -83,4 +86,27 @@ fn elf_symbols_frames_at_the_last_address() {
     let module = Module::open(&file, "/nonexistent/memtrace-fuzz/module", &[]).unwrap();
     assert_eq!(module.frames(u64::MAX), [SourceFrame { function: None, file: None, line: None }]);
     assert_eq!(module.address_of(0), None);
+}
+
+/// 108,353 disjoint one-byte functions in 1 MiB: each line was checked against every one kept
+/// before it, so this took over ten seconds and the 64 MiB a JIT may write, hours. Each line now
+/// costs a logarithm.
+#[test]
+fn perf_map_of_many_disjoint_lines_parses_in_a_moment() {
+    let text = String::from_utf8(regression("perf_map", "disjoint_lines_1mib")).unwrap();
+    assert_eq!(text.lines().count(), 108_353);
+    let started = std::time::Instant::now();
+    let map = JitMap::parse(&text);
+    // Tens of milliseconds; the bound leaves room for a loaded machine, not for a square.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(map.name_of(0), Some("f"));
+    assert_eq!(map.name_of(1), None);
+    assert_eq!(map.name_of(2 * 108_352), Some("f"));
+    assert_eq!(map.name_of(2 * 108_352 + 1), None);
+    // Later lines still replace the earlier ones they overlap, and only those.
+    let map = JitMap::parse("1000 100 a\n1100 100 b\n1200 100 c\n10f0 20 d\n1300 10 e\n1280 100 f\n");
+    let names: Vec<Option<&str>> =
+        [0x1000, 0x10f0, 0x1100, 0x1110, 0x1200, 0x1280, 0x1300, 0x137f, 0x1380].map(|address| map.name_of(address)).into();
+    // c and e were dropped whole by f, a and b by d.
+    assert_eq!(names, [None, Some("d"), Some("d"), None, None, Some("f"), Some("f"), Some("f"), None]);
 }
