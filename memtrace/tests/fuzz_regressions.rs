@@ -5,9 +5,13 @@
 #[path = "../../fuzz/src/lib.rs"]
 mod harness;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use memtrace::{
+    attach::allocator,
     symbolize::{
         jitmap::JitMap,
         module::{Module, SourceFrame},
@@ -109,4 +113,30 @@ fn perf_map_of_many_disjoint_lines_parses_in_a_moment() {
         [0x1000, 0x10f0, 0x1100, 0x1110, 0x1200, 0x1280, 0x1300, 0x137f, 0x1380].map(|address| map.name_of(address)).into();
     // c and e were dropped whole by f, a and b by d.
     assert_eq!(names, [None, Some("d"), Some("d"), None, None, Some("f"), Some("f"), Some("f"), None]);
+}
+
+/// An ELF file (552 bytes, made by hand like the 19,296-byte one the elf_allocator fuzz target
+/// found, which `cargo fuzz tmin` could not shrink) whose one loadable segment starts at
+/// 0xffffffffffffff00 and holds 0x200 bytes, with `malloc` defined at its start: translating
+/// that address to a file offset added the segment's start and size, and overflowed. The
+/// offset is found without computing the end.
+#[test]
+fn elf_allocator_segment_end_past_2_64() {
+    let bytes = regression("elf_allocator", "segment_end_past_2_64");
+    assert_eq!(bytes.len(), 552);
+    assert_eq!(offsets(&bytes), [("malloc".to_owned(), 0)].into_iter().collect());
+    // The fuzzer's own input: its `malloc` lies in no segment.
+    assert_eq!(offsets(&regression("elf_allocator", "fuzzed_segment_end_past_2_64")), HashMap::new());
+    // `malloc` 0x10 bytes into a segment whose file offset is 2^64 - 2: the file offset
+    // overflowed too. There is none.
+    let mut bytes = bytes;
+    let (p_offset, st_value) = (64 + 8, 136 + 24 + 8);
+    bytes[p_offset..p_offset + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+    bytes[st_value..st_value + 8].copy_from_slice(&0xffff_ffff_ffff_ff10u64.to_le_bytes());
+    assert_eq!(offsets(&bytes), HashMap::new());
+}
+
+fn offsets(elf: &[u8]) -> HashMap<String, u64> {
+    let file = harness::memory_file(elf).unwrap();
+    allocator::function_offsets(&harness::fd_path(&file), "").unwrap()
 }
