@@ -38,7 +38,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 
 /// `memtrace report FILE`: the bytes parsed as a saved JSON report (what
 /// `report::saved::load` does with a file's contents), then rendered in every format, with each
-/// weight where the format takes one and both sort orders.
+/// weight where the format takes one and both sort orders. (The target's mutator,
+/// `fuzz_targets/report.rs`, also sets numbers of a report to [`EDGE_NUMBERS`].)
 pub fn report(data: &[u8]) {
     let Ok(report) = serde_json::from_slice::<report::Report>(data) else { return };
     let render = |format, top, weight, sort| {
@@ -56,6 +57,29 @@ pub fn report(data: &[u8]) {
     for weight in [Weight::Bytes, Weight::Allocations, Weight::Faults] {
         render(Format::Folded, None, weight, SortBy::Bytes);
         render(Format::Svg, Some(2), weight, SortBy::Bytes);
+    }
+}
+
+/// The numbers a crafted report's fields may be set to: the edges of u32, i64 and u64, and of
+/// f64 (as JSON numbers: no NaN or infinity).
+pub static EDGE_NUMBERS: std::sync::LazyLock<Vec<serde_json::Value>> = std::sync::LazyLock::new(|| {
+    let mut numbers: Vec<serde_json::Value> = [0, 1, u64::from(u32::MAX), u64::from(u32::MAX) + 1]
+        .into_iter()
+        .chain([i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX - 1, u64::MAX])
+        .map(serde_json::Value::from)
+        .collect();
+    numbers.extend([-1i64, i64::MIN].map(serde_json::Value::from));
+    numbers.extend([f64::MAX, f64::MIN, f64::MIN_POSITIVE, -0.5, 1e19].map(serde_json::Value::from));
+    numbers
+});
+
+/// Every number in a JSON value (in serde_json's order: object keys sorted).
+pub fn numbers_of<'a>(value: &'a mut serde_json::Value, numbers: &mut Vec<&'a mut serde_json::Value>) {
+    match value {
+        serde_json::Value::Number(_) => numbers.push(value),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| numbers_of(item, numbers)),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(|field| numbers_of(field, numbers)),
+        _ => {}
     }
 }
 
