@@ -8,7 +8,7 @@
 libfuzzer_sys::fuzz_target!(|data: &[u8]| memtrace_fuzz::report(data));
 
 libfuzzer_sys::fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
-    if seed % 2 == 0
+    if seed.is_multiple_of(2)
         && let Some(mutated) = edge_number(&data[..size], seed / 2)
         && mutated.len() <= max_size
         && let Some(out) = data.get_mut(..mutated.len())

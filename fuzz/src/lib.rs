@@ -24,9 +24,12 @@ use memtrace::{
 };
 use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
+/// A harness: one input, any bytes.
+pub type Harness = fn(&[u8]);
+
 /// Every target: its name (the fuzz binary, the corpus, seeds and regressions folders) and its
 /// harness.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("report", report),
     ("suppressions", suppressions),
     ("perf_map", perf_map),
