@@ -27,7 +27,12 @@ use memtrace::{
 
 /// Regression inputs whose crash is in `report/`'s arithmetic, fixed on the libs branch: each
 /// has an ignored test of its own below until that branch is merged.
-const DEFERRED: &[&str] = &["svg_weights_sum_past_2_64.json", "fault_weight_minor_plus_major_past_2_64.json"];
+const DEFERRED: &[&str] = &[
+    "svg_weights_sum_past_2_64.json",
+    "fault_weight_minor_plus_major_past_2_64.json",
+    "folded_faults_same_path_past_2_64.json",
+    "text_outside_malloc_sum_past_2_64.json",
+];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -177,5 +182,27 @@ fn report_folded_fault_weight_minor_plus_major_past_2_64() {
     let report = saved_report("fault_weight_minor_plus_major_past_2_64.json");
     let folded = String::from_utf8(render(&report, Format::Folded, Weight::Faults)).unwrap();
     assert_eq!(folded, "[stack unavailable] 18446744073709551615\n");
+}
+
+/// Two faulting stacks with the same frames, of 2 and 18446744073709551615 minor faults: the
+/// folded format sums the weights of equal paths (folded.rs:50).
+#[test]
+#[ignore = "fixed on the libs branch"]
+fn report_folded_faults_of_one_path_past_2_64() {
+    let report = saved_report("folded_faults_same_path_past_2_64.json");
+    let folded = String::from_utf8(render(&report, Format::Folded, Weight::Faults)).unwrap();
+    assert_eq!(folded, "ld-linux-x86-64.so.2+0x1ab78;_dl_sysdep_start;dl_main;_dl_relocate_object 18446744073709551615\n");
+}
+
+/// 2^63 bytes of shared memory and 2^64 - 2 of break growth: the text report added the memory
+/// held outside malloc up to decide whether to show it (text/mod.rs:116).
+#[test]
+#[ignore = "fixed on the libs branch"]
+fn report_text_outside_malloc_past_2_64() {
+    let report = saved_report("text_outside_malloc_sum_past_2_64.json");
+    let text = String::from_utf8(render(&report, Format::Text, Weight::Bytes)).unwrap();
+    let line = "Outside malloc: 0 bytes mapped, 9,223,372,036,854,775,808 bytes of shared memory, \
+                18,446,744,073,709,551,614 bytes of break growth still held";
+    assert!(text.lines().any(|shown| shown == line), "{text}");
 }
 
