@@ -5,12 +5,7 @@
 //! `memtrace/tests/fuzz_regressions.rs` includes this file to run every input under
 //! `fuzz/regressions/NAME/` through it in the ordinary test suite, without the fuzzer. So it
 //! uses only crates memtrace itself depends on.
-use std::{
-    fs::File,
-    io::Write as _,
-    os::fd::AsRawFd as _,
-    path::PathBuf,
-};
+use std::{fs::File, io::Write as _, os::fd::AsRawFd as _, path::PathBuf};
 
 use memtrace::{
     analyze::check::suppressions::{self, Suppressions},
@@ -149,7 +144,8 @@ pub fn perf_map(data: &[u8]) {
     }
     let probes = model.iter().flat_map(|&(start, end, _)| [start, end.wrapping_sub(1), end, start.wrapping_sub(1)]);
     for address in probes.chain(addresses_in(data)) {
-        let expected = model.iter().find(|&&(start, end, _)| (start..end).contains(&address)).map(|(_, _, name)| name.as_str());
+        let expected =
+            model.iter().find(|&&(start, end, _)| (start..end).contains(&address)).map(|(_, _, name)| name.as_str());
         assert_eq!(map.name_of(address), expected, "the name at {address:#x}");
     }
 }

@@ -120,8 +120,9 @@ fn perf_map_of_many_disjoint_lines_parses_in_a_moment() {
     assert_eq!(map.name_of(2 * 108_352 + 1), None);
     // Later lines still replace the earlier ones they overlap, and only those.
     let map = JitMap::parse("1000 100 a\n1100 100 b\n1200 100 c\n10f0 20 d\n1300 10 e\n1280 100 f\n");
-    let names: Vec<Option<&str>> =
-        [0x1000, 0x10f0, 0x1100, 0x1110, 0x1200, 0x1280, 0x1300, 0x137f, 0x1380].map(|address| map.name_of(address)).into();
+    let names: Vec<Option<&str>> = [0x1000, 0x10f0, 0x1100, 0x1110, 0x1200, 0x1280, 0x1300, 0x137f, 0x1380]
+        .map(|address| map.name_of(address))
+        .into();
     // c and e were dropped whole by f, a and b by d.
     assert_eq!(names, [None, Some("d"), Some("d"), None, None, Some("f"), Some("f"), Some("f"), None]);
 }
@@ -191,7 +192,10 @@ fn report_folded_fault_weight_minor_plus_major_past_2_64() {
 fn report_folded_faults_of_one_path_past_2_64() {
     let report = saved_report("folded_faults_same_path_past_2_64.json");
     let folded = String::from_utf8(render(&report, Format::Folded, Weight::Faults)).unwrap();
-    assert_eq!(folded, "ld-linux-x86-64.so.2+0x1ab78;_dl_sysdep_start;dl_main;_dl_relocate_object 18446744073709551615\n");
+    assert_eq!(
+        folded,
+        "ld-linux-x86-64.so.2+0x1ab78;_dl_sysdep_start;dl_main;_dl_relocate_object 18446744073709551615\n"
+    );
 }
 
 /// 2^63 bytes of shared memory and 2^64 - 2 of break growth: the text report added the memory
@@ -205,4 +209,3 @@ fn report_text_outside_malloc_past_2_64() {
                 18,446,744,073,709,551,614 bytes of break growth still held";
     assert!(text.lines().any(|shown| shown == line), "{text}");
 }
-

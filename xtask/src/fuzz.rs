@@ -254,5 +254,9 @@ fn run_target(root: &Path, fuzz_dir: &Path, target: &str, corpus: &Path, seconds
         );
         return Ok(());
     }
-    bail!("{status} after {elapsed:.0} s:\n  {}\n  {message}\n  full log: {}", interesting.join("\n  "), log_path.display())
+    bail!(
+        "{status} after {elapsed:.0} s:\n  {}\n  {message}\n  full log: {}",
+        interesting.join("\n  "),
+        log_path.display()
+    )
 }

@@ -36,8 +36,11 @@ impl JitMap {
                 continue;
             }
             let before = functions.range(..start).next_back().filter(|(_, (other_end, _))| *other_end > start);
-            let overlapped: Vec<u64> =
-                before.map(|(&other_start, _)| other_start).into_iter().chain(functions.range(start..end).map(|(&other_start, _)| other_start)).collect();
+            let overlapped: Vec<u64> = before
+                .map(|(&other_start, _)| other_start)
+                .into_iter()
+                .chain(functions.range(start..end).map(|(&other_start, _)| other_start))
+                .collect();
             for other_start in overlapped {
                 functions.remove(&other_start);
             }
