@@ -13,6 +13,7 @@ use std::{
 };
 
 use memtrace::{
+    analyze::memory_picture,
     attach::allocator,
     report::{
         self, Report,
@@ -89,6 +90,21 @@ fn proc_maps_sysv_path_too_short_is_skipped() {
     assert_eq!(maps.len(), 2);
     assert_eq!((maps[0].start, maps[0].path.as_deref(), maps[0].deleted), (0x1000, Some("/SYSV0000abcd"), true));
     assert_eq!((maps[1].start, maps[1].path.as_deref()), (0x3000, Some("/bin/x")));
+}
+
+/// The memory picture reads `/proc/PID/smaps` with the same procfs parser, whose mapping lines
+/// carry the same paths: one procfs would panic on is refused like one it cannot parse.
+#[test]
+fn smaps_with_a_sysv_path_too_short_is_refused() {
+    let mapping = "1000-3000 rw-p 00000000 00:00 0 [heap]\nSize:                  8 kB\nRss:                   4 kB\n";
+    let parsed = memory_picture::parse_smaps(mapping.as_bytes()).unwrap();
+    assert_eq!(parsed.len(), 1);
+    assert_eq!((parsed[0].address, parsed[0].extension.map.get("Rss")), ((0x1000, 0x3000), Some(&4096)));
+    let crafted = format!("{mapping}4000-5000 rw-s 00000000 00:01 7 /SYSV\nRss:                   4 kB\n");
+    assert_eq!(
+        memory_picture::parse_smaps(crafted.as_bytes()).unwrap_err(),
+        "a mapping whose path procfs cannot parse: 4000-5000 rw-s 00000000 00:01 7 /SYSV"
+    );
 }
 
 /// A 64-byte ELF header and nothing else, asked for the frames at the last address: addr2line
