@@ -1,6 +1,7 @@
-//! `cargo xtask setup | demo | test | bench | man | schema`: the project's own tasks, each doing
-//! the set-up it needs.
+//! `cargo xtask setup | demo | test | bench | man | schema | fuzz`: the project's own tasks, each
+//! doing the set-up it needs.
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -27,7 +28,9 @@ enum Task {
     Setup,
     /// Set up, build, and run `memtrace run` on the bundled leaky example.
     Demo,
-    /// Set up, build, and run every test: unit tests and real eBPF integration tests.
+    /// Set up, build, and run every test: a short run of every fuzz target (a few seconds each,
+    /// see `fuzz`; skipped when arguments choose tests), unit tests and real eBPF integration
+    /// tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -42,6 +45,18 @@ enum Task {
     /// Set up, then write the JSON report's schema, derived from the Report types, to
     /// docs/report.schema.json (commit it: a test compares the two).
     Schema,
+    /// Fuzz memtrace's parsers of untrusted input (saved reports and every renderer,
+    /// suppressions, perf maps, /proc/PID/maps, ELF symbols and DWARF, the allocator functions'
+    /// table, probe placement) with cargo-fuzz, installed if missing: each target's corpus is
+    /// seeded from fuzz/seeds, fuzz/regressions and real files, then each runs for --seconds.
+    /// A crashing or hanging input is written to fuzz/artifacts/TARGET/.
+    Fuzz {
+        /// One target (a file name in fuzz/fuzz_targets); every target when not given.
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -89,9 +104,18 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Test { args } => {
             setup::ensure()?;
+            // Fuzzing first, so that cargo test's summary closes the output; a failure is
+            // reported after the tests ran.
+            let fuzzed = if args.is_empty() { fuzz::run(&root, None, fuzz::SHORT_RUN_SECONDS) } else { Ok(()) };
             let mut test = vec!["test", "--no-fail-fast", "--package", "memtrace", "--package", "memtrace-common"];
             test.extend(args.iter().map(String::as_str));
-            cargo(&root, &test)
+            let tested = cargo(&root, &test);
+            fuzzed.context("the short fuzz run")?;
+            tested
+        }
+        Task::Fuzz { target, seconds } => {
+            setup::ensure_nightly()?;
+            fuzz::run(&root, target.as_deref(), seconds)
         }
     }
 }

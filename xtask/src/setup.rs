@@ -102,6 +102,12 @@ fn install(packages: &[(&str, &str)]) -> Result<()> {
     )
 }
 
+/// Nightly Rust with its rust-src, installed if missing (the eBPF build and the fuzz targets need
+/// nightly).
+pub fn ensure_nightly() -> Result<()> {
+    install_rust_src()
+}
+
 fn install_rust_src() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])

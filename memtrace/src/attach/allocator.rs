@@ -484,10 +484,11 @@ pub fn function_offsets(path: &Path, prefix: &str) -> Result<HashMap<String, u64
 
 /// Translates an ELF virtual address into an offset in the file, through its loadable segments.
 fn file_offset<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>, address: u64) -> Option<u64> {
+    // The segments come from the file: any sum may overflow.
     elf.segments().find_map(|segment| {
         let (offset, size) = segment.file_range();
-        let start = segment.address();
-        (start..start + size).contains(&address).then(|| offset + (address - start))
+        let into = address.checked_sub(segment.address()).filter(|&into| into < size)?;
+        offset.checked_add(into)
     })
 }
 

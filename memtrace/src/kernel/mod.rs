@@ -44,6 +44,10 @@ use crate::{
 /// The kernel-side object built by `build.rs` from `memtrace-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
 
+/// Why an empty object cannot be loaded: `build.rs` writes one when `MEMTRACE_NO_EBPF=1`.
+pub const NO_EBPF: &str = "this memtrace was built without its kernel programs (MEMTRACE_NO_EBPF=1, as the fuzz \
+                           targets build it); rebuild it without MEMTRACE_NO_EBPF to trace";
+
 /// Settings fixed at load time.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
@@ -105,6 +109,9 @@ impl Probes {
     /// Loads the programs and maps (nothing is attached yet).
     /// Refuses, before creating any, maps that would take more memory than is available.
     pub fn load(settings: ProbeSettings) -> Result<Self, ProbeError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::Load(NO_EBPF.to_owned()));
+        }
         raise_memlock_limit();
         let sizes = MapSizes::of(&settings);
         let cpus = aya::util::nr_cpus().map_or(1, |cpus| cpus as u64);

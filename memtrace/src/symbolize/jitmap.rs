@@ -45,20 +45,31 @@ impl JitMap {
     /// Malformed lines are skipped. A JIT that moves or frees code appends new lines: the
     /// later of two overlapping entries wins, as perf has it.
     pub fn parse(text: &str) -> Self {
-        let mut functions: Vec<(u64, u64, String)> = Vec::new();
+        // By start; the entries never overlap, so they are in end order too and those a new
+        // one overlaps are contiguous: each line costs a logarithm, not a pass over all kept
+        // (a JIT's map has millions of lines, and the traced process writes it).
+        let mut functions: std::collections::BTreeMap<u64, (u64, String)> = std::collections::BTreeMap::new();
         for line in text.lines() {
             let mut fields = line.trim().splitn(3, ' ');
             let (Some(start), Some(size), Some(name)) = (fields.next(), fields.next(), fields.next()) else { continue };
             let (Some(start), Some(size)) = (hex(start), hex(size)) else { continue };
-            if size == 0 {
+            let end = start.saturating_add(size);
+            if end == start {
+                // Empty (or at the very last address): it names no address.
                 continue;
             }
-            let end = start.saturating_add(size);
-            functions.retain(|&(other_start, other_end, _)| other_end <= start || other_start >= end);
-            functions.push((start, end, name.trim().to_owned()));
+            let before = functions.range(..start).next_back().filter(|(_, (other_end, _))| *other_end > start);
+            let overlapped: Vec<u64> = before
+                .map(|(&other_start, _)| other_start)
+                .into_iter()
+                .chain(functions.range(start..end).map(|(&other_start, _)| other_start))
+                .collect();
+            for other_start in overlapped {
+                functions.remove(&other_start);
+            }
+            functions.insert(start, (end, name.trim().to_owned()));
         }
-        functions.sort();
-        Self { functions }
+        Self { functions: functions.into_iter().map(|(start, (end, name))| (start, end, name)).collect() }
     }
 
     /// The JIT function holding `address`.

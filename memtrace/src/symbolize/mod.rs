@@ -7,8 +7,8 @@
 //! Stripped modules get their names from separate debug files (`debuginfo`), the vdso from
 //! memtrace's own copy (`vdso`), JIT code from `/tmp/perf-PID.map` (`jitmap`).
 pub(crate) mod debuginfo;
-mod jitmap;
-mod module;
+pub mod jitmap;
+pub mod module;
 mod vdso;
 
 use std::{

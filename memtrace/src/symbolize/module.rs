@@ -63,8 +63,10 @@ impl Module {
 
     /// The ELF virtual address of a file offset.
     pub fn address_of(&self, file_offset: u64) -> Option<u64> {
+        // The segments come from the file: any sum may overflow.
         self.segments.iter().find_map(|&(offset, size, address)| {
-            (offset..offset + size).contains(&file_offset).then(|| address + (file_offset - offset))
+            let into = file_offset.checked_sub(offset).filter(|&into| into < size)?;
+            address.checked_add(into)
         })
     }
 
@@ -72,7 +74,10 @@ impl Module {
     /// with inlined frames where there is debug info, else the symbol table's name.
     pub fn frames(&self, address: u64) -> Vec<SourceFrame> {
         let mut frames = Vec::new();
-        if let Ok(mut iter) = self.loader.find_frames(address) {
+        // addr2line looks up [address, address + 1), which overflows at the last address (no
+        // DWARF range can hold it anyway).
+        let lookup = if address == u64::MAX { None } else { self.loader.find_frames(address).ok() };
+        if let Some(mut iter) = lookup {
             while let Ok(Some(frame)) = iter.next() {
                 let function = frame
                     .function
@@ -111,7 +116,7 @@ fn function_symbols<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, 
         .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.size() > 0)
         .filter_map(|symbol| {
             let name = symbol.name().ok()?;
-            Some((symbol.address(), symbol.address() + symbol.size(), name.to_owned()))
+            Some((symbol.address(), symbol.address().saturating_add(symbol.size()), name.to_owned()))
         })
         .collect()
 }

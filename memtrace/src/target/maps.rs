@@ -100,13 +100,31 @@ pub fn read(pid: u32) -> io::Result<Vec<Mapping>> {
     Ok(parse(&String::from_utf8_lossy(&bytes)))
 }
 
-/// Parses the text of a maps file; a line procfs cannot parse is skipped.
+/// Parses the text of a maps file; a line procfs cannot parse is skipped, and so is one it
+/// would panic on (see [`procfs_would_panic`]).
 pub fn parse(text: &str) -> Vec<Mapping> {
     text.lines()
+        .filter(|line| !procfs_would_panic(line))
         .filter_map(|line| MemoryMaps::from_buf_read(line.as_bytes()).ok())
         .flat_map(|maps| maps.0)
         .map(|map| Mapping::of(&map))
         .collect()
+}
+
+/// Whether procfs 0.18 would panic parsing this maps line: its `MMapPath::from` slices the
+/// path field by byte index, bytes 5..13 of a path starting with `/SYSV` (the kernel writes
+/// System V segments as `/SYSV%08x`) and all but the last byte of one starting with `[stack:`.
+/// A file's path is the traced process's to choose, and a panic here would end memtrace.
+pub fn procfs_would_panic(line: &str) -> bool {
+    // The path as procfs takes it: the sixth space-separated field, trimmed.
+    let Some(path) = line.splitn(6, ' ').nth(5).map(str::trim) else { return false };
+    if path.starts_with("/SYSV") {
+        return path.get(5..13).is_none();
+    }
+    if path.starts_with("[stack:") {
+        return path.get(1..path.len().saturating_sub(1)).is_none();
+    }
+    false
 }
 
 /// procfs's error as an I/O error, keeping "no such process" recognisable.

@@ -26,7 +26,7 @@ pub enum PictureError {
 pub fn capture(pid: u32) -> Result<MemoryPicture, PictureError> {
     let process = Process::new(pid as i32).map_err(|error| read_error(pid, "stat", error))?;
     let rollup = process.smaps_rollup().map_err(|error| read_error(pid, "smaps_rollup", error))?;
-    let maps = process.smaps().map_err(|error| read_error(pid, "smaps", error))?.0;
+    let maps = read_smaps(&process).map_err(|detail| PictureError::Read { pid, file: "smaps", detail })?;
     let totals = rollup.memory_map_rollup.0.first().map(figures).unwrap_or_default();
     let kinds = maps::classify(&maps.iter().map(Mapping::of).collect::<Vec<_>>());
 
@@ -114,6 +114,27 @@ fn usage_of(map: &MemoryMap, kind: MappingKind) -> MappingUsage {
         dirty_bytes: own.dirty,
         path,
     }
+}
+
+/// `/proc/PID/smaps` as procfs parses it.
+fn read_smaps(process: &Process) -> Result<Vec<MemoryMap>, String> {
+    let mut bytes = Vec::new();
+    let mut file = process.open_relative("smaps").map_err(|error| error.to_string())?;
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|error| error.to_string())?;
+    parse_smaps(&bytes)
+}
+
+/// The text of an smaps file as procfs parses it, refusing (as procfs refuses a line it cannot
+/// parse) one whose mapping line procfs would panic on: the paths are the traced process's to
+/// choose (see [`maps::procfs_would_panic`]).
+pub fn parse_smaps(bytes: &[u8]) -> Result<Vec<MemoryMap>, String> {
+    let mut lines = bytes.split(|&byte| byte == b'\n').filter_map(|line| std::str::from_utf8(line).ok());
+    if let Some(line) = lines.find(|line| maps::procfs_would_panic(line)) {
+        return Err(format!("a mapping whose path procfs cannot parse: {line}"));
+    }
+    procfs::FromBufRead::from_buf_read(bytes)
+        .map(|maps: procfs::process::MemoryMaps| maps.0)
+        .map_err(|error| error.to_string())
 }
 
 fn read_error(pid: u32, file: &'static str, error: procfs::ProcError) -> PictureError {

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `memtrace_fuzz::elf_allocator`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| memtrace_fuzz::elf_allocator(data));
