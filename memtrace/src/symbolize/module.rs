@@ -4,7 +4,7 @@ use std::{
     borrow::Cow,
     fs::File,
     os::fd::AsRawFd,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind};
@@ -51,11 +51,12 @@ impl Module {
         let debug_file =
             if has_dwarf { None } else { debuginfo::find(&DebugLinks::read(&elf), module_path, debug_dirs) };
         if let Some(debug_file) = &debug_file {
-            log::debug!("debug info of {module_path} from {}", debug_file.display());
+            log::debug!("debug info of {module_path} from {}", debug_file.path.display());
             // Its symbol table has the static functions the stripped module lost.
-            symbols.extend(symbols_of_file(debug_file));
+            symbols.extend(symbols_of_file(&debug_file.file));
         }
-        let loader = addr2line::Loader::new(debug_file.as_deref().unwrap_or(&path)).map_err(|error| error.to_string())?;
+        let dwarf_path = debug_file.as_ref().map_or(path, debuginfo::DebugFile::fd_path);
+        let loader = addr2line::Loader::new(&dwarf_path).map_err(|error| error.to_string())?;
         symbols.sort();
         symbols.dedup_by_key(|symbol| symbol.0);
         Ok(Self { loader, segments, symbols })
@@ -121,8 +122,7 @@ fn function_symbols<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, 
         .collect()
 }
 
-fn symbols_of_file(path: &Path) -> Vec<(u64, u64, String)> {
-    let Ok(file) = File::open(path) else { return Vec::new() };
+fn symbols_of_file(file: &File) -> Vec<(u64, u64, String)> {
     let cache = ReadCache::new(file);
     object::File::parse(&cache).map(|elf| function_symbols(&elf)).unwrap_or_default()
 }

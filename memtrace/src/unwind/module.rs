@@ -3,7 +3,7 @@
 //! loadable segments, to turn a mapping's addresses into the ELF addresses the table uses.
 use std::{
     fs::File,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use object::{Object, ObjectSection, ObjectSegment, ReadCache};
@@ -78,14 +78,14 @@ pub fn build(file: &File, module_path: &str, debug_dirs: &[PathBuf]) -> Result<M
     }
     let debug_file = debuginfo::find(&DebugLinks::read(&elf), module_path, debug_dirs);
     let mut used_debug_file = None;
-    if let Some(path) = &debug_file {
-        match separate_debug_frame(path, &mut debug_frame) {
+    if let Some(debug) = &debug_file {
+        match separate_debug_frame(&debug.file, &mut debug_frame) {
             Ok(Some(found)) => {
                 add(&mut counts, found);
-                used_debug_file = Some(path.clone());
+                used_debug_file = Some(debug.path.clone());
             }
             Ok(None) => {}
-            Err(error) => log::debug!("no .debug_frame from {}: {error}", path.display()),
+            Err(error) => log::debug!("no .debug_frame from {}: {error}", debug.path.display()),
         }
     }
     spans.extend(uncovered(&spans, debug_frame));
@@ -107,9 +107,8 @@ fn debug_frame_of<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>
 }
 
 /// Appends the spans of a separate debug file's `.debug_frame`; `None` when it has none.
-fn separate_debug_frame(path: &Path, spans: &mut Vec<Span>) -> Result<Option<SectionCounts>, String> {
-    let file = File::open(path).map_err(|error| error.to_string())?;
-    let cache = ReadCache::new(&file);
+fn separate_debug_frame(file: &File, spans: &mut Vec<Span>) -> Result<Option<SectionCounts>, String> {
+    let cache = ReadCache::new(file);
     let elf = object::File::parse(&cache).map_err(|error| error.to_string())?;
     let Some(data) = debug_frame_of(&elf) else { return Ok(None) };
     cfi::read_debug_frame(data, spans).map(Some).map_err(|error| error.to_string())
