@@ -367,7 +367,6 @@ pub mod names {
 
     /// Global set at load time: 1 when the probes are attached for every process and the
     /// `TRACED` map says which processes count (run mode following forks).
-    pub const FILTER_BY_MAP: &str = "FILTER_BY_MAP";
     /// Global set at load time: bytes waiting in `EVENTS` past which an event wakes the agent.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const COUNTERS: &str = "COUNTERS";

@@ -73,13 +73,6 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     {
         return;
     }
-    #[cfg(bpf_target_arch = "x86_64")]
-    if unwind::by_tables()
-        && let Some(start) = crate::stack::task_user_registers()
-        && send_walked(record, event, start, false)
-    {
-        return;
-    }
     let room = (stack_depth() * 8) as u32;
     // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
     let written = unsafe {
@@ -135,16 +128,21 @@ pub fn send_record(record: &mut EventWithStack, event: Event, captured: Result<u
     }
 }
 
-/// Wake the agent only once a quarter of the ring is waiting (see `WAKEUP_BYTES`).
+/// Wake the agent when the bytes waiting cross a quarter of the ring (see `WAKEUP_BYTES`), and
+/// not on every event past it: a wake-up is an interrupt to another CPU (a VM exit under a
+/// hypervisor), and once the agent is awake more of them only slow the traced threads and
+/// steal the CPU the agent needs to catch up. The band is one of the largest record; a crossing
+/// that jumps it (records from several CPUs at once) is caught by the agent's drain timer.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    flags as u64
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let threshold = WAKEUP_BYTES.load();
+    let crossing = waiting >= threshold && waiting < threshold + WAKEUP_BAND_BYTES;
+    (if crossing { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }) as u64
 }
+
+/// The largest record sent (an event with a stack copy).
+const WAKEUP_BAND_BYTES: u64 = core::mem::size_of::<EventWithCopy>() as u64;
 
 /// An event of this thread's process, stamped now; the caller fills in kind and addresses.
 #[inline(always)]

@@ -467,12 +467,11 @@ impl RecordArgs {
 }
 
 impl TraceArgs {
-    /// How one trace collects. The probes' `filter_by_map` is the session's to decide.
+    /// How one trace collects.
     pub fn options(&self) -> TraceOptions {
         TraceOptions {
             probes: ProbeSettings {
                 ring_buffer_bytes: self.ring_buffer_size,
-                filter_by_map: false,
                 empty: self.empty_probes,
                 id_slots: self.id_slots,
                 combined: self.combined,

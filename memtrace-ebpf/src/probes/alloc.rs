@@ -20,7 +20,7 @@ use crate::{
     regs::stack_pointer,
     state::{
         aggregate, block_table,
-        by_id::{self, traced},
+        by_id,
         sampling,
     },
 };
@@ -85,9 +85,6 @@ fn product(count: u64, each: u64) -> u64 {
 #[inline(always)]
 fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced(pid_tgid) {
-        return; // (the return probe then finds no entry: no check needed there)
-    }
     let sp = stack_pointer(ctx.regs);
     if let Some(existing) = by_id::call(pid_tgid) {
         if existing.entry_sp >= sp {

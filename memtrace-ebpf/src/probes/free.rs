@@ -17,7 +17,7 @@ use crate::{
     regs::stack_pointer,
     state::{
         aggregate, block_table,
-        by_id::{self, inside_allocator_call, traced},
+        by_id::{self, inside_allocator_call},
         sampling,
     },
 };
@@ -68,9 +68,6 @@ fn inside_delete(pid_tgid: u64, addr: u64, sp: u64) -> bool {
 #[inline(always)]
 fn release(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced(pid_tgid) {
-        return None;
-    }
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         count(Counter::NullFree);

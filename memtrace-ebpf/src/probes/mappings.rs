@@ -5,7 +5,7 @@
 //! marked internal: the block the caller asked for is what counts.
 //!
 //! Tracepoints fire for every process, so each program here checks the traced set itself
-//! (`by_id::is_traced`), whatever `FILTER_BY_MAP` says.
+//! (`by_id::is_traced`), where a uprobe, attached for one process, needs not.
 //!
 //! Called through libc's wrappers (mmap, mremap, shmat, brk, sbrk), the event waits for the
 //! wrapper's return (a uretprobe) to take the user stack there: inside a frameless wrapper a

@@ -30,9 +30,9 @@ static CALL_SLOTS: Array<InFlight> = Array::with_max_entries(1, 0);
 #[map(name = "MARK_SLOTS")]
 static MARK_SLOTS: Array<FreeMark> = Array::with_max_entries(1, 0);
 
-/// The processes traced, by process id (beyond `TRACED_SLOTS`). The syscall tracepoints and
-/// fault programs always check it; the uprobes only when they are attached for all processes
-/// (`FILTER_BY_MAP`).
+/// The processes traced, by process id (beyond `TRACED_SLOTS`), for the programs that fire
+/// machine-wide (the syscall tracepoints, page faults, the loader stop). The uprobes need no
+/// check: each is attached for its one process, and the kernel filters.
 #[map(name = "TRACED")]
 static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(64 * 1024, 0);
 
@@ -45,18 +45,6 @@ static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16 * 1024, 
 /// `frees.rs`).
 #[map(name = "FREE_MARKS")]
 static FREE_MARKS: LruHashMap<u64, FreeMark> = LruHashMap::with_max_entries(16 * 1024, 0);
-
-/// Set to 1 at load time when the probes are attached for every process: then only the
-/// processes in `TRACED` count. Otherwise the kernel already filters by process.
-#[unsafe(no_mangle)]
-static FILTER_BY_MAP: Global<u8> = Global::new(0);
-
-/// Whether the calling process is one memtrace traces, as the uprobes ask it: attached for one
-/// process, the kernel has already filtered.
-#[inline(always)]
-pub fn traced(pid_tgid: u64) -> bool {
-    FILTER_BY_MAP.load() == 0 || is_traced(pid_tgid)
-}
 
 /// True when this thread is inside an allocator call whose frame is at or above `sp`: the
 /// current probe hit is that call's own inner work and must not be reported again.

@@ -200,7 +200,6 @@ mod tests {
     fn settings() -> ProbeSettings {
         ProbeSettings {
             ring_buffer_bytes: 32 << 20,
-            filter_by_map: false,
             empty: false,
             id_slots: Some(32_768),
             combined: false,

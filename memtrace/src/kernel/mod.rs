@@ -52,8 +52,6 @@ pub const NO_EBPF: &str = "this memtrace was built without its kernel programs (
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
-    /// Probes are attached for all processes, and only those given to [`Probes::trace`] count.
-    pub filter_by_map: bool,
     /// Attach empty programs instead (benchmarking the probes' own cost).
     pub empty: bool,
     /// Ids with a slot in the kernel's per-id arrays; `None`: as many as `pid_max` (bounded).
@@ -78,16 +76,6 @@ pub struct ProbeSettings {
     pub unwind_capacity: crate::unwind::Capacity,
 }
 
-/// Which processes an attachment fires for.
-#[derive(Debug, Clone, Copy)]
-pub enum Scope {
-    /// One process: the kernel filters (no cost to any other process).
-    Process(NonZeroU32),
-    /// Every process mapping the object: the kernel side keeps those in the `TRACED` map.
-    /// Costs one probe hit in every other process calling these functions while memtrace runs,
-    /// but new processes need no attaching, only a map entry.
-    AllProcesses,
-}
 
 
 /// memtrace's programs, loaded, with their links and maps.
@@ -121,7 +109,6 @@ impl Probes {
         }
         let MapSizes { ring_bytes, stack_slots, totals_slot_bits, live_blocks, block_slot_bits, block_groups, id_slots, .. } =
             sizes;
-        let filter_by_map = u8::from(settings.filter_by_map);
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
@@ -139,7 +126,6 @@ impl Probes {
             .map_max_entries(names::BLOCK_SLOTS, 1 << block_slot_bits)
             .override_global(names::BLOCK_SLOT_BITS, &block_slot_bits, true)
             .map_max_entries(names::BLOCK_GROUPS, block_groups)
-            .override_global(names::FILTER_BY_MAP, &filter_by_map, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::COMBINED, &combined, true)
             .override_global(names::SAMPLE_BYTES, &settings.sample_bytes, true)
@@ -258,8 +244,10 @@ impl Probes {
     }
 
     /// Attaches the entry (and, for allocating functions, return) probes to every allocator
-    /// function, for one process or all.
-    pub fn attach(&mut self, allocator: &Allocator, scope: Scope) -> Result<(), ProbeError> {
+    /// function, for process `pid` alone: the kernel installs the breakpoints in its memory
+    /// only, so no other process (memtrace included, whose own allocations would otherwise
+    /// trap) pays for them. A forked child gets its own while it is held at the fork.
+    pub fn attach(&mut self, allocator: &Allocator, pid: NonZeroU32) -> Result<(), ProbeError> {
         if allocator.has_deletes() && !self.empty {
             // Before the first delete probe: from now on `free` checks delete's marks.
             let map = self.ebpf.map_mut(names::OUTER_FREES).ok_or_else(|| missing(names::OUTER_FREES))?;
@@ -267,10 +255,7 @@ impl Probes {
                 Array::try_from(map).map_err(|error| map_error(names::OUTER_FREES, error))?;
             flag.set(0, 1, 0).map_err(|error| map_error(names::OUTER_FREES, error))?;
         }
-        let (uprobe_scope, owner, whom) = match scope {
-            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get(), format!("pid {pid}")),
-            Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),
-        };
+        let (uprobe_scope, owner) = (UProbeScope::OneProcess(pid), pid.get());
         for point in &allocator.probes {
             let (entry, exit) = match self.empty {
                 true => (names::FLOOR_ENTER, point.shape.return_program().map(|_| names::FLOOR_EXIT)),
@@ -290,7 +275,7 @@ impl Probes {
                     })?;
                 self.links.entry(owner).or_default().push((program, link));
                 log::info!(
-                    "attached {program} to {} at {:#x} in {} for {whom}",
+                    "attached {program} to {} at {:#x} in {} for pid {pid}",
                     point.symbol,
                     point.file_offset,
                     point.object.name
@@ -302,11 +287,8 @@ impl Probes {
 
     /// Attaches the loader program (`run` mode, see `unwind::debug_state_point`) at `offset` in
     /// the dynamic loader `path`.
-    pub fn attach_loader(&mut self, path: &std::path::Path, offset: u64, scope: Scope) -> Result<(), ProbeError> {
-        let (uprobe_scope, owner) = match scope {
-            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get()),
-            Scope::AllProcesses => (UProbeScope::AllProcesses, 0),
-        };
+    pub fn attach_loader(&mut self, path: &std::path::Path, offset: u64, pid: NonZeroU32) -> Result<(), ProbeError> {
+        let (uprobe_scope, owner) = (UProbeScope::OneProcess(pid), pid.get());
         let program = unwind_names::LOADER_MAPPED;
         let link = uprobe(&mut self.ebpf, program)?.attach(offset, path, uprobe_scope).map_err(|error| {
             ProbeError::Attach { function: "_dl_debug_state".into(), object: path.display().to_string(), detail: crate::error_text::with_causes(&error) }

@@ -10,7 +10,7 @@ use crate::{
 /// How one trace collects: the kernel side's settings and what the agent adds to them.
 #[derive(Debug, Clone)]
 pub struct TraceOptions {
-    /// Settings of the kernel side; `filter_by_map` is decided by the session.
+    /// Settings of the kernel side.
     pub probes: ProbeSettings,
     /// Which allocator to probe, and where in its functions.
     pub selection: Selection,

@@ -55,7 +55,7 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
         .iter()
         .map(|&pid| allocator::for_process(pid, &options.trace.selection))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut trace = Trace::load(&options.trace, false)?;
+    let mut trace = Trace::load(&options.trace)?;
     trace.all_stacks = ci.needs_all_stacks();
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {

@@ -38,7 +38,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     preflight::ensure_tracefs()?;
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &options.trace.selection)?;
-    let mut trace = Trace::load(&options.trace, options.follow_forks)?;
+    let mut trace = Trace::load(&options.trace)?;
     trace.all_stacks = ci.needs_all_stacks();
     let mut target = launch::launch(&program, &options.command, options.follow_forks)?;
     let main_pid = target.pid;

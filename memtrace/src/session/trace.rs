@@ -16,7 +16,7 @@ use crate::{
     assemble::{self, ReportInput},
     attach::allocator::Allocator,
     collect::{collected::Collected, fault_table::FaultTable, heap::HeapTable, outside_malloc},
-    kernel::{KernelCounters, Probes, Scope, ring_buffer::EventReader},
+    kernel::{KernelCounters, Probes, ring_buffer::EventReader},
     unwind::{self, Unwinder},
     report::{
         Counts, MemoryPicture, Mode, ProcessReport, ProgramCost, Report, Target, Window,
@@ -105,11 +105,8 @@ impl Findings {
 pub struct TracedProcesses {
     /// Every process traced, by pid.
     pub all: BTreeMap<u32, ProcessReport>,
-    /// Probes are attached once for all processes and `TRACED` says which count (run mode
-    /// following forks); otherwise each process gets its own.
-    all_processes: bool,
-    /// The points probed for each process (key 0: for all), so that an exec adds only what is
-    /// new.
+    /// The points probed for each process (each gets its own probes), so that an exec adds
+    /// only what is new.
     attached: HashMap<u32, HashSet<PointId>>,
 }
 
@@ -124,14 +121,13 @@ impl TracedProcesses {
 }
 
 impl Trace {
-    /// Loads the programs (nothing attached yet). With `all_processes` the probes are
-    /// attached once for every process and the kernel keeps the traced ones in a map.
-    pub fn load(options: &TraceOptions, all_processes: bool) -> Result<Self> {
+    /// Loads the programs (nothing attached yet: each process gets its own probes).
+    pub fn load(options: &TraceOptions) -> Result<Self> {
         let (min_size, max_size) = (options.probes.min_size, options.probes.max_size);
         if min_size > max_size {
             bail!("--min-size {min_size} is above --max-size {max_size}: no block would be recorded");
         }
-        let mut probes = Probes::load(crate::kernel::ProbeSettings { filter_by_map: all_processes, ..options.probes })?;
+        let mut probes = Probes::load(options.probes)?;
         probes.forward_kernel_logs();
         let faults = options.fault_period.map(FaultTable::new);
         if let Some(table) = &faults {
@@ -167,7 +163,7 @@ impl Trace {
             window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
             collected: Collected::new(heap, faults),
             findings: Findings::default(),
-            processes: TracedProcesses { all: BTreeMap::new(), all_processes, attached: HashMap::new() },
+            processes: TracedProcesses { all: BTreeMap::new(), attached: HashMap::new() },
             symbolizer: Symbolizer::with_debug_dirs(options.debug_dirs.clone()),
             unwinder,
             options: options.clone(),
@@ -223,18 +219,13 @@ impl Trace {
             log::info!("process {pid} has no dynamic loader to watch");
             return;
         };
-        let processes = &mut self.processes;
-        let (scope, key) = match NonZeroU32::new(pid) {
-            Some(_) if processes.all_processes => (Scope::AllProcesses, 0),
-            Some(pid) => (Scope::Process(pid), pid.get()),
-            None => return,
-        };
+        let Some(pid) = NonZeroU32::new(pid) else { return };
         let id = std::fs::metadata(&path).map(|file| (file.dev(), file.ino(), offset)).unwrap_or((0, 0, offset));
-        if !processes.attached.entry(key).or_default().insert(id) {
+        if !self.processes.attached.entry(pid.get()).or_default().insert(id) {
             return;
         }
         if let Some(probes) = &mut self.kernel.probes
-            && let Err(error) = probes.attach_loader(&path, offset, scope)
+            && let Err(error) = probes.attach_loader(&path, offset, pid)
         {
             log::warn!("{error}; code loaded by process {pid} is known to stack walks only as memtrace reads its mmap events");
         }
@@ -256,10 +247,7 @@ impl Trace {
     /// Attaches the allocator's probes for `pid`, skipping points already probed for it.
     pub fn attach(&mut self, allocator: &Allocator, pid: u32) -> Result<()> {
         let pid = NonZeroU32::new(pid).context("pid 0 cannot be traced")?;
-        let processes = &mut self.processes;
-        let (scope, key) =
-            if processes.all_processes { (Scope::AllProcesses, 0) } else { (Scope::Process(pid), pid.get()) };
-        let attached = processes.attached.entry(key).or_default();
+        let attached = self.processes.attached.entry(pid.get()).or_default();
         let new = Allocator {
             probes: allocator
                 .probes
@@ -274,7 +262,7 @@ impl Trace {
                 .collect(),
         };
         if let Some(probes) = &mut self.kernel.probes {
-            probes.attach(&new, scope)?;
+            probes.attach(&new, pid)?;
             probes.trace(pid.get(), true)?;
         }
         Ok(())
@@ -299,9 +287,7 @@ impl Trace {
         }
         if let Some(probes) = &mut self.kernel.probes {
             let _ = probes.trace(pid, false);
-            if !self.processes.all_processes {
-                probes.detach_process(pid);
-            }
+            probes.detach_process(pid);
         }
         if let Some(unwinder) = &mut self.unwinder {
             unwinder.forget(pid);

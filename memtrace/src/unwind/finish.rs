@@ -81,10 +81,14 @@ mod tests {
         assert!(!finish(&mappings, row_in, &stack, &mut frames, 127));
         assert_eq!(frames, [0xaaaa, 0x1050, 0x1150, 0x1250]);
 
-        // The depth asked for ends the walk, complete as far as it goes.
+        // The depth asked for ends the walk: cut short while a caller remains, complete when
+        // the last frame taken is the outermost.
         let mut frames = Vec::new();
-        assert!(!finish(&mappings, row_in, &stack, &mut frames, 2));
+        assert!(finish(&mappings, row_in, &stack, &mut frames, 2));
         assert_eq!(frames, [0x1050, 0x1150]);
+        let mut frames = Vec::new();
+        assert!(!finish(&mappings, row_in, &stack, &mut frames, 3));
+        assert_eq!(frames, [0x1050, 0x1150, 0x1250]);
 
         // A return address in no mapping is not a frame: the stack is cut before it.
         let stray = copy(0x1050, &[0, 0x9999]);
