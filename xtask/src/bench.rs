@@ -58,13 +58,7 @@ pub fn run(root: &Path) -> Result<()> {
     // The same machine-wide lock the integration tests take: they check that no memtrace
     // program is loaded after each of theirs, and a benchmark running beside them would also
     // skew its own numbers.
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/memtrace-tests.lock")
-        .context("opening /tmp/memtrace-tests.lock")?;
-    lock.lock().context("waiting for /tmp/memtrace-tests.lock")?;
+    let _lock = machine_lock()?;
     let report = out.join("report.json");
     let libc = libc_path()?;
 
@@ -251,10 +245,29 @@ pub fn run(root: &Path) -> Result<()> {
     );
     println!("agent CPU: {:.2} s per million outstanding allocations", cpu_seconds * 1e6 / extra);
     println!("symbolizing and rendering {stacks_reported} distinct stacks: {:.2} s", all_stacks - one_stack);
+
+    // Last, the soak: minutes of a service's life, for the agent's memory and losses over time.
+    let soak = crate::soak::run(root, &memtrace)?;
+    println!("{}", soak.describe());
+    if let Value::Object(fields) = soak.summary() {
+        summary.extend(fields);
+    }
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(summary))?).context("writing summary.json")?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// The machine-wide lock the integration tests take, held until dropped.
+pub fn machine_lock() -> Result<std::fs::File> {
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/memtrace-tests.lock")
+        .context("opening /tmp/memtrace-tests.lock")?;
+    lock.lock().context("waiting for /tmp/memtrace-tests.lock")?;
+    Ok(lock)
 }
 
 fn memtrace_run(memtrace: &Path, report: &Path) -> Command {
@@ -286,7 +299,7 @@ fn median_of(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f6
     Ok(median(&mut values))
 }
 
-fn compile(source: &Path, binary: &Path, optimization: &str) -> Result<()> {
+pub fn compile(source: &Path, binary: &Path, optimization: &str) -> Result<()> {
     crate::status(
         Command::new("cc")
             .args([optimization, "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])

@@ -24,6 +24,7 @@ use crate::{
 /// Runs the command under the probes; returns the exit code memtrace should exit with (the
 /// command's own, unless `--check` found leaks in a command that succeeded).
 pub async fn run(options: RunOptions) -> Result<i32> {
+    let begun = Instant::now();
     let render = &options.report.render;
     let sink = ReportSink::open_for(options.report.output.as_deref(), Console::Stderr, render.format)?;
     let mut ci = CiSettings::new(&options.check, render.format)?;
@@ -53,14 +54,17 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     run.trace.open_window();
     target.release();
     let started = Instant::now();
-    log::info!("started {} as pid {main_pid}", program.display());
+    log::info!("started {} as pid {main_pid}, {:.3} s after memtrace began", program.display(), begun.elapsed().as_secs_f64());
 
     let ending = run.follow(&mut target, main_pid, &program).await?;
     let duration = started.elapsed();
     let mut trace = run.trace;
     trace.close_window();
     read_the_living(&mut trace);
+    let detaching = Instant::now();
     trace.detach(main_pid);
+    log::info!("command ended after {:.3} s; the probes still attached removed in {:.3} s", duration.as_secs_f64(), detaching.elapsed().as_secs_f64());
+    let reporting = Instant::now();
     let target = Target {
         pid: main_pid,
         command: options.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
@@ -77,6 +81,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let mut report = trace.report(Mode::Run, target, duration, &allocator, render);
     ci.apply(&mut report, render.top)?;
     sink.write(&report, render)?;
+    log::info!("report made and written in {:.3} s", reporting.elapsed().as_secs_f64());
     Ok(ci.exit_code(ending.map_or(1, Ending::shell_code), &report))
 }
 
