@@ -2,6 +2,7 @@
 //! doing the set-up it needs.
 mod bench;
 mod fuzz;
+mod lint;
 mod setup;
 mod soak;
 
@@ -29,9 +30,9 @@ enum Task {
     Setup,
     /// Set up, build, and run `memtrace run` on the bundled leaky example.
     Demo,
-    /// Set up, build, and run every test: a short run of every fuzz target (a few seconds each,
-    /// see `fuzz`; skipped when arguments choose tests), unit tests and real eBPF integration
-    /// tests.
+    /// Set up, build, and run every test: the format and clippy gates (see `lint`), a short run
+    /// of every fuzz target (a few seconds each, see `fuzz`), unit tests and real eBPF
+    /// integration tests. Arguments choose tests and skip the gates and the fuzzing.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -110,6 +111,11 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Test { args } => {
             setup::ensure()?;
+            // The gates first: a format or lint failure is found in a minute, not after the
+            // suite. Left out when running chosen tests.
+            if args.is_empty() {
+                lint::run(&root)?;
+            }
             // Fuzzing first, so that cargo test's summary closes the output; a failure is
             // reported after the tests ran.
             let fuzzed = if args.is_empty() { fuzz::run(&root, None, fuzz::SHORT_RUN_SECONDS) } else { Ok(()) };

@@ -108,32 +108,46 @@ pub fn ensure_nightly() -> Result<()> {
     install_rust_src()
 }
 
+/// Nightly Rust with `rust-src` (the eBPF crate is built with `-Z build-std=core`), and the
+/// linters the test task runs: rustfmt from nightly (the house style uses its import grouping,
+/// see rustfmt.toml) and clippy for both toolchains (nightly lints the eBPF crate).
 fn install_rust_src() -> Result<()> {
-    let installed = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
-        .stderr(Stdio::null())
-        .output()
-        .context("running rustup (memtrace builds its eBPF programs with nightly Rust via rustup)")?;
-    if installed.status.success() && String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.starts_with("rust-src")) {
-        return Ok(());
-    }
     let has_nightly = Command::new("rustup")
         .args(["toolchain", "list"])
         .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).lines().any(|line| line.starts_with("nightly")));
-    eprintln!("xtask: installing nightly Rust's rust-src");
-    if has_nightly {
-        // Adds the component to the nightly that is there, without updating it.
+        .context("running rustup (memtrace builds its eBPF programs with nightly Rust via rustup)")?;
+    if !String::from_utf8_lossy(&has_nightly.stdout).lines().any(|line| line.starts_with("nightly")) {
+        eprintln!("xtask: installing nightly Rust");
         run(
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
-            "rustup component add rust-src --toolchain nightly",
-        )
-    } else {
-        run(
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]),
-            "rustup toolchain install nightly --component rust-src",
-        )
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            "rustup toolchain install nightly",
+        )?;
     }
+    // Added to the nightly that is there, without updating it.
+    install_components(Some("nightly"), &["rust-src", "rustfmt", "clippy"])?;
+    install_components(None, &["clippy"])
+}
+
+/// Adds the `components` missing from `toolchain` (the active one when `None`).
+fn install_components(toolchain: Option<&str>, components: &[&str]) -> Result<()> {
+    let mut list = Command::new("rustup");
+    list.args(["component", "list", "--installed"]);
+    let mut add = Command::new("rustup");
+    add.args(["component", "add"]);
+    if let Some(toolchain) = toolchain {
+        list.args(["--toolchain", toolchain]);
+        add.args(["--toolchain", toolchain]);
+    }
+    let installed = list.stderr(Stdio::null()).output().context("running rustup component list")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> =
+        components.iter().copied().filter(|component| !installed.lines().any(|line| line.starts_with(component))).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let toolchain = toolchain.unwrap_or("the active toolchain");
+    eprintln!("xtask: installing {} for {toolchain}", missing.join(", "));
+    run(add.args(&missing), &format!("rustup component add {} ({toolchain})", missing.join(" ")))
 }
 
 fn install_bpf_linker() -> Result<()> {

@@ -98,7 +98,7 @@ fn totals_of(tgid: u32, hash: u64, stack: &StackFrames) -> Option<*mut StackTota
             continue;
         }
         // Another CPU or process may have stored the same frames: the same key, the same value.
-        if STACKS.insert(&hash, stack, 0).is_err() {
+        if STACKS.insert(hash, stack, 0).is_err() {
             return None;
         }
         *slot = TotalsSlot { stack_hash: hash, tgid, used: 1, totals: StackTotals::default() };

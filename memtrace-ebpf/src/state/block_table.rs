@@ -92,7 +92,7 @@ pub fn insert(tgid: u32, addr: u64, block: LiveBlock) -> bool {
         // SAFETY: a plain flag; every writer stores the same value.
         unsafe { *flag = 1 };
     }
-    LIVE_BLOCKS.insert(&BlockKey { tgid, _padding: 0, addr }, &block, 0).is_ok()
+    LIVE_BLOCKS.insert(BlockKey { tgid, _padding: 0, addr }, block, 0).is_ok()
 }
 
 /// Forgets a block given back; false when it was not tracked.
@@ -104,7 +104,7 @@ pub fn remove(tgid: u32, addr: u64) -> bool {
         count_in_group(index, u64::MAX); // minus one
         return true;
     }
-    overflowed() && LIVE_BLOCKS.remove(&BlockKey { tgid, _padding: 0, addr }).is_ok()
+    overflowed() && LIVE_BLOCKS.remove(BlockKey { tgid, _padding: 0, addr }).is_ok()
 }
 
 /// The published slot holding (`tgid`, `addr`), and its index, in the window from its home slot.

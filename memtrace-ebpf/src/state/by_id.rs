@@ -65,7 +65,7 @@ pub fn is_traced(pid_tgid: u64) -> bool {
     if let Some(slot) = read_slot(&TRACED_SLOTS, tgid, |flag| *flag != 0) {
         return slot.is_some();
     }
-    TRACED.get_ptr(&tgid).is_some()
+    TRACED.get_ptr(tgid).is_some()
 }
 
 /// This thread's allocator call in flight, if any.

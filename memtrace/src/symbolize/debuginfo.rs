@@ -110,7 +110,7 @@ fn crc32_of(file: &File) -> Option<u32> {
     let mut buffer = vec![0u8; 1 << 16];
     // Read through a handle that stops at the cap even if the file grows meanwhile; the
     // position is shared with `file`, so rewind it for the readers after us.
-    let mut reader = (&*file).take(MAX_DEBUG_FILE_BYTES);
+    let mut reader = file.take(MAX_DEBUG_FILE_BYTES);
     loop {
         let read = reader.read(&mut buffer).ok()?;
         if read == 0 {
