@@ -9,12 +9,12 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    analyze::check::CheckOptions,
+    analyze::check::{CheckOptions, DEFAULT_FAIL_ON},
     attach::allocator::Selection,
     kernel::ProbeSettings,
     report::LeakKind,
-    session::{RecordOptions, ReportOptions, RunOptions, TraceOptions},
-    report::options::{Format, RenderOptions, SortBy, Weight},
+    session::{RecordOptions, ReportOptions, RunOptions, SavedReportOptions, TraceOptions},
+    report::options::{Format, KindFilter, RenderOptions, SortBy, Weight},
 };
 
 #[derive(Debug, Parser)]
@@ -60,8 +60,9 @@ make it exit with 23 (or --exit-code) instead.")]
     /// (`memtrace faults -p PID`): page faults by stack, with the rest of the report.
     Faults(FaultsArgs),
     /// Render a JSON report saved with `--format json -o FILE` again, in any format (a
-    /// flamegraph, pprof, ...). Needs no privileges and no running target.
-    #[command(after_help = "The report goes to stdout unless -o is given. A file that is missing, unreadable or not a memtrace JSON report is an error (exit code 1).")]
+    /// flamegraph, pprof, ...), or check it again with other suppressions (`--check`). Needs no
+    /// privileges and no running target.
+    #[command(after_help = "The report goes to stdout unless -o is given. A file that is missing, unreadable or not a memtrace JSON report is an error (exit code 1). With --check, the saved stacks are checked again (suppressions, --fail-on, --leak-threshold) and memtrace exits as `run --check` would have: the saved command's own failure first, then 23 (or --exit-code) for leaks; a report without leak kinds cannot be checked (exit code 1).")]
     Report(SavedReportArgs),
 }
 
@@ -73,6 +74,10 @@ pub struct SavedReportArgs {
 
     #[command(flatten)]
     pub report: ReportArgs,
+
+    /// `--check` decides again on the saved stacks, with these suppressions and kinds.
+    #[command(flatten)]
+    pub check: CheckArgs,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +102,14 @@ pub struct RunArgs {
     /// while tracing, plus a cache of about 16 MiB of block contents (measured in BENCHMARKS.md).
     #[arg(long, conflicts_with = "check")]
     pub no_leak_kinds: bool,
+
+    /// Trace and report only the processes whose executable's path matches GLOB (`*` matches
+    /// any run of characters, `/` included; `?` one character), e.g. `--trace-only '*/tests/*'`
+    /// to check a test suite run by `make` or a script. The others are still followed, so that
+    /// their children are seen, but get no probes and are not reported. Repeatable: a process
+    /// matching any is traced.
+    #[arg(long, value_name = "GLOB")]
+    pub trace_only: Vec<String>,
 
     /// The command to run, and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
@@ -131,6 +144,16 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", requires = "interval")]
     pub count: Option<NonZeroU32>,
 
+    /// memleak's positional interval: `record -p PID 5` is `--interval 5s` (a bare number is
+    /// seconds, as memleak counts it).
+    #[arg(value_name = "INTERVAL", value_parser = parse_duration, conflicts_with_all = ["interval", "combined"])]
+    pub interval_positional: Option<Duration>,
+
+    /// memleak's positional count after the interval: `record -p PID 5 3` is `--interval 5s
+    /// --count 3`.
+    #[arg(value_name = "COUNT", requires = "interval_positional", conflicts_with = "count")]
+    pub count_positional: Option<NonZeroU32>,
+
     #[command(flatten)]
     pub report: ReportArgs,
 
@@ -159,9 +182,15 @@ pub struct CheckArgs {
     #[arg(long, value_name = "KINDS", value_parser = parse_fail_on, requires = "check")]
     pub fail_on: Option<FailOn>,
 
-    /// Exit code of --check when leaks are found (default 23).
-    #[arg(long, value_name = "N", requires = "check", value_parser = clap::value_parser!(u8).range(1..))]
+    /// Exit code of --check when leaks are found (default 23). valgrind's spelling,
+    /// --error-exitcode, is the same option.
+    #[arg(long, visible_alias = "error-exitcode", value_name = "N", requires = "check", value_parser = clap::value_parser!(u8).range(1..))]
     pub exit_code: Option<u8>,
+
+    /// valgrind's --leak-check=full, accepted as the default it is: memtrace always tells the
+    /// leak kinds of every block apart (--no-leak-kinds turns that off).
+    #[arg(long, value_name = "full", value_parser = ["full", "yes"], hide_possible_values = true)]
+    pub leak_check: Option<String>,
 
     /// Suppressions file in LeakSanitizer's format (`leak:PATTERN` lines, `*` wildcards, `#`
     /// comments), matched against the function, file and module of every frame; may be given
@@ -178,6 +207,11 @@ pub struct CheckArgs {
     /// for stdout).
     #[arg(long, value_name = "FILE")]
     pub print_suppressions: Option<PathBuf>,
+
+    /// valgrind's --gen-suppressions (`yes` or `all`; alone, `yes`): --print-suppressions -, the
+    /// suppressions on stdout (in memtrace's format, LeakSanitizer's `leak:` lines).
+    #[arg(long, value_name = "yes|all|no", num_args = 0..=1, default_missing_value = "yes", require_equals = true, value_parser = ["yes", "all", "no"], hide_possible_values = true, conflicts_with = "print_suppressions")]
+    pub gen_suppressions: Option<String>,
 }
 
 /// The leak kinds `--fail-on` names.
@@ -205,9 +239,27 @@ pub struct ReportArgs {
 
     /// Show only the N stacks holding the most bytes (and, with --faults, the N stacks with the
     /// most page faults). Text shows 10 by default; the other formats show all unless this is
-    /// given.
-    #[arg(long, value_name = "N")]
+    /// given. -T is memleak's spelling.
+    #[arg(short = 'T', long, value_name = "N")]
     pub top: Option<usize>,
+
+    /// The leak kinds text, folded, svg and pprof show, comma-separated: definite, indirect,
+    /// possible, reachable, or all (stacks with no leak kind, such as mappings, always show).
+    /// Default: with --check, the --fail-on kinds (definite,indirect unless told); otherwise
+    /// all. JSON and JUnit keep every kind. valgrind's spelling, --show-leak-kinds, is the same
+    /// option.
+    #[arg(long, visible_alias = "show-leak-kinds", value_name = "KINDS", value_parser = parse_fail_on)]
+    pub kinds: Option<FailOn>,
+
+    /// memleak's -a (show addresses): accepted; text frames always show their addresses.
+    #[arg(short = 'a', long)]
+    pub show_addresses: bool,
+
+    /// JUnit: give each test case the `file` and `line` attributes of the leak's frame, which
+    /// GitHub annotation actions read. Jenkins' junit-10.xsd has no such attributes: a strict
+    /// validator (the xUnit plugin) rejects the report with them.
+    #[arg(long)]
+    pub junit_locations: bool,
 
     /// What `folded` and `svg` count per stack: outstanding `bytes`, outstanding `allocations`
     /// (blocks), or page `faults` per faulting stack (a report made with --faults).
@@ -317,12 +369,13 @@ pub struct TraceArgs {
     pub sample_bytes: Option<u64>,
 
     /// Record only blocks of at least this many bytes (filtered in the kernel; frees of blocks
-    /// not recorded then show as unknown frees).
-    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    /// not recorded then show as unknown frees). -z is memleak's spelling.
+    #[arg(short = 'z', long, value_name = "BYTES", default_value_t = 0)]
     pub min_size: u64,
 
-    /// Record only blocks of at most this many bytes (filtered in the kernel).
-    #[arg(long, value_name = "BYTES")]
+    /// Record only blocks of at most this many bytes (filtered in the kernel). -Z is memleak's
+    /// spelling.
+    #[arg(short = 'Z', long, value_name = "BYTES")]
     pub max_size: Option<u64>,
 
     /// Look for separate debug files of stripped binaries under DIR (by build-id in
@@ -334,8 +387,9 @@ pub struct TraceArgs {
     /// Report only allocator blocks at least this old when the report is made (e.g. `5s`), to
     /// leave out short-lived ones still in use; the totals still count every block, and
     /// mappings, which carry no age, are all shown. Not with --combined, which keeps no per-block
-    /// times.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "combined")]
+    /// times. It needs a unit, `500ms` or `5s`: a bare number is refused, as memleak's -o
+    /// counts milliseconds where memtrace's durations count seconds.
+    #[arg(long, value_parser = parse_age, value_name = "DURATION", conflicts_with = "combined")]
     pub older_than: Option<Duration>,
 
     /// Also count the target's minor and major page faults, each with its user stack and the
@@ -391,6 +445,8 @@ impl FaultsArgs {
                 duration: self.duration,
                 interval: None,
                 count: None,
+                interval_positional: None,
+                count_positional: None,
                 report: self.report,
                 trace,
                 check: CheckArgs::default(),
@@ -404,6 +460,7 @@ impl FaultsArgs {
                 command: self.command,
                 check: CheckArgs::default(),
                 no_leak_kinds: false,
+                trace_only: Vec::new(),
             })
         }
     }
@@ -419,20 +476,50 @@ impl CheckArgs {
             exit_code: self.exit_code,
             suppressions: self.suppressions.clone(),
             builtin_suppressions: !self.no_builtin_suppressions,
-            print_suppressions: self.print_suppressions.clone(),
+            print_suppressions: self.print_suppressions.clone().or_else(|| {
+                matches!(self.gen_suppressions.as_deref(), Some("yes" | "all")).then(|| PathBuf::from("-"))
+            }),
+        }
+    }
+
+    /// The kinds `--kinds` shows when not given: with `--check`, the kinds that fail it.
+    fn default_kinds(&self) -> KindFilter {
+        match (&self.fail_on, self.check) {
+            (_, false) => KindFilter::ALL,
+            (Some(kinds), true) => KindFilter::of(&kinds.0),
+            (None, true) => KindFilter::of(&DEFAULT_FAIL_ON),
         }
     }
 }
 
 impl ReportArgs {
-    /// Where the report goes and how it is rendered.
-    pub fn options(&self) -> ReportOptions {
-        ReportOptions { output: self.output.clone(), render: self.render_options() }
+    /// Where the report goes and how it is rendered, with the CI options that choose the kinds
+    /// shown by default.
+    pub fn options(&self, check: &CheckArgs) -> ReportOptions {
+        ReportOptions { output: self.output.clone(), render: self.render_options(check) }
     }
 
     /// How the report is to be rendered.
-    pub fn render_options(&self) -> RenderOptions {
-        RenderOptions { format: self.format, top: self.top, weight: self.weight, sort: self.sort }
+    pub fn render_options(&self, check: &CheckArgs) -> RenderOptions {
+        RenderOptions {
+            format: self.format,
+            top: self.top,
+            weight: self.weight,
+            sort: self.sort,
+            kinds: self.kinds.as_ref().map_or_else(|| check.default_kinds(), |kinds| KindFilter::of(&kinds.0)),
+            junit_locations: self.junit_locations,
+        }
+    }
+}
+
+impl SavedReportArgs {
+    /// What `memtrace report` is asked to do.
+    pub fn options(&self) -> SavedReportOptions {
+        SavedReportOptions {
+            file: self.file.clone(),
+            report: self.report.options(&self.check),
+            check: self.check.options(),
+        }
     }
 }
 
@@ -441,11 +528,12 @@ impl RunArgs {
     pub fn options(&self) -> RunOptions {
         RunOptions {
             trace: self.trace.options(),
-            report: self.report.options(),
+            report: self.report.options(&self.check),
             check: self.check.options(),
             follow_forks: self.follow_forks,
             leak_kinds: !self.no_leak_kinds,
             command: self.command.clone(),
+            trace_only: self.trace_only.clone(),
         }
     }
 }
@@ -455,13 +543,13 @@ impl RecordArgs {
     pub fn options(&self) -> RecordOptions {
         RecordOptions {
             trace: self.trace.options(),
-            report: self.report.options(),
+            report: self.report.options(&self.check),
             check: self.check.options(),
             pids: self.pids.clone(),
             duration: self.duration,
             scan: self.scan,
-            interval: self.interval,
-            count: self.count,
+            interval: self.interval.or(self.interval_positional),
+            count: self.count.or(self.count_positional),
         }
     }
 }
@@ -515,6 +603,18 @@ impl TraceArgs {
 /// The longest duration memtrace takes (`--duration`, `--interval`, `--older-than`): a year.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// `--older-than`: a duration with its unit. memleak's `-o` counts milliseconds and memtrace's
+/// bare numbers seconds, so a bare number is refused rather than taken a thousand times longer.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "`{trimmed}` needs a unit: write `{trimmed}ms` for milliseconds (what memleak's -o counts) or `{trimmed}s` for seconds"
+        ));
+    }
+    parse_duration(text)
+}
+
 /// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds, up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -541,7 +641,92 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    fn run(args: &[&str]) -> Result<RunOptions, clap::Error> {
+        let all = ["memtrace", "run"].iter().chain(args).chain(&["--", "prog"]);
+        Cli::try_parse_from(all).map(|cli| match cli.command {
+            Command::Run(args) => args.options(),
+            other => panic!("not run: {other:?}"),
+        })
+    }
+
+    fn record(args: &[&str]) -> Result<RecordOptions, clap::Error> {
+        let all = ["memtrace", "record", "-p", "1"].iter().chain(args);
+        Cli::try_parse_from(all).map(|cli| match cli.command {
+            Command::Record(args) => args.options(),
+            other => panic!("not record: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn valgrinds_options_map_to_memtraces() {
+        // --leak-check=full is what memtrace always does.
+        assert!(run(&["--leak-check=full"]).is_ok());
+        assert!(run(&["--leak-check", "full", "--check"]).is_ok());
+        assert!(run(&["--leak-check=summary"]).is_err());
+        // --show-leak-kinds is --kinds.
+        let kinds = |options: RunOptions| options.report.render.kinds;
+        let definite_possible = KindFilter::of(&[LeakKind::DefinitelyLost, LeakKind::PossiblyLost]);
+        assert_eq!(run(&["--show-leak-kinds=definite,possible"]).map(kinds).unwrap(), definite_possible);
+        assert_eq!(run(&["--kinds", "definite,possible"]).map(kinds).unwrap(), definite_possible);
+        assert_eq!(run(&["--show-leak-kinds=all"]).map(kinds).unwrap(), KindFilter::ALL);
+        // --error-exitcode is --exit-code, and like it needs --check.
+        assert_eq!(run(&["--check", "--error-exitcode=3"]).unwrap().check.exit_code, Some(3));
+        assert_eq!(run(&["--check", "--exit-code", "3"]).unwrap().check.exit_code, Some(3));
+        assert!(run(&["--error-exitcode=3"]).is_err());
+        // --gen-suppressions is --print-suppressions -.
+        let printed = |args: &[&str]| run(args).unwrap().check.print_suppressions;
+        assert_eq!(printed(&["--gen-suppressions"]), Some(PathBuf::from("-")));
+        assert_eq!(printed(&["--gen-suppressions=all"]), Some(PathBuf::from("-")));
+        assert_eq!(printed(&["--gen-suppressions=yes"]), Some(PathBuf::from("-")));
+        assert_eq!(printed(&["--print-suppressions", "-"]), Some(PathBuf::from("-")));
+        assert_eq!(printed(&["--gen-suppressions=no"]), None);
+        assert!(run(&["--gen-suppressions", "--print-suppressions", "x.supp"]).is_err());
+    }
+
+    #[test]
+    fn the_kinds_shown_default_to_the_failing_ones_with_check() {
+        let kinds = |args: &[&str]| run(args).unwrap().report.render.kinds;
+        assert_eq!(kinds(&[]), KindFilter::ALL);
+        assert_eq!(kinds(&["--check"]), KindFilter::of(&DEFAULT_FAIL_ON));
+        assert_eq!(kinds(&["--check", "--fail-on", "reachable"]), KindFilter::of(&[LeakKind::StillReachable]));
+        assert_eq!(kinds(&["--check", "--kinds", "all"]), KindFilter::ALL);
+    }
+
+    #[test]
+    fn memleaks_options_map_to_memtraces() {
+        let sizes = |options: RecordOptions| (options.trace.probes.min_size, options.trace.probes.max_size);
+        assert_eq!(record(&["-z", "16", "-Z", "4096"]).map(sizes).unwrap(), (16, 4096));
+        assert_eq!(record(&["--min-size", "16", "--max-size", "4096"]).map(sizes).unwrap(), (16, 4096));
+        assert_eq!(record(&["-T", "5"]).unwrap().report.render.top, Some(5));
+        assert!(record(&["-a"]).is_ok());
+        // Positional INTERVAL [COUNT], seconds as memleak counts them.
+        let interval = |options: RecordOptions| (options.interval, options.count.map(NonZeroU32::get));
+        assert_eq!(record(&["5", "3"]).map(interval).unwrap(), (Some(Duration::from_secs(5)), Some(3)));
+        assert_eq!(record(&["--interval", "5s", "--count", "3"]).map(interval).unwrap(), (Some(Duration::from_secs(5)), Some(3)));
+        assert_eq!(record(&["250ms"]).map(interval).unwrap(), (Some(Duration::from_millis(250)), None));
+        assert!(record(&["5", "--interval", "2s"]).is_err());
+        assert!(record(&["5", "3", "--count", "2"]).is_err());
+        assert!(record(&["5", "--combined"]).is_err());
+        // --older-than needs its unit: memleak's -o counts milliseconds.
+        let error = run(&["--older-than", "500"]).unwrap_err().to_string();
+        assert!(error.contains("`500` needs a unit: write `500ms` for milliseconds (what memleak's -o counts) or `500s` for seconds"), "{error}");
+        assert_eq!(run(&["--older-than", "500ms"]).unwrap().trace.older_than, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn help_lists_the_other_tools_spellings() {
+        let mut command = Cli::command();
+        let run_help = command.find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        for spelling in ["--show-leak-kinds", "--error-exitcode", "--gen-suppressions", "--leak-check", "-z, --min-size", "-Z, --max-size", "-T, --top", "-a, --show-addresses"] {
+            assert!(run_help.contains(spelling), "{spelling} not in run --help:\n{run_help}");
+        }
+        let record_help = command.find_subcommand_mut("record").unwrap().render_long_help().to_string();
+        assert!(record_help.contains("[INTERVAL] [COUNT]"), "{record_help}");
+    }
 
     #[test]
     fn durations_parse_with_units() {

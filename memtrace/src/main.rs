@@ -6,7 +6,7 @@ use clap::Parser;
 use memtrace::{
     cli::{Cli, Command, FaultsShorthand, SavedReportArgs},
     error_text,
-    report::{printable::printable, saved},
+    report::printable::printable,
     session,
     target::{launch::LaunchError, stop::Stopper},
 };
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 
 /// `memtrace report FILE`: needs no runtime, no privileges and no kernel.
 fn render_saved(args: &SavedReportArgs) -> anyhow::Result<i32> {
-    saved::render(&args.file, args.report.output.as_deref(), &args.report.render_options())
+    session::report_saved(&args.options())
 }
 
 fn finish(result: anyhow::Result<i32>) -> ExitCode {

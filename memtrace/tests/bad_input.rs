@@ -140,10 +140,10 @@ fn a_report_with_the_largest_numbers_renders_in_every_format() {
     let text = render(&[]);
     let max = "18,446,744,073,709,551,615";
     assert!(text.contains(&format!("\nOutside malloc: {max} bytes mapped, {max} bytes of shared memory, {max} bytes of break growth still held\n")), "{text}");
-    assert!(text.contains("\n... 18446744073709551610 more stacks (use --top N to see more)\n"), "{text}");
+    assert!(text.contains("\n... 18,446,744,073,709,551,610 more stacks (use --top N to see more)\n"), "{text}");
     assert_eq!(render(&["--format", "folded", "--weight", "faults"]), "pid 7;touch 18446744073709551615\n");
     let folded = render(&["--format", "folded"]);
-    assert!(folded.contains("pid 4294967295;main;grab 18446744073709551615\n"), "{folded}");
+    assert!(folded.contains("pid 4294967295;[definitely lost];main;grab 18446744073709551615\n"), "{folded}");
 }
 
 /// Runs `memtrace report` on `file`, failing the test if it takes more than 20 s.

@@ -10,7 +10,6 @@ use std::{
 };
 
 use common::*;
-use quick_xml::{Reader, XmlVersion, events::Event};
 use serde_json::Value;
 
 fn crash_program() -> PathBuf {
@@ -43,7 +42,7 @@ fn a_leak_fails_the_check_with_exit_code_23_or_the_one_asked_for() {
     assert_eq!(output.status.code(), Some(23), "{}", stderr(&output));
     assert!(
         stderr(&output).contains(
-            "memtrace: check failed: 64 bytes in 1 blocks definitely lost or indirectly lost, from 1 stacks (threshold 0 bytes)"
+            "memtrace: check failed: 64 bytes in 1 block definitely lost or indirectly lost, from 1 stack (threshold 0 bytes)"
         ),
         "{}",
         stderr(&output)
@@ -162,68 +161,170 @@ fn bad_suppressions_files_are_one_clear_line_and_exit_1_before_the_target_runs()
     assert!(stderr(&unwritable).contains("cannot write the suppressions file /nonexistent-dir/x.supp"), "{}", stderr(&unwritable));
 }
 
-/// (name, failure message or None, skipped message or None) of each test case.
-fn junit_cases(xml: &str) -> Vec<(String, Option<String>, Option<String>)> {
-    let mut reader = Reader::from_str(xml);
-    let mut cases = Vec::new();
-    loop {
-        match reader.read_event().expect("well-formed XML") {
-            Event::Start(element) | Event::Empty(element) => {
-                let attribute = |name: &str| {
-                    element
-                        .try_get_attribute(name)
-                        .ok()
-                        .flatten()
-                        .map(|value| value.normalized_value(XmlVersion::Implicit1_0).expect("an attribute").into_owned())
-                };
-                match element.name().as_ref() {
-                    "testcase" => cases.push((attribute("name").unwrap_or_default(), None, None)),
-                    "failure" => cases.last_mut().expect("a case").1 = attribute("message"),
-                    "skipped" => cases.last_mut().expect("a case").2 = attribute("message"),
-                    _ => {}
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    cases
+/// `memtrace run --format junit ARGS -o XML -- BINARY`; asserts it exited 0.
+fn run_junit(args: &[&str], xml: &Path, binary: &Path) {
+    let output = memtrace().args(["run", "--format", "junit"]).args(args).arg("-o").arg(xml).arg("--").arg(binary).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// Each suite's name and its cases' (class name, name): what a CI system files a test's
+/// history under.
+fn test_names(read: &Value) -> Vec<(String, Vec<(String, String)>)> {
+    read["suites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|suite| {
+            let cases = suite["cases"].as_array().unwrap();
+            let names = cases.iter().map(|case| (case["classname"].as_str().unwrap().to_owned(), case["name"].as_str().unwrap().to_owned()));
+            (suite["name"].as_str().unwrap().to_owned(), names.collect())
+        })
+        .collect()
 }
 
 #[test]
-fn junit_has_one_failing_case_per_leak_stack_and_skips_suppressed_ones() {
+fn junit_is_valid_for_jenkins_and_names_each_leak_the_same_from_run_to_run() {
     let binary = build_c("lk_definite");
     let dir = tempfile::tempdir().unwrap();
-    let xml_path = dir.path().join("leaks.xml");
     let suppressions = dir.path().join("s.supp");
     std::fs::write(&suppressions, "leak:lose_empty_block\n").unwrap();
+    let supp = suppressions.to_str().unwrap();
+    let (first, second, located) = (dir.path().join("first.xml"), dir.path().join("second.xml"), dir.path().join("located.xml"));
+    let _serial = serial();
+    run_junit(&["--suppressions", supp], &first, &binary);
+    run_junit(&["--suppressions", supp], &second, &binary);
+    run_junit(&["--suppressions", supp, "--junit-locations"], &located, &binary);
+    // Valid against the Jenkins xUnit plugin's junit-10.xsd, by xmlschema.
+    for xml in [&first, &second] {
+        assert_eq!(junit_schema_error(xml), None, "{}", std::fs::read_to_string(xml).unwrap());
+    }
+    let read = junitparser_read(&first);
+    // The same names in a second run: pids, addresses and counts are not in them.
+    assert_eq!(test_names(&read), test_names(&junitparser_read(&second)));
+    let source = source_path("lk_definite.c");
+    let (blocks_line, empty_line) = (line_of("lk_definite", "malloc(48)"), line_of("lk_definite", "= malloc(0)"));
+    assert_eq!((read["tests"].as_u64(), read["failures"].as_u64(), read["errors"].as_u64()), (Some(2), Some(1), Some(0)), "{read:#}");
+    let suites = read["suites"].as_array().unwrap();
+    assert_eq!(suites.len(), 1, "{read:#}");
+    let suite = &suites[0];
+    // The suite is the process, named by its command line.
+    assert_eq!(suite["name"], binary.to_str().unwrap());
+    assert_eq!(
+        [&suite["tests"], &suite["failures"], &suite["errors"], &suite["skipped"]].map(|count| count.as_u64()),
+        [Some(2), Some(1), Some(0), Some(1)]
+    );
+    let cases = suite["cases"].as_array().unwrap();
+    let summary: Vec<(&str, &str, &str, &str)> = cases
+        .iter()
+        .map(|case| {
+            let result = &case["results"][0];
+            (case["name"].as_str().unwrap(), case["classname"].as_str().unwrap(), result["kind"].as_str().unwrap(), result["message"].as_str().unwrap())
+        })
+        .collect();
+    let failing_name = format!("definitely lost in lose_blocks ({source}:{blocks_line})");
+    let skipped_name = format!("definitely lost in lose_empty_block ({source}:{empty_line}) (suppressed)");
+    let skipped_message = format!("0 bytes in 1 block definitely lost, suppressed by leak:lose_empty_block ({supp}:1)");
+    assert_eq!(
+        summary,
+        [
+            (failing_name.as_str(), "memtrace.definitely_lost", "failure", "144 bytes in 3 blocks definitely lost"),
+            (skipped_name.as_str(), "memtrace.definitely_lost", "skipped", skipped_message.as_str()),
+        ]
+    );
+    assert_eq!(cases[0]["results"][0]["type"], "definitely_lost");
+    // The failure's text is the stack, its process and numbers first.
+    let text = cases[0]["results"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("pid ") && text.contains(": 144 bytes in 3 blocks\n#0 0x"), "{text}");
+    assert!(text.contains(&format!(" in lose_blocks at {source}:{blocks_line}")) && text.contains(" in main at "), "{text}");
+    // No file or line attributes unless asked for.
+    assert!(cases.iter().all(|case| case["file"].is_null() && case["line"].is_null()), "{read:#}");
+
+    // --junit-locations: GitHub's annotations read `file` and `line`, which junit-10.xsd lacks.
+    let located_read = junitparser_read(&located);
+    let located_cases = located_read["suites"][0]["cases"].as_array().unwrap();
+    let locations: Vec<(&str, &str)> =
+        located_cases.iter().map(|case| (case["file"].as_str().unwrap(), case["line"].as_str().unwrap())).collect();
+    let (blocks_line, empty_line) = (blocks_line.to_string(), empty_line.to_string());
+    assert_eq!(locations, [(source.as_str(), blocks_line.as_str()), (source.as_str(), empty_line.as_str())]);
+    assert_eq!(test_names(&located_read), test_names(&read));
+    let complaint = junit_schema_error(&located).expect("junit-10.xsd has no file attribute on testcase");
+    assert!(complaint.contains("file"), "{complaint}");
+
+    // A clean program: one passing case in its process's suite.
+    let clean = build_c("lk_none");
+    run_junit(&[], &first, &clean);
+    assert_eq!(junit_schema_error(&first), None);
+    let read = junitparser_read(&first);
+    assert_eq!(test_names(&read), [(clean.to_str().unwrap().to_owned(), vec![("memtrace".to_owned(), "no leaks".to_owned())])]);
+    assert_eq!(read["suites"][0]["cases"][0]["results"], serde_json::json!([]));
+    assert_no_probes_left();
+}
+
+#[test]
+fn a_saved_report_is_checked_again_without_its_target() {
+    let binary = build_c("lk_definite");
+    let dir = tempfile::tempdir().unwrap();
+    let (saved, unscanned) = (dir.path().join("saved.json"), dir.path().join("unscanned.json"));
+    {
+        let _serial = serial();
+        for (path, args) in [(&saved, &[][..]), (&unscanned, &["--no-leak-kinds"][..])] {
+            let output = memtrace().arg("run").args(args).args(["--format", "json", "-o"]).arg(path).arg("--").arg(&binary).output().unwrap();
+            assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        }
+        assert_no_probes_left();
+    }
+    let recheck = |args: &[&str]| memtrace().arg("report").arg(&saved).args(args).output().unwrap();
+    // The exit code and line of `run --check` on the same program.
+    let failed = recheck(&["--check", "--format", "json", "-o", "/dev/null"]);
+    assert_eq!(failed.status.code(), Some(23), "{}", stderr(&failed));
+    assert_eq!(
+        stderr_lines(&failed),
+        ["memtrace: check failed: 144 bytes in 4 blocks definitely lost or indirectly lost, from 2 stacks (threshold 0 bytes)"]
+    );
+    assert_eq!(recheck(&["--check", "--exit-code", "5", "-o", "/dev/null"]).status.code(), Some(5));
+    assert_eq!(recheck(&["--check", "--leak-check=full", "--error-exitcode=6", "-o", "/dev/null"]).status.code(), Some(6));
+    assert_eq!(recheck(&["--check", "--fail-on", "reachable", "-o", "/dev/null"]).status.code(), Some(0));
+    // Other suppressions: the check passes, and the text shows them.
+    let suppressions = dir.path().join("all.supp");
+    std::fs::write(&suppressions, "leak:lose_blocks\nleak:lose_empty_block\n").unwrap();
+    let passed = recheck(&["--check", "--suppressions", suppressions.to_str().unwrap()]);
+    assert_eq!(passed.status.code(), Some(0), "{}", stderr(&passed));
+    assert_eq!(
+        stderr_lines(&passed),
+        ["memtrace: check passed: 0 bytes definitely lost or indirectly lost (threshold 0 bytes); 144 bytes in 4 blocks suppressed"]
+    );
+    let text = String::from_utf8(passed.stdout).unwrap();
+    assert!(text.contains(&format!("(suppressed by leak:lose_blocks ({}:1))", suppressions.display())), "{text}");
+    // Without --check the saved report renders as it is, exit code 0.
+    assert_eq!(recheck(&["-o", "/dev/null"]).status.code(), Some(0));
+    // A report with no leak kinds cannot be checked.
+    let output = memtrace().arg("report").arg(&unscanned).arg("--check").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_lines(&output),
+        [format!(
+            "memtrace: error: {} has no leak kinds (its processes were not scanned: record without --scan, or run --no-leak-kinds): --check cannot decide",
+            unscanned.display()
+        )]
+    );
+}
+
+#[test]
+fn valgrinds_spellings_work_as_memtraces_options() {
+    let binary = build_c("lk_definite");
     let _serial = serial();
     let output = memtrace()
-        .args(["run", "--format", "junit", "--suppressions"])
-        .arg(&suppressions)
-        .arg("-o")
-        .arg(&xml_path)
-        .arg("--")
+        .args(["run", "--leak-check=full", "--show-leak-kinds=definite", "--error-exitcode=3", "--check", "--gen-suppressions", "--"])
         .arg(&binary)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let xml = std::fs::read_to_string(&xml_path).unwrap();
-    let cases = junit_cases(&xml);
-    assert_eq!(cases.len(), 2, "{xml}");
-    let failed = cases.iter().find(|case| case.1.is_some()).expect("a failing case");
-    assert_eq!(failed.1.as_deref(), Some("144 bytes in 3 blocks definitely lost"), "{xml}");
-    assert!(failed.0.contains("from lose_blocks at ") && failed.0.contains("lk_definite.c:"), "{xml}");
-    let skipped = cases.iter().find(|case| case.2.is_some()).expect("a skipped case");
-    assert!(skipped.2.as_deref().unwrap().starts_with("suppressed by leak:lose_empty_block"), "{xml}");
-    // The failure's text is the stack.
-    assert!(xml.contains("in lose_blocks at ") && xml.contains("in main at "), "{xml}");
-
-    // A clean program: one passing case.
-    let clean = build_c("lk_none");
-    memtrace().args(["run", "--format", "junit", "-o"]).arg(&xml_path).arg("--").arg(&clean).output().unwrap();
-    let cases = junit_cases(&std::fs::read_to_string(&xml_path).unwrap());
-    assert_eq!(cases, vec![("no leaks".to_owned(), None, None)]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    // --gen-suppressions: the suppressions on stdout (lk_definite prints nothing itself).
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = printed.lines().filter(|line| !line.starts_with('#')).collect();
+    assert_eq!(lines, ["leak:lose_blocks", "leak:lose_empty_block"], "{printed}");
+    // --show-leak-kinds: the text report shows those kinds.
+    assert!(stderr(&output).contains("\nShowing definitely lost (--kinds); 0 stacks of other kinds left out\n"), "{}", stderr(&output));
     assert_no_probes_left();
 }
 
@@ -296,6 +397,6 @@ fn built_in_suppressions_cover_stdio_buffers_and_can_be_switched_off() {
         .output()
         .unwrap();
     assert_eq!(without.status.code(), Some(23), "{}", stderr(&without));
-    assert!(stderr(&without).contains("4096 bytes in 1 blocks still reachable, from 1 stacks"), "{}", stderr(&without));
+    assert!(stderr(&without).contains("4,096 bytes in 1 block still reachable, from 1 stack"), "{}", stderr(&without));
     assert_no_probes_left();
 }

@@ -48,12 +48,13 @@ fn long_options(command: &clap::Command, hidden: bool) -> Vec<String> {
 
 /// The options that have an entry of their own in a rendered page: the tag lines of its
 /// OPTIONS section, indented 7 columns (their descriptions are indented 14), such as
-/// `-f, --format <FORMAT> [default: text]` or `--scan`.
+/// `-f, --format <FORMAT> [default: text]`, `--scan` or `--gen-suppressions[=<yes|all|no>]`.
 fn option_entries(page: &str) -> BTreeSet<String> {
     page.lines()
         .filter_map(|line| line.strip_prefix("       "))
         .filter(|tag| tag.starts_with('-'))
-        .flat_map(|tag| tag.split(", ").map(|part| part.split_whitespace().next().unwrap_or_default().to_owned()))
+        // `--gen-suppressions[=<yes|all|no>]`: an optional value is part of the tag.
+        .flat_map(|tag| tag.split(", ").map(|part| part.split(|c: char| c.is_whitespace() || c == '[').next().unwrap_or_default().to_owned()))
         .collect()
 }
 

@@ -405,3 +405,151 @@ fn pprof_keeps_an_inline_chain_as_one_location_with_several_lines() {
     assert_eq!(lines(1), [("main".to_owned(), line_of("inlined", "build_table();"))]);
     assert_no_probes_left();
 }
+
+/// Runs tests/programs/shop.cpp under `memtrace run` with a JSON report in `dir`; the report's
+/// path and value.
+fn shop_report(dir: &Path) -> (std::path::PathBuf, Value) {
+    let shop = build("shop.cpp", "g++", &["-O0", "-g", "-fno-omit-frame-pointer"]);
+    let json = dir.join("shop.json");
+    let output = memtrace().args(["run", "--format", "json", "-o"]).arg(&json).arg("--").arg(&shop).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_matches_schema(&json);
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (json, report)
+}
+
+/// (leak kind, bytes, allocations, total allocated bytes, total allocations) of the stacks whose
+/// innermost frame is `function` at `line` of shop.cpp.
+fn shop_stacks(report: &Value, function: &str, line: u64) -> Vec<(String, u64, u64, u64, u64)> {
+    report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|stack| {
+            let frames = stack["frames"].as_array().unwrap();
+            frames.iter().find(|frame| frame["file"] == source_path("shop.cpp")).is_some_and(|frame| frame["function"] == function && frame["line"] == line)
+        })
+        .map(|stack| {
+            let number = |field: &str| stack[field].as_u64().unwrap();
+            (
+                stack["leak_kind"].as_str().unwrap().to_owned(),
+                number("bytes"),
+                number("allocations"),
+                number("total_allocated_bytes"),
+                number("total_allocations"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn totals_add_up_when_a_stack_holds_blocks_of_two_leak_kinds() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (json, report) = shop_report(dir.path());
+    // shop::OrderBook::add's 900 orders: 300 kept (still reachable), 300 deleted, 300 lost, all
+    // from one stack, listed once per kind. The first kind takes what the stack freed.
+    let add = "shop::OrderBook::add(int)";
+    assert_eq!(
+        shop_stacks(&report, add, line_of("shop.cpp", "new Order{id, {}}")),
+        [("definitely_lost".to_owned(), 9600, 300, 19200, 600), ("still_reachable".to_owned(), 9600, 300, 9600, 300)]
+    );
+    // Their quantities' arrays (4, 8 and 16 bytes each, the first two freed): 2,700 allocations.
+    assert_eq!(
+        shop_stacks(&report, add, line_of("shop.cpp", "push_back(quantity)")),
+        [("indirectly_lost".to_owned(), 4800, 300, 20400, 2400), ("still_reachable".to_owned(), 4800, 300, 4800, 300)]
+    );
+    // No stack allocated less than it holds.
+    let all: Vec<&Value> = report["stacks"].as_array().unwrap().iter().chain(report["released_stacks"].as_array().unwrap()).collect();
+    for stack in &all {
+        let number = |field: &str| stack[field].as_u64().unwrap();
+        assert!(number("total_allocated_bytes") >= number("bytes") && number("total_allocations") >= number("allocations"), "{stack:#}");
+    }
+    // pprof, read by the real pprof: alloc_objects and alloc_space add up to the summary's totals
+    // (900 orders, 2,700 arrays, the book, its reserve, libstdc++'s emergency pool).
+    let profile = dir.path().join("shop.pb.gz");
+    rerender(&[json.to_str().unwrap(), "--format", "pprof", "-o", profile.to_str().unwrap()]);
+    let samples = go_pprof_samples(&profile, &[]);
+    assert_eq!(samples.len(), all.len());
+    assert!(samples.iter().all(|sample| sample.labels["kind"] == "heap"), "{samples:?}");
+    let sum = |samples: &[RawSample], index: usize| samples.iter().map(|sample| sample.values[index]).sum::<u64>();
+    let summary = &report["summary"];
+    assert_eq!(sum(&samples, 0), summary["total_allocations"].as_u64().unwrap());
+    assert_eq!(sum(&samples, 1), summary["total_allocated_bytes"].as_u64().unwrap());
+    assert_eq!(sum(&samples, 0), 3603);
+    assert_eq!(sum(&samples, 3), summary["outstanding_bytes"].as_u64().unwrap());
+    // Each sample's leak kind is a label: -tagfocus keeps one kind.
+    let lost = go_pprof_samples(&profile, &["-tagfocus=leak_kind=definitely_lost"]);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].values, [600, 19200, 300, 9600]);
+    assert_eq!((lost[0].labels["leak_kind"].as_str(), lost[0].labels["suppressed"].as_str()), ("definitely_lost", "false"));
+    assert_eq!(sum(&lost, 3), summary["definitely_lost_bytes"].as_u64().unwrap());
+    let reachable = go_pprof_samples(&profile, &["-tagfocus=leak_kind=still_reachable"]);
+    assert_eq!(sum(&reachable, 3), summary["still_reachable_bytes"].as_u64().unwrap());
+    // And whether a suppression matched it: both entries of add's stack, suppressed again.
+    let suppressions = dir.path().join("shop.supp");
+    std::fs::write(&suppressions, "leak:shop::OrderBook::add\n").unwrap();
+    rerender(&[json.to_str().unwrap(), "--suppressions", suppressions.to_str().unwrap(), "--format", "pprof", "-o", profile.to_str().unwrap()]);
+    let suppressed = go_pprof_samples(&profile, &["-tagfocus=suppressed=true"]);
+    let values: Vec<&[u64]> = suppressed.iter().map(|sample| &sample.values[..]).collect();
+    assert_eq!(values.len(), 4, "{suppressed:?}");
+    assert!(values.contains(&&[600, 19200, 300, 9600][..]) && values.contains(&&[300, 9600, 300, 9600][..]), "{suppressed:?}");
+    assert_no_probes_left();
+}
+
+/// The text of the `<rect>` fill after the title of `cell` in an inferno SVG.
+fn cell_fill<'a>(svg: &'a str, cell: &str) -> &'a str {
+    let title = svg.find(&format!("<title>{cell} (")).unwrap_or_else(|| panic!("no cell {cell} in the flamegraph"));
+    let fill = &svg[title..][svg[title..].find("fill=\"").unwrap() + 6..];
+    &fill[..fill.find('"').unwrap()]
+}
+
+#[test]
+fn folded_svg_and_pprof_keep_leak_kinds_apart_and_kinds_chooses_them() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = shop_report(dir.path());
+    let json = json.to_str().unwrap();
+    let folded = String::from_utf8(rerender(&[json, "--format", "folded"])).unwrap();
+    let lines: Vec<&str> = folded.lines().collect();
+    // Each leak kind is a root of its own; frames are named without parameters or templates.
+    let ending = |kind: &str, end: &str| lines.iter().filter(|line| line.starts_with(&format!("[{kind}];")) && line.ends_with(end)).count();
+    assert_eq!(ending("definitely lost", ";main;shop::OrderBook::add 9600"), 1, "{folded}");
+    assert_eq!(ending("still reachable", ";main;shop::OrderBook::add 9600"), 1, "{folded}");
+    let vector = ";main;shop::OrderBook::add;std::vector::push_back;std::vector::_M_realloc_insert;std::_Vector_base::_M_allocate;std::allocator_traits::allocate;std::__new_allocator::allocate 4800";
+    assert_eq!(ending("indirectly lost", vector), 1, "{folded}");
+    assert_eq!(ending("still reachable", vector), 1, "{folded}");
+    for line in &lines {
+        let (path, _) = line.rsplit_once(' ').unwrap();
+        for frame in path.split(';').skip(1) {
+            assert!(!frame.contains('(') && !frame.contains('<'), "{frame:?} in {line}");
+        }
+    }
+    // --kinds: only those kinds (the other formats alike).
+    let definite = String::from_utf8(rerender(&[json, "--format", "folded", "--kinds", "definite"])).unwrap();
+    assert_eq!(definite.lines().count(), 1, "{definite}");
+    assert!(definite.starts_with("[definitely lost];") && definite.ends_with(";main;shop::OrderBook::add 9600\n"), "{definite}");
+    let text = String::from_utf8(rerender(&[json, "--kinds", "definite,indirect"])).unwrap();
+    assert!(text.contains("\nShowing definitely lost, indirectly lost (--kinds); 5 stacks of other kinds left out\n"), "{text}");
+    assert!(text.contains("\nDefinitely lost:\n#1: 9,600 bytes in 300 allocations (pid "), "{text}");
+    assert!(text.contains("\nIndirectly lost:\n#2: 4,800 bytes in 300 allocations (pid "), "{text}");
+    assert!(!text.contains("Still reachable:") && !text.contains("#3:"), "{text}");
+    let profile = dir.path().join("definite.pb.gz");
+    rerender(&[json, "--format", "pprof", "--kinds", "definite", "-o", profile.to_str().unwrap()]);
+    let samples = go_pprof_samples(&profile, &[]);
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert_eq!(samples[0].labels["leak_kind"], "definitely_lost");
+    // The flamegraph: each kind's root cell in its colour, drawn by inferno.
+    let svg = String::from_utf8(rerender(&[json, "--format", "svg"])).unwrap();
+    assert_well_formed(&svg);
+    assert_eq!(cell_fill(&svg, "[definitely lost]"), "rgb(215,48,39)");
+    assert_eq!(cell_fill(&svg, "[indirectly lost]"), "rgb(244,130,50)");
+    assert_eq!(cell_fill(&svg, "[still reachable]"), "rgb(90,140,210)");
+    assert!(svg.contains("<title>shop::OrderBook::add ("), "{}", &svg[..svg.len().min(2000)]);
+    assert!(!svg.contains("OrderBook::add(int)"), "full names in the flamegraph");
+    // JSON keeps the full names.
+    let report: Value = serde_json::from_slice(&rerender(&[json, "--format", "json", "--kinds", "definite"])).unwrap();
+    assert_eq!(report["stacks"].as_array().unwrap().len(), 7);
+    assert!(report["stacks"].as_array().unwrap().iter().any(|stack| stack["frames"][0]["function"] == "shop::OrderBook::add(int)"));
+    assert_no_probes_left();
+}

@@ -131,7 +131,7 @@ fn text_report_names_functions_with_file_and_line() {
     assert!(text.contains(&realloc_line), "{realloc_line} not in {text}");
     assert!(text.contains("#2: 4,000 bytes in 4 allocations"), "{text}");
     assert!(!text.contains("#3:"), "--top 2 shows two stacks: {text}");
-    assert!(text.contains("... 1 more stacks"), "{text}");
+    assert!(text.contains("... 1 more stack (use --top N to see more)"), "{text}");
 }
 
 #[test]

@@ -31,6 +31,12 @@ const PACKAGES: &[(&str, &str)] = &[
     // Python's jsonschema) and render the generated man pages (groff).
     ("python3-jsonschema", "/usr/lib/python3/dist-packages/jsonschema/__init__.py"),
     ("groff-base", "/usr/bin/groff"),
+    // The report tests read pprof output with the real pprof (`go tool pprof -raw`), validate
+    // JUnit XML against Jenkins' junit-10.xsd (xmlschema) and read it as CI tools do
+    // (junitparser).
+    ("golang-go", "/usr/bin/go"),
+    ("python3-xmlschema", "/usr/lib/python3/dist-packages/xmlschema/__init__.py"),
+    ("python3-junitparser", "/usr/lib/python3/dist-packages/junitparser/__init__.py"),
 ];
 
 pub fn ensure() -> Result<()> {

@@ -6,7 +6,7 @@
 mod faults;
 mod leaks;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub use faults::faults_section;
 use memtrace_common::{Counter, UNDECODABLE};
@@ -22,7 +22,7 @@ use crate::{
     },
     kernel::KernelCounters,
     report::{
-        AgentUsage, Collection, Counts, Kind, LeakSummary, Lost, Mode, ProcessReport, Report, ReportFrame,
+        AgentUsage, Collection, Counts, Kind, LeakKind, LeakSummary, Lost, Mode, ProcessReport, Report, ReportFrame,
         Stack, Summary, Target, Window,
         options::{SortBy, sort_stacks},
     },
@@ -66,7 +66,7 @@ pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<
     let mut namer = Namer { frames_of };
     let top = input.top.unwrap_or(usize::MAX);
     let mut allocated = input.heap.allocated_by_stack();
-    let (outstanding, leaks) = outstanding(&input, &mut allocated);
+    let Outstanding { totals: outstanding, leaks, process_leaks } = outstanding(&input, &mut allocated);
     let growth = Growths { growth: input.growth.growth(), intervals: input.growth.intervals() };
     let (heap_totals, others): (Vec<StackTotal>, Vec<StackTotal>) =
         outstanding.into_iter().partition(|total| total.kind == MemoryKind::Heap);
@@ -79,7 +79,7 @@ pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<
     stacks.truncate(top);
     // Symbolizing them costs time: only for the formats that show them.
     let released_stacks = if input.with_released { released(allocated, top, &mut namer) } else { Vec::new() };
-    let processes = processes(&input, &loader_bytes);
+    let processes = processes(&input, &loader_bytes, &process_leaks);
     let summary = summary(&input, &loader_bytes, stacks_total, leaks);
     Report {
         memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -146,24 +146,40 @@ impl Growths {
     }
 }
 
+/// What the stacks hold, and the leak-kind totals of all processes and of each.
+struct Outstanding {
+    totals: Vec<StackTotal>,
+    leaks: Option<LeakSummary>,
+    process_leaks: HashMap<u32, LeakSummary>,
+}
+
 /// What each stack holds, split by leak kind when its process was scanned, and the leak
-/// summary. With `--older-than`, only blocks old enough count; a stack left out for being too
+/// summaries. With `--older-than`, only blocks old enough count; a stack left out for being too
 /// young still holds memory, so it is taken out of `allocated` (it is not "released").
-fn outstanding(input: &ReportInput<'_>, allocated: &mut HashMap<StackKey, Allocated>) -> (Vec<StackTotal>, Option<LeakSummary>) {
+fn outstanding(input: &ReportInput<'_>, allocated: &mut HashMap<StackKey, Allocated>) -> Outstanding {
     let by_leak_kind = || input.heap.by_stack_and_leak(|pid, addr| input.leaks.get(pid, addr));
+    let summaries = |by_kind: &[StackTotal]| {
+        let leaks = input.leaks.any().then(|| leaks::leak_summary(by_kind, input.leaks));
+        (leaks, leaks::by_process(by_kind, input.leaks))
+    };
     match input.allocated_before_ns {
         Some(cutoff) => {
+            let old_enough = input.heap.by_stack_allocated_before(cutoff);
+            let shown: HashSet<StackKey> = old_enough.iter().map(|total| (total.tgid, total.stack_id, total.kind)).collect();
             for total in input.heap.by_stack() {
-                allocated.remove(&(total.tgid, total.stack_id, total.kind));
+                let key = (total.tgid, total.stack_id, total.kind);
+                if !shown.contains(&key) {
+                    allocated.remove(&key);
+                }
             }
-            let leaks = input.leaks.any().then(|| leaks::leak_summary(&by_leak_kind(), input.leaks));
-            (input.heap.by_stack_allocated_before(cutoff), leaks)
+            let (leaks, process_leaks) = summaries(&by_leak_kind());
+            Outstanding { totals: old_enough, leaks, process_leaks }
         }
         None => {
-            // One pass over the blocks serves both the stacks and the leak summary.
-            let outstanding = by_leak_kind();
-            let leaks = input.leaks.any().then(|| leaks::leak_summary(&outstanding, input.leaks));
-            (outstanding, leaks)
+            // One pass over the blocks serves both the stacks and the leak summaries.
+            let totals = by_leak_kind();
+            let (leaks, process_leaks) = summaries(&totals);
+            Outstanding { totals, leaks, process_leaks }
         }
     }
 }
@@ -202,15 +218,7 @@ fn heap_stacks<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
     top: usize,
     namer: &mut Namer<F>,
 ) -> Vec<Stack> {
-    // A stack split by leak kind appears once per kind; its totals are taken out once.
-    // TODO(issue 18): the later kinds then find nothing and overwrite the first's totals.
-    let made: HashMap<(u32, i32), Allocated> = totals
-        .iter()
-        .map(|total| {
-            let made = allocated.remove(&(total.tgid, total.stack_id, total.kind)).unwrap_or_default();
-            ((total.tgid, total.stack_id), made)
-        })
-        .collect();
+    let shares = shares_of_totals(&totals, allocated);
     if sort == SortBy::Count {
         totals.sort_by(|a, b| b.allocations.cmp(&a.allocations).then(b.bytes.cmp(&a.bytes)));
     }
@@ -219,19 +227,49 @@ fn heap_stacks<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
         .take(top)
         .map(|total| {
             let named = namer.frames(total.tgid, total.stack_id);
-            let made = made.get(&(total.tgid, total.stack_id)).copied().unwrap_or_default();
+            let made = shares.get(&(total.tgid, total.stack_id, total.leak)).copied().unwrap_or_default();
             stack(&total, made, named, growth.of((total.tgid, total.stack_id, total.kind)))
         })
         .collect()
 }
 
+/// What each heap stack allocated in all, taken out of `allocated`, as each of its entries'
+/// share: a stack holding blocks of several leak kinds appears once per kind, and each entry
+/// gets at least what it holds, the first kind (in `LeakKind` order) the rest, so that the
+/// entries add up to the stack's totals (pprof's `alloc_space` and `alloc_objects` sum them).
+fn shares_of_totals(
+    totals: &[StackTotal],
+    allocated: &mut HashMap<StackKey, Allocated>,
+) -> HashMap<(u32, i32, Option<LeakKind>), Allocated> {
+    let mut by_stack: HashMap<(u32, i32), Vec<&StackTotal>> = HashMap::new();
+    for total in totals {
+        by_stack.entry((total.tgid, total.stack_id)).or_default().push(total);
+    }
+    let mut shares = HashMap::with_capacity(totals.len());
+    for ((tgid, stack_id), mut entries) in by_stack {
+        let made = allocated.remove(&(tgid, stack_id, MemoryKind::Heap)).unwrap_or_default();
+        entries.sort_by_key(|total| total.leak);
+        let Some((first, others)) = entries.split_first() else { continue };
+        let mut left = made;
+        for total in others {
+            left.bytes = left.bytes.saturating_sub(total.bytes);
+            left.count = left.count.saturating_sub(total.allocations);
+            shares.insert((tgid, stack_id, total.leak), Allocated { bytes: total.bytes, count: total.allocations });
+        }
+        shares.insert((tgid, stack_id, first.leak), left);
+    }
+    shares
+}
+
+/// A stack of the report. What it allocated in all is at least what it holds (a mapping grown
+/// by mremap holds more than its mmap asked for; an estimate's rounding may differ by one).
 fn stack(total: &StackTotal, made: Allocated, named: Named, growth: Option<crate::report::Growth>) -> Stack {
     Stack {
         kind: kind(total.kind),
         bytes: total.bytes,
         allocations: total.allocations,
-        total_allocated_bytes: made.bytes,
-        total_allocations: made.count,
+        total_allocated_bytes: made.bytes.max(total.bytes),
+        total_allocations: made.count.max(total.allocations),
         pid: total.tgid,
         frames: named.frames,
         unavailable: named.unavailable,
@@ -271,14 +309,22 @@ fn by_dynamic_loader(frames: &[ReportFrame]) -> bool {
     frames.first().and_then(|frame| frame.module.as_deref()).is_some_and(is_dynamic_loader)
 }
 
-/// Each traced process with its own numbers.
-fn processes(input: &ReportInput<'_>, loader_bytes: &HashMap<u32, u64>) -> Vec<ProcessReport> {
+/// Each traced process with its own numbers, and its leak kinds when it was scanned.
+fn processes(
+    input: &ReportInput<'_>,
+    loader_bytes: &HashMap<u32, u64>,
+    leaks: &HashMap<u32, LeakSummary>,
+) -> Vec<ProcessReport> {
     input
         .processes
         .iter()
         .map(|process| {
             let loader = loader_bytes.get(&process.pid).copied().unwrap_or(0);
-            ProcessReport { summary: counts(input.heap.process(process.pid), loader), ..process.clone() }
+            ProcessReport {
+                summary: counts(input.heap.process(process.pid), loader),
+                leaks: leaks.get(&process.pid).copied(),
+                ..process.clone()
+            }
         })
         .collect()
 }
@@ -406,6 +452,7 @@ mod tests {
             signal: None,
             exited: false,
             summary: Counts::default(),
+            leaks: None,
         };
         ReportInput {
             mode: Mode::Run,
@@ -489,6 +536,76 @@ mod tests {
         let shown: Vec<(u32, u64)> = report.stacks.iter().map(|stack| (stack.pid, stack.bytes)).collect();
         assert_eq!(shown, [(10, 4096), (10, 1000), (10, 200), (20, 10)]);
         let stack_1 = &report.stacks[2];
+        assert_eq!((stack_1.total_allocated_bytes, stack_1.total_allocations), (300, 3));
+    }
+
+    /// Pid 30's stack 7 allocates ten blocks of 10 bytes and frees three; of the seven left,
+    /// four are definitely lost and three still reachable. Stack 8 allocates one block of 5,
+    /// freed.
+    fn split_stack() -> (HeapTable, LeakKinds) {
+        let mut heap = HeapTable::new();
+        for index in 0..10u64 {
+            heap.apply(&event(EventKind::Alloc, 30, 7, 0x1000 + index * 0x10, 10));
+        }
+        for index in [2u64, 5, 8] {
+            heap.apply(&event(EventKind::Free, 30, 0, 0x1000 + index * 0x10, 0));
+        }
+        heap.apply(&event(EventKind::Alloc, 30, 8, 0x9000, 5));
+        heap.apply(&event(EventKind::Free, 30, 0, 0x9000, 0));
+        let mut addrs: Vec<u64> = heap.addresses_of(30).collect();
+        addrs.sort();
+        let kinds = addrs
+            .iter()
+            .enumerate()
+            .map(|(index, _)| if index < 4 { LeakKind::DefinitelyLost } else { LeakKind::StillReachable })
+            .collect();
+        let mut leaks = LeakKinds::default();
+        leaks.record(30, addrs, kinds, crate::analyze::reachability::ScanStats::default());
+        (heap, leaks)
+    }
+
+    fn scanned_input<'a>(heap: &'a HeapTable, leaks: &'a LeakKinds, growth: &'a GrowthTracker) -> ReportInput<'a> {
+        let base = input(heap, leaks, growth, None);
+        let process = ProcessReport { pid: 30, ..base.processes[0].clone() };
+        ReportInput { processes: vec![process], ..base }
+    }
+
+    #[test]
+    fn a_stack_of_two_leak_kinds_shares_out_its_totals_and_they_add_up() {
+        let (heap, leaks, growth) = (split_stack().0, split_stack().1, GrowthTracker::default());
+        let report = report(scanned_input(&heap, &leaks, &growth), frames_of);
+        let halves: Vec<(Option<LeakKind>, u64, u64, u64, u64)> = report
+            .stacks
+            .iter()
+            .map(|stack| (stack.leak_kind, stack.bytes, stack.allocations, stack.total_allocated_bytes, stack.total_allocations))
+            .collect();
+        // The first kind (definitely lost) takes what the stack freed; the other holds its own.
+        assert_eq!(
+            halves,
+            [(Some(LeakKind::DefinitelyLost), 40, 4, 70, 7), (Some(LeakKind::StillReachable), 30, 3, 30, 3)]
+        );
+        // Every stack, shown or released, adds up to the summary's totals, as pprof sums them.
+        let all = report.stacks.iter().chain(&report.released_stacks);
+        let (bytes, count) = all.fold((0, 0), |(bytes, count), stack| (bytes + stack.total_allocated_bytes, count + stack.total_allocations));
+        assert_eq!((bytes, count), (report.summary.counts.total_allocated_bytes, report.summary.counts.total_allocations));
+        assert_eq!((bytes, count), (105, 11));
+        // The process carries its own leak kinds, as the summary does for all.
+        let process = report.processes[0].leaks.expect("pid 30 was scanned");
+        assert_eq!(process.of_kind(LeakKind::DefinitelyLost), (40, 4));
+        assert_eq!(process.of_kind(LeakKind::StillReachable), (30, 3));
+        assert_eq!(process.scanned_processes, 1);
+        assert_eq!(report.summary.leaks.map(|leaks| leaks.of_kind(LeakKind::DefinitelyLost)), Some((40, 4)));
+    }
+
+    #[test]
+    fn stacks_shown_by_older_than_keep_their_totals() {
+        let (heap, leaks, growth) = (heap(), LeakKinds::default(), GrowthTracker::default());
+        // Every block is old enough: each stack keeps what it allocated in all.
+        let report = report(ReportInput { allocated_before_ns: Some(u64::MAX), ..input(&heap, &leaks, &growth, None) }, frames_of);
+        for stack in &report.stacks {
+            assert!(stack.total_allocated_bytes >= stack.bytes && stack.total_allocations >= stack.allocations, "{stack:?}");
+        }
+        let stack_1 = report.stacks.iter().find(|stack| stack.pid == 10 && stack.bytes == 200).expect("stack 1 of pid 10");
         assert_eq!((stack_1.total_allocated_bytes, stack_1.total_allocations), (300, 3));
     }
 

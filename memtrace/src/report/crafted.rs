@@ -2,8 +2,8 @@
 //! must render any report that parses, whatever its numbers, without panicking.
 use serde_json::{Value, json};
 
-use super::{Report, options::RenderOptions, render};
-use crate::report::options::{Format, SortBy, Weight};
+use super::{LeakKind, Report, options::RenderOptions, render};
+use crate::report::options::{Format, KindFilter, SortBy, Weight};
 
 /// A report whose every count is u64::MAX and whose times are huge, in every section (the
 /// integration tests hand the same file to `memtrace report`).
@@ -20,10 +20,13 @@ fn render_every_way(report: &Report) -> Vec<(RenderOptions, Vec<u8>)> {
         for weight in [Weight::Bytes, Weight::Allocations, Weight::Faults] {
             for sort in [SortBy::Bytes, SortBy::Count] {
                 for top in [None, Some(0), Some(1), Some(usize::MAX)] {
-                    let options = RenderOptions { format, top, weight, sort };
-                    let mut out = Vec::new();
-                    render(report, &options, &mut out).unwrap_or_else(|error| panic!("{options:?}: {error}"));
-                    rendered.push((options, out));
+                    for kinds in [KindFilter::ALL, KindFilter::of(&[LeakKind::DefinitelyLost]), KindFilter::of(&[])] {
+                        let junit_locations = kinds != KindFilter::ALL;
+                        let options = RenderOptions { top, weight, sort, kinds, junit_locations, ..RenderOptions::new(format) };
+                        let mut out = Vec::new();
+                        render(report, &options, &mut out).unwrap_or_else(|error| panic!("{options:?}: {error}"));
+                        rendered.push((options, out));
+                    }
                 }
             }
         }
@@ -33,7 +36,7 @@ fn render_every_way(report: &Report) -> Vec<(RenderOptions, Vec<u8>)> {
 
 fn rendered(report: &Report, format: Format, weight: Weight) -> String {
     let mut out = Vec::new();
-    render(report, &RenderOptions { format, top: None, weight, sort: SortBy::Bytes }, &mut out).unwrap();
+    render(report, &RenderOptions { weight, ..RenderOptions::new(format) }, &mut out).unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -51,11 +54,11 @@ fn the_largest_numbers_render_saturated_in_every_format() {
     );
     // Two stacks of u64::MAX bytes each fold into one line that stays at u64::MAX.
     let folded = rendered(&report, Format::Folded, Weight::Bytes);
-    assert!(folded.contains("pid 4294967295;main;grab 18446744073709551615\n"), "{folded}");
+    assert!(folded.contains("pid 4294967295;[definitely lost];main;grab 18446744073709551615\n"), "{folded}");
     let faults = rendered(&report, Format::Folded, Weight::Faults);
     assert_eq!(faults, "pid 7;touch 18446744073709551615\n");
     // pprof's values are signed: the largest counts are i64::MAX, not -1.
-    let profile = super::pprof::build(&report);
+    let profile = super::pprof::build(&report, None);
     assert!(profile.sample.iter().all(|sample| sample.value.iter().all(|&value| value == 0 || value == i64::MAX)), "{:?}", profile.sample);
     assert!(profile.mapping.iter().any(|mapping| mapping.memory_limit == u64::MAX), "{:?}", profile.mapping);
     assert_eq!(profile.duration_nanos, i64::MAX);

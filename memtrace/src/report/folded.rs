@@ -1,12 +1,14 @@
 //! Collapsed stacks ("folded"): one line per stack, frames root first joined by `;`, then a
-//! space and the weight. The input flamegraph.pl, inferno and speedscope read as is.
+//! space and the weight. The input flamegraph.pl, inferno and speedscope read as is. Frames are
+//! named without parameter lists and template arguments; stacks of a scanned process start with
+//! their leak kind (`[definitely lost]`), so that kinds stay apart.
 use std::{
     collections::BTreeMap,
     io::{self, Write},
     path::Path,
 };
 
-use super::{Kind, Report, ReportFrame};
+use super::{Kind, LeakKind, Report, ReportFrame, Stack, frame_names::short_function_name};
 use super::options::Weight;
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
@@ -34,20 +36,14 @@ pub fn weighted_paths(report: &Report, weight: Weight, top: Option<usize>) -> Ve
             .take(top)
             .map(|stack| {
                 let value = if weight == Weight::Bytes { stack.bytes } else { stack.allocations };
-                let root = match stack.kind {
-                    Kind::Heap => None,
-                    Kind::Mmap => Some("[mmap]"),
-                    Kind::Shm => Some("[shared memory]"),
-                    Kind::Brk => Some("[brk]"),
-                };
-                (value, path(stack.pid, several_processes, root, &stack.frames))
+                (value, path(stack.pid, several_processes, &roots(stack), &stack.frames))
             })
             .collect(),
         Weight::Faults => report
             .faults
             .iter()
             .flat_map(|faults| faults.stacks.iter().take(top))
-            .map(|stack| (stack.minor.saturating_add(stack.major), path(stack.pid, several_processes, None, &stack.frames)))
+            .map(|stack| (stack.minor.saturating_add(stack.major), path(stack.pid, several_processes, &[], &stack.frames)))
             .collect(),
     };
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
@@ -58,14 +54,36 @@ pub fn weighted_paths(report: &Report, weight: Weight, top: Option<usize>) -> Ve
     folded.into_iter().collect()
 }
 
-/// Root first: the process (when there are several), the kind of memory (when not the heap),
-/// then the frames from the outermost in.
-fn path(pid: u32, several_processes: bool, root: Option<&str>, frames: &[ReportFrame]) -> String {
+/// The frames a stack's path starts with: its leak kind (and whether it is suppressed), and the
+/// kind of memory when not the heap.
+fn roots(stack: &Stack) -> Vec<String> {
+    let mut roots = Vec::new();
+    if let Some(kind) = stack.leak_kind {
+        roots.push(leak_root(kind, stack.suppressed_by.is_some()));
+    }
+    let memory = match stack.kind {
+        Kind::Heap => None,
+        Kind::Mmap => Some("[mmap]"),
+        Kind::Shm => Some("[shared memory]"),
+        Kind::Brk => Some("[brk]"),
+    };
+    roots.extend(memory.map(str::to_owned));
+    roots
+}
+
+/// The root frame of a leak kind's stacks: `[definitely lost]`, `[still reachable, suppressed]`.
+pub fn leak_root(kind: LeakKind, suppressed: bool) -> String {
+    format!("[{}{}]", kind.words(), if suppressed { ", suppressed" } else { "" })
+}
+
+/// Root first: the process (when there are several), `roots`, then the frames from the
+/// outermost in.
+fn path(pid: u32, several_processes: bool, roots: &[String], frames: &[ReportFrame]) -> String {
     let mut names = Vec::new();
     if several_processes {
         names.push(format!("pid {pid}"));
     }
-    names.extend(root.map(str::to_owned));
+    names.extend(roots.iter().cloned());
     if frames.is_empty() {
         names.push("[stack unavailable]".to_owned());
     }
@@ -73,11 +91,12 @@ fn path(pid: u32, several_processes: bool, root: Option<&str>, frames: &[ReportF
     names.join(";")
 }
 
-/// A frame's name: its function, or where it is (module+offset, or the bare address) so that
-/// it never vanishes. `;` separates frames and a newline ends the line: neither may appear.
+/// A frame's name: its function without parameters and template arguments, or where it is
+/// (module+offset, or the bare address) so that it never vanishes. `;` separates frames and a
+/// newline ends the line: neither may appear.
 pub fn frame_name(frame: &ReportFrame) -> String {
     let name = match (&frame.function, &frame.module, &frame.module_offset) {
-        (Some(function), _, _) => function.clone(),
+        (Some(function), _, _) => short_function_name(function),
         (None, Some(module), Some(offset)) => format!("{}+{offset}", basename(module)),
         (None, _, _) => frame.address.clone(),
     };
@@ -107,8 +126,13 @@ mod tests {
     #[test]
     fn frames_go_root_first_and_unnamed_ones_keep_their_place() {
         let frames = vec![frame(Some("grab;it"), "0x1"), frame(Some("main"), "0x2"), frame(None, "0x3")];
-        assert_eq!(path(9, false, Some("[mmap]"), &frames), "[mmap];libc.so.6+0x2724a;main;grab:it");
-        assert_eq!(path(9, true, Some("[mmap]"), &frames), "pid 9;[mmap];libc.so.6+0x2724a;main;grab:it");
-        assert_eq!(path(9, false, None, &[]), "[stack unavailable]");
+        let mmap = ["[mmap]".to_owned()];
+        assert_eq!(path(9, false, &mmap, &frames), "[mmap];libc.so.6+0x2724a;main;grab:it");
+        assert_eq!(path(9, true, &mmap, &frames), "pid 9;[mmap];libc.so.6+0x2724a;main;grab:it");
+        assert_eq!(path(9, false, &[], &[]), "[stack unavailable]");
+        let lost = [leak_root(LeakKind::DefinitelyLost, false)];
+        let cxx = vec![frame(Some("std::vector<int, std::allocator<int> >::push_back(int const&)"), "0x1"), frame(Some("main"), "0x2")];
+        assert_eq!(path(9, false, &lost, &cxx), "[definitely lost];main;std::vector::push_back");
+        assert_eq!(leak_root(LeakKind::StillReachable, true), "[still reachable, suppressed]");
     }
 }

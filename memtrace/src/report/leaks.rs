@@ -59,7 +59,7 @@ impl LeakKind {
 pub const DEFAULT_FAIL_ON: [LeakKind; 2] = [LeakKind::DefinitelyLost, LeakKind::IndirectlyLost];
 
 /// Bytes and blocks per leak kind over every scanned process: valgrind's "LEAK SUMMARY".
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeakSummary {
     pub definitely_lost_bytes: u64,
     pub definitely_lost_blocks: u64,
@@ -120,4 +120,7 @@ pub struct CheckSummary {
     pub suppressed_blocks: u64,
     /// Stacks of failing kinds that were not suppressed.
     pub failing_stacks: u64,
+    /// The processes those stacks belong to (pids, in the order of `processes`).
+    #[serde(default)]
+    pub failing_processes: Vec<u32>,
 }

@@ -4,6 +4,7 @@
 mod crafted;
 mod faults;
 mod folded;
+pub mod frame_names;
 mod json;
 mod memory;
 mod junit;
@@ -33,7 +34,11 @@ mod leaks;
 
 pub use json::render as render_json;
 pub use render::render;
-pub use text::render as render_text;
+
+/// Counts in words, as the text report writes them: `1 block`, `2 blocks`, `4,096 bytes`.
+pub mod words {
+    pub use super::text::units::{bytes, plural, thousands};
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -167,7 +172,7 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcessReport {
     pub pid: u32,
-    /// The traced process that started it (run mode).
+    /// The process that forked it (run mode; with `--trace-only`, perhaps one not traced).
     pub parent_pid: Option<u32>,
     /// Its command line, after its last exec.
     pub command: Vec<String>,
@@ -176,6 +181,9 @@ pub struct ProcessReport {
     /// It ended before the trace did.
     pub exited: bool,
     pub summary: Counts,
+    /// Its leak kinds, when it was scanned (at its exit in run mode, with `record --scan`).
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub leaks: Option<LeakSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -2,7 +2,7 @@
 //! The command line fills these in; nothing here knows about it.
 use clap::ValueEnum;
 
-use super::Stack;
+use super::{LeakKind, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -49,6 +49,57 @@ pub struct RenderOptions {
     pub weight: Weight,
     /// Stack order; a report made live is already in it, a saved one may not be.
     pub sort: SortBy,
+    /// The leak kinds text, folded, svg and pprof show (`--kinds`); JSON and JUnit have all.
+    pub kinds: KindFilter,
+    /// JUnit: `file` and `line` attributes on each test case (`--junit-locations`).
+    pub junit_locations: bool,
+}
+
+impl RenderOptions {
+    /// Options with every default: all kinds shown, no `--top`.
+    pub fn new(format: Format) -> Self {
+        Self { format, top: None, weight: Weight::Bytes, sort: SortBy::Bytes, kinds: KindFilter::ALL, junit_locations: false }
+    }
+
+    /// Whether this format shows only some leak kinds: the stacks of the others are left out
+    /// before `--top` picks, so the report must keep every stack until it is rendered.
+    pub fn filters_kinds(&self) -> bool {
+        !self.kinds.is_all() && matches!(self.format, Format::Text | Format::Folded | Format::Svg | Format::Pprof)
+    }
+}
+
+/// A set of leak kinds (`--kinds`). A stack without a leak kind (memory outside malloc, a
+/// process that was not scanned) is always shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindFilter(u8);
+
+impl KindFilter {
+    pub const ALL: KindFilter = KindFilter(0b1111);
+
+    pub fn of(kinds: &[LeakKind]) -> Self {
+        KindFilter(kinds.iter().fold(0, |bits, &kind| bits | Self::bit(kind)))
+    }
+
+    fn bit(kind: LeakKind) -> u8 {
+        1 << kind as u8
+    }
+
+    pub fn is_all(self) -> bool {
+        self == Self::ALL
+    }
+
+    pub fn contains(self, kind: LeakKind) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
+
+    /// The kinds in the set, in `LeakKind` order.
+    pub fn kinds(self) -> Vec<LeakKind> {
+        LeakKind::ALL.into_iter().filter(|&kind| self.contains(kind)).collect()
+    }
+
+    pub fn shows(self, stack: &Stack) -> bool {
+        stack.leak_kind.is_none_or(|kind| self.contains(kind))
+    }
 }
 
 /// Most bytes first, or most allocations first (`--sort count`); the other breaks ties.

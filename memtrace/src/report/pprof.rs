@@ -2,7 +2,10 @@
 //! `inuse_objects`) and everything it allocated during the trace (`alloc_space`,
 //! `alloc_objects`), with functions, locations (inline chains as several lines of one
 //! location), lines and mappings, so that pprof, Pyroscope, Grafana and speedscope show
-//! function, file and line.
+//! function, file and line. Each sample is labelled with its process (`pid`), the kind of memory
+//! (`kind`), its leak kind when its process was scanned (`leak_kind`, so that `go tool pprof
+//! -tagfocus=leak_kind=definitely_lost` keeps only those) and whether a suppression matched it
+//! (`suppressed`).
 use std::{
     collections::HashMap,
     io::{self, Write},
@@ -24,15 +27,16 @@ pub const SAMPLE_TYPES: [(&str, &str); 4] =
 /// zeros for the four above, and each allocating stack has zeros for these.
 pub const FAULT_SAMPLE_TYPES: [(&str, &str); 2] = [("minor_faults", "count"), ("major_faults", "count")];
 
-pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    let profile = build(report);
+/// Writes the profile of `report`'s first `top` stacks (all without it) and its released ones.
+pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    let profile = build(report, top);
     let mut gzip = GzEncoder::new(out, Compression::default());
     gzip.write_all(&profile.encode_to_vec())?;
     gzip.finish()?;
     Ok(())
 }
 
-pub fn build(report: &Report) -> Profile {
+pub fn build(report: &Report, top: Option<usize>) -> Profile {
     let mut builder = Builder::default();
     builder.string(""); // index 0 is the empty string
     let with_faults = report.faults.is_some();
@@ -45,6 +49,7 @@ pub fn build(report: &Report) -> Profile {
     let mut samples: Vec<Sample> = report
         .stacks
         .iter()
+        .take(top.unwrap_or(usize::MAX))
         .chain(&report.released_stacks)
         .map(|stack| {
             let mut values = vec![
@@ -62,12 +67,17 @@ pub fn build(report: &Report) -> Profile {
                 Kind::Shm => "shm",
                 Kind::Brk => "brk",
             };
-            builder.sample(stack.pid, &stack.frames, kind, values)
+            let mut labels = vec![("kind", kind)];
+            if let Some(leak) = stack.leak_kind {
+                labels.push(("leak_kind", leak.name()));
+            }
+            labels.push(("suppressed", if stack.suppressed_by.is_some() { "true" } else { "false" }));
+            builder.sample(stack.pid, &stack.frames, &labels, values)
         })
         .collect();
     for stack in report.faults.iter().flat_map(|faults| &faults.stacks) {
         let values = vec![0, 0, 0, 0, signed(stack.minor), signed(stack.major)];
-        samples.push(builder.sample(stack.pid, &stack.frames, "fault", values));
+        samples.push(builder.sample(stack.pid, &stack.frames, &[("kind", "fault")], values));
     }
     let comment = vec![
         builder.string(&format!("memtrace {}", report.memtrace_version)),
@@ -118,8 +128,8 @@ impl Builder {
     }
 
     /// One sample: a stack (innermost frame first) of process `pid`, labelled with its pid and
-    /// the kind of memory (or `fault`).
-    fn sample(&mut self, pid: u32, frames: &[ReportFrame], kind: &str, value: Vec<i64>) -> Sample {
+    /// `labels` (the kind of memory or `fault`, ...).
+    fn sample(&mut self, pid: u32, frames: &[ReportFrame], labels: &[(&str, &str)], value: Vec<i64>) -> Sample {
         let mut location_id = Vec::new();
         // A location ends at a frame that was not inlined: the frames before it (same address)
         // were inlined into it.
@@ -137,10 +147,10 @@ impl Builder {
         if frames.is_empty() {
             location_id.push(self.pseudo_location("[stack unavailable]"));
         }
-        let label = vec![
-            Label { key: self.string("pid"), num: i64::from(pid), ..Label::default() },
-            Label { key: self.string("kind"), str: self.string(kind), ..Label::default() },
-        ];
+        let mut label = vec![Label { key: self.string("pid"), num: i64::from(pid), ..Label::default() }];
+        for (key, value) in labels {
+            label.push(Label { key: self.string(key), str: self.string(value), ..Label::default() });
+        }
         Sample { location_id, value, label }
     }
 

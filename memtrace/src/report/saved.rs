@@ -6,11 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::{
-    Report,
-    options::RenderOptions,
-    sink::{Console, ReportSink},
-};
+use super::Report;
 use crate::untrusted::{self, UntrustedError};
 
 /// The largest saved report read: a report of a million stacks of a dozen frames is a few
@@ -34,13 +30,4 @@ pub fn load(path: &Path) -> Result<Report, SavedReportError> {
     let text = untrusted::read(path, untrusted::Links::Follow, MAX_REPORT_BYTES)
         .map_err(|cause| SavedReportError::Unreadable { path: path.to_path_buf(), cause })?;
     serde_json::from_slice(&text).map_err(|cause| SavedReportError::NotAReport { path: path.to_path_buf(), cause })
-}
-
-/// Renders the saved report `file` as `options` say, to `output` or stdout; returns the exit
-/// code (0).
-pub fn render(file: &Path, output: Option<&Path>, options: &RenderOptions) -> anyhow::Result<i32> {
-    let report = load(file)?;
-    let sink = ReportSink::open_for(output, Console::Stdout, options.format)?;
-    sink.write(&report, options)?;
-    Ok(0)
 }

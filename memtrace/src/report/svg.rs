@@ -1,13 +1,15 @@
 //! An interactive flamegraph (SVG) of the folded stacks, drawn by inferno, titled with the
-//! command and the totals.
+//! command and the totals. The root cell of each leak kind has that kind's colour (red for
+//! definitely lost, orange indirectly, yellow possibly, blue still reachable; paler when
+//! suppressed), through inferno's palette map; the other cells take the memory palette.
 use std::io::{self, Write};
 
 use inferno::flamegraph::{
     self,
-    color::{BasicPalette, Palette},
+    color::{BasicPalette, Color, Palette, PaletteMap},
 };
 
-use super::{Report, folded};
+use super::{LeakKind, Report, folded};
 use super::options::Weight;
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
@@ -39,6 +41,8 @@ pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn
         ));
     }
     options.colors = Palette::Basic(BasicPalette::Mem);
+    let mut kind_colors = leak_kind_colors();
+    options.palette_map = Some(&mut kind_colors);
     let drawn = flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut *out);
     match drawn {
         // Nothing outstanding: inferno has still written a well-formed SVG that says so.
@@ -51,6 +55,23 @@ pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn
         }
         other => other,
     }
+}
+
+/// The colour of each leak kind's root cell (see [`folded::leak_root`]).
+fn leak_kind_colors() -> PaletteMap {
+    let mut colors = PaletteMap::default();
+    for kind in LeakKind::ALL {
+        let (r, g, b) = match kind {
+            LeakKind::DefinitelyLost => (215, 48, 39),
+            LeakKind::IndirectlyLost => (244, 130, 50),
+            LeakKind::PossiblyLost => (230, 200, 60),
+            LeakKind::StillReachable => (90, 140, 210),
+        };
+        colors.insert(folded::leak_root(kind, false), Color { r, g, b });
+        let pale = |value: u8| value / 2 + 110;
+        colors.insert(folded::leak_root(kind, true), Color { r: pale(r), g: pale(g), b: pale(b) });
+    }
+    colors
 }
 
 /// The folded lines, their weights divided alike when needed so that their total fits in a

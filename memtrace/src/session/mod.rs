@@ -4,12 +4,15 @@
 mod options;
 mod record;
 mod run;
+mod saved;
 mod status_line;
 mod trace;
+mod trace_only;
 
-pub use options::{RecordOptions, ReportOptions, RunOptions, TraceOptions};
+pub use options::{RecordOptions, ReportOptions, RunOptions, SavedReportOptions, TraceOptions};
 pub use record::{EXIT_TARGET_GONE, record};
 pub use run::run;
+pub use saved::report_saved;
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
 fn monotonic_ns() -> u64 {

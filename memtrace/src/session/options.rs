@@ -54,6 +54,17 @@ pub struct RunOptions {
     pub leak_kinds: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
+    /// `--trace-only`: trace only the processes whose executable matches one of these globs
+    /// (all when empty).
+    pub trace_only: Vec<String>,
+}
+
+/// `memtrace report FILE`: render a saved report again, and check it again with `--check`.
+#[derive(Debug, Clone)]
+pub struct SavedReportOptions {
+    pub file: PathBuf,
+    pub report: ReportOptions,
+    pub check: CheckOptions,
 }
 
 /// `memtrace record`.

@@ -56,7 +56,7 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
         .map(|&pid| allocator::for_process(pid, &options.trace.selection))
         .collect::<Result<Vec<_>, _>>()?;
     let mut trace = Trace::load(&options.trace)?;
-    trace.all_stacks = ci.needs_all_stacks();
+    trace.all_stacks = ci.needs_all_stacks(render);
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {
         watch_exit(pid, exited_tx.clone())?;
@@ -82,7 +82,7 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
     trace.detach(pids[0]);
     let target = target_of(&trace, pids[0]);
     let mut report = trace.report(Mode::Record, target, duration, &allocators[0], render);
-    ci.apply(&mut report, render.top)?;
+    ci.apply(&mut report, render)?;
     sink.write(&report, render)?;
     let check_code = ci.exit_code(0, &report);
     if check_code != 0 {

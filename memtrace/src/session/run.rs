@@ -1,11 +1,16 @@
 //! `memtrace run`: start a command with the probes attached before its first instruction,
 //! follow what it forks and execs, scan each process at its exit, report when it ends.
-use std::{collections::HashMap, ffi::OsString, path::Path, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::OsString,
+    path::Path,
+    time::Instant,
+};
 
 use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{RunOptions, trace::Trace, warning_text};
+use super::{RunOptions, trace::Trace, trace_only::TraceOnly, warning_text};
 use crate::{
     analyze::{check::CiSettings, reachability},
     attach::allocator::{self, Allocator},
@@ -40,16 +45,26 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &options.trace.selection)?;
     let mut trace = Trace::load(&options.trace)?;
-    trace.all_stacks = ci.needs_all_stacks();
+    trace.all_stacks = ci.needs_all_stacks(render);
+    let trace_only = TraceOnly::new(&options.trace_only);
     let mut target = launch::launch(&program, &options.command, options.follow_forks)?;
     let main_pid = target.pid;
-    trace.attach(&allocator, main_pid)?;
-    trace.track(main_pid, None, options.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect());
+    let mut untraced = HashSet::new();
+    let canonical = std::fs::canonicalize(&program).unwrap_or_else(|_| program.clone());
+    if trace_only.traces(&program) || trace_only.traces(&canonical) {
+        trace.attach(&allocator, main_pid)?;
+        trace.track(main_pid, None, options.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect());
+    } else {
+        untraced.insert(main_pid);
+    }
     let mut run = Run {
         trace,
         allocators: HashMap::from([(main_pid, allocator.clone())]),
         options: &options,
         scan: every_block && options.leak_kinds,
+        trace_only,
+        untraced,
+        parents: HashMap::new(),
     };
     run.trace.open_window();
     target.release();
@@ -79,7 +94,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         exited: true,
     };
     let mut report = trace.report(Mode::Run, target, duration, &allocator, render);
-    ci.apply(&mut report, render.top)?;
+    ci.apply(&mut report, render)?;
     sink.write(&report, render)?;
     log::info!("report made and written in {:.3} s", reporting.elapsed().as_secs_f64());
     Ok(ci.exit_code(ending.map_or(1, Ending::shell_code), &report))
@@ -92,6 +107,12 @@ struct Run<'a> {
     options: &'a RunOptions,
     /// Scan each process at its exit for leak kinds.
     scan: bool,
+    /// `--trace-only`: which executables are traced.
+    trace_only: TraceOnly,
+    /// Processes followed but not traced: their executable does not match `--trace-only`.
+    untraced: HashSet<u32>,
+    /// The parent of each process that was forked untraced, for when an exec makes it traced.
+    parents: HashMap<u32, Option<u32>>,
 }
 
 impl Run<'_> {
@@ -133,6 +154,8 @@ impl Run<'_> {
                         target.resume();
                     }
                     Some(TargetEvent::Ended { pid, ending }) => {
+                        self.untraced.remove(&pid);
+                        self.parents.remove(&pid);
                         self.trace.ended(pid, Some(ending));
                         if pid == main_pid {
                             return Ok(Some(ending));
@@ -149,8 +172,14 @@ impl Run<'_> {
         }
     }
 
-    /// A traced process forked: the child runs its parent's image, so the same allocator.
+    /// A traced process forked: the child runs its parent's image, so the same allocator (and,
+    /// with `--trace-only`, is traced when its parent is).
     fn spawned(&mut self, pid: u32, parent: Option<u32>) {
+        if parent.is_some_and(|parent| self.untraced.contains(&parent)) {
+            self.untraced.insert(pid);
+            self.parents.insert(pid, parent);
+            return;
+        }
         let inherited = parent.and_then(|parent| self.allocators.get(&parent)).cloned();
         match inherited.map_or_else(|| allocator::for_process(pid, &self.options.trace.selection), Ok) {
             Ok(allocator) => {
@@ -166,8 +195,27 @@ impl Run<'_> {
     }
 
     /// A traced process called exec: the old image and its blocks are gone; the new one may
-    /// use another allocator (a static binary, another libc), probed before it runs.
+    /// use another allocator (a static binary, another libc), probed before it runs. With
+    /// `--trace-only`, the new executable decides whether the process is traced from now on; one
+    /// that stops being traced stays in the report with what it did before.
     fn exec(&mut self, pid: u32) {
+        let was_traced = !self.untraced.contains(&pid);
+        if !self.trace_only.traces_process(pid) {
+            if was_traced {
+                self.trace.drop_image(pid);
+                self.trace.untrace(pid);
+                self.untraced.insert(pid);
+                if let Some(process) = self.trace.processes.all.get_mut(&pid) {
+                    process.command = command_line(pid);
+                }
+            }
+            return;
+        }
+        if !was_traced {
+            self.untraced.remove(&pid);
+            let parent = self.parents.remove(&pid).flatten();
+            self.trace.track(pid, parent, command_line(pid));
+        }
         self.trace.drop_image(pid);
         match allocator::for_exec(pid, &self.options.trace.selection) {
             Ok(allocator) => {
@@ -189,6 +237,9 @@ impl Run<'_> {
     /// in the ring buffer, its mappings can be read one last time, and its memory scanned for
     /// what still points to its blocks.
     fn exiting(&mut self, pid: u32, threads: &[ThreadState]) {
+        if self.untraced.contains(&pid) {
+            return;
+        }
         let trace = &mut self.trace;
         trace.drain();
         if let Err(error) = trace.symbolizer.snapshot(pid) {

@@ -271,7 +271,7 @@ impl Trace {
     /// Starts keeping the record of a traced process.
     pub fn track(&mut self, pid: u32, parent_pid: Option<u32>, command: Vec<String>) {
         let process =
-            ProcessReport { pid, parent_pid, command, exit_code: None, signal: None, exited: false, summary: Counts::default() };
+            ProcessReport { pid, parent_pid, command, exit_code: None, signal: None, exited: false, summary: Counts::default(), leaks: None };
         self.processes.all.insert(pid, process);
     }
 
@@ -289,6 +289,19 @@ impl Trace {
             let _ = probes.trace(pid, false);
             probes.detach_process(pid);
         }
+        if let Some(unwinder) = &mut self.unwinder {
+            unwinder.forget(pid);
+        }
+    }
+
+    /// `run --trace-only`: `pid` exec'd a program that is not traced. It is still followed, but
+    /// its events no longer count and its own probes go (a later exec may attach them again).
+    pub fn untrace(&mut self, pid: u32) {
+        if let Some(probes) = &mut self.kernel.probes {
+            let _ = probes.trace(pid, false);
+            probes.detach_process(pid);
+        }
+        self.processes.attached.remove(&pid);
         if let Some(unwinder) = &mut self.unwinder {
             unwinder.forget(pid);
         }

@@ -276,3 +276,75 @@ pub fn decode_pprof(profile: &Path, scratch: &Path) -> Value {
     assert!(output.status.success(), "decoding failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("the decoder prints JSON")
 }
+
+/// One sample of a profile as `go tool pprof -raw` prints it: its values in the order of the
+/// sample types, and its labels (`kind`, `leak_kind`, `suppressed`, `pid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawSample {
+    pub values: Vec<u64>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The samples of `profile` as the real pprof (Debian's golang-go, installed by cargo xtask
+/// setup) reads them, with `args` before the file (`-tagfocus=...`).
+pub fn go_pprof_samples(profile: &Path, args: &[&str]) -> Vec<RawSample> {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let output = Command::new("/usr/bin/go")
+        .args(["tool", "pprof", "-raw"])
+        .args(args)
+        .arg(profile)
+        // Go wants a home for its caches; the tests' environment may have none.
+        .env("HOME", scratch.path())
+        .env("GOCACHE", scratch.path().join("cache"))
+        .env("PPROF_TMPDIR", scratch.path())
+        .output()
+        .expect("go tool pprof runs (cargo xtask setup installs golang-go)");
+    assert!(output.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).expect("pprof prints text");
+    let mut lines = text.lines().skip_while(|line| *line != "Samples:").skip(2);
+    let mut samples: Vec<RawSample> = Vec::new();
+    for line in lines.by_ref() {
+        if line == "Locations" {
+            break;
+        }
+        let trimmed = line.trim();
+        match trimmed.split_once(':') {
+            // "  600  19200  300  9600: 5 6 7 8 9": values, then location ids.
+            Some((values, _)) if values.split_whitespace().all(|value| value.parse::<u64>().is_ok()) && !values.is_empty() => {
+                let values = values.split_whitespace().map(|value| value.parse().unwrap()).collect();
+                samples.push(RawSample { values, labels: Default::default() });
+            }
+            // "kind:[heap] leak_kind:[definitely_lost] suppressed:[false]", "pid:[1234]".
+            _ => {
+                let sample = samples.last_mut().unwrap_or_else(|| panic!("a label before any sample: {text}"));
+                for label in trimmed.split_whitespace() {
+                    let (key, value) = label.split_once(":[").unwrap_or_else(|| panic!("not a label: {label:?} in {text}"));
+                    sample.labels.insert(key.to_owned(), value.trim_end_matches(']').to_owned());
+                }
+            }
+        }
+    }
+    samples
+}
+
+/// Validates JUnit XML against the Jenkins xUnit plugin's junit-10.xsd (tests/data) with
+/// Python's xmlschema (Debian's python3-xmlschema); returns its complaint when it is not valid.
+pub fn junit_schema_error(xml: &Path) -> Option<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("/usr/bin/python3")
+        .arg(manifest.join("tests/tools/validate_junit.py"))
+        .arg(manifest.join("tests/data/junit-10.xsd"))
+        .arg(xml)
+        .output()
+        .expect("python3 runs");
+    (!output.status.success()).then(|| format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+/// The JUnit XML as junitparser (Debian's python3-junitparser) reads it: suites with their
+/// counts, cases with their names and results (tests/tools/junit_cases.py).
+pub fn junitparser_read(xml: &Path) -> Value {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("/usr/bin/python3").arg(manifest.join("tests/tools/junit_cases.py")).arg(xml).output().expect("python3 runs");
+    assert!(output.status.success(), "junitparser failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("junit_cases.py prints JSON")
+}

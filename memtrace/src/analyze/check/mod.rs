@@ -5,9 +5,10 @@ pub mod suppressions;
 
 pub use settings::{CheckOptions, CiSettings};
 
-use crate::{
-    report::LeakKind,
-    report::{CheckSummary, Kind, Report, Stack},
+use crate::report::{
+    CheckSummary, Kind, LeakKind, Report, Stack,
+    printable::printable,
+    words::{bytes, plural},
 };
 
 pub use crate::report::DEFAULT_FAIL_ON;
@@ -32,11 +33,17 @@ pub fn fails(stack: &Stack, fail_on: &[LeakKind]) -> bool {
 
 /// Decides the check over every stack of `report` (call before `--top` trims them).
 pub fn decide(report: &Report, fail_on: &[LeakKind], leak_threshold: u64) -> CheckSummary {
-    decide_stacks(&report.stacks, fail_on, leak_threshold)
+    let mut check = decide_stacks(&report.stacks, fail_on, leak_threshold);
+    let order = |pid: &u32| report.processes.iter().position(|process| process.pid == *pid).unwrap_or(usize::MAX);
+    check.failing_processes.sort_by_key(|pid| (order(pid), *pid));
+    check
 }
 
 fn decide_stacks(stacks: &[Stack], fail_on: &[LeakKind], leak_threshold: u64) -> CheckSummary {
     let failing: Vec<&Stack> = stacks.iter().filter(|stack| fails(stack, fail_on)).collect();
+    let mut failing_processes: Vec<u32> = failing.iter().map(|stack| stack.pid).collect();
+    failing_processes.sort_unstable();
+    failing_processes.dedup();
     let suppressed = stacks.iter().filter(|stack| stack.suppressed_by.is_some());
     let failing_bytes = failing.iter().map(|stack| stack.bytes).fold(0, u64::saturating_add);
     CheckSummary {
@@ -48,32 +55,51 @@ fn decide_stacks(stacks: &[Stack], fail_on: &[LeakKind], leak_threshold: u64) ->
         suppressed_bytes: suppressed.clone().map(|stack| stack.bytes).fold(0, u64::saturating_add),
         suppressed_blocks: suppressed.map(|stack| stack.allocations).fold(0, u64::saturating_add),
         failing_stacks: failing.len() as u64,
+        failing_processes,
     }
 }
 
-/// One line for stderr saying what the check decided.
-pub fn describe(check: &CheckSummary) -> String {
+/// One line for stderr saying what the check decided; `report` names the failing processes
+/// when there are several processes.
+pub fn describe(check: &CheckSummary, report: &Report) -> String {
     let kinds: Vec<&str> = check.fail_on.iter().map(|kind| kind.words()).collect();
     let suppressed = if check.suppressed_blocks > 0 {
-        format!("; {} bytes in {} blocks suppressed", check.suppressed_bytes, check.suppressed_blocks)
+        format!("; {} in {} suppressed", bytes(check.suppressed_bytes), plural(check.suppressed_blocks, "block"))
     } else {
         String::new()
     };
     if check.passed {
         format!(
-            "memtrace: check passed: {} bytes {} (threshold {} bytes){suppressed}",
-            check.failing_bytes,
+            "memtrace: check passed: {} {} (threshold {}){suppressed}",
+            bytes(check.failing_bytes),
             kinds.join(" or "),
-            check.leak_threshold
+            bytes(check.leak_threshold)
         )
     } else {
+        let processes = if report.processes.len() > 1 && !check.failing_processes.is_empty() {
+            let named: Vec<String> = check
+                .failing_processes
+                .iter()
+                .map(|pid| {
+                    let command = report.processes.iter().find(|process| process.pid == *pid).map(|process| process.command.join(" "));
+                    format!("pid {pid} ({})", printable(&command.unwrap_or_default()))
+                })
+                .collect();
+            let count = match check.failing_processes.len() {
+                1 => "1 process".to_owned(),
+                count => format!("{count} processes"),
+            };
+            format!(" in {count}: {}", named.join(", "))
+        } else {
+            String::new()
+        };
         format!(
-            "memtrace: check failed: {} bytes in {} blocks {}, from {} stacks (threshold {} bytes){suppressed}",
-            check.failing_bytes,
-            check.failing_blocks,
+            "memtrace: check failed: {} in {} {}, from {}{processes} (threshold {}){suppressed}",
+            bytes(check.failing_bytes),
+            plural(check.failing_blocks, "block"),
             kinds.join(" or "),
-            check.failing_stacks,
-            check.leak_threshold
+            plural(check.failing_stacks, "stack"),
+            bytes(check.leak_threshold)
         )
     }
 }

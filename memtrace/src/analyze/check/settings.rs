@@ -6,7 +6,11 @@ use anyhow::{Context, Result};
 
 use super::{DEFAULT_FAIL_ON, EXIT_LEAKS_FOUND, Suppressions, decide, describe, fails, suppress, suppressions};
 use crate::{
-    report::{LeakKind, Report, options::Format, pending_file::PendingFile},
+    report::{
+        LeakKind, Report,
+        options::{Format, RenderOptions},
+        pending_file::PendingFile,
+    },
 };
 
 /// What the command line asked of the check (see `memtrace run --help`).
@@ -67,14 +71,16 @@ impl CiSettings {
     }
 
     /// Whether every stack must be kept until [`CiSettings::apply`] (the check and printed
-    /// suppressions look at all of them, not only the `--top` ones).
-    pub fn needs_all_stacks(&self) -> bool {
-        self.decide || self.print_to.is_some()
+    /// suppressions look at all of them, not only the `--top` ones; `--kinds` leaves some out
+    /// before `--top` picks).
+    pub fn needs_all_stacks(&self, render: &RenderOptions) -> bool {
+        self.decide || self.print_to.is_some() || render.filters_kinds()
     }
 
     /// Marks suppressed stacks, decides the check, writes the suppressions file, then keeps
-    /// only the `top` stacks.
-    pub fn apply(&mut self, report: &mut Report, top: Option<usize>) -> Result<()> {
+    /// only the `--top` stacks (unless `--kinds` leaves some out first: rendering picks them).
+    pub fn apply(&mut self, report: &mut Report, render: &RenderOptions) -> Result<()> {
+        let top = render.top.filter(|_| !render.filters_kinds());
         suppress(report, &self.suppressions);
         if self.decide {
             report.check = Some(decide(report, &self.fail_on, self.leak_threshold));
@@ -97,7 +103,7 @@ impl CiSettings {
     /// memtrace's exit code: the target's own failure first, then the check's.
     pub fn exit_code(&self, target_code: i32, report: &Report) -> i32 {
         let Some(check) = report.check.as_ref().filter(|_| self.check) else { return target_code };
-        eprintln!("{}", describe(check));
+        eprintln!("{}", describe(check, report));
         if target_code != 0 {
             eprintln!("memtrace: the target itself failed (exit status {target_code}); memtrace exits with its status");
             return target_code;

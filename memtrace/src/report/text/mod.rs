@@ -1,13 +1,13 @@
 //! Text for people: the top stacks with file:line per frame, then the totals.
 mod faults;
 mod memory;
-mod units;
+pub(super) mod units;
 
 use std::io::{self, Write};
 
 use units::{bytes, frame_line, plural};
 
-use super::{Growth, Kind, LeakKind, Mode, Report, printable::printable};
+use super::{Growth, Kind, LeakKind, LeakSummary, Mode, Report, Stack, options::KindFilter, printable::printable};
 
 /// Stacks shown when `--top` is not given.
 pub const DEFAULT_TOP: usize = 10;
@@ -15,7 +15,22 @@ pub const DEFAULT_TOP: usize = 10;
 /// Shown after the last frame of a stack whose walk was cut short.
 pub const TRUNCATED_NOTE: &str = "... (truncated: the unwinder could not go past this frame)";
 
-pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+/// Which stacks a text report leaves out for `--kinds`, and how many it left out.
+#[derive(Debug, Clone, Copy)]
+pub struct KindsShown {
+    /// The kinds shown, when not all are.
+    pub kinds: Option<KindFilter>,
+    /// Stacks of the report left out for being of other kinds.
+    pub hidden: u64,
+}
+
+impl KindsShown {
+    pub const ALL: KindsShown = KindsShown { kinds: None, hidden: 0 };
+}
+
+/// Renders `report`, whose stacks are already those of the kinds shown (`shown` says which
+/// were left out).
+pub fn render(report: &Report, top: Option<usize>, shown: KindsShown, out: &mut dyn Write) -> io::Result<()> {
     let summary = &report.summary;
     let counts = &summary.counts;
     writeln!(out, "memtrace: {}", headline(report))?;
@@ -27,47 +42,36 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         summary.stacks_total,
         if summary.stacks_total == 1 { "stack" } else { "stacks" },
     )?;
-    let shown = top.unwrap_or(DEFAULT_TOP).min(report.stacks.len());
-    // Scanned stacks are grouped by leak kind, most serious first, by bytes within a kind.
-    let mut ordered: Vec<&super::Stack> = report.stacks.iter().take(shown).collect();
-    ordered.sort_by_key(|stack| stack.leak_kind.map_or(4, |kind| kind as u8));
-    let mut group = None;
-    for (rank, stack) in ordered.into_iter().enumerate() {
-        writeln!(out)?;
-        if stack.leak_kind.is_some() && stack.leak_kind != group {
-            group = stack.leak_kind;
-            writeln!(out, "{}:", capitalized(stack.leak_kind.map_or("", LeakKind::words)))?;
+    if let Some(kinds) = shown.kinds {
+        let words: Vec<&str> = kinds.kinds().into_iter().map(LeakKind::words).collect();
+        let words = if words.is_empty() { "no leak kind".to_owned() } else { words.join(", ") };
+        writeln!(out, "Showing {words} (--kinds); {} of other kinds left out", plural(shown.hidden, "stack"))?;
+    }
+    let shown_count = top.unwrap_or(DEFAULT_TOP).min(report.stacks.len());
+    let groups = groups(report, shown_count);
+    let several = groups.len() > 1;
+    let mut rank = 0;
+    for (process, stacks) in groups {
+        if several {
+            writeln!(out)?;
+            writeln!(out, "{}", process_heading(report, process))?;
         }
-        let (what, unit) = match stack.kind {
-            Kind::Heap => ("", "allocation"),
-            Kind::Mmap => (" mapped", "mapping"),
-            Kind::Shm => (" of shared memory", "mapping"),
-            Kind::Brk => (" of break growth", "increment"),
-        };
-        writeln!(
-            out,
-            "#{}: {}{what} in {} (pid {}){}",
-            rank + 1,
-            bytes(stack.bytes),
-            plural(stack.allocations, unit),
-            stack.pid,
-            stack.growth.map(growth_note).unwrap_or_default(),
-        )?;
-        if let Some(by) = &stack.suppressed_by {
-            writeln!(out, "    (suppressed by {})", printable(by))?;
-        }
-        if let Some(why) = &stack.unavailable {
-            writeln!(out, "    (stack unavailable: {})", printable(why))?;
-        }
-        for (depth, frame) in stack.frames.iter().enumerate() {
-            writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
-        }
-        if stack.truncated {
-            writeln!(out, "    {TRUNCATED_NOTE}")?;
+        // Scanned stacks are grouped by leak kind, most serious first, by bytes within a kind.
+        let mut group = None;
+        for stack in stacks {
+            rank += 1;
+            writeln!(out)?;
+            if stack.leak_kind.is_some() && stack.leak_kind != group {
+                group = stack.leak_kind;
+                writeln!(out, "{}:", capitalized(stack.leak_kind.map_or("", LeakKind::words)))?;
+            }
+            write_stack(rank, stack, out)?;
         }
     }
-    if let Some(more) = summary.stacks_total.checked_sub(shown as u64).filter(|&more| more > 0) {
-        writeln!(out, "\n... {more} more stacks (use --top N to see more)")?;
+    let more = summary.stacks_total.saturating_sub(shown_count as u64).saturating_sub(shown.hidden);
+    if more > 0 {
+        let noun = if more == 1 { "stack" } else { "stacks" };
+        writeln!(out, "\n... {} more {noun} (use --top N to see more)", units::thousands(more))?;
     }
     if report.processes.len() > 1 {
         writeln!(out)?;
@@ -75,10 +79,11 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         for process in &report.processes {
             writeln!(
                 out,
-                "    pid {:<8} {} in {} outstanding, {} ({}) {}",
+                "    pid {:<8} {} in {} outstanding{}, {} ({}) {}",
                 process.pid,
                 bytes(process.summary.outstanding_bytes),
                 plural(process.summary.outstanding_allocations, "allocation"),
+                process.leaks.map(|leaks| format!("; {}", leak_words(&leaks))).unwrap_or_default(),
                 printable(&process.command.join(" ")),
                 ending(process.exit_code, process.signal, process.exited),
                 process.parent_pid.map(|parent| format!("child of {parent}")).unwrap_or_default(),
@@ -135,6 +140,80 @@ pub fn render(report: &Report, top: Option<usize>, out: &mut dyn Write) -> io::R
         faults::render_text(faults, top, out)?;
     }
     memory::render_text(&report.memory, out)
+}
+
+/// The first `count` stacks, by process when they come from several (in the order of
+/// `processes`, then any other pid), each group by leak kind.
+fn groups(report: &Report, count: usize) -> Vec<(u32, Vec<&Stack>)> {
+    let mut groups: Vec<(u32, Vec<&Stack>)> = Vec::new();
+    for stack in report.stacks.iter().take(count) {
+        match groups.iter_mut().find(|(pid, _)| *pid == stack.pid) {
+            Some((_, stacks)) => stacks.push(stack),
+            None => groups.push((stack.pid, vec![stack])),
+        }
+    }
+    let position = |pid: u32| report.processes.iter().position(|process| process.pid == pid).unwrap_or(usize::MAX);
+    groups.sort_by_key(|(pid, _)| (position(*pid), *pid));
+    for (_, stacks) in &mut groups {
+        stacks.sort_by_key(|stack| stack.leak_kind.map_or(4, |kind| kind as u8));
+    }
+    groups
+}
+
+/// `Process 123 (./t_leak a): exited with code 0; definitely lost 64 bytes in 1 block`.
+fn process_heading(report: &Report, pid: u32) -> String {
+    match report.processes.iter().find(|process| process.pid == pid) {
+        Some(process) => format!(
+            "Process {pid} ({}): {}{}",
+            printable(&process.command.join(" ")),
+            ending(process.exit_code, process.signal, process.exited),
+            process.leaks.map(|leaks| format!("; {}", leak_words(&leaks))).unwrap_or_default(),
+        ),
+        None => format!("Process {pid}:"),
+    }
+}
+
+/// The leak kinds a process has blocks of, or that it has none.
+fn leak_words(leaks: &LeakSummary) -> String {
+    let parts: Vec<String> = LeakKind::ALL
+        .iter()
+        .filter_map(|&kind| {
+            let (bytes_of, blocks) = leaks.of_kind(kind);
+            (blocks > 0 || bytes_of > 0).then(|| format!("{} {} in {}", kind.words(), bytes(bytes_of), plural(blocks, "block")))
+        })
+        .collect();
+    if parts.is_empty() { "no blocks left".to_owned() } else { parts.join(", ") }
+}
+
+/// One stack: its headline, then a line per frame.
+fn write_stack(rank: usize, stack: &Stack, out: &mut dyn Write) -> io::Result<()> {
+    let (what, unit) = match stack.kind {
+        Kind::Heap => ("", "allocation"),
+        Kind::Mmap => (" mapped", "mapping"),
+        Kind::Shm => (" of shared memory", "mapping"),
+        Kind::Brk => (" of break growth", "increment"),
+    };
+    writeln!(
+        out,
+        "#{rank}: {}{what} in {} (pid {}){}",
+        bytes(stack.bytes),
+        plural(stack.allocations, unit),
+        stack.pid,
+        stack.growth.map(growth_note).unwrap_or_default(),
+    )?;
+    if let Some(by) = &stack.suppressed_by {
+        writeln!(out, "    (suppressed by {})", printable(by))?;
+    }
+    if let Some(why) = &stack.unavailable {
+        writeln!(out, "    (stack unavailable: {})", printable(why))?;
+    }
+    for (depth, frame) in stack.frames.iter().enumerate() {
+        writeln!(out, "    #{depth:<2} {}", frame_line(frame))?;
+    }
+    if stack.truncated {
+        writeln!(out, "    {TRUNCATED_NOTE}")?;
+    }
+    Ok(())
 }
 
 /// Interval growth after a stack's headline; leak suspects stand out.
@@ -236,7 +315,7 @@ mod tests {
         lost.0.insert("from_the_future".to_owned(), 1000);
         for collection in [Collection::Events, Collection::Combined, Collection::Sampled] {
             let mut text = Vec::new();
-            render(&report(collection, lost.clone()), None, &mut text).expect("rendered");
+            render(&report(collection, lost.clone()), None, KindsShown::ALL, &mut text).expect("rendered");
             let (total, parts) = lost_line(&String::from_utf8(text).expect("text"));
             assert_eq!(parts.len(), LOSSES.len() + 1);
             assert_eq!(parts.iter().sum::<u64>(), total, "{collection:?}");
