@@ -85,6 +85,12 @@ fn product(count: u64, each: u64) -> u64 {
 #[inline(always)]
 fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // The kernel runs this only in processes it was attached for, but a vfork child shares
+    // its parent's memory (and breakpoints) until it execs, and a process memtrace stopped
+    // tracing keeps its probes until their removal completes: the traced set decides.
+    if !by_id::is_traced(pid_tgid) {
+        return; // (the return probe then finds no entry: no check needed there)
+    }
     let sp = stack_pointer(ctx.regs);
     if let Some(existing) = by_id::call(pid_tgid) {
         if existing.entry_sp >= sp {

@@ -68,6 +68,10 @@ fn inside_delete(pid_tgid: u64, addr: u64, sp: u64) -> bool {
 #[inline(always)]
 fn release(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // As for allocations (see `alloc::enter`).
+    if !by_id::is_traced(pid_tgid) {
+        return None;
+    }
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         count(Counter::NullFree);

@@ -4,8 +4,8 @@
 //! gained, the user stack. A call made inside an allocator call (malloc's own mmap or brk) is
 //! marked internal: the block the caller asked for is what counts.
 //!
-//! Tracepoints fire for every process, so each program here checks the traced set itself
-//! (`by_id::is_traced`), where a uprobe, attached for one process, needs not.
+//! Tracepoints fire for every process; each program here checks the traced set
+//! (`by_id::is_traced`).
 //!
 //! Called through libc's wrappers (mmap, mremap, shmat, brk, sbrk), the event waits for the
 //! wrapper's return (a uretprobe) to take the user stack there: inside a frameless wrapper a

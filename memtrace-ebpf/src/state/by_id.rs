@@ -30,9 +30,9 @@ static CALL_SLOTS: Array<InFlight> = Array::with_max_entries(1, 0);
 #[map(name = "MARK_SLOTS")]
 static MARK_SLOTS: Array<FreeMark> = Array::with_max_entries(1, 0);
 
-/// The processes traced, by process id (beyond `TRACED_SLOTS`), for the programs that fire
-/// machine-wide (the syscall tracepoints, page faults, the loader stop). The uprobes need no
-/// check: each is attached for its one process, and the kernel filters.
+/// The processes traced, by process id (beyond `TRACED_SLOTS`): every program checks it, those
+/// that fire machine-wide (syscall tracepoints, page faults) and the uprobes (see
+/// `alloc::enter`).
 #[map(name = "TRACED")]
 static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(64 * 1024, 0);
 
