@@ -49,6 +49,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         allocators: HashMap::from([(main_pid, allocator.clone())]),
         options: &options,
         scan: every_block && options.leak_kinds,
+        command_execed: false,
     };
     run.trace.open_window();
     target.release();
@@ -87,6 +88,9 @@ struct Run<'a> {
     options: &'a RunOptions,
     /// Scan each process at its exit for leak kinds.
     scan: bool,
+    /// The target's pid has made its first exec: it runs the command, no longer memtrace's
+    /// forked child.
+    command_execed: bool,
 }
 
 impl Run<'_> {
@@ -109,6 +113,9 @@ impl Run<'_> {
                         target.resume();
                     }
                     Some(TargetEvent::Exec { pid }) => {
+                        if pid == main_pid && !std::mem::replace(&mut self.command_execed, true) {
+                            self.trace.forget_launcher_faults(pid);
+                        }
                         self.exec(pid);
                         target.resume();
                     }
