@@ -213,11 +213,9 @@ impl Trace {
             if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
                 return;
             }
-            // A record with frames after it; a walk the kernel handed over is finished first. A
-            // fault always carries its stack: none after it is a walk of no frame (an empty
-            // stack, not the agent's stack 0).
-            let walked = !rest.is_empty() || event.kind == EventKind::Fault as u32;
-            let stack = (event.stack_id >= 0 && walked)
+            // A record with its stack (a fault's may be empty); a walk the kernel handed over is
+            // finished first.
+            let stack = unwind::carries_stack(&event, rest)
                 .then(|| unwind::stack_of_record(unwinder.as_mut(), &event, rest, stack_depth));
             event.flags &= !stack_flags::ALL;
             if event.kind == EventKind::Shmat as u32 {
