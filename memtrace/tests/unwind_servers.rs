@@ -124,7 +124,7 @@ fn nginx_requests_are_walked_from_its_allocator_through_request_handling_to_main
             .arg(&config_path)
             .stdout(Stdio::null())
             .spawn()
-            .expect("nginx starts (cargo xtask setup installs nginx-light)"),
+            .expect("nginx starts (cargo xtask setup installs nginx)"),
     );
     let master_pid = master.0.id();
     let mut worker = 0;

@@ -42,7 +42,7 @@ const PACKAGES: &[(&str, &str)] = &[
     // unwinding tests walk (memtrace/tests/unwind_servers.rs runs its own nginx on the loopback
     // with its own configuration; where the package manager may start services, installing the
     // package also starts the system's nginx).
-    ("nginx-light", "/usr/sbin/nginx"),
+    ("nginx", "/usr/sbin/nginx"),
 ];
 
 pub fn ensure() -> Result<()> {
