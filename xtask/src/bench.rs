@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: memtrace's overhead measured side by side in one run, on a bundled
 //! malloc-heavy program: untraced, the probe floor (the same probes running empty programs),
-//! memtrace, and bpftrace running a memleak-equivalent script. Prints a table and writes
-//! `target/bench/summary.json`.
+//! memtrace, and bpftrace running a memleak-equivalent script; and the stack walk's cost, on
+//! bench/deep_stack.c allocating 8 calls deep: built without frame pointers and walked by unwind
+//! tables, built with them and walked by frame pointer, and both untraced. Prints a table and
+//! writes `target/bench/summary.json`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -18,6 +20,13 @@ const PAIRS: u64 = 500_000;
 const HELD: u64 = 1_000_000;
 /// Mean bytes between samples for the sampling row: jemalloc's default (lg_prof_sample 19).
 const SAMPLE_BYTES: &str = "524288";
+/// The stack-walking columns: bench/deep_stack.c makes its allocations this many calls below
+/// its first frame of `down` (8 frames of it, DEPTH + 5 frames in all), and this many pairs.
+const DEEP_DEPTH: u32 = 7;
+const DEEP_PAIRS: u64 = 200_000;
+/// A second depth for the kernel's cost per frame: (ns at the deeper one - ns at DEEP_DEPTH) /
+/// the difference.
+const DEEPER_DEPTH: u32 = 47;
 
 /// The ways of running the benchmark program, a column each, in the order of `WAYS`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,6 +63,12 @@ pub fn run(root: &Path) -> Result<()> {
     compile(&root.join("bench/alloc_bench.c"), &bench, "-O2")?;
     let stacks10k = out.join("stacks10k");
     compile(&root.join("bench/stacks10k.c"), &stacks10k, "-O0")?;
+    // The same program shape twice: without frame pointers (walked by unwind tables) and with
+    // them (walked by frame pointer).
+    let deep_tables = out.join("deep_stack_no_frame_pointers");
+    compile_with(&root.join("bench/deep_stack.c"), &deep_tables, &["-O2", "-g", "-fomit-frame-pointer"])?;
+    let deep_fp = out.join("deep_stack_frame_pointers");
+    compile_with(&root.join("bench/deep_stack.c"), &deep_fp, &["-O2", "-g", "-fno-omit-frame-pointer"])?;
     let memtrace = root.join("target/release/memtrace");
     // The same machine-wide lock the integration tests take: they check that no memtrace
     // program is loaded after each of theirs, and a benchmark running beside them would also
@@ -122,7 +137,22 @@ pub fn run(root: &Path) -> Result<()> {
         }
         summary.insert(format!("lost_events_{threads}_threads"), json!(lost));
     }
-    let total_lost: u64 = rows.iter().map(|row| row.lost).sum();
+    let deep = deep_stacks(&memtrace, &report, &deep_tables, &deep_fp)?;
+    summary.insert("deep_untraced_ns".into(), json!(deep.untraced));
+    summary.insert("deep_untraced_frame_pointers_ns".into(), json!(deep.untraced_fp));
+    summary.insert("deep_fp_ns".into(), json!(deep.fp));
+    summary.insert("deep_tables_ns".into(), json!(deep.tables));
+    summary.insert("deep_kernel_ns_per_frame_tables".into(), json!(deep.kernel_per_frame_tables));
+    summary.insert("deep_kernel_ns_per_frame_fp".into(), json!(deep.kernel_per_frame_fp));
+    summary.insert("deep_alloc_exit_ns_tables".into(), json!(deep.alloc_exit_tables));
+    summary.insert("deep_alloc_exit_ns_fp".into(), json!(deep.alloc_exit_fp));
+    summary.insert("deep_lost_events".into(), json!(deep.lost));
+    summary.insert("deep_unwind_table_bytes".into(), json!(deep.table_bytes));
+    summary.insert(
+        "deep_unwind_modules".into(),
+        Value::Array(deep.modules.iter().map(|(path, rows)| json!({"path": path, "rows": rows})).collect()),
+    );
+    let total_lost: u64 = rows.iter().map(|row| row.lost).sum::<u64>() + deep.lost;
 
     // The kernel-side programs' own time per pair, from the kernel's BPF run-time stats
     // (`--program-stats`): far less noisy than wall-clock rows on a shared machine. The uprobe
@@ -245,6 +275,26 @@ pub fn run(root: &Path) -> Result<()> {
     );
     println!("agent CPU: {:.2} s per million outstanding allocations", cpu_seconds * 1e6 / extra);
     println!("symbolizing and rendering {stacks_reported} distinct stacks: {:.2} s", all_stacks - one_stack);
+    println!(
+        "stack walking, ns per malloc+free pair, 1 thread, median of {RUNS} runs of {DEEP_PAIRS} pairs, {} frames per stack:",
+        DEEP_DEPTH + 5
+    );
+    println!(
+        "  untraced {:.1} (built with frame pointers {:.1}); --unwind fp (frame pointers) {:.1}; --unwind tables (none) {:.1}; lost {}",
+        deep.untraced, deep.untraced_fp, deep.fp, deep.tables, deep.lost
+    );
+    let fp_cost = deep.fp - deep.untraced_fp;
+    let tables_cost = deep.tables - deep.untraced;
+    println!(
+        "  cost over untraced: tables {tables_cost:.1}, frame pointers {fp_cost:.1}: {:.2}x (target 1.5x or less)",
+        tables_cost / fp_cost
+    );
+    println!(
+        "  kernel (alloc_exit, --program-stats): {:.0} ns per stack by tables, {:.0} by frame pointer; {:.1} ns per frame by tables, {:.1} by frame pointer",
+        deep.alloc_exit_tables, deep.alloc_exit_fp, deep.kernel_per_frame_tables, deep.kernel_per_frame_fp
+    );
+    let described: Vec<String> = deep.modules.iter().map(|(path, rows)| format!("{path} {rows} rows")).collect();
+    println!("  unwind tables: {} bytes of kernel memory ({})", deep.table_bytes, described.join(", "));
 
     // Last, the soak: minutes of a service's life, for the agent's memory and losses over time.
     let soak = crate::soak::run(root, &memtrace)?;
@@ -307,6 +357,122 @@ pub fn compile(source: &Path, binary: &Path, optimization: &str) -> Result<()> {
             .arg(source),
         &format!("compiling {}", source.display()),
     )
+}
+
+fn compile_with(source: &Path, binary: &Path, flags: &[&str]) -> Result<()> {
+    crate::status(
+        Command::new("cc").args(flags).arg("-o").arg(binary).arg(source),
+        &format!("compiling {}", source.display()),
+    )
+}
+
+/// The stack-walking columns.
+struct Deep {
+    /// ns per pair: the build without frame pointers untraced, and with them untraced; the
+    /// latter traced with --unwind fp, the former with --unwind tables.
+    untraced: f64,
+    untraced_fp: f64,
+    fp: f64,
+    tables: f64,
+    /// alloc_exit's kernel time per run (one stack walk each) at DEEP_DEPTH, and per frame.
+    alloc_exit_tables: f64,
+    alloc_exit_fp: f64,
+    kernel_per_frame_tables: f64,
+    kernel_per_frame_fp: f64,
+    lost: u64,
+    /// The unwind tables' kernel memory, and each module's rows.
+    table_bytes: u64,
+    modules: Vec<(String, u64)>,
+}
+
+fn deep_stacks(memtrace: &Path, report: &Path, no_frame_pointers: &Path, frame_pointers: &Path) -> Result<Deep> {
+    let pairs = DEEP_PAIRS.to_string();
+    let traced = |binary: &Path, method: &str, depth: u32, stats: bool| {
+        let mut command = memtrace_run(memtrace, report);
+        command.args(["--unwind", method]);
+        if stats {
+            command.arg("--program-stats");
+        }
+        command.arg("--").arg(binary).args([depth.to_string(), pairs.clone()]);
+        command
+    };
+    // In rounds, every other one reversed, as the rows above.
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut lost = 0;
+    let mut table_bytes = 0;
+    let mut modules = Vec::new();
+    for round in 0..RUNS {
+        for step in 0..4 {
+            let column = if round % 2 == 0 { step } else { 3 - step };
+            let depth = DEEP_DEPTH.to_string();
+            let ns = match column {
+                0 => churn(Command::new(no_frame_pointers).args([&depth, &pairs]))?,
+                1 => churn(Command::new(frame_pointers).args([&depth, &pairs]))?,
+                2 => churn(&mut traced(frame_pointers, "fp", DEEP_DEPTH, false))?,
+                _ => churn(&mut traced(no_frame_pointers, "tables", DEEP_DEPTH, false))?,
+            };
+            if column >= 2 {
+                let recorded = read_json(report)?;
+                lost += recorded["summary"]["lost_events"].as_u64().unwrap_or(0);
+                if column == 3 {
+                    table_bytes = recorded["unwind"]["table_bytes"].as_u64().unwrap_or(0);
+                    modules = recorded["unwind"]["modules"]
+                        .as_array()
+                        .map(|modules| {
+                            modules
+                                .iter()
+                                .map(|module| {
+                                    (
+                                        module["path"].as_str().unwrap_or("").to_owned(),
+                                        module["rows"].as_u64().unwrap_or(0),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                }
+            }
+            samples[column].push(ns);
+        }
+    }
+    let [untraced, untraced_fp, fp, tables] = [0, 1, 2, 3].map(|column| median(&mut samples[column]));
+    // alloc_exit's ns per run at two depths, 3 rounds of the four, the median of each.
+    let mut kernel: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    for _ in 0..3 {
+        for (column, (binary, method, depth)) in [
+            (frame_pointers, "fp", DEEP_DEPTH),
+            (frame_pointers, "fp", DEEPER_DEPTH),
+            (no_frame_pointers, "tables", DEEP_DEPTH),
+            (no_frame_pointers, "tables", DEEPER_DEPTH),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            churn(&mut traced(binary, method, depth, true))?;
+            let recorded = read_json(report)?;
+            let alloc_exit = recorded["kernel_programs"]
+                .as_array()
+                .and_then(|programs| programs.iter().find(|program| program["program"] == "alloc_exit"))
+                .and_then(|program| program["ns_per_run"].as_f64())
+                .context("no alloc_exit in kernel_programs")?;
+            kernel[column].push(alloc_exit);
+        }
+    }
+    let [fp_shallow, fp_deep, tables_shallow, tables_deep] = [0, 1, 2, 3].map(|column| median(&mut kernel[column]));
+    let frames = f64::from(DEEPER_DEPTH - DEEP_DEPTH);
+    Ok(Deep {
+        untraced,
+        untraced_fp,
+        fp,
+        tables,
+        alloc_exit_tables: tables_shallow,
+        alloc_exit_fp: fp_shallow,
+        kernel_per_frame_tables: (tables_deep - tables_shallow) / frames,
+        kernel_per_frame_fp: (fp_deep - fp_shallow) / frames,
+        lost,
+        table_bytes,
+        modules,
+    })
 }
 
 fn read_json(path: &Path) -> Result<Value> {

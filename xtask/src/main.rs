@@ -26,7 +26,8 @@ enum Task {
     /// Install what building and testing need, if missing: LLVM 22 (Debian's llvm-22-dev),
     /// bpf-linker built against it, nightly Rust's rust-src, bpftool, a C and C++ compiler,
     /// and what the tests use: the jemalloc, tcmalloc and mimalloc libraries they trace targets
-    /// with, valgrind, protoc and Python's protobuf and jsonschema, binutils and groff.
+    /// with, valgrind, protoc and Python's protobuf and jsonschema, binutils and groff, libc's
+    /// and libstdc++'s debug packages, and nginx.
     Setup,
     /// Set up, build, and run `memtrace run` on the bundled leaky example.
     Demo,

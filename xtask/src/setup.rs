@@ -37,6 +37,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("golang-go", "/usr/bin/go"),
     ("python3-xmlschema", "/usr/lib/python3/dist-packages/xmlschema/__init__.py"),
     ("python3-junitparser", "/usr/lib/python3/dist-packages/junitparser/__init__.py"),
+    // Names for libc's and the loader's frames (their separate debug files, by build-id under
+    // /usr/lib/debug): the demo's output in README.md shows them, and the unwinding tests compare
+    // libc's frames with valgrind's.
+    ("libc6-dbg", "/usr/share/doc/libc6-dbg/copyright"),
+    // libstdc++ built with debug info, beside the stripped one (LD_LIBRARY_PATH=its directory):
+    // the unwinding tests name libstdc++'s own frames with it (memtrace/tests/unwind_software.rs).
+    ("libstdc++6-12-dbg", "/usr/lib/x86_64-linux-gnu/debug/libstdc++.so.6"),
+    // Software as Debian ships it, stripped and built without frame pointers, whose stacks the
+    // unwinding tests walk (memtrace/tests/unwind_servers.rs runs its own nginx on the loopback
+    // with its own configuration; where the package manager may start services, installing the
+    // package also starts the system's nginx).
+    ("nginx", "/usr/sbin/nginx"),
 ];
 
 pub fn ensure() -> Result<()> {

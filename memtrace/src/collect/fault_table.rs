@@ -51,11 +51,13 @@ pub struct FaultTable {
     period: u64,
     by_stack: BTreeMap<(u32, i32), FaultCounts>,
     mappings: HashMap<u32, MappingsCache>,
+    /// Faults of a process before this time (CLOCK_MONOTONIC ns) are not counted.
+    forgotten_before: HashMap<u32, u64>,
 }
 
 impl FaultTable {
     pub fn new(period: u64) -> Self {
-        Self { period, by_stack: BTreeMap::new(), mappings: HashMap::new() }
+        Self { period, by_stack: BTreeMap::new(), mappings: HashMap::new(), forgotten_before: HashMap::new() }
     }
 
     /// The sampling period: 1 counts every fault, N one in N (counts are then estimates).
@@ -65,6 +67,9 @@ impl FaultTable {
 
     /// Counts one fault event (its `stack_id` already the agent's id, or a negative errno).
     pub fn record(&mut self, event: &Event) {
+        if self.forgotten_before.get(&event.tgid).is_some_and(|&until| event.timestamp_ns < until) {
+            return;
+        }
         let kind = self.classify(event.tgid, event.addr);
         let weight = event.size.max(1);
         let counts = self.by_stack.entry((event.tgid, event.stack_id)).or_default();
@@ -74,6 +79,15 @@ impl FaultTable {
             counts.minor += weight;
         }
         add_kind(&mut counts.kinds, kind, weight);
+    }
+
+    /// Forgets every fault of `pid` before `until_ns` (CLOCK_MONOTONIC), counted already or
+    /// still to come in the ring buffer (run mode: what the target's pid faulted before its
+    /// first exec was memtrace's own forked child, not the command).
+    pub fn forget_before(&mut self, pid: u32, until_ns: u64) {
+        self.by_stack.retain(|&(owner, _), _| owner != pid);
+        self.mappings.remove(&pid);
+        self.forgotten_before.insert(pid, until_ns);
     }
 
     /// The process's mappings changed (mmap, munmap, ...): re-read them before the next lookup.
@@ -203,5 +217,22 @@ mod tests {
         assert_eq!(table.stacks().count(), 2);
         assert_eq!(table.process(1), FaultCounts::default());
         assert_eq!(table.all(), process);
+    }
+
+    #[test]
+    fn forgetting_a_process_keeps_the_others_and_its_later_faults() {
+        let mut table = FaultTable::new(1);
+        table.record(&fault_event(7, 1, false, 1));
+        table.record(&fault_event(7, 2, true, 1));
+        table.record(&fault_event(8, 1, false, 1));
+        table.forget_before(7, 5);
+        assert_eq!(table.process(7), FaultCounts::default());
+        assert_eq!(table.process(8).minor, 1);
+        // One from before the time, read late from the ring buffer: not counted; one after it is.
+        table.record(&fault_event(7, 1, false, 1));
+        assert_eq!(table.process(7), FaultCounts::default());
+        table.record(&Event { timestamp_ns: 6, ..fault_event(7, 1, false, 1) });
+        assert_eq!(table.process(7).minor, 1);
+        assert_eq!(table.stacks().count(), 2);
     }
 }

@@ -65,6 +65,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         trace_only,
         untraced,
         parents: HashMap::new(),
+        command_execed: false,
     };
     run.trace.open_window();
     target.release();
@@ -113,6 +114,9 @@ struct Run<'a> {
     untraced: HashSet<u32>,
     /// The parent of each process that was forked untraced, for when an exec makes it traced.
     parents: HashMap<u32, Option<u32>>,
+    /// The target's pid has made its first exec: it runs the command, no longer memtrace's
+    /// forked child.
+    command_execed: bool,
 }
 
 impl Run<'_> {
@@ -135,6 +139,9 @@ impl Run<'_> {
                         target.resume();
                     }
                     Some(TargetEvent::Exec { pid }) => {
+                        if pid == main_pid && !std::mem::replace(&mut self.command_execed, true) {
+                            self.trace.forget_launcher_faults(pid);
+                        }
                         self.exec(pid);
                         target.resume();
                     }

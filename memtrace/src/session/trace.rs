@@ -182,6 +182,18 @@ impl Trace {
         Ok(())
     }
 
+    /// Run mode, at the target's first exec stop: until then its pid was memtrace's own forked
+    /// child (released from its hold, calling execve), whose page faults (its stack's
+    /// copy-on-write pages, and the kernel's writes of the new image's stack during execve,
+    /// with the old image's registers) are not the command's. Forgets them, and those still
+    /// unread in the ring buffer.
+    pub fn forget_launcher_faults(&mut self, pid: u32) {
+        let now = monotonic_ns();
+        if let Some(faults) = self.collected.faults.as_mut() {
+            faults.forget_before(pid, now);
+        }
+    }
+
     /// Takes in every event waiting in the ring buffer.
     pub fn drain(&mut self) {
         let (collected, window, seen) = (&mut self.collected, self.window, &mut self.kernel.events_seen);
@@ -197,8 +209,9 @@ impl Trace {
             if !(window.start_monotonic_ns..=window.end_monotonic_ns).contains(&event.timestamp_ns) {
                 return;
             }
-            // A record with frames after it; a walk the kernel handed over is finished first.
-            let stack = (event.stack_id >= 0 && !rest.is_empty())
+            // A record with its stack (a fault's may be empty); a walk the kernel handed over is
+            // finished first.
+            let stack = unwind::carries_stack(&event, rest)
                 .then(|| unwind::stack_of_record(unwinder.as_mut(), &event, rest, stack_depth));
             event.flags &= !stack_flags::ALL;
             if event.kind == EventKind::Shmat as u32 {

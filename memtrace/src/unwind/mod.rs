@@ -38,7 +38,7 @@ use memtrace_common::unwind::{ExecMapping, MAX_EXEC_MAPPINGS, NO_TABLE, StackCop
 pub use kernel::{Capacity, KernelTables};
 pub use crate::report::unwind::{Method, ModuleReport, UnwindReport};
 pub use loader::debug_state_point;
-pub use records::{apply_mapping_event, stack_of_record};
+pub use records::{apply_mapping_event, carries_stack, stack_of_record};
 
 use crate::target::maps::{self as procmaps, Mapping};
 

@@ -16,6 +16,14 @@ pub fn apply_mapping_event(unwinder: &mut Unwinder, event: &Event) {
     }
 }
 
+/// Whether `event`'s record carries a stack: frames follow it (`rest`), or it is a page fault,
+/// which always carries the walk's frames, none when the walk found none (its `stack_id` the
+/// count, 0: not the agent's stack 0). A negative `stack_id` is the kernel's error for a failed
+/// capture.
+pub fn carries_stack(event: &Event, rest: &[u8]) -> bool {
+    event.stack_id >= 0 && (!rest.is_empty() || event.kind == EventKind::Fault as u32)
+}
+
 /// The frames that follow `event` in its record (`rest`), innermost first, at most `limit`,
 /// and whether the walk was cut short. A walk the kernel handed over (`COPY_FOLLOWS`) is
 /// finished here by `unwinder`; without one it stays truncated.
@@ -38,5 +46,34 @@ pub fn stack_of_record(unwinder: Option<&mut Unwinder>, event: &Event, rest: &[u
             (frames, truncated)
         }
         None => (frames, true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, stack_id: i32) -> Event {
+        Event {
+            kind: kind as u32,
+            tgid: 1,
+            stack_id,
+            flags: 0,
+            size: 1,
+            addr: 0x1000,
+            old_addr: 0,
+            old_size: 0,
+            timestamp_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_fault_walked_to_no_frame_carries_an_empty_stack_and_a_free_none() {
+        let frame = 0x40_1000u64.to_ne_bytes();
+        assert!(carries_stack(&event(EventKind::Fault, 0), &[]));
+        assert_eq!(stack_of_record(None, &event(EventKind::Fault, 0), &[], 8), (Vec::new(), false));
+        assert!(carries_stack(&event(EventKind::Alloc, 1), &frame));
+        assert!(!carries_stack(&event(EventKind::Free, 0), &[]));
+        assert!(!carries_stack(&event(EventKind::Fault, -14), &[]));
     }
 }

@@ -2,6 +2,8 @@
 //! `memtrace` binary against them, read its JSON, and check that no probe stays behind.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod chains;
+
 use std::{
     fs::File,
     path::{Path, PathBuf},
