@@ -16,22 +16,14 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&object, b"").with_context(|| format!("writing the empty {}", object.display()))?;
         return Ok(());
     }
-    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("reading the workspace metadata")?;
+    let cargo_metadata::Metadata { packages, .. } =
+        cargo_metadata::MetadataCommand::new().no_deps().exec().context("reading the workspace metadata")?;
     let ebpf = packages
         .into_iter()
         .find(|package| package.name.as_str() == "memtrace-ebpf")
         .ok_or_else(|| anyhow!("the memtrace-ebpf package is not in the workspace"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent directory", ebpf.manifest_path))?;
-    let package = aya_build::Package {
-        name: ebpf.name.as_str(),
-        root_dir: root_dir.as_str(),
-        ..Default::default()
-    };
+    let root_dir =
+        ebpf.manifest_path.parent().ok_or_else(|| anyhow!("{} has no parent directory", ebpf.manifest_path))?;
+    let package = aya_build::Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), ..Default::default() };
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }

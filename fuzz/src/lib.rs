@@ -43,7 +43,7 @@ pub fn report(data: &[u8]) {
     let render = |format, top, weight, sort| {
         let mut out = Vec::new();
         // An error (a renderer refusing the report) is an answer; only a panic is a failure.
-        let _ = report::render(&report, &RenderOptions { format, top, weight, sort }, &mut out);
+        let _ = report::render(&report, &RenderOptions { top, weight, sort, ..RenderOptions::new(format) }, &mut out);
     };
     for sort in [SortBy::Bytes, SortBy::Count] {
         render(Format::Text, None, Weight::Bytes, sort);
@@ -52,6 +52,13 @@ pub fn report(data: &[u8]) {
     render(Format::Json, None, Weight::Bytes, SortBy::Bytes);
     render(Format::Junit, None, Weight::Bytes, SortBy::Bytes);
     render(Format::Pprof, None, Weight::Bytes, SortBy::Bytes);
+    // JUnit's file and line attributes come from the report's frames.
+    let mut out = Vec::new();
+    let _ = report::render(
+        &report,
+        &RenderOptions { junit_locations: true, ..RenderOptions::new(Format::Junit) },
+        &mut out,
+    );
     for weight in [Weight::Bytes, Weight::Allocations, Weight::Faults] {
         render(Format::Folded, None, weight, SortBy::Bytes);
         render(Format::Svg, Some(2), weight, SortBy::Bytes);

@@ -61,22 +61,16 @@ impl Counter {
 
     pub const fn info(self) -> CounterInfo {
         let (key, words, loss, hint) = match self {
-            Counter::RingBufferFull => {
-                ("ring_buffer_full", "ring buffer full", true, "raise --ring-buffer-size")
-            }
+            Counter::RingBufferFull => ("ring_buffer_full", "ring buffer full", true, "raise --ring-buffer-size"),
             Counter::StackCaptureFailed => ("stack_capture_failed", "stack capture failed", true, ""),
             Counter::InFlightFull => ("in_flight_full", "in-flight table full", true, ""),
             Counter::StaleInFlight => ("stale_in_flight", "returns missed", true, ""),
             Counter::NullFree => ("null_frees", "frees of NULL", false, ""),
             Counter::ArgumentUnreadable => ("argument_unreadable", "results unreadable", true, ""),
-            Counter::LiveBlocksFull => {
-                ("live_blocks_full", "kernel block table full", true, "raise --live-blocks")
-            }
+            Counter::LiveBlocksFull => ("live_blocks_full", "kernel block table full", true, "raise --live-blocks"),
             Counter::UnknownFree => ("unknown_frees", "frees of blocks not held", false, ""),
             Counter::FailedRealloc => ("failed_reallocs", "failed reallocs", false, ""),
-            Counter::StackSumsFull => {
-                ("stack_sums_full", "kernel stack sums full", true, "raise --stack-slots")
-            }
+            Counter::StackSumsFull => ("stack_sums_full", "kernel stack sums full", true, "raise --stack-slots"),
         };
         CounterInfo { key, words, loss, hint }
     }
@@ -86,8 +80,7 @@ impl Counter {
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
 /// Ring-buffer records the agent could not decode: a loss the agent counts itself.
-pub const UNDECODABLE: CounterInfo =
-    CounterInfo { key: "malformed", words: "undecodable", loss: true, hint: "" };
+pub const UNDECODABLE: CounterInfo = CounterInfo { key: "malformed", words: "undecodable", loss: true, hint: "" };
 
 /// Every loss, in the order reports list them: the kernel's, then the agent's own.
 pub const LOSSES: [CounterInfo; 8] = {

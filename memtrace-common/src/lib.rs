@@ -167,7 +167,6 @@ pub struct FreeMark {
     pub sp: u64,
 }
 
-
 /// Deepest user stack captured (the kernel's `PERF_MAX_STACK_DEPTH`).
 pub const MAX_STACK_DEPTH: usize = 127;
 

@@ -551,9 +551,15 @@ mod tests {
         let words = [(0x7000, 0x1111), (0x7008, 0x2222)];
         let plt = row(0, cfa_kind::PLT, 11, rbp_kind::UNCHANGED, 0);
         let before_push = Registers { pc: 0x1026, sp: 0x7000, bp: 0 };
-        assert_eq!(step(&plt, before_push, &mut memory(&words)), Step::Caller(Registers { pc: 0x1111, sp: 0x7008, bp: 0 }));
+        assert_eq!(
+            step(&plt, before_push, &mut memory(&words)),
+            Step::Caller(Registers { pc: 0x1111, sp: 0x7008, bp: 0 })
+        );
         let after_push = Registers { pc: 0x102b, ..before_push };
-        assert_eq!(step(&plt, after_push, &mut memory(&words)), Step::Caller(Registers { pc: 0x2222, sp: 0x7010, bp: 0 }));
+        assert_eq!(
+            step(&plt, after_push, &mut memory(&words)),
+            Step::Caller(Registers { pc: 0x2222, sp: 0x7010, bp: 0 })
+        );
     }
 
     #[test]
@@ -583,9 +589,15 @@ mod tests {
         // Below sp, misaligned, too far: garbage.
         assert_eq!(frame_pointer_step(Registers { bp: 0x6ff0, ..regs }, &mut memory(&words)), Step::Truncated);
         assert_eq!(frame_pointer_step(Registers { bp: 0x7104, ..regs }, &mut memory(&words)), Step::Truncated);
-        assert_eq!(frame_pointer_step(Registers { bp: 0x7000 + (9 << 20), ..regs }, &mut Every(Some(1))), Step::Truncated);
+        assert_eq!(
+            frame_pointer_step(Registers { bp: 0x7000 + (9 << 20), ..regs }, &mut Every(Some(1))),
+            Step::Truncated
+        );
         // A no-information row steps the same way.
-        assert_eq!(step(&row(0, cfa_kind::NO_INFO, 0, 0, 0), regs, &mut memory(&words)), Step::Caller(Registers { pc: 0x4242, sp: 0x7110, bp: 0 }));
+        assert_eq!(
+            step(&row(0, cfa_kind::NO_INFO, 0, 0, 0), regs, &mut memory(&words)),
+            Step::Caller(Registers { pc: 0x4242, sp: 0x7110, bp: 0 })
+        );
     }
 
     #[test]
@@ -618,7 +630,13 @@ mod tests {
             })
             .map(|index| index.min(pcs.len() as u32 - 1))
             .collect();
-        let table = UnwindTable { base: 0x40_0000, first_row: 0, rows: pcs.len() as u32, first_page: 0, pages: pages.len() as u32 };
+        let table = UnwindTable {
+            base: 0x40_0000,
+            first_row: 0,
+            rows: pcs.len() as u32,
+            first_page: 0,
+            pages: pages.len() as u32,
+        };
         (table, pages)
     }
 
@@ -636,7 +654,14 @@ mod tests {
         assert_eq!(find(1 << 40), Some(7));
         // Below the table's base there is no information.
         let rows: Vec<UnwindRow> = pcs.iter().map(|&pc| row(pc, cfa_kind::RSP, 8, rbp_kind::UNCHANGED, 0)).collect();
-        let found = |address| row_for(&table, address, |page| pages.get(page as usize).copied(), |index| rows.get(index as usize).copied());
+        let found = |address| {
+            row_for(
+                &table,
+                address,
+                |page| pages.get(page as usize).copied(),
+                |index| rows.get(index as usize).copied(),
+            )
+        };
         assert_eq!(found(table.base - 1).map(|row| row.cfa_kind), Some(cfa_kind::NO_INFO));
         assert_eq!(found(table.base + 0x1001).map(|row| row.pc), Some(0x1000));
         // A page index pointing outside the rows, or rows that cannot be read, find nothing
@@ -662,7 +687,15 @@ mod tests {
 
     #[test]
     fn a_stack_copy_reads_only_what_it_holds() {
-        let mut copy = StackCopy { pc: 0, sp: 0, bp: 0, base: 0x7000, length: 16, return_address: 1, bytes: [0; STACK_COPY_BYTES] };
+        let mut copy = StackCopy {
+            pc: 0,
+            sp: 0,
+            bp: 0,
+            base: 0x7000,
+            length: 16,
+            return_address: 1,
+            bytes: [0; STACK_COPY_BYTES],
+        };
         copy.bytes[8..16].copy_from_slice(&0x4242u64.to_ne_bytes());
         assert_eq!(copy.read(0x7008), Some(0x4242));
         assert_eq!(copy.read(0x7009), None);

@@ -75,9 +75,8 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, event: Event) {
     }
     let room = (stack_depth() * 8) as u32;
     // SAFETY: the helper writes at most `room` bytes into the frames array, which holds more.
-    let written = unsafe {
-        bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), room, BPF_F_USER_STACK as u64)
-    };
+    let written =
+        unsafe { bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), room, BPF_F_USER_STACK as u64) };
     let captured = if written < 0 {
         count(Counter::StackCaptureFailed);
         Err(written as i32)

@@ -12,9 +12,11 @@ use crate::{
     analyze::check::{CheckOptions, DEFAULT_FAIL_ON},
     attach::allocator::Selection,
     kernel::ProbeSettings,
-    report::LeakKind,
+    report::{
+        LeakKind,
+        options::{Format, KindFilter, RenderOptions, SortBy, Weight},
+    },
     session::{RecordOptions, ReportOptions, RunOptions, SavedReportOptions, TraceOptions},
-    report::options::{Format, KindFilter, RenderOptions, SortBy, Weight},
 };
 
 #[derive(Debug, Parser)]
@@ -62,7 +64,9 @@ make it exit with 23 (or --exit-code) instead.")]
     /// Render a JSON report saved with `--format json -o FILE` again, in any format (a
     /// flamegraph, pprof, ...), or check it again with other suppressions (`--check`). Needs no
     /// privileges and no running target.
-    #[command(after_help = "The report goes to stdout unless -o is given. A file that is missing, unreadable or not a memtrace JSON report is an error (exit code 1). With --check, the saved stacks are checked again (suppressions, --fail-on, --leak-threshold) and memtrace exits as `run --check` would have: the saved command's own failure first, then 23 (or --exit-code) for leaks; a report without leak kinds cannot be checked (exit code 1).")]
+    #[command(
+        after_help = "The report goes to stdout unless -o is given. A file that is missing, unreadable or not a memtrace JSON report is an error (exit code 1). With --check, the saved stacks are checked again (suppressions, --fail-on, --leak-threshold) and memtrace exits as `run --check` would have: the saved command's own failure first, then 23 (or --exit-code) for leaks; a report without leak kinds cannot be checked (exit code 1)."
+    )]
     Report(SavedReportArgs),
 }
 
@@ -599,7 +603,6 @@ impl TraceArgs {
     }
 }
 
-
 /// The longest duration memtrace takes (`--duration`, `--interval`, `--older-than`): a year.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -620,9 +623,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: use e.g. 500ms, 30s, 2m or 1h"))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration: use e.g. 500ms, 30s, 2m or 1h"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -706,14 +708,22 @@ mod tests {
         // Positional INTERVAL [COUNT], seconds as memleak counts them.
         let interval = |options: RecordOptions| (options.interval, options.count.map(NonZeroU32::get));
         assert_eq!(record(&["5", "3"]).map(interval).unwrap(), (Some(Duration::from_secs(5)), Some(3)));
-        assert_eq!(record(&["--interval", "5s", "--count", "3"]).map(interval).unwrap(), (Some(Duration::from_secs(5)), Some(3)));
+        assert_eq!(
+            record(&["--interval", "5s", "--count", "3"]).map(interval).unwrap(),
+            (Some(Duration::from_secs(5)), Some(3))
+        );
         assert_eq!(record(&["250ms"]).map(interval).unwrap(), (Some(Duration::from_millis(250)), None));
         assert!(record(&["5", "--interval", "2s"]).is_err());
         assert!(record(&["5", "3", "--count", "2"]).is_err());
         assert!(record(&["5", "--combined"]).is_err());
         // --older-than needs its unit: memleak's -o counts milliseconds.
         let error = run(&["--older-than", "500"]).unwrap_err().to_string();
-        assert!(error.contains("`500` needs a unit: write `500ms` for milliseconds (what memleak's -o counts) or `500s` for seconds"), "{error}");
+        assert!(
+            error.contains(
+                "`500` needs a unit: write `500ms` for milliseconds (what memleak's -o counts) or `500s` for seconds"
+            ),
+            "{error}"
+        );
         assert_eq!(run(&["--older-than", "500ms"]).unwrap().trace.older_than, Some(Duration::from_millis(500)));
     }
 
@@ -721,7 +731,16 @@ mod tests {
     fn help_lists_the_other_tools_spellings() {
         let mut command = Cli::command();
         let run_help = command.find_subcommand_mut("run").unwrap().render_long_help().to_string();
-        for spelling in ["--show-leak-kinds", "--error-exitcode", "--gen-suppressions", "--leak-check", "-z, --min-size", "-Z, --max-size", "-T, --top", "-a, --show-addresses"] {
+        for spelling in [
+            "--show-leak-kinds",
+            "--error-exitcode",
+            "--gen-suppressions",
+            "--leak-check",
+            "-z, --min-size",
+            "-Z, --max-size",
+            "-T, --top",
+            "-a, --show-addresses",
+        ] {
             assert!(run_help.contains(spelling), "{spelling} not in run --help:\n{run_help}");
         }
         let record_help = command.find_subcommand_mut("record").unwrap().render_long_help().to_string();

@@ -60,12 +60,16 @@ mod tests {
     #[test]
     fn each_cause_is_said_once_and_none_is_lost() {
         let both = Both { program: "./x".into(), source: io::Error::from_raw_os_error(libc::EACCES) };
-        assert_eq!(format!("{:#}", anyhow::Error::from(both)), "cannot start ./x: Permission denied (os error 13): Permission denied (os error 13)");
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(both)),
+            "cannot start ./x: Permission denied (os error 13): Permission denied (os error 13)"
+        );
         let both = Both { program: "./x".into(), source: io::Error::from_raw_os_error(libc::EACCES) };
         assert_eq!(one_line(&anyhow::Error::from(both)), "cannot start ./x: Permission denied (os error 13)");
         let syscall = Syscall { io_error: io::Error::from_raw_os_error(libc::EMFILE) };
         assert_eq!(with_causes(&syscall), "`bpf_link_create` failed: Too many open files (os error 24)");
-        let context = anyhow::Error::from(Syscall { io_error: io::Error::from_raw_os_error(libc::EMFILE) }).context("attaching");
+        let context =
+            anyhow::Error::from(Syscall { io_error: io::Error::from_raw_os_error(libc::EMFILE) }).context("attaching");
         assert_eq!(one_line(&context), "attaching: `bpf_link_create` failed: Too many open files (os error 24)");
     }
 }

@@ -81,21 +81,15 @@ pub fn open(path: &Path, links: Links) -> Result<File, UntrustedError> {
 /// (`openat2` with `RESOLVE_IN_ROOT`), `/proc` magic links are refused. `path` is taken as
 /// absolute. Fails unless it names a regular file.
 pub fn open_in_root(root: &OwnedFd, path: &[u8]) -> Result<File, UntrustedError> {
-    let name = CString::new(path)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))?;
+    let name =
+        CString::new(path).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))?;
     // SAFETY: open_how is plain data; zeroed is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 reads the path and `how` (its size given) and returns a new fd or -1.
     let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            name.as_ptr(),
-            &raw const how,
-            size_of::<libc::open_how>(),
-        )
+        libc::syscall(libc::SYS_openat2, root.as_raw_fd(), name.as_ptr(), &raw const how, size_of::<libc::open_how>())
     };
     if fd < 0 {
         return Err(UntrustedError::Io(io::Error::last_os_error()));
@@ -226,7 +220,10 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
         // A FIFO nobody writes to: a blocking open would never return.
         assert!(matches!(open(&fifo, Links::Follow), Err(UntrustedError::NotRegular("a FIFO"))));
-        assert!(matches!(open(Path::new("/dev/zero"), Links::Follow), Err(UntrustedError::NotRegular("a character device"))));
+        assert!(matches!(
+            open(Path::new("/dev/zero"), Links::Follow),
+            Err(UntrustedError::NotRegular("a character device"))
+        ));
         assert!(matches!(open(dir.path(), Links::Follow), Err(UntrustedError::NotRegular("a directory"))));
         let link = dir.path().join("link");
         symlink("/dev/zero", &link).unwrap();

@@ -81,10 +81,8 @@ fn cxx_new_and_delete_in_every_form_are_attributed_to_the_caller() {
     let binary = build("cxx_new.cpp", "c++", &["-std=c++17", "-O0", "-g", "-fno-omit-frame-pointer"]);
     let (_, report) = memtrace_json_ok(&["run"], &[binary.to_str().unwrap()]);
     // The program's own blocks, each named by the function that called new, not libstdc++.
-    let own: BTreeMap<String, u64> = bytes_by_function(&report)
-        .into_iter()
-        .filter(|(function, _)| function.starts_with("make_"))
-        .collect();
+    let own: BTreeMap<String, u64> =
+        bytes_by_function(&report).into_iter().filter(|(function, _)| function.starts_with("make_")).collect();
     let expected: BTreeMap<String, u64> = [
         ("make_int()", 4),
         ("make_array()", 40),

@@ -311,7 +311,11 @@ fn an_empty_or_directory_command_is_not_found_as_in_a_shell() {
     let output = memtrace().args(["run", "--", "memtrace-test-cmd"]).env("PATH", dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(127));
     assert_eq!(stderr_lines(&output), ["memtrace: error: command not found: memtrace-test-cmd"]);
-    let status = Command::new("/bin/bash").args(["-c", "memtrace-test-cmd 2>/dev/null"]).env("PATH", dir.path()).status().unwrap();
+    let status = Command::new("/bin/bash")
+        .args(["-c", "memtrace-test-cmd 2>/dev/null"])
+        .env("PATH", dir.path())
+        .status()
+        .unwrap();
     assert_eq!(status.code(), Some(127), "bash says so too");
     assert_no_probes_left();
 }

@@ -32,7 +32,11 @@ fn stderr(output: &Output) -> String {
 fn a_clean_program_passes_the_check() {
     let output = run_check(&["--check"], &crash_program(), "clean");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stderr(&output).contains("memtrace: check passed: 0 bytes definitely lost or indirectly lost"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("memtrace: check passed: 0 bytes definitely lost or indirectly lost"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -69,7 +73,8 @@ fn a_suppressed_leak_passes_and_stays_in_the_report_marked() {
     std::fs::write(&suppressions, "# our known leak\n\nleak:leak_for_check\n").unwrap();
     let supp = suppressions.to_str().unwrap();
     let _serial = serial();
-    let (output, report) = memtrace_json(&["run", "--check", "--suppressions", supp], &[binary.to_str().unwrap(), "leak"]);
+    let (output, report) =
+        memtrace_json(&["run", "--check", "--suppressions", supp], &[binary.to_str().unwrap(), "leak"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let stack = stack_from(&report, "leak_for_check");
     assert_eq!(stack["suppressed_by"], format!("leak:leak_for_check ({supp}:3)"));
@@ -108,7 +113,11 @@ fn fail_on_chooses_the_kinds_that_fail() {
     assert_eq!(default.status.code(), Some(0), "{}", stderr(&default));
     let reachable = memtrace().args(["run", "--check", "--fail-on", "reachable", "--", target]).output().unwrap();
     assert_eq!(reachable.status.code(), Some(23), "{}", stderr(&reachable));
-    assert!(stderr(&reachable).contains("280 bytes in 3 blocks still reachable, from 3 stacks"), "{}", stderr(&reachable));
+    assert!(
+        stderr(&reachable).contains("280 bytes in 3 blocks still reachable, from 3 stacks"),
+        "{}",
+        stderr(&reachable)
+    );
     let bad = memtrace().args(["run", "--check", "--fail-on", "lost", "--", target]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("`lost` is not a leak kind"), "{}", stderr(&bad));
@@ -132,7 +141,8 @@ fn printed_suppressions_silence_the_report_they_came_from() {
     let lines: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines.contains(&"leak:lose_blocks") && lines.contains(&"leak:lose_empty_block"), "{text}");
-    let second = memtrace().args(["run", "--check", "--suppressions"]).arg(&printed).arg("--").arg(&binary).output().unwrap();
+    let second =
+        memtrace().args(["run", "--check", "--suppressions"]).arg(&printed).arg("--").arg(&binary).output().unwrap();
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     assert_no_probes_left();
 }
@@ -142,11 +152,15 @@ fn bad_suppressions_files_are_one_clear_line_and_exit_1_before_the_target_runs()
     let binary = crash_program();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.supp");
-    let output = memtrace().args(["run", "--check", "--suppressions"]).arg(&missing).arg("--").arg(&binary).output().unwrap();
+    let output =
+        memtrace().args(["run", "--check", "--suppressions"]).arg(&missing).arg("--").arg(&binary).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let lines = stderr_lines(&output);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with(&format!("memtrace: error: cannot read the suppressions file {}", missing.display())), "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("memtrace: error: cannot read the suppressions file {}", missing.display())),
+        "{lines:?}"
+    );
 
     let malformed = dir.path().join("bad.supp");
     std::fs::write(&malformed, "leak:fine\ninterceptor_via_fun:foo\n").unwrap();
@@ -154,16 +168,35 @@ fn bad_suppressions_files_are_one_clear_line_and_exit_1_before_the_target_runs()
     assert_eq!(output.status.code(), Some(1));
     let lines = stderr_lines(&output);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains(&format!("{}:2: `interceptor_via_fun:foo` is not a suppression", malformed.display())), "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("{}:2: `interceptor_via_fun:foo` is not a suppression", malformed.display())),
+        "{lines:?}"
+    );
 
-    let unwritable = memtrace().args(["run", "--print-suppressions", "/nonexistent-dir/x.supp", "--"]).arg(&binary).output().unwrap();
+    let unwritable = memtrace()
+        .args(["run", "--print-suppressions", "/nonexistent-dir/x.supp", "--"])
+        .arg(&binary)
+        .output()
+        .unwrap();
     assert_eq!(unwritable.status.code(), Some(1));
-    assert!(stderr(&unwritable).contains("cannot write the suppressions file /nonexistent-dir/x.supp"), "{}", stderr(&unwritable));
+    assert!(
+        stderr(&unwritable).contains("cannot write the suppressions file /nonexistent-dir/x.supp"),
+        "{}",
+        stderr(&unwritable)
+    );
 }
 
 /// `memtrace run --format junit ARGS -o XML -- BINARY`; asserts it exited 0.
 fn run_junit(args: &[&str], xml: &Path, binary: &Path) {
-    let output = memtrace().args(["run", "--format", "junit"]).args(args).arg("-o").arg(xml).arg("--").arg(binary).output().unwrap();
+    let output = memtrace()
+        .args(["run", "--format", "junit"])
+        .args(args)
+        .arg("-o")
+        .arg(xml)
+        .arg("--")
+        .arg(binary)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
@@ -176,7 +209,9 @@ fn test_names(read: &Value) -> Vec<(String, Vec<(String, String)>)> {
         .iter()
         .map(|suite| {
             let cases = suite["cases"].as_array().unwrap();
-            let names = cases.iter().map(|case| (case["classname"].as_str().unwrap().to_owned(), case["name"].as_str().unwrap().to_owned()));
+            let names = cases.iter().map(|case| {
+                (case["classname"].as_str().unwrap().to_owned(), case["name"].as_str().unwrap().to_owned())
+            });
             (suite["name"].as_str().unwrap().to_owned(), names.collect())
         })
         .collect()
@@ -189,7 +224,8 @@ fn junit_is_valid_for_jenkins_and_names_each_leak_the_same_from_run_to_run() {
     let suppressions = dir.path().join("s.supp");
     std::fs::write(&suppressions, "leak:lose_empty_block\n").unwrap();
     let supp = suppressions.to_str().unwrap();
-    let (first, second, located) = (dir.path().join("first.xml"), dir.path().join("second.xml"), dir.path().join("located.xml"));
+    let (first, second, located) =
+        (dir.path().join("first.xml"), dir.path().join("second.xml"), dir.path().join("located.xml"));
     let _serial = serial();
     run_junit(&["--suppressions", supp], &first, &binary);
     run_junit(&["--suppressions", supp], &second, &binary);
@@ -203,7 +239,11 @@ fn junit_is_valid_for_jenkins_and_names_each_leak_the_same_from_run_to_run() {
     assert_eq!(test_names(&read), test_names(&junitparser_read(&second)));
     let source = source_path("lk_definite.c");
     let (blocks_line, empty_line) = (line_of("lk_definite", "malloc(48)"), line_of("lk_definite", "= malloc(0)"));
-    assert_eq!((read["tests"].as_u64(), read["failures"].as_u64(), read["errors"].as_u64()), (Some(2), Some(1), Some(0)), "{read:#}");
+    assert_eq!(
+        (read["tests"].as_u64(), read["failures"].as_u64(), read["errors"].as_u64()),
+        (Some(2), Some(1), Some(0)),
+        "{read:#}"
+    );
     let suites = read["suites"].as_array().unwrap();
     assert_eq!(suites.len(), 1, "{read:#}");
     let suite = &suites[0];
@@ -218,7 +258,12 @@ fn junit_is_valid_for_jenkins_and_names_each_leak_the_same_from_run_to_run() {
         .iter()
         .map(|case| {
             let result = &case["results"][0];
-            (case["name"].as_str().unwrap(), case["classname"].as_str().unwrap(), result["kind"].as_str().unwrap(), result["message"].as_str().unwrap())
+            (
+                case["name"].as_str().unwrap(),
+                case["classname"].as_str().unwrap(),
+                result["kind"].as_str().unwrap(),
+                result["message"].as_str().unwrap(),
+            )
         })
         .collect();
     let failing_name = format!("definitely lost in lose_blocks ({source}:{blocks_line})");
@@ -235,7 +280,10 @@ fn junit_is_valid_for_jenkins_and_names_each_leak_the_same_from_run_to_run() {
     // The failure's text is the stack, its process and numbers first.
     let text = cases[0]["results"][0]["text"].as_str().unwrap();
     assert!(text.starts_with("pid ") && text.contains(": 144 bytes in 3 blocks\n#0 0x"), "{text}");
-    assert!(text.contains(&format!(" in lose_blocks at {source}:{blocks_line}")) && text.contains(" in main at "), "{text}");
+    assert!(
+        text.contains(&format!(" in lose_blocks at {source}:{blocks_line}")) && text.contains(" in main at "),
+        "{text}"
+    );
     // No file or line attributes unless asked for.
     assert!(cases.iter().all(|case| case["file"].is_null() && case["line"].is_null()), "{read:#}");
 
@@ -255,7 +303,10 @@ fn junit_is_valid_for_jenkins_and_names_each_leak_the_same_from_run_to_run() {
     run_junit(&[], &first, &clean);
     assert_eq!(junit_schema_error(&first), None);
     let read = junitparser_read(&first);
-    assert_eq!(test_names(&read), [(clean.to_str().unwrap().to_owned(), vec![("memtrace".to_owned(), "no leaks".to_owned())])]);
+    assert_eq!(
+        test_names(&read),
+        [(clean.to_str().unwrap().to_owned(), vec![("memtrace".to_owned(), "no leaks".to_owned())])]
+    );
     assert_eq!(read["suites"][0]["cases"][0]["results"], serde_json::json!([]));
     assert_no_probes_left();
 }
@@ -268,7 +319,15 @@ fn a_saved_report_is_checked_again_without_its_target() {
     {
         let _serial = serial();
         for (path, args) in [(&saved, &[][..]), (&unscanned, &["--no-leak-kinds"][..])] {
-            let output = memtrace().arg("run").args(args).args(["--format", "json", "-o"]).arg(path).arg("--").arg(&binary).output().unwrap();
+            let output = memtrace()
+                .arg("run")
+                .args(args)
+                .args(["--format", "json", "-o"])
+                .arg(path)
+                .arg("--")
+                .arg(&binary)
+                .output()
+                .unwrap();
             assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         }
         assert_no_probes_left();
@@ -279,10 +338,15 @@ fn a_saved_report_is_checked_again_without_its_target() {
     assert_eq!(failed.status.code(), Some(23), "{}", stderr(&failed));
     assert_eq!(
         stderr_lines(&failed),
-        ["memtrace: check failed: 144 bytes in 4 blocks definitely lost or indirectly lost, from 2 stacks (threshold 0 bytes)"]
+        [
+            "memtrace: check failed: 144 bytes in 4 blocks definitely lost or indirectly lost, from 2 stacks (threshold 0 bytes)"
+        ]
     );
     assert_eq!(recheck(&["--check", "--exit-code", "5", "-o", "/dev/null"]).status.code(), Some(5));
-    assert_eq!(recheck(&["--check", "--leak-check=full", "--error-exitcode=6", "-o", "/dev/null"]).status.code(), Some(6));
+    assert_eq!(
+        recheck(&["--check", "--leak-check=full", "--error-exitcode=6", "-o", "/dev/null"]).status.code(),
+        Some(6)
+    );
     assert_eq!(recheck(&["--check", "--fail-on", "reachable", "-o", "/dev/null"]).status.code(), Some(0));
     // Other suppressions: the check passes, and the text shows them.
     let suppressions = dir.path().join("all.supp");
@@ -291,7 +355,9 @@ fn a_saved_report_is_checked_again_without_its_target() {
     assert_eq!(passed.status.code(), Some(0), "{}", stderr(&passed));
     assert_eq!(
         stderr_lines(&passed),
-        ["memtrace: check passed: 0 bytes definitely lost or indirectly lost (threshold 0 bytes); 144 bytes in 4 blocks suppressed"]
+        [
+            "memtrace: check passed: 0 bytes definitely lost or indirectly lost (threshold 0 bytes); 144 bytes in 4 blocks suppressed"
+        ]
     );
     let text = String::from_utf8(passed.stdout).unwrap();
     assert!(text.contains(&format!("(suppressed by leak:lose_blocks ({}:1))", suppressions.display())), "{text}");
@@ -314,7 +380,15 @@ fn valgrinds_spellings_work_as_memtraces_options() {
     let binary = build_c("lk_definite");
     let _serial = serial();
     let output = memtrace()
-        .args(["run", "--leak-check=full", "--show-leak-kinds=definite", "--error-exitcode=3", "--check", "--gen-suppressions", "--"])
+        .args([
+            "run",
+            "--leak-check=full",
+            "--show-leak-kinds=definite",
+            "--error-exitcode=3",
+            "--check",
+            "--gen-suppressions",
+            "--",
+        ])
         .arg(&binary)
         .output()
         .unwrap();
@@ -324,7 +398,11 @@ fn valgrinds_spellings_work_as_memtraces_options() {
     let lines: Vec<&str> = printed.lines().filter(|line| !line.starts_with('#')).collect();
     assert_eq!(lines, ["leak:lose_blocks", "leak:lose_empty_block"], "{printed}");
     // --show-leak-kinds: the text report shows those kinds.
-    assert!(stderr(&output).contains("\nShowing definitely lost (--kinds); 0 stacks of other kinds left out\n"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("\nShowing definitely lost (--kinds); 0 stacks of other kinds left out\n"),
+        "{}",
+        stderr(&output)
+    );
     assert_no_probes_left();
 }
 
@@ -332,7 +410,11 @@ fn valgrinds_spellings_work_as_memtraces_options() {
 fn record_check_needs_scan() {
     let output = memtrace().args(["record", "-p", "1", "--check"]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("--check needs leak kinds, which record finds only with --scan"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--check needs leak kinds, which record finds only with --scan"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// Kills the child on drop.

@@ -116,7 +116,11 @@ fn combined_counts_every_block_its_table_has_no_room_for() {
     let stacks = innermost_functions_and_bytes(&cramped);
     assert_eq!(stacks, [("keep_two", 100), ("keep_two", 100)]);
     // The loss is said on stderr, with the option that avoids it.
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--live-blocks"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--live-blocks"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_no_probes_left();
 }
 
@@ -162,8 +166,7 @@ fn size_filters_record_only_blocks_in_range() {
     let leaky = build_c("leaky");
     // 300 to 1000 bytes: leak_with_malloc's 4 x 1000 and leak_with_calloc's 300; not the
     // 5000-byte realloc, nor the 64-163-byte churn.
-    let (_, report) =
-        memtrace_json_ok(&["run", "--min-size", "300", "--max-size", "1000"], &[leaky.to_str().unwrap()]);
+    let (_, report) = memtrace_json_ok(&["run", "--min-size", "300", "--max-size", "1000"], &[leaky.to_str().unwrap()]);
     let summary = &report["summary"];
     assert_eq!(summary["outstanding_bytes"], 4300);
     assert_eq!(summary["outstanding_allocations"], 5);
@@ -197,7 +200,12 @@ fn stack_depth_cuts_the_walk() {
     assert_eq!(stack_from(&deeper, "leak_with_calloc")["truncated"], true);
     // The whole stack, to _start: not truncated.
     let (_, whole) = memtrace_json(&["run"], &[leaky.to_str().unwrap()]);
-    assert_eq!(stack_from(&whole, "leak_with_calloc")["truncated"], false, "{:#}", stack_from(&whole, "leak_with_calloc"));
+    assert_eq!(
+        stack_from(&whole, "leak_with_calloc")["truncated"],
+        false,
+        "{:#}",
+        stack_from(&whole, "leak_with_calloc")
+    );
     assert_no_probes_left();
 }
 

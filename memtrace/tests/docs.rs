@@ -54,7 +54,10 @@ fn option_entries(page: &str) -> BTreeSet<String> {
         .filter_map(|line| line.strip_prefix("       "))
         .filter(|tag| tag.starts_with('-'))
         // `--gen-suppressions[=<yes|all|no>]`: an optional value is part of the tag.
-        .flat_map(|tag| tag.split(", ").map(|part| part.split(|c: char| c.is_whitespace() || c == '[').next().unwrap_or_default().to_owned()))
+        .flat_map(|tag| {
+            tag.split(", ")
+                .map(|part| part.split(|c: char| c.is_whitespace() || c == '[').next().unwrap_or_default().to_owned())
+        })
         .collect()
 }
 
@@ -64,7 +67,8 @@ fn man_pages_cover_every_subcommand_and_each_of_its_long_options() {
     let written = man::write_pages(dir.path()).expect("the generator writes the pages");
     let command = man::command();
     let subcommands: Vec<&clap::Command> = command.get_subcommands().filter(|sub| !sub.is_hide_set()).collect();
-    let names: BTreeSet<String> = written.iter().map(|page| page.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let names: BTreeSet<String> =
+        written.iter().map(|page| page.file_name().unwrap().to_string_lossy().into_owned()).collect();
     let expected: BTreeSet<String> = std::iter::once("memtrace.1".to_owned())
         .chain(subcommands.iter().map(|sub| format!("memtrace-{}.1", sub.get_name())))
         .collect();
@@ -79,7 +83,11 @@ fn man_pages_cover_every_subcommand_and_each_of_its_long_options() {
         assert!(entries.contains(&option), "memtrace.1 has no entry for {option}:\n{top}");
     }
     for sub in &subcommands {
-        assert!(top.contains(&format!("memtrace-{}(1)", sub.get_name())), "memtrace.1 does not list {}:\n{top}", sub.get_name());
+        assert!(
+            top.contains(&format!("memtrace-{}(1)", sub.get_name())),
+            "memtrace.1 does not list {}:\n{top}",
+            sub.get_name()
+        );
     }
 
     let mut checked = BTreeSet::new();
@@ -99,10 +107,20 @@ fn man_pages_cover_every_subcommand_and_each_of_its_long_options() {
         // Each page shows its own help text, not just the option names.
         let about = sub.get_about().expect("every subcommand has an about").to_string();
         let first_words: String = about.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-        assert!(page.split_whitespace().collect::<Vec<_>>().join(" ").contains(&first_words), "{first_words:?} not in:\n{page}");
+        assert!(
+            page.split_whitespace().collect::<Vec<_>>().join(" ").contains(&first_words),
+            "{first_words:?} not in:\n{page}"
+        );
     }
     // Options clap knows for sure were among those checked (a page of none would not pass).
-    for (sub, option) in [("run", "--no-leak-kinds"), ("run", "--check"), ("record", "--scan"), ("record", "--interval"), ("faults", "--fault-period"), ("report", "--weight")] {
+    for (sub, option) in [
+        ("run", "--no-leak-kinds"),
+        ("run", "--check"),
+        ("record", "--scan"),
+        ("record", "--interval"),
+        ("faults", "--fault-period"),
+        ("report", "--weight"),
+    ] {
         assert!(checked.contains(&(sub.to_owned(), option.to_owned())), "{option} of {sub} was not checked");
     }
 }
@@ -113,10 +131,11 @@ fn committed_report_schema_is_the_one_the_report_types_generate() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     let generated = schema::schema_json();
     if committed != generated {
-        let line = committed.lines().zip(generated.lines()).position(|(a, b)| a != b).map_or(
-            "its length".to_owned(),
-            |index| format!("line {}", index + 1),
-        );
+        let line = committed
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .map_or("its length".to_owned(), |index| format!("line {}", index + 1));
         panic!(
             "{} is not the schema the Report types generate (first difference at {line}): \
              run `cargo xtask schema` and commit the file",
@@ -138,7 +157,12 @@ fn committed_report_schema_is_the_one_the_report_types_generate() {
     assert!(!summary_required.contains(&"definitely_lost_bytes".to_owned()), "{summary_required:?}");
     let required = names(&schema["required"]);
     assert!(required.contains(&"summary".to_owned()) && !required.contains(&"faults".to_owned()), "{required:?}");
-    let modes: Vec<&str> = schema["$defs"]["Mode"]["oneOf"].as_array().unwrap().iter().map(|mode| mode["const"].as_str().unwrap()).collect();
+    let modes: Vec<&str> = schema["$defs"]["Mode"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mode| mode["const"].as_str().unwrap())
+        .collect();
     assert_eq!(modes, ["run", "record"]);
 }
 
@@ -178,7 +202,9 @@ fn json_md_explains_every_field_of_the_schema_and_no_other() {
     let documented = documented_fields(&markdown, &schema);
     // Every object type of the schema, the top level as `Report`; enums have no fields.
     let mut objects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let fields = |value: &serde_json::Value| value["properties"].as_object().map(|properties| properties.keys().cloned().collect());
+    let fields = |value: &serde_json::Value| {
+        value["properties"].as_object().map(|properties| properties.keys().cloned().collect())
+    };
     objects.insert("Report".to_owned(), fields(&schema).unwrap());
     for (name, definition) in schema["$defs"].as_object().unwrap() {
         if let Some(names) = fields(definition) {
@@ -193,6 +219,9 @@ fn json_md_explains_every_field_of_the_schema_and_no_other() {
     for (name, fields) in &objects {
         let missing: Vec<_> = fields.difference(&documented[name]).collect();
         let unknown: Vec<_> = documented[name].difference(fields).collect();
-        assert!(missing.is_empty() && unknown.is_empty(), "docs/json.md, {name}: fields missing {missing:?}, not in the schema {unknown:?}");
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "docs/json.md, {name}: fields missing {missing:?}, not in the schema {unknown:?}"
+        );
     }
 }

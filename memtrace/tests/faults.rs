@@ -259,8 +259,10 @@ fn faults_in_shared_memory_are_classified_as_shared_memory() {
         .iter()
         .filter(|stack| stack["frames"][0]["function"] == "touch")
         .collect();
-    let mut per_stack: Vec<(u64, u64)> =
-        stacks.iter().map(|stack| (stack["minor"].as_u64().unwrap(), stack["kinds"]["shm"].as_u64().unwrap())).collect();
+    let mut per_stack: Vec<(u64, u64)> = stacks
+        .iter()
+        .map(|stack| (stack["minor"].as_u64().unwrap(), stack["kinds"]["shm"].as_u64().unwrap()))
+        .collect();
     per_stack.sort();
     const PAGE: u64 = 4096;
     let (sysv, posix) = (3 * 1024 * 1024 / PAGE, 5 * 1024 * 1024 / PAGE);
@@ -321,12 +323,17 @@ fn faults_render_as_folded_stacks_a_flamegraph_and_pprof_samples() {
 
     // The flamegraph counts faults.
     let svg = String::from_utf8(render(&["--format", "svg", "--weight", "faults"])).unwrap();
-    assert!(svg.contains(&format!("<title>all ({} faults, 100%)</title>", thousands(all))), "{}", &svg[..svg.len().min(2000)]);
+    assert!(
+        svg.contains(&format!("<title>all ({} faults, 100%)</title>", thousands(all))),
+        "{}",
+        &svg[..svg.len().min(2000)]
+    );
     assert!(svg.contains("<title>touch_pages ("), "touch_pages has its cell");
 
     // pprof: two more sample types, and touch_pages's sample carries its faults.
     let profile_path = dir.path().join("faults.pb.gz");
-    let output = memtrace().arg("report").arg(&saved).args(["--format", "pprof", "-o"]).arg(&profile_path).output().unwrap();
+    let output =
+        memtrace().arg("report").arg(&saved).args(["--format", "pprof", "-o"]).arg(&profile_path).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let profile = decode_pprof(&profile_path, dir.path());
     let types: Vec<&str> =

@@ -20,7 +20,8 @@ fn run_leaky(args: &[&str], out: &Path) -> Output {
 /// `command` (memtrace, or a wrapper that runs it) given `run ARGS -o OUT -- leaky`.
 fn run_leaky_through(mut command: Command, args: &[&str], out: &Path) -> Output {
     let leaky = build_c("leaky");
-    let output = command.arg("run").args(args).arg("-o").arg(out).arg("--").arg(&leaky).output().expect("memtrace runs");
+    let output =
+        command.arg("run").args(args).arg("-o").arg(out).arg("--").arg(&leaky).output().expect("memtrace runs");
     assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     output
 }
@@ -141,16 +142,17 @@ fn pprof_decodes_independently_with_the_json_numbers() {
 
     assert_eq!(
         profile["sample_types"],
-        serde_json::json!([["alloc_objects", "count"], ["alloc_space", "bytes"], ["inuse_objects", "count"], ["inuse_space", "bytes"]])
+        serde_json::json!([
+            ["alloc_objects", "count"],
+            ["alloc_space", "bytes"],
+            ["inuse_objects", "count"],
+            ["inuse_space", "bytes"]
+        ])
     );
     assert_eq!(profile["default_sample_type"], "inuse_space");
     let samples = profile["samples"].as_array().unwrap();
-    let stacks: Vec<&Value> = report["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .chain(report["released_stacks"].as_array().unwrap())
-        .collect();
+    let stacks: Vec<&Value> =
+        report["stacks"].as_array().unwrap().iter().chain(report["released_stacks"].as_array().unwrap()).collect();
     assert_eq!(samples.len(), stacks.len());
     // The JSON's own totals: the outstanding stacks and the released ones (churn, and the
     // block realloc replaced).
@@ -168,7 +170,8 @@ fn pprof_decodes_independently_with_the_json_numbers() {
         assert_eq!(values, expected, "{stack:#}");
         assert_eq!(sample["labels"]["pid"], report["target"]["pid"]);
         // Each non-inlined frame is one location, at the frame's address.
-        let addresses: Vec<u64> = sample["locations"].as_array().unwrap().iter().map(|l| l["address"].as_u64().unwrap()).collect();
+        let addresses: Vec<u64> =
+            sample["locations"].as_array().unwrap().iter().map(|l| l["address"].as_u64().unwrap()).collect();
         let frames: Vec<u64> = stack["frames"]
             .as_array()
             .unwrap()
@@ -370,13 +373,8 @@ fn pprof_keeps_an_inline_chain_as_one_location_with_several_lines() {
     let binary = build("inlined.c", "cc", &["-O2", "-g", "-fno-omit-frame-pointer"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inlined.pb.gz");
-    let output = memtrace()
-        .args(["run", "--format", "pprof", "-o"])
-        .arg(&path)
-        .arg("--")
-        .arg(&binary)
-        .output()
-        .unwrap();
+    let output =
+        memtrace().args(["run", "--format", "pprof", "-o"]).arg(&path).arg("--").arg(&binary).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let profile = decode_pprof(&path, dir.path());
     let sample = profile["samples"]
@@ -427,7 +425,10 @@ fn shop_stacks(report: &Value, function: &str, line: u64) -> Vec<(String, u64, u
         .iter()
         .filter(|stack| {
             let frames = stack["frames"].as_array().unwrap();
-            frames.iter().find(|frame| frame["file"] == source_path("shop.cpp")).is_some_and(|frame| frame["function"] == function && frame["line"] == line)
+            frames
+                .iter()
+                .find(|frame| frame["file"] == source_path("shop.cpp"))
+                .is_some_and(|frame| frame["function"] == function && frame["line"] == line)
         })
         .map(|stack| {
             let number = |field: &str| stack[field].as_u64().unwrap();
@@ -460,10 +461,14 @@ fn totals_add_up_when_a_stack_holds_blocks_of_two_leak_kinds() {
         [("indirectly_lost".to_owned(), 4800, 300, 20400, 2400), ("still_reachable".to_owned(), 4800, 300, 4800, 300)]
     );
     // No stack allocated less than it holds.
-    let all: Vec<&Value> = report["stacks"].as_array().unwrap().iter().chain(report["released_stacks"].as_array().unwrap()).collect();
+    let all: Vec<&Value> =
+        report["stacks"].as_array().unwrap().iter().chain(report["released_stacks"].as_array().unwrap()).collect();
     for stack in &all {
         let number = |field: &str| stack[field].as_u64().unwrap();
-        assert!(number("total_allocated_bytes") >= number("bytes") && number("total_allocations") >= number("allocations"), "{stack:#}");
+        assert!(
+            number("total_allocated_bytes") >= number("bytes") && number("total_allocations") >= number("allocations"),
+            "{stack:#}"
+        );
     }
     // pprof, read by the real pprof: alloc_objects and alloc_space add up to the summary's totals
     // (900 orders, 2,700 arrays, the book, its reserve, libstdc++'s emergency pool).
@@ -482,18 +487,32 @@ fn totals_add_up_when_a_stack_holds_blocks_of_two_leak_kinds() {
     let lost = go_pprof_samples(&profile, &["-tagfocus=leak_kind=definitely_lost"]);
     assert_eq!(lost.len(), 1, "{lost:?}");
     assert_eq!(lost[0].values, [600, 19200, 300, 9600]);
-    assert_eq!((lost[0].labels["leak_kind"].as_str(), lost[0].labels["suppressed"].as_str()), ("definitely_lost", "false"));
+    assert_eq!(
+        (lost[0].labels["leak_kind"].as_str(), lost[0].labels["suppressed"].as_str()),
+        ("definitely_lost", "false")
+    );
     assert_eq!(sum(&lost, 3), summary["definitely_lost_bytes"].as_u64().unwrap());
     let reachable = go_pprof_samples(&profile, &["-tagfocus=leak_kind=still_reachable"]);
     assert_eq!(sum(&reachable, 3), summary["still_reachable_bytes"].as_u64().unwrap());
     // And whether a suppression matched it: both entries of add's stack, suppressed again.
     let suppressions = dir.path().join("shop.supp");
     std::fs::write(&suppressions, "leak:shop::OrderBook::add\n").unwrap();
-    rerender(&[json.to_str().unwrap(), "--suppressions", suppressions.to_str().unwrap(), "--format", "pprof", "-o", profile.to_str().unwrap()]);
+    rerender(&[
+        json.to_str().unwrap(),
+        "--suppressions",
+        suppressions.to_str().unwrap(),
+        "--format",
+        "pprof",
+        "-o",
+        profile.to_str().unwrap(),
+    ]);
     let suppressed = go_pprof_samples(&profile, &["-tagfocus=suppressed=true"]);
     let values: Vec<&[u64]> = suppressed.iter().map(|sample| &sample.values[..]).collect();
     assert_eq!(values.len(), 4, "{suppressed:?}");
-    assert!(values.contains(&&[600, 19200, 300, 9600][..]) && values.contains(&&[300, 9600, 300, 9600][..]), "{suppressed:?}");
+    assert!(
+        values.contains(&&[600, 19200, 300, 9600][..]) && values.contains(&&[300, 9600, 300, 9600][..]),
+        "{suppressed:?}"
+    );
     assert_no_probes_left();
 }
 
@@ -513,7 +532,9 @@ fn folded_svg_and_pprof_keep_leak_kinds_apart_and_kinds_chooses_them() {
     let folded = String::from_utf8(rerender(&[json, "--format", "folded"])).unwrap();
     let lines: Vec<&str> = folded.lines().collect();
     // Each leak kind is a root of its own; frames are named without parameters or templates.
-    let ending = |kind: &str, end: &str| lines.iter().filter(|line| line.starts_with(&format!("[{kind}];")) && line.ends_with(end)).count();
+    let ending = |kind: &str, end: &str| {
+        lines.iter().filter(|line| line.starts_with(&format!("[{kind}];")) && line.ends_with(end)).count()
+    };
     assert_eq!(ending("definitely lost", ";main;shop::OrderBook::add 9600"), 1, "{folded}");
     assert_eq!(ending("still reachable", ";main;shop::OrderBook::add 9600"), 1, "{folded}");
     let vector = ";main;shop::OrderBook::add;std::vector::push_back;std::vector::_M_realloc_insert;std::_Vector_base::_M_allocate;std::allocator_traits::allocate;std::__new_allocator::allocate 4800";
@@ -528,9 +549,15 @@ fn folded_svg_and_pprof_keep_leak_kinds_apart_and_kinds_chooses_them() {
     // --kinds: only those kinds (the other formats alike).
     let definite = String::from_utf8(rerender(&[json, "--format", "folded", "--kinds", "definite"])).unwrap();
     assert_eq!(definite.lines().count(), 1, "{definite}");
-    assert!(definite.starts_with("[definitely lost];") && definite.ends_with(";main;shop::OrderBook::add 9600\n"), "{definite}");
+    assert!(
+        definite.starts_with("[definitely lost];") && definite.ends_with(";main;shop::OrderBook::add 9600\n"),
+        "{definite}"
+    );
     let text = String::from_utf8(rerender(&[json, "--kinds", "definite,indirect"])).unwrap();
-    assert!(text.contains("\nShowing definitely lost, indirectly lost (--kinds); 5 stacks of other kinds left out\n"), "{text}");
+    assert!(
+        text.contains("\nShowing definitely lost, indirectly lost (--kinds); 5 stacks of other kinds left out\n"),
+        "{text}"
+    );
     assert!(text.contains("\nDefinitely lost:\n#1: 9,600 bytes in 300 allocations (pid "), "{text}");
     assert!(text.contains("\nIndirectly lost:\n#2: 4,800 bytes in 300 allocations (pid "), "{text}");
     assert!(!text.contains("Still reachable:") && !text.contains("#3:"), "{text}");
@@ -550,6 +577,12 @@ fn folded_svg_and_pprof_keep_leak_kinds_apart_and_kinds_chooses_them() {
     // JSON keeps the full names.
     let report: Value = serde_json::from_slice(&rerender(&[json, "--format", "json", "--kinds", "definite"])).unwrap();
     assert_eq!(report["stacks"].as_array().unwrap().len(), 7);
-    assert!(report["stacks"].as_array().unwrap().iter().any(|stack| stack["frames"][0]["function"] == "shop::OrderBook::add(int)"));
+    assert!(
+        report["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|stack| stack["frames"][0]["function"] == "shop::OrderBook::add(int)")
+    );
     assert_no_probes_left();
 }

@@ -17,7 +17,7 @@ use memtrace::{
     attach::allocator,
     report::{
         self, Report,
-        options::{Format, RenderOptions, SortBy, Weight},
+        options::{Format, RenderOptions, Weight},
     },
     symbolize::{
         jitmap::JitMap,
@@ -25,7 +25,6 @@ use memtrace::{
     },
     target::maps,
 };
-
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -164,7 +163,7 @@ fn saved_report(name: &str) -> Report {
 
 fn render(report: &Report, format: Format, weight: Weight) -> Vec<u8> {
     let mut out = Vec::new();
-    report::render(report, &RenderOptions { format, top: None, weight, sort: SortBy::Bytes }, &mut out).unwrap();
+    report::render(report, &RenderOptions { weight, ..RenderOptions::new(format) }, &mut out).unwrap();
     out
 }
 

@@ -94,7 +94,10 @@ fn a_script_named_as_interpreter_never_runs() {
     assert_eq!(output.status.code(), Some(126));
     let lines = stderr_lines(&output);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0], format!("memtrace: error: cannot start {}: Input/output error (os error 5)", program.display()));
+    assert_eq!(
+        lines[0],
+        format!("memtrace: error: cannot start {}: Input/output error (os error 5)", program.display())
+    );
     assert!(report.is_none());
     assert!(!marker.exists(), "the interpreter ran: {:?}", std::fs::read_to_string(&marker));
     // Nor when a followed process execs the program.

@@ -75,7 +75,12 @@ fn valgrind_kinds(command: &[&str]) -> Option<Kinds> {
         .args(command)
         .output()
         .expect("valgrind runs");
-    assert!(output.status.code().is_some(), "valgrind was killed: {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.code().is_some(),
+        "valgrind was killed: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut total = Kinds::default();
     for entry in std::fs::read_dir(dir.path()).expect("valgrind's logs") {
         let log = std::fs::read_to_string(entry.expect("a log").path()).expect("a readable log");
@@ -95,8 +100,7 @@ fn parse_valgrind(log: &str) -> Option<Kinds> {
     let find = |label: &str| -> Option<(u64, u64)> {
         let line = log.lines().find(|line| line.contains(&format!("{label}:")))?;
         let rest = line.split(&format!("{label}:")).nth(1)?;
-        let numbers: Vec<u64> =
-            rest.split_whitespace().filter_map(|word| word.replace(',', "").parse().ok()).collect();
+        let numbers: Vec<u64> = rest.split_whitespace().filter_map(|word| word.replace(',', "").parse().ok()).collect();
         Some((numbers[0], numbers[1]))
     };
     let suppressed = find("suppressed")?;
@@ -172,7 +176,10 @@ fn a_lost_list_is_one_definite_head_and_indirect_nodes() {
 #[test]
 fn a_lost_cycle_is_one_definite_and_the_rest_indirect_and_a_kept_cycle_is_reachable() {
     let binary = c_program("lk_cycle");
-    both_agree(&[path(&binary)], Kinds { definite: (40, 1), indirect: (80, 2), reachable: (32, 2), ..Kinds::default() });
+    both_agree(
+        &[path(&binary)],
+        Kinds { definite: (40, 1), indirect: (80, 2), reachable: (32, 2), ..Kinds::default() },
+    );
 }
 
 #[test]
@@ -189,12 +196,7 @@ fn pointers_deep_inside_blocks_larger_than_a_read_window_count() {
     let binary = c_program("lk_large");
     both_agree(
         &[path(&binary)],
-        Kinds {
-            definite: (2_097_184, 2),
-            indirect: (959_992, 30_000),
-            reachable: (3_145_768, 2),
-            ..Kinds::default()
-        },
+        Kinds { definite: (2_097_184, 2), indirect: (959_992, 30_000), reachable: (3_145_768, 2), ..Kinds::default() },
     );
 }
 
@@ -216,7 +218,10 @@ fn the_scan_does_not_hold_the_bytes_it_reads() {
 #[test]
 fn a_cut_subtree_is_lost_and_the_rest_of_the_tree_reachable() {
     let binary = c_program("lk_tree");
-    both_agree(&[path(&binary)], Kinds { definite: (48, 1), indirect: (96, 2), reachable: (192, 4), ..Kinds::default() });
+    both_agree(
+        &[path(&binary)],
+        Kinds { definite: (48, 1), indirect: (96, 2), reachable: (192, 4), ..Kinds::default() },
+    );
 }
 
 #[test]
@@ -230,7 +235,10 @@ fn pointers_in_live_stack_frames_are_roots() {
 #[test]
 fn pointers_in_another_threads_stack_are_roots() {
     let binary = threaded("lk_thread_stack", "-O0");
-    let report = both_agree(&[path(&binary)], valgrind_or(&binary, Kinds { definite: (64, 1), reachable: (128, 1), ..Kinds::default() }));
+    let report = both_agree(
+        &[path(&binary)],
+        valgrind_or(&binary, Kinds { definite: (64, 1), reachable: (128, 1), ..Kinds::default() }),
+    );
     assert_eq!(kind_of(&report, "lose"), "definitely_lost");
     assert_eq!(kind_of(&report, "hold"), "still_reachable");
 }
@@ -238,14 +246,20 @@ fn pointers_in_another_threads_stack_are_roots() {
 #[test]
 fn pointers_in_another_threads_registers_are_roots() {
     let binary = threaded("lk_thread_register", "-O2");
-    let report = both_agree(&[path(&binary)], valgrind_or(&binary, Kinds { definite: (112, 1), reachable: (96, 1), ..Kinds::default() }));
+    let report = both_agree(
+        &[path(&binary)],
+        valgrind_or(&binary, Kinds { definite: (112, 1), reachable: (96, 1), ..Kinds::default() }),
+    );
     assert_eq!(kind_of(&report, "drop"), "definitely_lost");
 }
 
 #[test]
 fn leaks_in_joined_threads_are_definitely_lost() {
     let binary = threaded("lk_threads_leak", "-O0");
-    let report = both_agree(&[path(&binary)], valgrind_or(&binary, Kinds { definite: (4000, 20), reachable: (1200, 4), ..Kinds::default() }));
+    let report = both_agree(
+        &[path(&binary)],
+        valgrind_or(&binary, Kinds { definite: (4000, 20), reachable: (1200, 4), ..Kinds::default() }),
+    );
     assert_eq!(kind_of(&report, "work"), "definitely_lost");
 }
 
@@ -330,9 +344,23 @@ fn valgrind_or(binary: &Path, stated: Kinds) -> Kinds {
     let _serial = serial();
     match valgrind_kinds(&[path(binary)]) {
         Some(theirs) => {
-            assert_eq!((theirs.definite, theirs.indirect), (stated.definite, stated.indirect), "valgrind's lost numbers");
-            assert!(theirs.possible.0 >= stated.possible.0, "valgrind's possibly lost {:?} vs stated {:?}", theirs.possible, stated.possible);
-            assert!(theirs.reachable.0 >= stated.reachable.0, "valgrind's reachable {:?} vs stated {:?}", theirs.reachable, stated.reachable);
+            assert_eq!(
+                (theirs.definite, theirs.indirect),
+                (stated.definite, stated.indirect),
+                "valgrind's lost numbers"
+            );
+            assert!(
+                theirs.possible.0 >= stated.possible.0,
+                "valgrind's possibly lost {:?} vs stated {:?}",
+                theirs.possible,
+                stated.possible
+            );
+            assert!(
+                theirs.reachable.0 >= stated.reachable.0,
+                "valgrind's reachable {:?} vs stated {:?}",
+                theirs.reachable,
+                stated.reachable
+            );
             theirs
         }
         None => stated,

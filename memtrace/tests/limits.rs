@@ -27,11 +27,26 @@ fn sleeper() -> Child {
 fn sizes_beyond_their_bounds_are_refused_by_the_command_line() {
     let _serial = serial();
     let cases = [
-        (vec!["run", "--combined", "--stack-slots", "4294967295", "--", "true"], "invalid value '4294967295' for '--stack-slots <N>': 4294967295 is not in 1..=1048576"),
-        (vec!["run", "--combined", "--live-blocks", "67108865", "--", "true"], "invalid value '67108865' for '--live-blocks <N>': 67108865 is not in 1..=67108864"),
-        (vec!["run", "--ring-buffer-size", "3000000000", "--", "true"], "invalid value '3000000000' for '--ring-buffer-size <BYTES>': 3000000000 is not in 4096..=1073741824"),
-        (vec!["run", "--ring-buffer-size", "100", "--", "true"], "invalid value '100' for '--ring-buffer-size <BYTES>': 100 is not in 4096..=1073741824"),
-        (vec!["run", "--sample-bytes", "1099511627777", "--", "true"], "invalid value '1099511627777' for '--sample-bytes <BYTES>': 1099511627777 is not in 1..=1099511627776"),
+        (
+            vec!["run", "--combined", "--stack-slots", "4294967295", "--", "true"],
+            "invalid value '4294967295' for '--stack-slots <N>': 4294967295 is not in 1..=1048576",
+        ),
+        (
+            vec!["run", "--combined", "--live-blocks", "67108865", "--", "true"],
+            "invalid value '67108865' for '--live-blocks <N>': 67108865 is not in 1..=67108864",
+        ),
+        (
+            vec!["run", "--ring-buffer-size", "3000000000", "--", "true"],
+            "invalid value '3000000000' for '--ring-buffer-size <BYTES>': 3000000000 is not in 4096..=1073741824",
+        ),
+        (
+            vec!["run", "--ring-buffer-size", "100", "--", "true"],
+            "invalid value '100' for '--ring-buffer-size <BYTES>': 100 is not in 4096..=1073741824",
+        ),
+        (
+            vec!["run", "--sample-bytes", "1099511627777", "--", "true"],
+            "invalid value '1099511627777' for '--sample-bytes <BYTES>': 1099511627777 is not in 1..=1099511627776",
+        ),
     ];
     for (args, message) in cases {
         let output = refused(&args);
@@ -96,9 +111,21 @@ fn maps_larger_than_the_memory_available_are_refused_before_they_are_made() {
     let _serial = serial();
     // 100,000,000 bytes available (95 MiB rounded up), as /proc/meminfo would say on a small machine.
     let small = ["--mem-available", "100000000"];
-    assert_maps_refused(&[&small[..], &["--combined", "--live-blocks", "4194304"]].concat(), "--live-blocks", "the block table and its overflow map");
-    assert_maps_refused(&[&small[..], &["--combined", "--stack-slots", "1048576"]].concat(), "--stack-slots", "the stack table and its per-CPU totals");
-    assert_maps_refused(&[&small[..], &["--ring-buffer-size", "1073741824"]].concat(), "--ring-buffer-size", "the ring buffer");
+    assert_maps_refused(
+        &[&small[..], &["--combined", "--live-blocks", "4194304"]].concat(),
+        "--live-blocks",
+        "the block table and its overflow map",
+    );
+    assert_maps_refused(
+        &[&small[..], &["--combined", "--stack-slots", "1048576"]].concat(),
+        "--stack-slots",
+        "the stack table and its per-CPU totals",
+    );
+    assert_maps_refused(
+        &[&small[..], &["--ring-buffer-size", "1073741824"]].concat(),
+        "--ring-buffer-size",
+        "the ring buffer",
+    );
     // The defaults fit.
     let (output, report) = memtrace_json(&["run", small[0], small[1]], &["true"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

@@ -36,8 +36,7 @@ impl Drop for Running {
 fn intervals_report_periodically_and_flag_the_slow_leak_not_the_cache() {
     let _serial = serial();
     let service = Running::start("cache_and_leak");
-    let (output, report) =
-        memtrace_json(&["record", "-p", &service.pid(), "--interval", "400ms", "--count", "5"], &[]);
+    let (output, report) = memtrace_json(&["record", "-p", &service.pid(), "--interval", "400ms", "--count", "5"], &[]);
     assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     // With -o the interval reports go to stderr, one per interval, in order.
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -92,10 +91,8 @@ fn the_status_line_shows_on_a_terminal_and_not_otherwise() {
 fn older_than_keeps_only_old_blocks() {
     let _serial = serial();
     let service = Running::start("cache_and_leak");
-    let (output, report) = memtrace_json(
-        &["record", "-p", &service.pid(), "--duration", "1500ms", "--older-than", "1s"],
-        &[],
-    );
+    let (output, report) =
+        memtrace_json(&["record", "-p", &service.pid(), "--duration", "1500ms", "--older-than", "1s"], &[]);
     assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     // The cache's blocks are all younger than 1 s at the end (replaced every 80 ms): gone. The
     // leak's blocks from the first ~0.5 s remain: 64 bytes every 20 ms, about 25 of them.

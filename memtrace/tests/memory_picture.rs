@@ -73,11 +73,8 @@ fn two_processes_sharing_memory_each_show_half_of_it_as_pss() {
     let _serial = serial();
     let program = build_c("shared_memory");
     let name = shm_name("pair");
-    let mut pair = Command::new(&program)
-        .args(["pair", &name])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the program starts");
+    let mut pair =
+        Command::new(&program).args(["pair", &name]).stdout(Stdio::piped()).spawn().expect("the program starts");
     let mut ready = String::new();
     BufReader::new(pair.stdout.take().unwrap()).read_line(&mut ready).expect("the program says it is ready");
     let pids: Vec<&str> = ready.split_whitespace().skip(1).collect();
@@ -153,7 +150,10 @@ fn heap_stack_and_mapping_sizes_match_the_program_within_a_page_or_two() {
     let resident = number(&allocator["heap_and_anonymous_rss_bytes"]);
     assert!((MIB + 3 * MIB..=MIB + 3 * MIB + 64 * PAGE).contains(&resident), "{allocator:#}");
     assert!(number(&picture["vsz_bytes"]) > number(&picture["rss_bytes"]));
-    assert!(number(&picture["uss_bytes"]) + number(&picture["shared_bytes"]) == number(&picture["rss_bytes"]), "{picture:#}");
+    assert!(
+        number(&picture["uss_bytes"]) + number(&picture["shared_bytes"]) == number(&picture["rss_bytes"]),
+        "{picture:#}"
+    );
     assert_no_probes_left();
 }
 
@@ -185,7 +185,9 @@ fn the_cgroup_figures_are_those_of_the_process_cgroup() {
     let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let cgroup = &report["memory"][0]["cgroup"];
     let v2 = membership.lines().find_map(|line| line.strip_prefix("0::")).unwrap_or("");
-    let v1 = membership.lines().find_map(|line| line.split(':').nth(1).filter(|c| c.split(',').any(|c| c == "memory")).and(line.rsplit(':').next()));
+    let v1 = membership.lines().find_map(|line| {
+        line.split(':').nth(1).filter(|c| c.split(',').any(|c| c == "memory")).and(line.rsplit(':').next())
+    });
     match cgroup["version"].as_u64() {
         Some(2) => assert_eq!(cgroup["path"], v2),
         Some(1) => assert_eq!(cgroup["path"].as_str(), v1),

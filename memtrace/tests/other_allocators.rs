@@ -90,7 +90,8 @@ fn mimalloc() {
 
 #[test]
 fn static_binary() {
-    let binary = build_variant("leaky.c", "leaky-static", "cc", &["-O0", "-g", "-fno-omit-frame-pointer", "-static"], &[]);
+    let binary =
+        build_variant("leaky.c", "leaky-static", "cc", &["-O0", "-g", "-fno-omit-frame-pointer", "-static"], &[]);
     let report = traced(&binary, &[], &[]);
     assert_eq!(report["allocator"], binary.to_str().unwrap());
     assert_leaky_numbers(&report, &binary);
@@ -133,11 +134,8 @@ fn a_prefixed_allocator_chosen_by_hand() {
     assert_eq!(summary["total_frees"], 5);
     assert_eq!(stack_from(&report, "keep_some")["allocations"], 3);
     // Without the prefix, the library's functions are not found in it.
-    let output = memtrace()
-        .args(["run", "--allocator-lib", library.to_str().unwrap(), "--"])
-        .arg(&binary)
-        .output()
-        .unwrap();
+    let output =
+        memtrace().args(["run", "--allocator-lib", library.to_str().unwrap(), "--"]).arg(&binary).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no allocator found"), "{stderr}");

@@ -49,7 +49,8 @@ fn a_failed_run_leaves_the_previous_report_as_it_was() {
     let report = dir.path().join("prev.txt");
     std::fs::write(&report, PREVIOUS).unwrap();
     // The command is missing.
-    let output = memtrace().arg("run").arg("-o").arg(&report).args(["--", "no-such-command-memtrace"]).output().unwrap();
+    let output =
+        memtrace().arg("run").arg("-o").arg(&report).args(["--", "no-such-command-memtrace"]).output().unwrap();
     assert_eq!(output.status.code(), Some(127));
     assert_eq!(std::fs::read_to_string(&report).unwrap(), PREVIOUS);
     // A suppressions file that does not exist.
@@ -71,14 +72,8 @@ fn a_killed_run_leaves_the_previous_report_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("prev.txt");
     std::fs::write(&report, PREVIOUS).unwrap();
-    let mut memtrace = memtrace()
-        .arg("run")
-        .arg("-o")
-        .arg(&report)
-        .args(["--", "sleep", "30"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut memtrace =
+        memtrace().arg("run").arg("-o").arg(&report).args(["--", "sleep", "30"]).stderr(Stdio::null()).spawn().unwrap();
     // Once the target runs (memtrace's tracer thread has a child), kill memtrace outright.
     let children = format!("/proc/{}/task", memtrace.id());
     let started = Instant::now();
@@ -169,6 +164,9 @@ fn a_fifo_at_the_output_path_is_refused_without_blocking() {
     assert!(exited_within(&mut child, Duration::from_secs(20)), "memtrace blocked on the FIFO");
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert_one_line_error(&output, &format!("cannot write the report to {}: it is a FIFO, not a regular file", fifo.display()));
+    assert_one_line_error(
+        &output,
+        &format!("cannot write the report to {}: it is a FIFO, not a regular file", fifo.display()),
+    );
     assert_no_probes_left();
 }

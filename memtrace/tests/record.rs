@@ -61,10 +61,8 @@ fn record_counts_what_a_running_process_leaks_during_the_window() {
     thread::sleep(Duration::from_millis(100)); // let the last lines of the window arrive
 
     let window = &report["window"];
-    let said = steady.leaks_between(
-        window["start_monotonic_ns"].as_u64().unwrap(),
-        window["end_monotonic_ns"].as_u64().unwrap(),
-    );
+    let said = steady
+        .leaks_between(window["start_monotonic_ns"].as_u64().unwrap(), window["end_monotonic_ns"].as_u64().unwrap());
     let counted = report["summary"]["outstanding_allocations"].as_u64().unwrap() as usize;
     // One leak every 20 ms for 1 s; the program's clock reading and the probe's differ by a
     // few microseconds, so one leak at either edge may land on the other side.
@@ -131,7 +129,8 @@ fn sigterm_ends_the_window_with_a_report_and_sigkill_leaves_no_probe() {
         let status = memtrace.wait().unwrap();
         if signal == "TERM" {
             assert_eq!(status.code(), Some(0));
-            let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+            let report: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
             assert!(report["summary"]["outstanding_allocations"].as_u64().unwrap() >= 5, "{report:#}");
             assert_eq!(stack_from(&report, "leak_one")["frames"][1]["function"], "main");
         } else {

@@ -127,7 +127,8 @@ fn text_report_names_functions_with_file_and_line() {
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("9,300 bytes in 6 allocations still outstanding, from 3 stacks"), "{text}");
-    let realloc_line = format!("in leak_with_realloc at {}:{}", source_path("leaky.c"), line_of("leaky", "realloc(block, 5000)"));
+    let realloc_line =
+        format!("in leak_with_realloc at {}:{}", source_path("leaky.c"), line_of("leaky", "realloc(block, 5000)"));
     assert!(text.contains(&realloc_line), "{realloc_line} not in {text}");
     assert!(text.contains("#2: 4,000 bytes in 4 allocations"), "{text}");
     assert!(!text.contains("#3:"), "--top 2 shows two stacks: {text}");

@@ -135,7 +135,8 @@ fn stripped_binary_is_named_from_a_debug_file_found_by_build_id() {
     let (binary, debug) = stripped_leaky(dir.path(), "leaky_by_id", "-Wl,--build-id=sha1");
     let data = std::fs::read(&binary).unwrap();
     let elf = object::File::parse(&*data).unwrap();
-    let build_id: String = object::Object::build_id(&elf).unwrap().expect("a build-id").iter().map(|b| format!("{b:02x}")).collect();
+    let build_id: String =
+        object::Object::build_id(&elf).unwrap().expect("a build-id").iter().map(|b| format!("{b:02x}")).collect();
     let debug_dir = dir.path().join("debug");
     let by_id = debug_dir.join(".build-id").join(&build_id[..2]);
     std::fs::create_dir_all(&by_id).unwrap();
@@ -149,7 +150,8 @@ fn stripped_binary_is_named_from_a_debug_file_found_by_build_id() {
     assert!(stacks.iter().all(|stack| stack["frames"][0]["function"].is_null()), "{report:#}");
     assert!(stacks.iter().all(|stack| stack["frames"][0]["module_offset"].is_string()), "{report:#}");
 
-    let (output, report) = memtrace_json(&["run", "--debug-dir", debug_dir.to_str().unwrap()], &[binary.to_str().unwrap()]);
+    let (output, report) =
+        memtrace_json(&["run", "--debug-dir", debug_dir.to_str().unwrap()], &[binary.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0));
     assert_leaky_named(&report);
     assert_no_probes_left();
@@ -211,7 +213,8 @@ fn jit_code_is_named_from_the_perf_map() {
 #[test]
 fn non_pie_executables_are_named() {
     let _serial = serial();
-    let binary = build_variant("leaky.c", "leaky_no_pie", "cc", &["-O0", "-g", "-fno-omit-frame-pointer", "-no-pie"], &[]);
+    let binary =
+        build_variant("leaky.c", "leaky_no_pie", "cc", &["-O0", "-g", "-fno-omit-frame-pointer", "-no-pie"], &[]);
     let (output, report) = memtrace_json(&["run"], &[binary.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0));
     assert_leaky_named(&report);

@@ -18,7 +18,8 @@ fn eight_threads_match_with_per_thread_state_in_hash_maps() {
 
 fn eight_threads_with(options: &[&str]) {
     let _serial = serial();
-    let binary = build_variant("threads.c", "threads", "cc", &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"], &[]);
+    let binary =
+        build_variant("threads.c", "threads", "cc", &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"], &[]);
     let (output, report) = memtrace_json_ok(&[&["run"], options].concat(), &[binary.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let numbers: Vec<u64> = stdout.split_whitespace().filter_map(|word| word.parse().ok()).collect();

@@ -186,8 +186,13 @@ fn frame_pointer_walk_is_kept_with_unwind_fp() {
 #[test]
 fn a_library_constructor_run_by_dlopen_is_walked_through_the_loader() {
     let _serial = serial();
-    let library =
-        build_variant("unwind_ctor_lib.c", "libunwind_ctor.so", "cc", &[OPTIMIZED, &["-shared", "-fPIC"]].concat(), &[]);
+    let library = build_variant(
+        "unwind_ctor_lib.c",
+        "libunwind_ctor.so",
+        "cc",
+        &[OPTIMIZED, &["-shared", "-fPIC"]].concat(),
+        &[],
+    );
     let program = build_variant("unwind_dlopen.c", "unwind_dlopen", "cc", OPTIMIZED, &[]);
     let command = [path(&program), path(&library)];
     let (_, report) = memtrace_json_ok(&["run"], &command);

@@ -95,7 +95,9 @@ pub fn run(root: &Path) -> Result<()> {
                 Way::Untraced => return churn(Command::new(&bench).args(&args)),
                 Way::Floor => return churn(&mut traced_with(&["--empty-probes"])),
                 Way::Bpftrace => {
-                    return churn(Command::new("bpftrace").arg("-e").arg(bpftrace_script(&libc)).arg("-c").arg(&command));
+                    return churn(
+                        Command::new("bpftrace").arg("-e").arg(bpftrace_script(&libc)).arg("-c").arg(&command),
+                    );
                 }
                 Way::Memtrace => churn(&mut traced_with(&[]))?,
                 Way::Combined => churn(&mut traced_with(&["--combined"]))?,
@@ -124,7 +126,8 @@ pub fn run(root: &Path) -> Result<()> {
                 samples[column].push(measure(WAYS[column])?);
             }
         }
-        let [untraced, floor, traced, combined, sampled, bpftrace] = [0, 1, 2, 3, 4, 5].map(|column| median(&mut samples[column]));
+        let [untraced, floor, traced, combined, sampled, bpftrace] =
+            [0, 1, 2, 3, 4, 5].map(|column| median(&mut samples[column]));
         rows.push(Row { threads, untraced, floor, memtrace: traced, combined, sampled, bpftrace, lost });
         if threads == 1 {
             summary.insert("untraced_ns".into(), json!(untraced));
@@ -168,14 +171,23 @@ pub fn run(root: &Path) -> Result<()> {
     for _ in 0..3 {
         for (column, (_, options)) in LABELS.iter().enumerate() {
             let args = ["churn", "1", &PAIRS.to_string()].map(str::to_owned);
-            churn(memtrace_run(&memtrace, &report).arg("--program-stats").args(*options).arg("--").arg(&bench).args(&args))?;
+            churn(
+                memtrace_run(&memtrace, &report)
+                    .arg("--program-stats")
+                    .args(*options)
+                    .arg("--")
+                    .arg(&bench)
+                    .args(&args),
+            )?;
             let recorded = read_json(&report)?;
             let total: f64 = recorded["kernel_programs"]
                 .as_array()
                 .map(|programs| {
                     programs
                         .iter()
-                        .map(|program| program["runs"].as_f64().unwrap_or(0.0) * program["ns_per_run"].as_f64().unwrap_or(0.0))
+                        .map(|program| {
+                            program["runs"].as_f64().unwrap_or(0.0) * program["ns_per_run"].as_f64().unwrap_or(0.0)
+                        })
                         .sum()
                 })
                 .unwrap_or(0.0);
@@ -249,7 +261,18 @@ pub fn run(root: &Path) -> Result<()> {
     println!("ns per malloc+free pair, median of {RUNS} runs of {PAIRS} pairs per thread");
     println!(
         "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}",
-        "threads", "untraced", "floor", "memtrace", "combined", "sampled", "bpftrace", "mt/fl", "comb/fl", "samp/fl", "bt/mt", "lost"
+        "threads",
+        "untraced",
+        "floor",
+        "memtrace",
+        "combined",
+        "sampled",
+        "bpftrace",
+        "mt/fl",
+        "comb/fl",
+        "samp/fl",
+        "bt/mt",
+        "lost"
     );
     for row in &rows {
         println!(
@@ -296,6 +319,10 @@ pub fn run(root: &Path) -> Result<()> {
     let described: Vec<String> = deep.modules.iter().map(|(path, rows)| format!("{path} {rows} rows")).collect();
     println!("  unwind tables: {} bytes of kernel memory ({})", deep.table_bytes, described.join(", "));
 
+    let short = crate::short_runs::measure(&memtrace, &report)?;
+    println!("{}", short.describe());
+    summary.extend(short.summary());
+
     // Last, the soak: minutes of a service's life, for the agent's memory and losses over time.
     let soak = crate::soak::run(root, &memtrace)?;
     println!("{}", soak.describe());
@@ -339,7 +366,7 @@ fn churn(command: &mut Command) -> Result<f64> {
         .with_context(|| format!("no ns_per_pair in the output of {command:?}"))
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

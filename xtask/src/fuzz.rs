@@ -27,7 +27,6 @@ pub const SHORT_RUN_SECONDS: u64 = 8;
 /// A single input running longer than this is a hang (libFuzzer's `-timeout`).
 const HANG_SECONDS: u64 = 10;
 
-
 /// Installs what fuzzing needs (nightly is already there: `setup` installs it), builds every
 /// target, then runs `only` (else every target) for `seconds` each. Every target runs even
 /// when one fails; the error names each that did.

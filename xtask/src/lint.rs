@@ -12,13 +12,35 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
     crate::cargo(
         root,
-        &["clippy", "--all-targets", "--package", "memtrace", "--package", "memtrace-common", "--package", "xtask", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--all-targets",
+            "--package",
+            "memtrace",
+            "--package",
+            "memtrace-common",
+            "--package",
+            "xtask",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     crate::status(
         Command::new("cargo")
             .current_dir(root)
             .env("RUSTFLAGS", "--cfg bpf_target_arch=\"x86_64\"")
-            .args(["+nightly", "clippy", "--package", "memtrace-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
+            .args([
+                "+nightly",
+                "clippy",
+                "--package",
+                "memtrace-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+            ])
             .args(["--", "-D", "warnings"]),
         "clippy on the eBPF crate",
     )

@@ -4,6 +4,7 @@ mod bench;
 mod fuzz;
 mod lint;
 mod setup;
+mod short_runs;
 mod soak;
 
 use std::{
@@ -91,10 +92,7 @@ fn run(task: Task) -> Result<()> {
                 "compiling examples/leaky.c",
             )?;
             eprintln!("xtask: running `memtrace run -- target/demo/leaky`");
-            status(
-                Command::new(root.join("target/debug/memtrace")).arg("run").arg("--").arg(&example),
-                "memtrace run",
-            )
+            status(Command::new(root.join("target/debug/memtrace")).arg("run").arg("--").arg(&example), "memtrace run")
         }
         Task::Bench => bench::run(&root),
         Task::Soak => soak::standalone(&root),

@@ -97,17 +97,17 @@ fn install_packages() -> Result<()> {
 }
 
 fn install(packages: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(_, marker)| !Path::new(marker).exists())
-        .map(|(package, _)| *package)
-        .collect();
+    let missing: Vec<&str> =
+        packages.iter().filter(|(_, marker)| !Path::new(marker).exists()).map(|(package, _)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
     let by_hand = format!("install them by hand: apt-get install -y {}", missing.join(" "));
     if !Path::new("/etc/debian_version").exists() {
-        bail!("missing {}; this is not a Debian-family system, so {by_hand} (or your distribution's equivalents)", missing.join(", "));
+        bail!(
+            "missing {}; this is not a Debian-family system, so {by_hand} (or your distribution's equivalents)",
+            missing.join(", ")
+        );
     }
     if !is_root() {
         bail!("missing {}; not running as root, so {by_hand}", missing.join(", "));
@@ -158,8 +158,11 @@ fn install_components(toolchain: Option<&str>, components: &[&str]) -> Result<()
     }
     let installed = list.stderr(Stdio::null()).output().context("running rustup component list")?;
     let installed = String::from_utf8_lossy(&installed.stdout);
-    let missing: Vec<&str> =
-        components.iter().copied().filter(|component| !installed.lines().any(|line| line.starts_with(component))).collect();
+    let missing: Vec<&str> = components
+        .iter()
+        .copied()
+        .filter(|component| !installed.lines().any(|line| line.starts_with(component)))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -183,7 +186,16 @@ fn install_bpf_linker() -> Result<()> {
     // PATH, which may be another version); llvm-sys through LLVM_SYS_221_PREFIX.
     run(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", "0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", LLVM_PREFIX)
             .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
         "cargo install bpf-linker",

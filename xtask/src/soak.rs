@@ -170,17 +170,19 @@ pub fn run(root: &Path, memtrace: &Path) -> Result<Soak> {
     }
     let quarter = samples.len() / 4;
     let max_of = |range: &[u64]| range.iter().copied().max().unwrap_or(0);
-    let printed_count = |name: &str| {
-        printed.iter().find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0)
-    };
-    let recorded: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).context("reading the soak's report")?).context("parsing the soak's report")?;
+    let printed_count =
+        |name: &str| printed.iter().find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0);
+    let recorded: Value = serde_json::from_str(&std::fs::read_to_string(&report).context("reading the soak's report")?)
+        .context("parsing the soak's report")?;
     Ok(Soak {
         seconds,
         pairs: printed_count("pairs "),
         threads: printed_count("threads "),
         forks: printed_count("forks "),
-        intervals: std::fs::read_to_string(&intervals_log)?.lines().filter(|line| line.starts_with("memtrace: interval ")).count() as u64,
+        intervals: std::fs::read_to_string(&intervals_log)?
+            .lines()
+            .filter(|line| line.starts_with("memtrace: interval "))
+            .count() as u64,
         lost: recorded["summary"]["lost_events"].as_u64().context("no lost_events in the soak's report")?,
         rss_after_warmup: max_of(&samples[quarter..2 * quarter]),
         rss_at_end: max_of(&samples[3 * quarter..]),
@@ -200,6 +202,7 @@ fn terminate(pid: u32) -> Result<()> {
 /// A process's resident set, from /proc/PID/status.
 fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    let kib: u64 =
+        status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib * 1024)
 }

@@ -18,11 +18,7 @@ use crate::{
     emit::{count, emit, emit_with_user_stack, new_event},
     probes::free::{forget_mark, release_block},
     regs::stack_pointer,
-    state::{
-        aggregate, block_table,
-        by_id,
-        sampling,
-    },
+    state::{aggregate, block_table, by_id, sampling},
 };
 
 /// `f(size)`: malloc, valloc, pvalloc and every operator new.
@@ -157,7 +153,11 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     }
     let event = Event { kind: kind as u32, addr, old_addr: call.old_addr, ..new_event(pid_tgid, call.size) };
     // The stack is only worth capturing for a block that is now outstanding.
-    if addr == 0 { emit(event) } else { emit_with_user_stack(&ctx, ctx.regs, event) }
+    if addr == 0 {
+        emit(event)
+    } else {
+        emit_with_user_stack(&ctx, ctx.regs, event)
+    }
     0
 }
 
@@ -191,9 +191,7 @@ fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
     }
     // A sampled block is remembered so that its free, and only its, is sent. One that cannot
     // be remembered is not sent either: the agent would hold it forever.
-    if sampling::sampling()
-        && !block_table::insert(tgid, addr, LiveBlock { size, stack_hash: 0 })
-    {
+    if sampling::sampling() && !block_table::insert(tgid, addr, LiveBlock { size, stack_hash: 0 }) {
         count(Counter::LiveBlocksFull);
         return;
     }

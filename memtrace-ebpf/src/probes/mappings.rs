@@ -190,7 +190,8 @@ pub fn wrapper_enter(ctx: ProbeContext) -> u32 {
             return 0; // sbrk calling brk: the outer wrapper takes the stack
         }
     }
-    let empty = Event { kind: 0, tgid: 0, stack_id: 0, flags: 0, size: 0, addr: 0, old_addr: 0, old_size: 0, timestamp_ns: 0 };
+    let empty =
+        Event { kind: 0, tgid: 0, stack_id: 0, flags: 0, size: 0, addr: 0, old_addr: 0, old_size: 0, timestamp_ns: 0 };
     let call = WrapperCall { entry_sp: sp, armed: 0, _padding: 0, event: empty };
     if WRAPPERS.insert(pid_tgid, call, 0).is_err() {
         count(Counter::InFlightFull);

@@ -13,7 +13,6 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use memtrace_common::{EventWithStack, MAX_STACK_DEPTH, StackFrames, unwind::Registers};
-
 use unwind::Destination;
 
 /// Per-CPU room to assemble an event and its stack before it is copied to `EVENTS`.
@@ -70,4 +69,3 @@ pub fn task_user_registers() -> Option<Registers> {
         Some(Registers { pc: saved.rip, sp: saved.rsp, bp: saved.rbp })
     }
 }
-

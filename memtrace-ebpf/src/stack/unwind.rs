@@ -157,7 +157,13 @@ pub enum Destination {
 /// stacks are not walked by tables, or the agent has not given this process its mappings: then
 /// by frame pointer, as before.
 #[inline(always)]
-pub fn walk(tgid: u32, start: Registers, return_address: bool, destination: Destination, limit: usize) -> Option<Walked> {
+pub fn walk(
+    tgid: u32,
+    start: Registers,
+    return_address: bool,
+    destination: Destination,
+    limit: usize,
+) -> Option<Walked> {
     if !by_tables() {
         return None;
     }
@@ -415,10 +421,11 @@ pub fn count_exec_mmap(tgid: u32) -> u64 {
 /// wrote them.
 #[inline(always)]
 pub fn mapped_code_pending(tgid: u32) -> bool {
-    by_tables() && UNWIND_PROCESSES.get_ptr(tgid).is_some_and(|process| {
-        // SAFETY: a map value, valid for this program's run.
-        pending_for(tgid, unsafe { &*process })
-    })
+    by_tables()
+        && UNWIND_PROCESSES.get_ptr(tgid).is_some_and(|process| {
+            // SAFETY: a map value, valid for this program's run.
+            pending_for(tgid, unsafe { &*process })
+        })
 }
 
 /// Whether the process mapped code the agent has not told the kernel about yet.

@@ -33,9 +33,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap},
 };
-use memtrace_common::{
-    BLOCK_WINDOW, BlockKey, BlockSlot, CLAIMED_SLOT, EMPTY_SLOT, LiveBlock, home_slot, table_mask,
-};
+use memtrace_common::{BLOCK_WINDOW, BlockKey, BlockSlot, CLAIMED_SLOT, EMPTY_SLOT, LiveBlock, home_slot, table_mask};
 
 use crate::state::sampling;
 
@@ -201,8 +199,9 @@ unsafe fn word_write(word: *mut u64, value: u64) {
 #[inline(always)]
 fn claim(word: *mut u64) -> bool {
     // SAFETY: an aligned word of a live array slot.
-    let (_, swapped) =
-        unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(word, EMPTY_SLOT, CLAIMED_SLOT) };
+    let (_, swapped) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(word, EMPTY_SLOT, CLAIMED_SLOT)
+    };
     swapped
 }
 

@@ -25,7 +25,15 @@ pub fn faults_section(
                 Ok(named) => (named.frames.into_iter().map(report_frame).collect(), None, named.truncated),
                 Err(why) => (Vec::new(), Some(why), false),
             };
-            FaultStack { pid, minor: counts.minor, major: counts.major, kinds: counts.kinds, frames, unavailable, truncated }
+            FaultStack {
+                pid,
+                minor: counts.minor,
+                major: counts.major,
+                kinds: counts.kinds,
+                frames,
+                unavailable,
+                truncated,
+            }
         })
         .collect();
     let processes = pids
@@ -86,6 +94,5 @@ mod tests {
         // The JSON form loads back as it was.
         let json = serde_json::to_string(&section).unwrap();
         assert_eq!(serde_json::from_str::<FaultsSection>(&json).unwrap(), section);
-
     }
 }

@@ -19,8 +19,11 @@ pub fn leak_summary(totals: &[StackTotal], leaks: &LeakKinds) -> LeakSummary {
 
 /// The same for each scanned process on its own (`scanned_processes` is 1 in each).
 pub fn by_process(totals: &[StackTotal], leaks: &LeakKinds) -> HashMap<u32, LeakSummary> {
-    let mut by_process: HashMap<u32, LeakSummary> =
-        leaks.scans.iter().map(|(pid, _)| (*pid, LeakSummary { scanned_processes: 1, ..LeakSummary::default() })).collect();
+    let mut by_process: HashMap<u32, LeakSummary> = leaks
+        .scans
+        .iter()
+        .map(|(pid, _)| (*pid, LeakSummary { scanned_processes: 1, ..LeakSummary::default() }))
+        .collect();
     for total in totals.iter().filter(|total| total.kind == MemoryKind::Heap) {
         if let Some(summary) = by_process.get_mut(&total.tgid) {
             add(summary, total);

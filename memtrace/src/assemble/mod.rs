@@ -15,9 +15,9 @@ use crate::{
     analyze::reachability::LeakKinds,
     attach::allocator::is_dynamic_loader,
     collect::{
+        MemoryKind,
         allocation_totals::Allocated,
         growth::GrowthTracker,
-        MemoryKind,
         heap::{HeapTable, ProcessTotals, Scale, StackTotal},
     },
     kernel::KernelCounters,
@@ -118,9 +118,11 @@ impl<F: FnMut(u32, i32) -> Result<NamedStack, String>> Namer<F> {
     /// The frames of a stack, or why there are none.
     fn frames(&mut self, pid: u32, stack_id: i32) -> Named {
         match (self.frames_of)(pid, stack_id) {
-            Ok(named) => {
-                Named { frames: named.frames.into_iter().map(report_frame).collect(), unavailable: None, truncated: named.truncated }
-            }
+            Ok(named) => Named {
+                frames: named.frames.into_iter().map(report_frame).collect(),
+                unavailable: None,
+                truncated: named.truncated,
+            },
             Err(why) => Named { frames: Vec::new(), unavailable: Some(why), truncated: false },
         }
     }
@@ -165,7 +167,8 @@ fn outstanding(input: &ReportInput<'_>, allocated: &mut HashMap<StackKey, Alloca
     match input.allocated_before_ns {
         Some(cutoff) => {
             let old_enough = input.heap.by_stack_allocated_before(cutoff);
-            let shown: HashSet<StackKey> = old_enough.iter().map(|total| (total.tgid, total.stack_id, total.kind)).collect();
+            let shown: HashSet<StackKey> =
+                old_enough.iter().map(|total| (total.tgid, total.stack_id, total.kind)).collect();
             for total in input.heap.by_stack() {
                 let key = (total.tgid, total.stack_id, total.kind);
                 if !shown.contains(&key) {
@@ -364,7 +367,10 @@ fn summary(
 
 /// Every loss of the counter list: the kernel's, then the records the agent could not decode.
 fn lost(counters: &KernelCounters, malformed: u64) -> Lost {
-    let kernel = Counter::ALL.iter().filter(|counter| counter.info().loss).map(|&counter| (counter.info().key, counters.get(counter)));
+    let kernel = Counter::ALL
+        .iter()
+        .filter(|counter| counter.info().loss)
+        .map(|&counter| (counter.info().key, counters.get(counter)));
     Lost(kernel.chain([(UNDECODABLE.key, malformed)]).map(|(key, count)| (key.to_owned(), count)).collect())
 }
 
@@ -439,7 +445,12 @@ mod tests {
         Ok(NamedStack { frames: vec![frame], truncated: false })
     }
 
-    fn input<'a>(heap: &'a HeapTable, leaks: &'a LeakKinds, growth: &'a GrowthTracker, top: Option<usize>) -> ReportInput<'a> {
+    fn input<'a>(
+        heap: &'a HeapTable,
+        leaks: &'a LeakKinds,
+        growth: &'a GrowthTracker,
+        top: Option<usize>,
+    ) -> ReportInput<'a> {
         let mut counts = [0; COUNTER_SLOTS as usize];
         counts[Counter::RingBufferFull as usize] = 3;
         counts[Counter::StackSumsFull as usize] = 2;
@@ -456,7 +467,13 @@ mod tests {
         };
         ReportInput {
             mode: Mode::Run,
-            target: Target { pid: 10, command: vec!["prog".to_owned()], exit_code: Some(0), signal: None, exited: true },
+            target: Target {
+                pid: 10,
+                command: vec!["prog".to_owned()],
+                exit_code: Some(0),
+                signal: None,
+                exited: true,
+            },
             processes: vec![process(10), process(20)],
             duration_seconds: 1.0,
             allocator: "libc.so.6".to_owned(),
@@ -489,7 +506,10 @@ mod tests {
         heap.apply(&event(EventKind::Alloc, 10, 3, 0x500, 50));
         heap.apply(&event(EventKind::Free, 10, 0, 0x500, 0));
         heap.apply(&event(EventKind::Alloc, 20, 1, 0x100, 10));
-        let anonymous = |stack_id, addr, size| Event { flags: mapping::ANONYMOUS, ..event(EventKind::Mmap, 10, stack_id, addr, size) };
+        let anonymous = |stack_id, addr, size| Event {
+            flags: mapping::ANONYMOUS,
+            ..event(EventKind::Mmap, 10, stack_id, addr, size)
+        };
         heap.apply(&anonymous(4, 0x7000_0000, 4096));
         heap.apply(&anonymous(5, 0x7100_0000, 8192));
         heap
@@ -577,7 +597,9 @@ mod tests {
         let halves: Vec<(Option<LeakKind>, u64, u64, u64, u64)> = report
             .stacks
             .iter()
-            .map(|stack| (stack.leak_kind, stack.bytes, stack.allocations, stack.total_allocated_bytes, stack.total_allocations))
+            .map(|stack| {
+                (stack.leak_kind, stack.bytes, stack.allocations, stack.total_allocated_bytes, stack.total_allocations)
+            })
             .collect();
         // The first kind (definitely lost) takes what the stack freed; the other holds its own.
         assert_eq!(
@@ -586,8 +608,13 @@ mod tests {
         );
         // Every stack, shown or released, adds up to the summary's totals, as pprof sums them.
         let all = report.stacks.iter().chain(&report.released_stacks);
-        let (bytes, count) = all.fold((0, 0), |(bytes, count), stack| (bytes + stack.total_allocated_bytes, count + stack.total_allocations));
-        assert_eq!((bytes, count), (report.summary.counts.total_allocated_bytes, report.summary.counts.total_allocations));
+        let (bytes, count) = all.fold((0, 0), |(bytes, count), stack| {
+            (bytes + stack.total_allocated_bytes, count + stack.total_allocations)
+        });
+        assert_eq!(
+            (bytes, count),
+            (report.summary.counts.total_allocated_bytes, report.summary.counts.total_allocations)
+        );
         assert_eq!((bytes, count), (105, 11));
         // The process carries its own leak kinds, as the summary does for all.
         let process = report.processes[0].leaks.expect("pid 30 was scanned");
@@ -601,11 +628,18 @@ mod tests {
     fn stacks_shown_by_older_than_keep_their_totals() {
         let (heap, leaks, growth) = (heap(), LeakKinds::default(), GrowthTracker::default());
         // Every block is old enough: each stack keeps what it allocated in all.
-        let report = report(ReportInput { allocated_before_ns: Some(u64::MAX), ..input(&heap, &leaks, &growth, None) }, frames_of);
+        let report = report(
+            ReportInput { allocated_before_ns: Some(u64::MAX), ..input(&heap, &leaks, &growth, None) },
+            frames_of,
+        );
         for stack in &report.stacks {
-            assert!(stack.total_allocated_bytes >= stack.bytes && stack.total_allocations >= stack.allocations, "{stack:?}");
+            assert!(
+                stack.total_allocated_bytes >= stack.bytes && stack.total_allocations >= stack.allocations,
+                "{stack:?}"
+            );
         }
-        let stack_1 = report.stacks.iter().find(|stack| stack.pid == 10 && stack.bytes == 200).expect("stack 1 of pid 10");
+        let stack_1 =
+            report.stacks.iter().find(|stack| stack.pid == 10 && stack.bytes == 200).expect("stack 1 of pid 10");
         assert_eq!((stack_1.total_allocated_bytes, stack_1.total_allocations), (300, 3));
     }
 

@@ -227,11 +227,8 @@ pub fn for_process(pid: u32, selection: &Selection) -> Result<Allocator, Allocat
         if objects.iter().any(|seen| &seen.name == name) {
             continue;
         }
-        let path = if mapping.deleted {
-            mapping.map_file(pid)
-        } else {
-            PathBuf::from(format!("/proc/{pid}/root{name}"))
-        };
+        let path =
+            if mapping.deleted { mapping.map_file(pid) } else { PathBuf::from(format!("/proc/{pid}/root{name}")) };
         objects.push(ObjectFile { name: name.clone(), path });
     }
     // Lookup order: the executable, preloaded libraries, the rest, libc last.
@@ -318,10 +315,11 @@ pub fn for_exec(pid: u32, selection: &Selection) -> Result<Allocator, AllocatorE
 fn with_libraries(target: &libraries::Target, selection: &Selection) -> Result<Allocator, AllocatorError> {
     let name = target.program.display().to_string();
     let mut objects = vec![ObjectFile { name: name.clone(), path: target.program.clone() }];
-    objects.extend(libraries::load_order(target)?.into_iter().map(|library| ObjectFile {
-        name: library.name.display().to_string(),
-        path: library.path,
-    }));
+    objects.extend(
+        libraries::load_order(target)?
+            .into_iter()
+            .map(|library| ObjectFile { name: library.name.display().to_string(), path: library.path }),
+    );
     let library = selection
         .library
         .as_ref()
@@ -396,7 +394,8 @@ fn place(allocator: &mut Allocator) {
     for point in &mut allocator.probes {
         let mut prologue = [0u8; probe_site::PROLOGUE_BYTES];
         let opened = untrusted::open(&point.object.path, untrusted::Links::Follow);
-        let Ok(read) = opened.map_err(|_| ()).and_then(|file| file.read_at(&mut prologue, point.file_offset).map_err(|_| ()))
+        let Ok(read) =
+            opened.map_err(|_| ()).and_then(|file| file.read_at(&mut prologue, point.file_offset).map_err(|_| ()))
         else {
             continue;
         };
@@ -464,7 +463,9 @@ pub fn function_offsets(path: &Path, prefix: &str) -> Result<HashMap<String, u64
         .map_err(|error| AllocatorError::NotElf { path: display(), reason: error.to_string() })?;
     let wanted: HashSet<String> = FUNCTIONS
         .iter()
-        .map(|function| if function.c_api { format!("{prefix}{}", function.symbol) } else { function.symbol.to_owned() })
+        .map(
+            |function| if function.c_api { format!("{prefix}{}", function.symbol) } else { function.symbol.to_owned() },
+        )
         .collect();
     let mut offsets = HashMap::new();
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
@@ -561,7 +562,10 @@ mod tests {
     #[test]
     fn libraries_match_by_path_or_file_name() {
         assert!(same_library("libjemalloc.so.2", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"));
-        assert!(same_library("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"));
+        assert!(same_library(
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+        ));
         assert!(!same_library("libjemalloc.so.2", "/lib/x86_64-linux-gnu/libc.so.6"));
         assert!(is_dynamic_loader("/lib64/ld-linux-x86-64.so.2"));
         assert!(is_libc("/lib/x86_64-linux-gnu/libc.so.6"));

@@ -364,7 +364,14 @@ impl Flavour {
                 machine: EM_X86_64,
                 lib: "lib/x86_64-linux-gnu",
                 platform: "x86_64",
-                defaults: &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"],
+                defaults: &[
+                    "/lib/x86_64-linux-gnu",
+                    "/usr/lib/x86_64-linux-gnu",
+                    "/lib64",
+                    "/usr/lib64",
+                    "/lib",
+                    "/usr/lib",
+                ],
                 cache_flags: 0x0303,
                 hwcaps: x86_64_hwcaps(),
             },
@@ -382,7 +389,14 @@ impl Flavour {
                 machine: EM_386,
                 lib: "lib/i386-linux-gnu",
                 platform: "i686",
-                defaults: &["/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/lib32", "/usr/lib32", "/lib", "/usr/lib"],
+                defaults: &[
+                    "/lib/i386-linux-gnu",
+                    "/usr/lib/i386-linux-gnu",
+                    "/lib32",
+                    "/usr/lib32",
+                    "/lib",
+                    "/usr/lib",
+                ],
                 cache_flags: 0x0003,
                 hwcaps: Vec::new(),
             },
@@ -413,12 +427,8 @@ fn x86_64_hwcaps() -> Vec<&'static str> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        let v2 = has!("cmpxchg16b")
-            && has!("popcnt")
-            && has!("sse3")
-            && has!("sse4.1")
-            && has!("sse4.2")
-            && has!("ssse3");
+        let v2 =
+            has!("cmpxchg16b") && has!("popcnt") && has!("sse3") && has!("sse4.1") && has!("sse4.2") && has!("ssse3");
         let v3 = v2
             && has!("avx")
             && has!("avx2")
@@ -571,7 +581,10 @@ impl<'a> Search<'a> {
                 .split(|&byte| byte == b'\n')
                 .flat_map(|line| {
                     let line = line.split(|&byte| byte == b'#').next().unwrap_or_default();
-                    line.split(|byte| b" \t\r:".contains(byte)).filter(|name| !name.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>()
+                    line.split(|byte| b" \t\r:".contains(byte))
+                        .filter(|name| !name.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect::<Vec<_>>()
                 })
                 .collect();
             for name in names {
@@ -612,7 +625,9 @@ impl<'a> Search<'a> {
         self.order
             .into_iter()
             .filter_map(|index| objects.get_mut(index)?.take())
-            .filter_map(|object| Some(Library { name: PathBuf::from(OsString::from_vec(object.name)), path: object.path? }))
+            .filter_map(|object| {
+                Some(Library { name: PathBuf::from(OsString::from_vec(object.name)), path: object.path? })
+            })
             .collect()
     }
 
@@ -678,7 +693,12 @@ impl<'a> Search<'a> {
     }
 
     /// Looks a bare name up in the loader's order of places.
-    fn search(&mut self, loader: usize, name: &[u8], secure_preload: bool) -> Result<Option<(Vec<u8>, File, Elf)>, LibraryError> {
+    fn search(
+        &mut self,
+        loader: usize,
+        name: &[u8],
+        secure_preload: bool,
+    ) -> Result<Option<(Vec<u8>, File, Elf)>, LibraryError> {
         let nodeflib = self.objects[loader].elf.nodeflib;
         let mut places = Vec::new();
         if !secure_preload {
@@ -720,8 +740,14 @@ impl<'a> Search<'a> {
         Ok(None)
     }
 
-    fn in_directories(&mut self, directories: &[Vec<u8>], name: &[u8], setuid_only: bool) -> Result<Option<(Vec<u8>, File, Elf)>, LibraryError> {
-        let hwcaps: Vec<Vec<u8>> = self.flavour.hwcaps.iter().map(|level| format!("glibc-hwcaps/{level}").into_bytes()).collect();
+    fn in_directories(
+        &mut self,
+        directories: &[Vec<u8>],
+        name: &[u8],
+        setuid_only: bool,
+    ) -> Result<Option<(Vec<u8>, File, Elf)>, LibraryError> {
+        let hwcaps: Vec<Vec<u8>> =
+            self.flavour.hwcaps.iter().map(|level| format!("glibc-hwcaps/{level}").into_bytes()).collect();
         for directory in directories {
             if setuid_only && !self.flavour.is_default_directory(directory) {
                 continue;
@@ -737,7 +763,12 @@ impl<'a> Search<'a> {
     }
 
     /// `/etc/ld.so.cache`, or when it cannot be read, the directories of `/etc/ld.so.conf`.
-    fn in_cache(&mut self, name: &[u8], nodeflib: bool, setuid_only: bool) -> Result<Option<(Vec<u8>, File, Elf)>, LibraryError> {
+    fn in_cache(
+        &mut self,
+        name: &[u8],
+        nodeflib: bool,
+        setuid_only: bool,
+    ) -> Result<Option<(Vec<u8>, File, Elf)>, LibraryError> {
         if self.cache.is_none() {
             let cache = untrusted::open_in_root(&self.root, b"/etc/ld.so.cache")
                 .and_then(|file| untrusted::read_capped(&file, MAX_CACHE_BYTES))
@@ -749,7 +780,9 @@ impl<'a> Search<'a> {
             self.cache = Some(cache.ok());
         }
         if let Some(Some(cache)) = &self.cache {
-            let Some(path) = cache.lookup(name, self.flavour.cache_flags, &self.flavour.hwcaps) else { return Ok(None) };
+            let Some(path) = cache.lookup(name, self.flavour.cache_flags, &self.flavour.hwcaps) else {
+                return Ok(None);
+            };
             let in_default = dirname(&path).is_some_and(|directory| self.flavour.is_default_directory(&directory));
             // DF_1_NODEFLIB leaves out the default directories; a secure preload takes nothing else.
             if (nodeflib && in_default) || (setuid_only && !in_default) {
@@ -855,10 +888,7 @@ impl<'a> Search<'a> {
                     return Some(Vec::new());
                 }
                 let expanded = self.expand(element, origin.as_deref()).filter(|expanded| !expanded.is_empty())?;
-                if self.target.secure
-                    && contains_origin(element)
-                    && !self.flavour.is_default_directory(&expanded)
-                {
+                if self.target.secure && contains_origin(element) && !self.flavour.is_default_directory(&expanded) {
                     return None;
                 }
                 Some(expanded)
@@ -877,9 +907,9 @@ impl<'a> Search<'a> {
                 rest = after;
                 continue;
             }
-            let matched = ["ORIGIN", "PLATFORM", "LIB"].into_iter().find_map(|token| {
-                dynamic_string_token(after, token.as_bytes()).map(|length| (token, length))
-            });
+            let matched = ["ORIGIN", "PLATFORM", "LIB"]
+                .into_iter()
+                .find_map(|token| dynamic_string_token(after, token.as_bytes()).map(|length| (token, length)));
             let Some((token, length)) = matched else {
                 out.push(b'$');
                 rest = after;
@@ -887,7 +917,9 @@ impl<'a> Search<'a> {
             };
             match token {
                 "ORIGIN" => out.extend_from_slice(origin?),
-                "PLATFORM" if !self.flavour.platform.is_empty() => out.extend_from_slice(self.flavour.platform.as_bytes()),
+                "PLATFORM" if !self.flavour.platform.is_empty() => {
+                    out.extend_from_slice(self.flavour.platform.as_bytes())
+                }
                 "PLATFORM" => return None,
                 _ => out.extend_from_slice(self.flavour.lib.as_bytes()),
             }
@@ -925,7 +957,8 @@ fn read_configuration(root: &OwnedFd, path: &[u8], directories: &mut Vec<Vec<u8>
     if depth > 8 || *files > MAX_CONFIG_FILES {
         return;
     }
-    let Ok(text) = untrusted::open_in_root(root, path).and_then(|file| untrusted::read_capped(&file, MAX_CONFIG_BYTES)) else {
+    let Ok(text) = untrusted::open_in_root(root, path).and_then(|file| untrusted::read_capped(&file, MAX_CONFIG_BYTES))
+    else {
         return;
     };
     for line in text.split(|&byte| byte == b'\n') {
@@ -934,7 +967,9 @@ fn read_configuration(root: &OwnedFd, path: &[u8], directories: &mut Vec<Vec<u8>
         if line.is_empty() || line.starts_with(b"hwcap ") {
             continue;
         }
-        if let Some(pattern) = line.strip_prefix(b"include").filter(|rest| rest.first().is_some_and(u8::is_ascii_whitespace)) {
+        if let Some(pattern) =
+            line.strip_prefix(b"include").filter(|rest| rest.first().is_some_and(u8::is_ascii_whitespace))
+        {
             for pattern in pattern.split(u8::is_ascii_whitespace).filter(|word| !word.is_empty()) {
                 let pattern = match pattern.first() {
                     Some(b'/') => pattern.to_vec(),
@@ -948,7 +983,10 @@ fn read_configuration(root: &OwnedFd, path: &[u8], directories: &mut Vec<Vec<u8>
         }
         // `DIR` or the old `DIR=TYPE`.
         let directory = line.split(|&byte| byte == b'=').next().unwrap_or_default().trim_ascii();
-        if directory.first() == Some(&b'/') && directories.len() < MAX_DIRECTORIES && !directories.iter().any(|known| known == directory) {
+        if directory.first() == Some(&b'/')
+            && directories.len() < MAX_DIRECTORIES
+            && !directories.iter().any(|known| known == directory)
+        {
             directories.push(directory.to_vec());
         }
     }
@@ -1069,7 +1107,10 @@ impl Cache {
 
     fn hwcaps_names(&self, extension: usize) -> Vec<Vec<u8>> {
         let new = &self.bytes[self.base..];
-        if extension == 0 || extension.checked_add(8).is_none_or(|end| end > new.len()) || u32_at(new, extension) != CACHE_EXTENSION_MAGIC {
+        if extension == 0
+            || extension.checked_add(8).is_none_or(|end| end > new.len())
+            || u32_at(new, extension) != CACHE_EXTENSION_MAGIC
+        {
             return Vec::new();
         }
         let sections = (u32_at(new, extension + 4) as usize).min(64);
@@ -1198,7 +1239,15 @@ mod tests {
     #[test]
     fn system_programs_load_what_ldd_lists() {
         let mut tried = 0;
-        for program in ["/usr/bin/python3", "/usr/bin/ssh", "/usr/bin/bash", "/usr/bin/ls", "/usr/bin/gdb", "/usr/bin/cmake", "/usr/bin/valgrind.bin"] {
+        for program in [
+            "/usr/bin/python3",
+            "/usr/bin/ssh",
+            "/usr/bin/bash",
+            "/usr/bin/ls",
+            "/usr/bin/gdb",
+            "/usr/bin/cmake",
+            "/usr/bin/valgrind.bin",
+        ] {
             let program = Path::new(program);
             if !program.exists() {
                 continue;
@@ -1219,7 +1268,11 @@ mod tests {
     fn a_cxx_program_loads_what_ldd_lists() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("widget.cpp"), "#include <string>\n#include <iostream>\nint main() { std::string s(100, 'x'); std::cout << s.size() << std::endl; }\n").unwrap();
-        let status = Command::new("g++").current_dir(dir.path()).args(["-o", "widget", "widget.cpp"]).status().expect("g++ runs");
+        let status = Command::new("g++")
+            .current_dir(dir.path())
+            .args(["-o", "widget", "widget.cpp"])
+            .status()
+            .expect("g++ runs");
         assert!(status.success());
         let program = dir.path().join("widget");
         assert_like_ldd(&program, &[]);
@@ -1243,16 +1296,43 @@ mod tests {
         cc(root, &["-shared", "-fPIC", "-o", "pre/libpre.so", "one.c"]);
         cc(root, &["-shared", "-fPIC", "-o", "lib/x86_64-linux-gnu/libtwo.so", "two.c", "-La", "-lone"]);
         // DT_RUNPATH with $ORIGIN and $LIB.
-        cc(root, &["-o", "bin/runpath", "main.c", "-Llib/x86_64-linux-gnu", "-ltwo", "-La", "-lone", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../${LIB}:$ORIGIN/../b"]);
+        cc(
+            root,
+            &[
+                "-o",
+                "bin/runpath",
+                "main.c",
+                "-Llib/x86_64-linux-gnu",
+                "-ltwo",
+                "-La",
+                "-lone",
+                "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../${LIB}:$ORIGIN/../b",
+            ],
+        );
         // DT_RPATH: searched before LD_LIBRARY_PATH, and for libtwo's needs too.
-        cc(root, &["-o", "bin/rpath", "main.c", "-Llib/x86_64-linux-gnu", "-ltwo", "-La", "-lone", "-Wl,--disable-new-dtags,-rpath,$ORIGIN/../$LIB:$ORIGIN/../b"]);
+        cc(
+            root,
+            &[
+                "-o",
+                "bin/rpath",
+                "main.c",
+                "-Llib/x86_64-linux-gnu",
+                "-ltwo",
+                "-La",
+                "-lone",
+                "-Wl,--disable-new-dtags,-rpath,$ORIGIN/../$LIB:$ORIGIN/../b",
+            ],
+        );
         let a = root.join("a").display().to_string();
         let pre = root.join("pre/libpre.so").display().to_string();
         for program in ["bin/runpath", "bin/rpath"] {
             let program = root.join(program);
             assert_like_ldd(&program, &[]);
             assert_like_ldd(&program, &[("LD_LIBRARY_PATH", &a)]);
-            assert_like_ldd(&program, &[("LD_LIBRARY_PATH", &format!("/nonexistent::{a}")), ("LD_PRELOAD", &format!("{pre} libm.so.6"))]);
+            assert_like_ldd(
+                &program,
+                &[("LD_LIBRARY_PATH", &format!("/nonexistent::{a}")), ("LD_PRELOAD", &format!("{pre} libm.so.6"))],
+            );
         }
         // The orders differ: LD_LIBRARY_PATH wins over DT_RUNPATH, DT_RPATH over it.
         let runpath = ours(&root.join("bin/runpath"), &[("LD_LIBRARY_PATH", &a)]);
@@ -1313,7 +1393,11 @@ mod tests {
         std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", root.join("lib/x86_64-linux-gnu/libc.so.6")).unwrap();
         let loader = std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").unwrap();
         std::fs::copy(&loader, root.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")).unwrap();
-        std::os::unix::fs::symlink("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", root.join("lib64/ld-linux-x86-64.so.2")).unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            root.join("lib64/ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
         std::fs::write(root.join("etc/ld.so.conf"), "# the usual\ninclude /etc/ld.so.conf.d/*.conf\n").unwrap();
         std::fs::write(root.join("etc/ld.so.conf.d/foo.conf"), "/opt/lib\n").unwrap();
         let target = Target {
@@ -1335,7 +1419,8 @@ mod tests {
         assert_ne!(inode(&libraries[2].path), inode(&loader));
         // Without the configuration, libfoo is not found; the rest still is.
         std::fs::remove_file(root.join("etc/ld.so.conf")).unwrap();
-        let names: Vec<String> = load_order(&target).unwrap().iter().map(|library| library.name.display().to_string()).collect();
+        let names: Vec<String> =
+            load_order(&target).unwrap().iter().map(|library| library.name.display().to_string()).collect();
         assert_eq!(names, ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]);
     }
 

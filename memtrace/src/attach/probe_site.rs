@@ -87,7 +87,8 @@ fn movable_past(instruction: &Instruction, info: &mut InstructionInfoFactory) ->
         return false;
     }
     !used.used_registers().iter().any(|used| {
-        let writes = !matches!(used.access(), OpAccess::Read | OpAccess::CondRead | OpAccess::None | OpAccess::NoMemAccess);
+        let writes =
+            !matches!(used.access(), OpAccess::Read | OpAccess::CondRead | OpAccess::None | OpAccess::NoMemAccess);
         writes && PRESERVED.contains(&used.register().full_register())
     })
 }
@@ -112,9 +113,8 @@ mod tests {
     #[test]
     fn libstdcxx_operators_are_probed_past_endbr64() {
         // operator new(size_t): endbr64; test %rdi,%rdi; mov $1,%eax; push %rbx; cmovne ...
-        let new = [
-            0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x53, 0x48, 0x0f, 0x45, 0xc7,
-        ];
+        let new =
+            [0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x53, 0x48, 0x0f, 0x45, 0xc7];
         assert_eq!(offset(&new), Some(12));
         // operator delete(void*): endbr64; jmp free@plt
         let delete = [0xf3, 0x0f, 0x1e, 0xfa, 0xe9, 0x87, 0x2f, 0xff, 0xff];

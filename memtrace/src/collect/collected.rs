@@ -3,12 +3,7 @@
 //! change also tells the fault table to look at the process's mappings again).
 use memtrace_common::{Event, EventKind};
 
-use super::{
-    fault_table::FaultTable,
-    growth::GrowthTracker,
-    heap::HeapTable,
-    stack_table::StackTable,
-};
+use super::{fault_table::FaultTable, growth::GrowthTracker, heap::HeapTable, stack_table::StackTable};
 
 pub struct Collected {
     pub stacks: StackTable,
@@ -37,7 +32,8 @@ impl Collected {
                 faults.record(&event);
                 return;
             }
-            if !matches!(EventKind::from_u32(event.kind), Some(EventKind::Alloc | EventKind::Free | EventKind::Realloc)) {
+            if !matches!(EventKind::from_u32(event.kind), Some(EventKind::Alloc | EventKind::Free | EventKind::Realloc))
+            {
                 faults.mappings_changed(event.tgid);
             }
         }

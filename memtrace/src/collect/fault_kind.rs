@@ -54,7 +54,8 @@ mod tests {
 7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
 ",
         );
-        let kinds: Vec<FaultKind> = maps.iter().zip(classify(&maps)).map(|(map, kind)| FaultKind::of(kind, map)).collect();
+        let kinds: Vec<FaultKind> =
+            maps.iter().zip(classify(&maps)).map(|(map, kind)| FaultKind::of(kind, map)).collect();
         use FaultKind::*;
         assert_eq!(kinds, [Heap, Stack, Anonymous, File, Shm, Shm, Shm, Other]);
     }

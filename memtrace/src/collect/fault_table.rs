@@ -7,12 +7,11 @@ use std::{
 
 use memtrace_common::{Event, fault};
 
+pub use crate::collect::fault_kind::FaultKind;
 use crate::{
     report::{KindCounts, MappingKind},
     target::maps::{self, Mapping},
 };
-pub use crate::collect::fault_kind::FaultKind;
-
 
 /// The faults of one stack in one process (or of one process, or of all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,10 +97,12 @@ impl FaultTable {
     }
 
     fn classify(&mut self, pid: u32, address: u64) -> FaultKind {
-        let cache = self
-            .mappings
-            .entry(pid)
-            .or_insert_with(|| MappingsCache { mappings: Vec::new(), kinds: Vec::new(), stale: true, read_at: Instant::now() });
+        let cache = self.mappings.entry(pid).or_insert_with(|| MappingsCache {
+            mappings: Vec::new(),
+            kinds: Vec::new(),
+            stale: true,
+            read_at: Instant::now(),
+        });
         let covering = |cache: &MappingsCache| {
             let found = cache.mappings.iter().position(|mapping| mapping.contains(address));
             found

@@ -8,7 +8,6 @@ use crate::{
     report::Growth,
 };
 
-
 type StackKey = (u32, i32, MemoryKind);
 
 #[derive(Debug, Default)]
@@ -70,7 +69,14 @@ mod tests {
     fn sample(bytes: &[(i32, u64)]) -> Vec<StackTotal> {
         bytes
             .iter()
-            .map(|&(stack_id, bytes)| StackTotal { tgid: 1, stack_id, kind: MemoryKind::Heap, leak: None, bytes, allocations: 1 })
+            .map(|&(stack_id, bytes)| StackTotal {
+                tgid: 1,
+                stack_id,
+                kind: MemoryKind::Heap,
+                leak: None,
+                bytes,
+                allocations: 1,
+            })
             .collect()
     }
 

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use memtrace_common::{Event, EventKind, StackSums, mapping};
 
 use crate::{
-    collect::MemoryKind,
-    collect::allocation_totals::{Allocated, AllocatedByStack},
-    collect::block_map::{Block, BlockMap},
+    collect::{
+        MemoryKind,
+        allocation_totals::{Allocated, AllocatedByStack},
+        block_map::{Block, BlockMap},
+        outside_malloc::{RegionKind, Regions},
+    },
     report::LeakKind,
-    collect::outside_malloc::{RegionKind, Regions},
 };
-
 
 /// Counts over the whole trace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,7 +62,9 @@ pub struct StackTotal {
 pub enum Scale {
     #[default]
     Exact,
-    Sampled { mean_bytes: f64 },
+    Sampled {
+        mean_bytes: f64,
+    },
 }
 
 impl Scale {
@@ -153,10 +156,9 @@ impl ProcessHeap {
             bytes += weight * block.size as f64;
             blocks += weight;
         }
-        let (kernel_bytes, kernel_blocks) = self
-            .kernel_sums
-            .iter()
-            .fold((0, 0), |(bytes, blocks), (_, sums)| (bytes + sums.outstanding_bytes, blocks + sums.outstanding_blocks));
+        let (kernel_bytes, kernel_blocks) = self.kernel_sums.iter().fold((0, 0), |(bytes, blocks), (_, sums)| {
+            (bytes + sums.outstanding_bytes, blocks + sums.outstanding_blocks)
+        });
         (bytes.round() as u64 + kernel_bytes, blocks.round() as u64 + kernel_blocks)
     }
 
@@ -298,13 +300,13 @@ impl HeapTable {
         self.processes.get(&tgid).map_or_else(ProcessTotals::default, |process| {
             let (outstanding_bytes, outstanding_blocks) = process.outstanding(self.scale);
             ProcessTotals {
-            outstanding_bytes,
-            outstanding_blocks,
-            totals: process.totals(),
-            mmap_bytes: process.regions.mapped_bytes(RegionKind::Private),
-            shm_bytes: process.regions.mapped_bytes(RegionKind::Shared),
-            brk_bytes: process.regions.brk_bytes(),
-        }
+                outstanding_bytes,
+                outstanding_blocks,
+                totals: process.totals(),
+                mmap_bytes: process.regions.mapped_bytes(RegionKind::Private),
+                shm_bytes: process.regions.mapped_bytes(RegionKind::Shared),
+                brk_bytes: process.regions.brk_bytes(),
+            }
         })
     }
 
@@ -525,7 +527,10 @@ mod tests {
         assert_eq!(heap.all().outstanding_bytes, 64);
         // realloc(0x10, 128) moving to 0x30 frees the old block and records the new one.
         heap.apply(&event(EventKind::Realloc, 0x30, 128, 0x10, 2));
-        assert_eq!(heap.by_stack(), vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, leak: None, bytes: 128, allocations: 1 }]);
+        assert_eq!(
+            heap.by_stack(),
+            vec![StackTotal { tgid: 7, stack_id: 2, kind: MemoryKind::Heap, leak: None, bytes: 128, allocations: 1 }]
+        );
         // A failed realloc keeps the old block.
         heap.apply(&event(EventKind::Realloc, 0, 1 << 40, 0x30, 3));
         assert_eq!(heap.all().outstanding_bytes, 128);

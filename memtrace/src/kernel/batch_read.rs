@@ -4,7 +4,11 @@
 //! reads the blocks that overflowed the block table and every CPU's per-stack totals when it
 //! reports, and the overflowed blocks again on each exec of a traced process: thousands of
 //! entries per call instead.
-use std::{io, mem::size_of, os::fd::{AsFd, AsRawFd}};
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsFd, AsRawFd},
+};
 
 use aya::{Pod, maps::MapData};
 
@@ -69,9 +73,8 @@ fn read_batches<K: Pod, V: Pod>(map: &MapData, copies: usize) -> io::Result<(Vec
         };
         // SAFETY: the attribute points at buffers of `count` keys and `count * copies` values
         // and at the position words, all alive for the call; the kernel writes at most that.
-        let result = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as u32)
-        };
+        let result =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as u32) };
         // ENOENT: the last entries were read, perhaps with some in this call.
         let mut done = false;
         if result < 0 {

@@ -24,7 +24,11 @@ impl KernelCounters {
 
     /// Everything the kernel side lost (the counters that are losses), added up.
     pub fn lost(&self) -> u64 {
-        Counter::ALL.iter().filter(|counter| counter.info().loss).map(|&counter| self.get(counter)).fold(0, u64::saturating_add)
+        Counter::ALL
+            .iter()
+            .filter(|counter| counter.info().loss)
+            .map(|&counter| self.get(counter))
+            .fold(0, u64::saturating_add)
     }
 }
 

@@ -3,9 +3,9 @@
 //! kernel then allocates until its OOM killer fires), so memtrace refuses, naming the option to
 //! lower, when the maps would not fit in what `/proc/meminfo` calls available.
 use memtrace_common::{
-    unwind::{PagePair, RowPair, UnwindTable},
     BlockKey, BlockSlot, EventWithStack, FreeMark, InFlight, LiveBlock, StackFrames, SyscallArgs, TotalsSlot,
     WrapperCall,
+    unwind::{PagePair, RowPair, UnwindTable},
 };
 use thiserror::Error;
 
@@ -87,8 +87,11 @@ impl MapSizes {
             sized(
                 "--stack-slots",
                 "the stack table and its per-CPU totals",
-                hash(u64::from(self.stack_slots), 8, size_of::<StackFrames>())
-                    .saturating_add(per_cpu_array(totals_slots, size_of::<TotalsSlot>(), cpus)),
+                hash(u64::from(self.stack_slots), 8, size_of::<StackFrames>()).saturating_add(per_cpu_array(
+                    totals_slots,
+                    size_of::<TotalsSlot>(),
+                    cpus,
+                )),
             ),
             sized(
                 "--live-blocks",
@@ -158,7 +161,8 @@ pub fn check(parts: &[Part], available: u64) -> Result<(), TooLarge> {
     if total <= available {
         return Ok(());
     }
-    let largest = parts.iter().max_by_key(|part| part.bytes).cloned().unwrap_or(Part { option: None, what: "", bytes: 0 });
+    let largest =
+        parts.iter().max_by_key(|part| part.bytes).cloned().unwrap_or(Part { option: None, what: "", bytes: 0 });
     Err(TooLarge { total, available, largest })
 }
 
@@ -181,7 +185,9 @@ fn round8(bytes: usize) -> u64 {
 /// A hash map's elements (the kernel's per-element header is about 48 bytes) and buckets.
 fn hash(entries: u64, key: usize, value: usize) -> u64 {
     let element = 48 + round8(key) + round8(value);
-    entries.saturating_mul(element).saturating_add(entries.checked_next_power_of_two().unwrap_or(u64::MAX).saturating_mul(16))
+    entries
+        .saturating_mul(element)
+        .saturating_add(entries.checked_next_power_of_two().unwrap_or(u64::MAX).saturating_mul(16))
 }
 
 fn array(entries: u64, value: usize) -> u64 {
@@ -227,7 +233,10 @@ mod tests {
         assert_eq!(bytes_of(&plain, "--stack-slots"), (48 + 8 + 1024 + 16) + (2 * (2 * 32) + 2 * 8));
         let combined = MapSizes::of(&ProbeSettings { combined: true, ..settings() }).footprint(2);
         // 16,384 stacks of 1 KiB and their 32,768 totals slots of 32 bytes on each of 2 CPUs.
-        assert_eq!(bytes_of(&combined, "--stack-slots"), 16_384 * (48 + 8 + 1024) + 16_384 * 16 + 32_768 * (32 * 2 + 8));
+        assert_eq!(
+            bytes_of(&combined, "--stack-slots"),
+            16_384 * (48 + 8 + 1024) + 16_384 * 16 + 32_768 * (32 * 2 + 8)
+        );
         // 2^21 slots of 32 bytes, and an overflow map of 2^20 entries, 2^17 groups unused.
         assert_eq!(bytes_of(&combined, "--live-blocks"), (1 << 21) * 32 + (1 << 20) * (48 + 16 + 16 + 16) + 8);
         // An odd ring size rounds up to a power of two, and the largest is bounded.

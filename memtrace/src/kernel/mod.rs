@@ -25,16 +25,13 @@ use aya::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
-use memtrace_common::{
-    names,
-    unwind::names as unwind_names,
-};
-
 pub use counters::KernelCounters;
 pub use error::ProbeError;
 use error::{map_error, missing};
 use memory::MapSizes;
+use memtrace_common::{names, unwind::names as unwind_names};
 pub use sums::KernelStackSums;
+
 use crate::{
     attach::allocator::Allocator,
     kernel::{block_table::BlockSlots, ring_buffer::watch_readable},
@@ -76,8 +73,6 @@ pub struct ProbeSettings {
     pub unwind_capacity: crate::unwind::Capacity,
 }
 
-
-
 /// memtrace's programs, loaded, with their links and maps.
 pub struct Probes {
     ebpf: Ebpf,
@@ -89,9 +84,6 @@ pub struct Probes {
     /// The kernel's block table, mapped (`--combined`, `--sample-bytes`).
     block_slots: Option<BlockSlots>,
 }
-
-
-
 
 impl Probes {
     /// Loads the programs and maps (nothing is attached yet).
@@ -107,8 +99,16 @@ impl Probes {
             Some(available) => memory::check(&sizes.footprint(cpus), available)?,
             None => log::debug!("no MemAvailable in /proc/meminfo: the maps' size is not checked"),
         }
-        let MapSizes { ring_bytes, stack_slots, totals_slot_bits, live_blocks, block_slot_bits, block_groups, id_slots, .. } =
-            sizes;
+        let MapSizes {
+            ring_bytes,
+            stack_slots,
+            totals_slot_bits,
+            live_blocks,
+            block_slot_bits,
+            block_groups,
+            id_slots,
+            ..
+        } = sizes;
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
@@ -149,11 +149,16 @@ impl Probes {
                 .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
                 .try_into()
                 .map_err(|error| ProbeError::Load(format!("{program}: {}", crate::error_text::with_causes(&error))))?;
-            tracepoint_program.load().map_err(|error| ProbeError::Load(format!("{program}: {}", load_error_text(&error))))?;
-            // Syscall tracepoints fire for every process; the programs keep only traced ones.
             tracepoint_program
-                .attach("syscalls", tracepoint)
-                .map_err(|error| ProbeError::Load(format!("attaching to syscalls/{tracepoint}: {}", crate::error_text::with_causes(&error))))?;
+                .load()
+                .map_err(|error| ProbeError::Load(format!("{program}: {}", load_error_text(&error))))?;
+            // Syscall tracepoints fire for every process; the programs keep only traced ones.
+            tracepoint_program.attach("syscalls", tracepoint).map_err(|error| {
+                ProbeError::Load(format!(
+                    "attaching to syscalls/{tracepoint}: {}",
+                    crate::error_text::with_causes(&error)
+                ))
+            })?;
         }
         for name in [
             names::SIZE_ENTER,
@@ -251,8 +256,7 @@ impl Probes {
         if allocator.has_deletes() && !self.empty {
             // Before the first delete probe: from now on `free` checks delete's marks.
             let map = self.ebpf.map_mut(names::OUTER_FREES).ok_or_else(|| missing(names::OUTER_FREES))?;
-            let mut flag: Array<_, u32> =
-                Array::try_from(map).map_err(|error| map_error(names::OUTER_FREES, error))?;
+            let mut flag: Array<_, u32> = Array::try_from(map).map_err(|error| map_error(names::OUTER_FREES, error))?;
             flag.set(0, 1, 0).map_err(|error| map_error(names::OUTER_FREES, error))?;
         }
         let (uprobe_scope, owner) = (UProbeScope::OneProcess(pid), pid.get());
@@ -291,7 +295,11 @@ impl Probes {
         let (uprobe_scope, owner) = (UProbeScope::OneProcess(pid), pid.get());
         let program = unwind_names::LOADER_MAPPED;
         let link = uprobe(&mut self.ebpf, program)?.attach(offset, path, uprobe_scope).map_err(|error| {
-            ProbeError::Attach { function: "_dl_debug_state".into(), object: path.display().to_string(), detail: crate::error_text::with_causes(&error) }
+            ProbeError::Attach {
+                function: "_dl_debug_state".into(),
+                object: path.display().to_string(),
+                detail: crate::error_text::with_causes(&error),
+            }
         })?;
         self.links.entry(owner).or_default().push((program, link));
         log::info!("attached {program} to _dl_debug_state at {offset:#x} in {}", path.display());
@@ -355,8 +363,6 @@ impl Probes {
         let map = self.ebpf.take_map(names::EVENTS).ok_or_else(|| missing(names::EVENTS))?;
         RingBuf::try_from(map).map_err(|error| map_error(names::EVENTS, error))
     }
-
-
 }
 
 /// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK` (often 64 KiB, or 8 MiB): lift it, as
@@ -378,8 +384,6 @@ pub(crate) fn id_slots() -> u32 {
         .and_then(|pid_max| u32::try_from(pid_max).ok())
         .map_or(32_768, |pid_max| pid_max.min(MOST_SLOTS))
 }
-
-
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeError> {
     ebpf.program_mut(name)

@@ -19,8 +19,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
 pub fn watch_readable<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: every `T` memtrace passes here (a ring buffer map, the aya-log reader, a pidfd)
     // owns its fd and keeps it open and unchanged until it is dropped along with the AsyncFd.
-    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
-        .map_err(|error| error.into())
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }.map_err(|error| error.into())
 }
 
 /// The agent's end of the `EVENTS` ring buffer.
@@ -70,7 +69,17 @@ mod tests {
 
     #[test]
     fn decodes_unaligned_records_and_rejects_short_ones() {
-        let event = Event { kind: 1, tgid: 42, stack_id: 3, flags: 0, size: 24, addr: 0x1000, old_addr: 0, old_size: 0, timestamp_ns: 9 };
+        let event = Event {
+            kind: 1,
+            tgid: 42,
+            stack_id: 3,
+            flags: 0,
+            size: 24,
+            addr: 0x1000,
+            old_addr: 0,
+            old_size: 0,
+            timestamp_ns: 9,
+        };
         // SAFETY: viewing a plain-data struct as bytes.
         let bytes = unsafe { std::slice::from_raw_parts((&event as *const Event).cast::<u8>(), size_of::<Event>()) };
         let mut shifted = vec![0u8; 1];

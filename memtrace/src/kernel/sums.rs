@@ -9,8 +9,7 @@ use memtrace_common::{
 };
 
 use super::{
-    Probes,
-    batch_read,
+    Probes, batch_read,
     error::{ProbeError, map_error, missing},
 };
 
@@ -75,8 +74,10 @@ impl Probes {
         let Some(aya::maps::Map::PerCpuArray(map)) = self.ebpf.map(names::TOTALS_SLOTS) else {
             return Err(missing(names::TOTALS_SLOTS));
         };
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(_, error)| ProbeError::Map { map: names::TOTALS_SLOTS, detail: format!("counting CPUs: {error}") })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, error)| ProbeError::Map {
+            map: names::TOTALS_SLOTS,
+            detail: format!("counting CPUs: {error}"),
+        })?;
         batch_read::read_per_cpu_array(map, cpus)
             .map_err(|error| ProbeError::Map { map: names::TOTALS_SLOTS, detail: error.to_string() })
     }

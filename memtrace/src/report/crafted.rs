@@ -22,7 +22,8 @@ fn render_every_way(report: &Report) -> Vec<(RenderOptions, Vec<u8>)> {
                 for top in [None, Some(0), Some(1), Some(usize::MAX)] {
                     for kinds in [KindFilter::ALL, KindFilter::of(&[LeakKind::DefinitelyLost]), KindFilter::of(&[])] {
                         let junit_locations = kinds != KindFilter::ALL;
-                        let options = RenderOptions { top, weight, sort, kinds, junit_locations, ..RenderOptions::new(format) };
+                        let options =
+                            RenderOptions { top, weight, sort, kinds, junit_locations, ..RenderOptions::new(format) };
                         let mut out = Vec::new();
                         render(report, &options, &mut out).unwrap_or_else(|error| panic!("{options:?}: {error}"));
                         rendered.push((options, out));
@@ -59,7 +60,11 @@ fn the_largest_numbers_render_saturated_in_every_format() {
     assert_eq!(faults, "pid 7;touch 18446744073709551615\n");
     // pprof's values are signed: the largest counts are i64::MAX, not -1.
     let profile = super::pprof::build(&report, None);
-    assert!(profile.sample.iter().all(|sample| sample.value.iter().all(|&value| value == 0 || value == i64::MAX)), "{:?}", profile.sample);
+    assert!(
+        profile.sample.iter().all(|sample| sample.value.iter().all(|&value| value == 0 || value == i64::MAX)),
+        "{:?}",
+        profile.sample
+    );
     assert!(profile.mapping.iter().any(|mapping| mapping.memory_limit == u64::MAX), "{:?}", profile.mapping);
     assert_eq!(profile.duration_nanos, i64::MAX);
 }
@@ -79,9 +84,13 @@ impl Numbers {
     fn pick(&mut self, original: &Value) -> Value {
         let choice = self.next() % 8;
         if original.is_f64() {
-            return json!([1.7976931348623157e308, -1.7976931348623157e308, 0.0, -0.0, 5e-324, 1e19, -1e19, 0.5][choice as usize]);
+            return json!(
+                [1.7976931348623157e308, -1.7976931348623157e308, 0.0, -0.0, 5e-324, 1e19, -1e19, 0.5][choice as usize]
+            );
         }
-        json!([0, 1, u64::MAX, u64::MAX - 1, i64::MAX as u64, 1 << 63, self.next(), u64::from(u32::MAX)][choice as usize])
+        json!(
+            [0, 1, u64::MAX, u64::MAX - 1, i64::MAX as u64, 1 << 63, self.next(), u64::from(u32::MAX)][choice as usize]
+        )
     }
 
     fn mutate(&mut self, value: &mut Value) {
@@ -117,4 +126,3 @@ fn reports_with_random_extreme_numbers_render_in_every_format() {
     }
     assert!(rendered_reports > 250, "only {rendered_reports} of the mutated reports parsed");
 }
-

@@ -25,7 +25,6 @@ impl KindCounts {
     }
 }
 
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FaultsSection {
     /// One sample was taken every `period` faults; every count is samples × period.
@@ -64,6 +63,3 @@ pub struct FaultStack {
     #[serde(default)]
     pub truncated: bool,
 }
-
-
-

@@ -8,8 +8,7 @@ use std::{
     path::Path,
 };
 
-use super::{Kind, LeakKind, Report, ReportFrame, Stack, frame_names::short_function_name};
-use super::options::Weight;
+use super::{Kind, LeakKind, Report, ReportFrame, Stack, frame_names::short_function_name, options::Weight};
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     for line in lines(report, weight, top) {
@@ -43,7 +42,9 @@ pub fn weighted_paths(report: &Report, weight: Weight, top: Option<usize>) -> Ve
             .faults
             .iter()
             .flat_map(|faults| faults.stacks.iter().take(top))
-            .map(|stack| (stack.minor.saturating_add(stack.major), path(stack.pid, several_processes, &[], &stack.frames)))
+            .map(|stack| {
+                (stack.minor.saturating_add(stack.major), path(stack.pid, several_processes, &[], &stack.frames))
+            })
             .collect(),
     };
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
@@ -131,7 +132,10 @@ mod tests {
         assert_eq!(path(9, true, &mmap, &frames), "pid 9;[mmap];libc.so.6+0x2724a;main;grab:it");
         assert_eq!(path(9, false, &[], &[]), "[stack unavailable]");
         let lost = [leak_root(LeakKind::DefinitelyLost, false)];
-        let cxx = vec![frame(Some("std::vector<int, std::allocator<int> >::push_back(int const&)"), "0x1"), frame(Some("main"), "0x2")];
+        let cxx = vec![
+            frame(Some("std::vector<int, std::allocator<int> >::push_back(int const&)"), "0x1"),
+            frame(Some("main"), "0x2"),
+        ];
         assert_eq!(path(9, false, &lost, &cxx), "[definitely lost];main;std::vector::push_back");
         assert_eq!(leak_root(LeakKind::StillReachable, true), "[still reachable, suppressed]");
     }

@@ -45,8 +45,12 @@ impl Case<'_> {
     /// `144 bytes in 3 blocks definitely lost`, `, from 2 stacks` when several share the case.
     fn message(&self) -> String {
         let sum = |field: fn(&Stack) -> u64| self.stacks.iter().map(|stack| field(stack)).fold(0, u64::saturating_add);
-        let mut message =
-            format!("{} in {} {}", bytes(sum(|stack| stack.bytes)), plural(sum(|stack| stack.allocations), "block"), self.what);
+        let mut message = format!(
+            "{} in {} {}",
+            bytes(sum(|stack| stack.bytes)),
+            plural(sum(|stack| stack.allocations), "block"),
+            self.what
+        );
         if self.stacks.len() > 1 {
             message.push_str(&format!(", from {}", plural(self.stacks.len() as u64, "stack")));
         }
@@ -195,7 +199,8 @@ fn suites(report: &Report) -> Vec<Suite<'_>> {
             // Two processes of one command line (a test run twice): numbered in their order.
             let name = if *seen > 1 { format!("{command} #{seen}") } else { command };
             let stacks = report.stacks.iter().filter(|stack| stack.pid == pid && stack.kind == Kind::Heap);
-            let failing = stacks.filter(|stack| !classified || stack.leak_kind.is_some_and(|kind| fail_on.contains(&kind)));
+            let failing =
+                stacks.filter(|stack| !classified || stack.leak_kind.is_some_and(|kind| fail_on.contains(&kind)));
             let unscanned = classified && process.is_some_and(|process| process.leaks.is_none());
             Suite { name, unscanned, cases: cases(failing) }
         })
@@ -253,7 +258,12 @@ fn basename(path: &str) -> &str {
 fn stacks_text(stacks: &[&Stack]) -> String {
     let mut text = String::new();
     for stack in stacks {
-        text.push_str(&format!("pid {}: {} in {}\n", stack.pid, bytes(stack.bytes), plural(stack.allocations, "block")));
+        text.push_str(&format!(
+            "pid {}: {} in {}\n",
+            stack.pid,
+            bytes(stack.bytes),
+            plural(stack.allocations, "block")
+        ));
         if let Some(why) = &stack.unavailable {
             text.push_str(&format!("(stack unavailable: {why})\n"));
         }

@@ -1,7 +1,6 @@
 //! The report's leak-kind totals and the outcome of `--check`.
 use serde::{Deserialize, Serialize};
 
-
 /// What can still reach a block when its process ends, in valgrind's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -83,7 +82,6 @@ pub struct ScanTiming {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_seconds: Option<f64>,
 }
-
 
 impl LeakSummary {
     /// (bytes, blocks) of one kind.

@@ -6,29 +6,28 @@ mod faults;
 mod folded;
 pub mod frame_names;
 mod json;
-mod memory;
 mod junit;
+mod memory;
+pub mod options;
+pub mod pending_file;
 mod pprof;
 pub mod printable;
 mod profile_proto;
-pub mod options;
-pub mod pending_file;
 mod render;
 pub mod saved;
 pub mod sink;
-pub mod unwind;
 mod svg;
 mod text;
+pub mod unwind;
 
 use std::collections::BTreeMap;
 
+pub use faults::{FaultStack, FaultsSection, KindCounts, ProcessFaults};
+pub use leaks::{CheckSummary, DEFAULT_FAIL_ON, LeakKind, LeakSummary, ScanTiming};
+pub use memory::{AllocatorView, CgroupMemory, KindUsage, MappingKind, MappingUsage, MemoryPicture};
 use memtrace_common::LOSSES;
 use serde::{Deserialize, Serialize};
-
-pub use faults::{FaultStack, FaultsSection, KindCounts, ProcessFaults};
 pub use unwind::UnwindReport;
-pub use memory::{AllocatorView, CgroupMemory, KindUsage, MappingKind, MappingUsage, MemoryPicture};
-pub use leaks::{CheckSummary, DEFAULT_FAIL_ON, LeakKind, LeakSummary, ScanTiming};
 
 mod leaks;
 
@@ -167,7 +166,6 @@ pub struct Counts {
     pub loader_mmap_bytes: u64,
 }
 
-
 /// One traced process: who it is, how it ended, and its own numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcessReport {
@@ -225,7 +223,6 @@ pub enum Collection {
     Combined,
     Sampled,
 }
-
 
 /// Everything lost on the way, by what lost it: one entry per loss of
 /// `memtrace_common::LOSSES` (`ring_buffer_full`, `stack_capture_failed`, ...), zero or not.
@@ -290,7 +287,6 @@ pub enum Kind {
     /// Break growth (brk, sbrk).
     Brk,
 }
-
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stack {
@@ -359,8 +355,6 @@ pub struct ReportFrame {
     /// Inlined into the frame that follows it.
     pub inlined: bool,
 }
-
-
 
 impl Report {
     /// Adds the page-fault section and its totals.

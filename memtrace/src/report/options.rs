@@ -58,7 +58,14 @@ pub struct RenderOptions {
 impl RenderOptions {
     /// Options with every default: all kinds shown, no `--top`.
     pub fn new(format: Format) -> Self {
-        Self { format, top: None, weight: Weight::Bytes, sort: SortBy::Bytes, kinds: KindFilter::ALL, junit_locations: false }
+        Self {
+            format,
+            top: None,
+            weight: Weight::Bytes,
+            sort: SortBy::Bytes,
+            kinds: KindFilter::ALL,
+            junit_locations: false,
+        }
     }
 
     /// Whether this format shows only some leak kinds: the stacks of the others are left out

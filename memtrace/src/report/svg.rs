@@ -9,8 +9,7 @@ use inferno::flamegraph::{
     color::{BasicPalette, Color, Palette, PaletteMap},
 };
 
-use super::{LeakKind, Report, folded};
-use super::options::Weight;
+use super::{LeakKind, Report, folded, options::Weight};
 
 pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     let lines = within_u64(folded::weighted_paths(report, weight, top));
@@ -48,7 +47,9 @@ pub fn render(report: &Report, weight: Weight, top: Option<usize>, out: &mut dyn
         // Nothing outstanding: inferno has still written a well-formed SVG that says so.
         Err(error) if lines.is_empty() && error.kind() == io::ErrorKind::InvalidData => {
             match weight {
-                Weight::Faults => eprintln!("memtrace: no faults recorded (trace with --faults): the flamegraph is empty"),
+                Weight::Faults => {
+                    eprintln!("memtrace: no faults recorded (trace with --faults): the flamegraph is empty")
+                }
                 _ => eprintln!("memtrace: no stack holds memory: the flamegraph is empty"),
             }
             Ok(())

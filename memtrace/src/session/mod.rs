@@ -16,8 +16,12 @@ pub use saved::report_saved;
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
 fn monotonic_ns() -> u64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
-    u64::try_from(now.tv_sec()).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(u64::try_from(now.tv_nsec()).unwrap_or(0))
+    let now =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    u64::try_from(now.tv_sec())
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec()).unwrap_or(0))
 }
 
 /// An error for a warning line: each cause once, nothing a target chose (a path) unescaped.

@@ -3,8 +3,7 @@
 use std::{ffi::OsString, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use crate::{
-    analyze::check::CheckOptions, attach::allocator::Selection, kernel::ProbeSettings,
-    report::options::RenderOptions,
+    analyze::check::CheckOptions, attach::allocator::Selection, kernel::ProbeSettings, report::options::RenderOptions,
 };
 
 /// How one trace collects: the kernel side's settings and what the agent adds to them.

@@ -24,8 +24,8 @@ use crate::{
     kernel::ring_buffer::watch_readable,
     report::{
         self, Mode, Report, Target,
-        printable::printable,
         options::{Format, RenderOptions},
+        printable::printable,
         sink::{Console, ReportSink},
     },
     target::{preflight, proc::command_line, stop::Stopper},
@@ -51,10 +51,8 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
     preflight::check_privileges()?;
     preflight::check_kernel()?;
     preflight::ensure_tracefs()?;
-    let allocators = pids
-        .iter()
-        .map(|&pid| allocator::for_process(pid, &options.trace.selection))
-        .collect::<Result<Vec<_>, _>>()?;
+    let allocators =
+        pids.iter().map(|&pid| allocator::for_process(pid, &options.trace.selection)).collect::<Result<Vec<_>, _>>()?;
     let mut trace = Trace::load(&options.trace)?;
     trace.all_stacks = ci.needs_all_stacks(render);
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();

@@ -70,7 +70,11 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     run.trace.open_window();
     target.release();
     let started = Instant::now();
-    log::info!("started {} as pid {main_pid}, {:.3} s after memtrace began", program.display(), begun.elapsed().as_secs_f64());
+    log::info!(
+        "started {} as pid {main_pid}, {:.3} s after memtrace began",
+        program.display(),
+        begun.elapsed().as_secs_f64()
+    );
 
     let ending = run.follow(&mut target, main_pid, &program).await?;
     let duration = started.elapsed();
@@ -79,7 +83,11 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     read_the_living(&mut trace);
     let detaching = Instant::now();
     trace.detach(main_pid);
-    log::info!("command ended after {:.3} s; the probes still attached removed in {:.3} s", duration.as_secs_f64(), detaching.elapsed().as_secs_f64());
+    log::info!(
+        "command ended after {:.3} s; the probes still attached removed in {:.3} s",
+        duration.as_secs_f64(),
+        detaching.elapsed().as_secs_f64()
+    );
     let reporting = Instant::now();
     let target = Target {
         pid: main_pid,
@@ -233,7 +241,9 @@ impl Run<'_> {
                 self.trace.watch_loader(pid);
                 self.allocators.insert(pid, allocator);
             }
-            Err(error) => eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error.into())),
+            Err(error) => {
+                eprintln!("memtrace: warning: cannot trace process {pid} after exec: {}", warning_text(&error.into()))
+            }
         }
         if let Some(process) = self.trace.processes.all.get_mut(&pid) {
             process.command = command_line(pid);
@@ -255,7 +265,14 @@ impl Run<'_> {
         trace.findings.capture_picture(pid);
         if self.scan {
             let heap = &trace.collected.heap;
-            reachability::scan_into(&mut trace.findings.leaks, pid, threads, heap.addresses_of(pid), heap.sizes_of(pid), false);
+            reachability::scan_into(
+                &mut trace.findings.leaks,
+                pid,
+                threads,
+                heap.addresses_of(pid),
+                heap.sizes_of(pid),
+                false,
+            );
         }
     }
 }

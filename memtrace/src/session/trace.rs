@@ -13,18 +13,17 @@ use memtrace_common::{Counter, EventKind, unwind::stack_flags};
 use super::{monotonic_ns, options::TraceOptions};
 use crate::{
     analyze::{memory_picture, reachability::LeakKinds},
-    assemble::{self, ReportInput},
+    assemble::{self, NamedStack, ReportInput},
     attach::allocator::Allocator,
     collect::{collected::Collected, fault_table::FaultTable, heap::HeapTable, outside_malloc},
     kernel::{KernelCounters, Probes, ring_buffer::EventReader},
-    unwind::{self, Unwinder},
     report::{
         Counts, MemoryPicture, Mode, ProcessReport, ProgramCost, Report, Target, Window,
         options::{Format, RenderOptions},
     },
-    assemble::NamedStack,
     symbolize::Symbolizer,
     target::launch::Ending,
+    unwind::{self, Unwinder},
 };
 
 /// A probe point's identity: the file (device, inode) and the offset in it. Two paths to one
@@ -67,7 +66,8 @@ pub struct KernelSide {
 impl KernelSide {
     /// Everything lost so far: the kernel's losses and the records that could not be decoded.
     pub fn lost_so_far(&self) -> u64 {
-        let kernel = self.probes.as_ref().and_then(|probes| probes.counters().ok()).map_or(0, |counters| counters.lost());
+        let kernel =
+            self.probes.as_ref().and_then(|probes| probes.counters().ok()).map_or(0, |counters| counters.lost());
         kernel.saturating_add(self.events.malformed())
     }
 }
@@ -240,7 +240,9 @@ impl Trace {
         if let Some(probes) = &mut self.kernel.probes
             && let Err(error) = probes.attach_loader(&path, offset, pid)
         {
-            log::warn!("{error}; code loaded by process {pid} is known to stack walks only as memtrace reads its mmap events");
+            log::warn!(
+                "{error}; code loaded by process {pid} is known to stack walks only as memtrace reads its mmap events"
+            );
         }
     }
 
@@ -283,8 +285,16 @@ impl Trace {
 
     /// Starts keeping the record of a traced process.
     pub fn track(&mut self, pid: u32, parent_pid: Option<u32>, command: Vec<String>) {
-        let process =
-            ProcessReport { pid, parent_pid, command, exit_code: None, signal: None, exited: false, summary: Counts::default(), leaks: None };
+        let process = ProcessReport {
+            pid,
+            parent_pid,
+            command,
+            exit_code: None,
+            signal: None,
+            exited: false,
+            summary: Counts::default(),
+            leaks: None,
+        };
         self.processes.all.insert(pid, process);
     }
 
@@ -415,7 +425,8 @@ impl Trace {
             window: self.window,
             top: if self.all_stacks { None } else { render.top },
             sort: render.sort,
-            allocated_before_ns: older_than.map(|age| now.saturating_sub(age.as_nanos().try_into().unwrap_or(u64::MAX))),
+            allocated_before_ns: older_than
+                .map(|age| now.saturating_sub(age.as_nanos().try_into().unwrap_or(u64::MAX))),
             growth: &self.collected.growth,
             with_released: matches!(render.format, Format::Json | Format::Pprof),
             combined: self.options.probes.combined,
@@ -423,7 +434,10 @@ impl Trace {
         let (stacks, symbolizer) = (&self.collected.stacks, &mut self.symbolizer);
         let mut frames_of = |pid: u32, stack_id: i32| -> Result<NamedStack, String> {
             if stack_id < 0 {
-                return Err(format!("the kernel could not capture it ({})", std::io::Error::from_raw_os_error(-stack_id)));
+                return Err(format!(
+                    "the kernel could not capture it ({})",
+                    std::io::Error::from_raw_os_error(-stack_id)
+                ));
             }
             let addresses = stacks.get(stack_id).ok_or_else(|| format!("stack {stack_id} was never received"))?;
             Ok(NamedStack { frames: symbolizer.symbolize(pid, addresses), truncated: stacks.is_truncated(stack_id) })
@@ -463,7 +477,11 @@ fn warn_about_losses(report: &Report) {
         .breakdown()
         .into_iter()
         .filter(|(_, count, _)| *count > 0)
-        .map(|(words, count, hint)| if hint.is_empty() { format!("{words} {count}") } else { format!("{words} {count}: {hint}") })
+        .map(
+            |(words, count, hint)| {
+                if hint.is_empty() { format!("{words} {count}") } else { format!("{words} {count}: {hint}") }
+            },
+        )
         .collect();
     eprintln!("memtrace: warning: {} events lost ({}); numbers are low by that much", lost.total(), parts.join(", "));
 }

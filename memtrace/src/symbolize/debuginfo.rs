@@ -82,7 +82,8 @@ pub fn find(links: &DebugLinks, module_path: &str, debug_dirs: &[PathBuf]) -> Op
         return None;
     }
     let module_dir = Path::new(module_path).parent()?;
-    let mut candidates = vec![(module_dir.join(name), Links::Refuse), (module_dir.join(".debug").join(name), Links::Refuse)];
+    let mut candidates =
+        vec![(module_dir.join(name), Links::Refuse), (module_dir.join(".debug").join(name), Links::Refuse)];
     for dir in debug_dirs {
         let relative = module_dir.strip_prefix("/").unwrap_or(module_dir);
         candidates.push((dir.join(relative).join(name), Links::Follow));
@@ -134,7 +135,8 @@ mod tests {
         std::fs::write(by_id.join("cdef.debug"), b"x").unwrap();
         let links = DebugLinks { build_id: Some(vec![0xab, 0xcd, 0xef]), debuglink: None };
         let module = dir.path().join("bin/prog");
-        let found = |links: &DebugLinks, dirs: &[PathBuf]| find(links, module.to_str().unwrap(), dirs).map(|debug| debug.path);
+        let found =
+            |links: &DebugLinks, dirs: &[PathBuf]| find(links, module.to_str().unwrap(), dirs).map(|debug| debug.path);
         assert_eq!(found(&links, std::slice::from_ref(&debug_dir)), Some(by_id.join("cdef.debug")));
 
         std::fs::create_dir_all(dir.path().join("bin/.debug")).unwrap();

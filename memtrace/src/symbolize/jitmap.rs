@@ -96,7 +96,9 @@ fn hex(text: &str) -> Option<u64> {
 
 #[test]
 fn lines_parse_and_later_entries_replace_overlapping_ones() {
-    let map = JitMap::parse("7f0000001000 40 LazyCompile:~handle app.js:10\nnot a line\n7f0000002000 0x10 stub\n7f0000001000 20 recompiled\n");
+    let map = JitMap::parse(
+        "7f0000001000 40 LazyCompile:~handle app.js:10\nnot a line\n7f0000002000 0x10 stub\n7f0000001000 20 recompiled\n",
+    );
     assert_eq!(map.name_of(0x7f00_0000_1010), Some("recompiled"));
     assert_eq!(map.name_of(0x7f00_0000_1030), None);
     assert_eq!(map.name_of(0x7f00_0000_200f), Some("stub"));
@@ -125,6 +127,9 @@ mod tests {
         assert!(JitMap::read_file(&map, &[12345]).is_ok_and(|map| map.is_some()));
         std::fs::remove_file(&map).unwrap();
         symlink("/dev/zero", &map).unwrap();
-        assert_eq!(JitMap::read_file(&map, &[0]), Err("it is a symbolic link, which memtrace does not follow here".to_owned()));
+        assert_eq!(
+            JitMap::read_file(&map, &[0]),
+            Err("it is a symbolic link, which memtrace does not follow here".to_owned())
+        );
     }
 }

@@ -11,18 +11,12 @@ pub mod jitmap;
 pub mod module;
 mod vdso;
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    io,
-    path::PathBuf,
-    rc::Rc,
-};
+use std::{collections::HashMap, fs::File, io, path::PathBuf, rc::Rc};
 
 pub use debuginfo::DEFAULT_DEBUG_DIR;
 use jitmap::JitMap;
-pub use module::SourceFrame;
 use module::Module;
+pub use module::SourceFrame;
 
 use crate::target::maps::{self, Mapping};
 
@@ -181,11 +175,7 @@ impl Symbolizer {
             return vec![unknown];
         };
         let module_offset = address - found.mapping.start + found.mapping.offset;
-        let located = Frame {
-            module: found.mapping.path.clone(),
-            module_offset: Some(module_offset),
-            ..unknown
-        };
+        let located = Frame { module: found.mapping.path.clone(), module_offset: Some(module_offset), ..unknown };
         let Some(module_file) = found.module.clone() else {
             return vec![located];
         };
@@ -199,10 +189,8 @@ impl Symbolizer {
                     .map_err(|error| log::warn!("cannot read {}: {error}", module_file.id.1))
                     .ok()
             });
-            let frames = module
-                .as_ref()
-                .and_then(|module| Some(module.frames(module.address_of(key.1)?)))
-                .unwrap_or_default();
+            let frames =
+                module.as_ref().and_then(|module| Some(module.frames(module.address_of(key.1)?))).unwrap_or_default();
             self.cache.insert(key.clone(), frames);
         }
         let source = &self.cache[&key];
@@ -322,7 +310,8 @@ mod tests {
         symbolizer.snapshot(std::process::id()).expect("own maps");
         let mut named = 0usize;
         for stack in &stacks {
-            named += symbolizer.symbolize(std::process::id(), stack).iter().filter(|frame| frame.function.is_some()).count();
+            named +=
+                symbolizer.symbolize(std::process::id(), stack).iter().filter(|frame| frame.function.is_some()).count();
         }
         let elapsed = started.elapsed();
         println!(

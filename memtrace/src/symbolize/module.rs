@@ -1,11 +1,6 @@
 //! One object file (executable or library) opened for symbolization: its loadable segments, to
 //! turn file offsets into ELF addresses, and addr2line's loader for DWARF and symbol tables.
-use std::{
-    borrow::Cow,
-    fs::File,
-    os::fd::AsRawFd,
-    path::PathBuf,
-};
+use std::{borrow::Cow, fs::File, os::fd::AsRawFd, path::PathBuf};
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, ReadCache, SymbolKind};
 
@@ -80,11 +75,7 @@ impl Module {
         let lookup = if address == u64::MAX { None } else { self.loader.find_frames(address).ok() };
         if let Some(mut iter) = lookup {
             while let Ok(Some(frame)) = iter.next() {
-                let function = frame
-                    .function
-                    .as_ref()
-                    .and_then(|name| name.demangle().ok())
-                    .map(Cow::into_owned);
+                let function = frame.function.as_ref().and_then(|name| name.demangle().ok()).map(Cow::into_owned);
                 let (file, line) = match &frame.location {
                     Some(location) => (location.file.map(str::to_owned), location.line),
                     None => (None, None),
@@ -93,9 +84,8 @@ impl Module {
             }
         }
         if frames.iter().all(|frame| frame.function.is_none()) {
-            let function = self
-                .symbol_at(address)
-                .map(|name| addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned());
+            let function =
+                self.symbol_at(address).map(|name| addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned());
             let (file, line) = frames.last().map_or((None, None), |frame| (frame.file.clone(), frame.line));
             frames = vec![SourceFrame { function, file, line }];
         }

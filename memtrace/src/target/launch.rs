@@ -47,7 +47,6 @@ pub enum LaunchError {
     System { program: String, step: &'static str, cause: io::Error },
 }
 
-
 /// What the traced processes did, in order. Every event whose doc says "held" keeps that
 /// process stopped until [`Launched::resume`].
 #[derive(Debug)]
@@ -177,10 +176,8 @@ pub fn launch(program: &Path, args: &[OsString], follow_forks: bool) -> Result<L
         .name("memtrace-tracer".into())
         .spawn(move || child.supervise(pid_tx, control_rx, event_tx))
         .map_err(system("starting the tracer thread"))?;
-    let pid = pid_rx
-        .recv()
-        .map_err(|_| io::Error::other("the tracer thread ended early"))
-        .map_err(system("fork"))??;
+    let pid =
+        pid_rx.recv().map_err(|_| io::Error::other("the tracer thread ended early")).map_err(system("fork"))??;
     Ok(Launched { pid, control: control_tx, events: event_rx })
 }
 
@@ -296,7 +293,6 @@ impl Child {
         Ok((pid, gate_write, error_read))
     }
 }
-
 
 /// Follows the traced processes until the command itself is gone, passing signals through
 /// untouched and holding each process at the moments the caller must act on.
@@ -467,9 +463,6 @@ impl Threads {
         self.states.remove(&leader).unwrap_or_default()
     }
 }
-
-
-
 
 /// The process a thread belongs to.
 fn thread_group_of(tid: Tid) -> Option<Tid> {

@@ -162,13 +162,11 @@ pub fn classify(maps: &[Mapping]) -> Vec<MappingKind> {
             Some(path) if path.starts_with("/SYSV") => MappingKind::SysvShm,
             Some(path) if path.starts_with("/dev/shm/") => MappingKind::PosixShm,
             Some(path) if path == "/dev/zero" || path.starts_with("/memfd:") => MappingKind::SharedAnonymous,
-            Some(path) if path.starts_with('/') => {
-                match (objects.contains(&(map.device, map.inode)), map.executable) {
-                    (true, true) => MappingKind::Text,
-                    (true, false) => MappingKind::Data,
-                    (false, _) => MappingKind::File,
-                }
-            }
+            Some(path) if path.starts_with('/') => match (objects.contains(&(map.device, map.inode)), map.executable) {
+                (true, true) => MappingKind::Text,
+                (true, false) => MappingKind::Data,
+                (false, _) => MappingKind::File,
+            },
             Some(_) => MappingKind::Other,
         };
         kinds.push(kind);

@@ -67,21 +67,14 @@ pub fn check_kernel() -> Result<(), PreflightError> {
 /// Makes sure tracefs is mounted: the syscall tracepoints are found there. memtrace mounts it
 /// at `/sys/kernel/tracing` when it is not (root may).
 pub fn ensure_tracefs() -> Result<(), PreflightError> {
-    let mounted = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-        .iter()
-        .any(|path| Path::new(path).exists());
+    let mounted =
+        ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().any(|path| Path::new(path).exists());
     if mounted {
         return Ok(());
     }
     // SAFETY: mount(2) with NUL-terminated strings and no data.
     let result = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+        libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
     };
     if result != 0 {
         return Err(PreflightError::KernelFeature {

@@ -12,10 +12,17 @@ pub fn command_line(pid: u32) -> Vec<String> {
     if read.map(|mut file| file.read_to_end(&mut bytes)).is_err() {
         return Vec::new();
     }
-    bytes.split(|&byte| byte == 0).filter(|arg| !arg.is_empty()).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect()
+    bytes
+        .split(|&byte| byte == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
 }
 
 /// The environment of `pid`, for finding the libraries it will load.
 pub fn environment_of(pid: u32) -> Vec<(OsString, OsString)> {
-    Process::new(pid as i32).and_then(|process| process.environ()).map(|environ| environ.into_iter().collect()).unwrap_or_default()
+    Process::new(pid as i32)
+        .and_then(|process| process.environ())
+        .map(|environ| environ.into_iter().collect())
+        .unwrap_or_default()
 }

@@ -43,7 +43,6 @@ pub struct Stopper {
     stopped: HashMap<u32, Instant>,
 }
 
-
 const STOP: u8 = 1;
 const RESUME: u8 = 2;
 
@@ -113,7 +112,6 @@ impl Stopper {
         (0..count).map(|_| read_thread(&mut self.replies).map_err(StopError::Stopper)).collect()
     }
 }
-
 
 /// The stopper's life: one request at a time until memtrace closes the pipe (or dies).
 fn serve(mut requests: File, mut replies: File) -> ! {

@@ -157,7 +157,8 @@ fn rule_of<'data, S: UnwindSection<Slice<'data>>>(row: &UnwindTableRow<usize>, s
             (kind, offset)
         }
         CfaRule::Expression(expression) => {
-            let bytes = expression.get(section).map(|expression| expression.0.to_slice().ok().map(|bytes| bytes.to_vec()));
+            let bytes =
+                expression.get(section).map(|expression| expression.0.to_slice().ok().map(|bytes| bytes.to_vec()));
             match bytes.ok().flatten().as_deref().and_then(plt_threshold) {
                 Some(threshold) => (cfa_kind::PLT, threshold),
                 None => return Rule::UNSUPPORTED,

@@ -57,7 +57,15 @@ mod tests {
 
     /// A stack copy at 0x7000 holding `words` from its base.
     fn copy(pc: u64, words: &[u64]) -> StackCopy {
-        let mut copy = StackCopy { pc, sp: 0x7000, bp: 0, base: 0x7000, length: (words.len() * 8) as u32, return_address: 1, bytes: [0; STACK_COPY_BYTES] };
+        let mut copy = StackCopy {
+            pc,
+            sp: 0x7000,
+            bp: 0,
+            base: 0x7000,
+            length: (words.len() * 8) as u32,
+            return_address: 1,
+            bytes: [0; STACK_COPY_BYTES],
+        };
         for (index, word) in words.iter().enumerate() {
             copy.bytes[index * 8..index * 8 + 8].copy_from_slice(&word.to_ne_bytes());
         }

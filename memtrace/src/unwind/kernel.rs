@@ -74,7 +74,9 @@ pub struct KernelTables {
 impl KernelTables {
     /// Takes the maps out of the loaded object (they stay in use by its programs).
     pub fn take(ebpf: &mut Ebpf, capacity: Capacity) -> io::Result<Self> {
-        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| io::Error::other(format!("{name} is missing from the eBPF object")));
+        let mut take = |name: &str| {
+            ebpf.take_map(name).ok_or_else(|| io::Error::other(format!("{name} is missing from the eBPF object")))
+        };
         let (Map::Array(rows), Map::Array(pages)) = (take(names::UNWIND_ROWS)?, take(names::UNWIND_PAGES)?) else {
             return Err(io::Error::other("the unwind arrays are not arrays"));
         };
@@ -148,7 +150,12 @@ impl KernelTables {
 
     /// Tells the kernel process `pid`'s executable mappings (sorted by start, at most
     /// `MAX_EXEC_MAPPINGS`), which include its first `exec_mmaps` executable mmaps.
-    pub fn set_process(&mut self, pid: u32, mappings: &[ExecMapping], exec_mmaps: u64) -> Result<(), aya::maps::MapError> {
+    pub fn set_process(
+        &mut self,
+        pid: u32,
+        mappings: &[ExecMapping],
+        exec_mmaps: u64,
+    ) -> Result<(), aya::maps::MapError> {
         let mut value = ProcessMappings {
             count: 0,
             _padding: 0,
@@ -203,7 +210,8 @@ impl<T: Copy> SharedArray<T> {
     fn map(map: MapData, len: usize) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| io::Error::other("array too large"))?.next_multiple_of(page);
+        let bytes =
+            len.checked_mul(size_of::<T>()).ok_or_else(|| io::Error::other("array too large"))?.next_multiple_of(page);
         let fd = map.fd().as_fd().as_raw_fd();
         // SAFETY: a new shared mapping of a BPF array created with BPF_F_MMAPABLE, of its
         // page-rounded size; nothing else in this process refers to that memory.

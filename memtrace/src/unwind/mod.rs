@@ -26,28 +26,19 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    os::unix::fs::MetadataExt,
-    path::PathBuf,
-};
-
-use memtrace_common::unwind::{ExecMapping, MAX_EXEC_MAPPINGS, NO_TABLE, StackCopy, UNWALKABLE, UnwindCounter};
+use std::{collections::HashMap, fs::File, os::unix::fs::MetadataExt, path::PathBuf};
 
 pub use kernel::{Capacity, KernelTables};
-pub use crate::report::unwind::{Method, ModuleReport, UnwindReport};
 pub use loader::debug_state_point;
+use memtrace_common::unwind::{ExecMapping, MAX_EXEC_MAPPINGS, NO_TABLE, StackCopy, UNWALKABLE, UnwindCounter};
 pub use records::{apply_mapping_event, carries_stack, stack_of_record};
 
+pub use crate::report::unwind::{Method, ModuleReport, UnwindReport};
 use crate::target::maps::{self as procmaps, Mapping};
-
 
 /// A file's identity: the same file mapped by many processes, or by one under two paths, has
 /// one table.
 type FileId = (u64, u64);
-
-
 
 struct Module {
     path: String,
@@ -151,7 +142,8 @@ impl Unwinder {
     /// The kernel's view of one executable mapping, building its module's table the first time.
     fn exec_mapping(&mut self, pid: u32, mapping: &Mapping) -> ExecMapping {
         let without_table = if self.method == Method::Tables { UNWALKABLE } else { NO_TABLE };
-        let mut exec = ExecMapping { start: mapping.start, end: mapping.end, bias: 0, table: without_table, _padding: 0 };
+        let mut exec =
+            ExecMapping { start: mapping.start, end: mapping.end, bias: 0, table: without_table, _padding: 0 };
         // Anonymous code (a JIT's), the vdso: by frame pointer.
         if !mapping.is_file() {
             return exec;
@@ -201,7 +193,9 @@ impl Unwinder {
             }
             Err(error) => {
                 self.not_fitting += 1;
-                log::warn!("unwind: no room for the table of {path} ({rows} rows): {error}; its frames are walked by frame pointer");
+                log::warn!(
+                    "unwind: no room for the table of {path} ({rows} rows): {error}; its frames are walked by frame pointer"
+                );
                 self.without_table(path, segments, error.to_string())
             }
         }

@@ -1,10 +1,7 @@
 //! One module's unwind table, from its ELF file: `.eh_frame` first, then `.debug_frame` (its
 //! own, then its separate debug file's) only where `.eh_frame` leaves code uncovered; and its
 //! loadable segments, to turn a mapping's addresses into the ELF addresses the table uses.
-use std::{
-    fs::File,
-    path::PathBuf,
-};
+use std::{fs::File, path::PathBuf};
 
 use object::{Object, ObjectSection, ObjectSegment, ReadCache};
 
@@ -74,7 +71,10 @@ pub fn build(file: &File, module_path: &str, debug_dirs: &[PathBuf]) -> Result<M
     }
     let mut debug_frame = Vec::new();
     if let Some(data) = debug_frame_of(&elf) {
-        add(&mut counts, cfi::read_debug_frame(data, &mut debug_frame).map_err(|error| format!(".debug_frame: {error}"))?);
+        add(
+            &mut counts,
+            cfi::read_debug_frame(data, &mut debug_frame).map_err(|error| format!(".debug_frame: {error}"))?,
+        );
     }
     let debug_file = debuginfo::find(&DebugLinks::read(&elf), module_path, debug_dirs);
     let mut used_debug_file = None;

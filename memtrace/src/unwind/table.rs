@@ -130,12 +130,13 @@ mod tests {
             span(0x1000, 0x1004, rsp(8)),
             span(0x1004, 0x1010, rsp(16)),
             span(0x1010, 0x1020, rsp(8)),
-            span(0x1020, 0x1030, rsp(8)), // the same rule as before it: one row
+            span(0x1020, 0x1030, rsp(8)),  // the same rule as before it: one row
             span(0x1018, 0x1024, rsp(32)), // overlaps: the earlier FDE keeps 0x1018..0x1020
         ];
         let table = Table::from_spans(spans).unwrap();
         assert_eq!(table.base, 0x1000);
-        let summary: Vec<(u32, u8, i32)> = table.rows.iter().map(|row| (row.pc, row.cfa_kind, row.cfa_offset)).collect();
+        let summary: Vec<(u32, u8, i32)> =
+            table.rows.iter().map(|row| (row.pc, row.cfa_kind, row.cfa_offset)).collect();
         assert_eq!(
             summary,
             vec![

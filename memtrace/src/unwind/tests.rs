@@ -57,7 +57,8 @@ fn readelf_rows(path: &Path) -> Vec<Expected> {
                 (words[0].clone(), (0, 0))
             } else {
                 let cie = words.iter().find_map(|word| word.strip_prefix("cie=")).unwrap().to_owned();
-                let (low, high) = words.iter().find_map(|word| word.strip_prefix("pc=")).unwrap().split_once("..").unwrap();
+                let (low, high) =
+                    words.iter().find_map(|word| word.strip_prefix("pc=")).unwrap().split_once("..").unwrap();
                 (cie, (u64::from_str_radix(low, 16).unwrap(), u64::from_str_radix(high, 16).unwrap()))
             };
             current = Some(Entry { is_cie, cie, range, columns: Vec::new(), rows: Vec::new() });
@@ -112,7 +113,9 @@ fn finish_entry(
     } else {
         (entry.columns, entry.rows)
     };
-    let column = |row: &[String], name: &str| columns.iter().position(|column| column == name).and_then(|index| row.get(index).cloned());
+    let column = |row: &[String], name: &str| {
+        columns.iter().position(|column| column == name).and_then(|index| row.get(index).cloned())
+    };
     for (index, row) in rows.iter().enumerate() {
         let start = u64::from_str_radix(&row[0], 16).unwrap();
         let end = rows.get(index + 1).map_or(high, |next| u64::from_str_radix(&next[0], 16).unwrap());
@@ -175,7 +178,9 @@ fn check_against_readelf(path: &Path) -> (Table, usize) {
         for address in [row.start, row.end - 1] {
             let found = table.row_at(address).map(as_rule);
             match rule_of(row) {
-                Some(rule) => assert_eq!(found, Some(rule), "{} at {address:#x}: readelf shows {row:?}", path.display()),
+                Some(rule) => {
+                    assert_eq!(found, Some(rule), "{} at {address:#x}: readelf shows {row:?}", path.display())
+                }
                 None => assert!(
                     found.is_some_and(|found| found.cfa_kind == cfa_kind::PLT || found == Rule::UNSUPPORTED),
                     "{} at {address:#x}: an expression became {found:?}",
@@ -218,7 +223,9 @@ fn optimized_program_without_frame_pointers_matches_readelf() {
     // with the caller's RBP saved at CFA - 16.
     let rbp_rows: Vec<_> = table.rows.iter().filter(|row| row.cfa_kind == cfa_kind::RBP).collect();
     assert!(
-        rbp_rows.iter().any(|row| row.cfa_offset == 16 && row.rbp_kind == rbp_kind::AT_CFA_OFFSET && row.rbp_offset == -16),
+        rbp_rows
+            .iter()
+            .any(|row| row.cfa_offset == 16 && row.rbp_kind == rbp_kind::AT_CFA_OFFSET && row.rbp_offset == -16),
         "{rbp_rows:?}"
     );
 }
@@ -226,8 +233,11 @@ fn optimized_program_without_frame_pointers_matches_readelf() {
 #[test]
 fn debug_frame_only_program_matches_readelf() {
     // No asynchronous unwind tables: GCC writes the program's CFI to .debug_frame only.
-    let (_dir, binary) =
-        compile("unwind_chain.c", "unwind_chain_debug_frame", &["-O2", "-g", "-fomit-frame-pointer", "-fno-asynchronous-unwind-tables"]);
+    let (_dir, binary) = compile(
+        "unwind_chain.c",
+        "unwind_chain_debug_frame",
+        &["-O2", "-g", "-fomit-frame-pointer", "-fno-asynchronous-unwind-tables"],
+    );
     let (table, checked) = check_against_readelf(&binary);
     assert!(checked > 10);
     assert!(table.rows.len() > 10);

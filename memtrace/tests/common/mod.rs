@@ -26,12 +26,8 @@ pub struct Serial {
 
 pub fn serial() -> Serial {
     let in_process = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let machine = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(MACHINE_LOCK)
-        .expect("the test lock file opens");
+    let machine =
+        File::options().create(true).truncate(false).write(true).open(MACHINE_LOCK).expect("the test lock file opens");
     machine.lock().expect("the test lock is taken");
     Serial { _in_process: in_process, _machine: machine }
 }
@@ -109,9 +105,8 @@ pub fn memtrace_json(args: &[&str], target: &[&str]) -> (Output, Value) {
         .args(target)
         .output()
         .expect("memtrace runs");
-    let text = std::fs::read_to_string(&report_path).unwrap_or_else(|error| {
-        panic!("no report ({error}); stderr: {}", String::from_utf8_lossy(&output.stderr))
-    });
+    let text = std::fs::read_to_string(&report_path)
+        .unwrap_or_else(|error| panic!("no report ({error}); stderr: {}", String::from_utf8_lossy(&output.stderr)));
     let report = serde_json::from_str(&text).expect("the report is JSON");
     assert_matches_schema(&report_path);
     (output, report)
@@ -274,7 +269,8 @@ pub fn decode_pprof(profile: &Path, scratch: &Path) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/decode_pprof.py");
     // Debian's python3-protobuf (installed by cargo xtask setup) is for the system Python, not
     // for another python3 that may come first on PATH (pyenv).
-    let output = Command::new("/usr/bin/python3").arg(script).arg(&compiled).arg(profile).output().expect("python3 runs");
+    let output =
+        Command::new("/usr/bin/python3").arg(script).arg(&compiled).arg(profile).output().expect("python3 runs");
     assert!(output.status.success(), "decoding failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("the decoder prints JSON")
 }
@@ -312,7 +308,9 @@ pub fn go_pprof_samples(profile: &Path, args: &[&str]) -> Vec<RawSample> {
         let trimmed = line.trim();
         match trimmed.split_once(':') {
             // "  600  19200  300  9600: 5 6 7 8 9": values, then location ids.
-            Some((values, _)) if values.split_whitespace().all(|value| value.parse::<u64>().is_ok()) && !values.is_empty() => {
+            Some((values, _))
+                if values.split_whitespace().all(|value| value.parse::<u64>().is_ok()) && !values.is_empty() =>
+            {
                 let values = values.split_whitespace().map(|value| value.parse().unwrap()).collect();
                 samples.push(RawSample { values, labels: Default::default() });
             }
@@ -320,7 +318,8 @@ pub fn go_pprof_samples(profile: &Path, args: &[&str]) -> Vec<RawSample> {
             _ => {
                 let sample = samples.last_mut().unwrap_or_else(|| panic!("a label before any sample: {text}"));
                 for label in trimmed.split_whitespace() {
-                    let (key, value) = label.split_once(":[").unwrap_or_else(|| panic!("not a label: {label:?} in {text}"));
+                    let (key, value) =
+                        label.split_once(":[").unwrap_or_else(|| panic!("not a label: {label:?} in {text}"));
                     sample.labels.insert(key.to_owned(), value.trim_end_matches(']').to_owned());
                 }
             }
@@ -339,14 +338,19 @@ pub fn junit_schema_error(xml: &Path) -> Option<String> {
         .arg(xml)
         .output()
         .expect("python3 runs");
-    (!output.status.success()).then(|| format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    (!output.status.success())
+        .then(|| format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
 /// The JUnit XML as junitparser (Debian's python3-junitparser) reads it: suites with their
 /// counts, cases with their names and results (tests/tools/junit_cases.py).
 pub fn junitparser_read(xml: &Path) -> Value {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new("/usr/bin/python3").arg(manifest.join("tests/tools/junit_cases.py")).arg(xml).output().expect("python3 runs");
+    let output = Command::new("/usr/bin/python3")
+        .arg(manifest.join("tests/tools/junit_cases.py"))
+        .arg(xml)
+        .output()
+        .expect("python3 runs");
     assert!(output.status.success(), "junitparser failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("junit_cases.py prints JSON")
 }

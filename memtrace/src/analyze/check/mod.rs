@@ -4,25 +4,24 @@ mod settings;
 pub mod suppressions;
 
 pub use settings::{CheckOptions, CiSettings};
+pub use suppressions::{SuppressionError, Suppressions};
 
+pub use crate::report::DEFAULT_FAIL_ON;
 use crate::report::{
     CheckSummary, Kind, LeakKind, Report, Stack,
     printable::printable,
     words::{bytes, plural},
 };
 
-pub use crate::report::DEFAULT_FAIL_ON;
-pub use suppressions::{SuppressionError, Suppressions};
-
 /// memtrace's exit code when `--check` finds leaks (LeakSanitizer's, 23, so that CI scripts
 /// written for it work unchanged); `--exit-code` changes it.
 pub const EXIT_LEAKS_FOUND: i32 = 23;
 
-
 /// Marks each heap stack a suppression matches.
 pub fn suppress(report: &mut Report, suppressions: &Suppressions) {
     for stack in report.stacks.iter_mut().filter(|stack| stack.kind == Kind::Heap) {
-        stack.suppressed_by = suppressions.matching(stack).map(|found| format!("leak:{} ({})", found.pattern, found.origin));
+        stack.suppressed_by =
+            suppressions.matching(stack).map(|found| format!("leak:{} ({})", found.pattern, found.origin));
     }
 }
 
@@ -81,7 +80,11 @@ pub fn describe(check: &CheckSummary, report: &Report) -> String {
                 .failing_processes
                 .iter()
                 .map(|pid| {
-                    let command = report.processes.iter().find(|process| process.pid == *pid).map(|process| process.command.join(" "));
+                    let command = report
+                        .processes
+                        .iter()
+                        .find(|process| process.pid == *pid)
+                        .map(|process| process.command.join(" "));
                     format!("pid {pid} ({})", printable(&command.unwrap_or_default()))
                 })
                 .collect();

@@ -5,12 +5,10 @@ use std::{io::Write, path::PathBuf};
 use anyhow::{Context, Result};
 
 use super::{DEFAULT_FAIL_ON, EXIT_LEAKS_FOUND, Suppressions, decide, describe, fails, suppress, suppressions};
-use crate::{
-    report::{
-        LeakKind, Report,
-        options::{Format, RenderOptions},
-        pending_file::PendingFile,
-    },
+use crate::report::{
+    LeakKind, Report,
+    options::{Format, RenderOptions},
+    pending_file::PendingFile,
 };
 
 /// What the command line asked of the check (see `memtrace run --help`).

@@ -39,7 +39,9 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 pub enum SuppressionError {
     #[error("cannot read the suppressions file {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("{path}:{line}: `{text}` is not a suppression: write `leak:PATTERN` (LeakSanitizer's format), or `#` for a comment")]
+    #[error(
+        "{path}:{line}: `{text}` is not a suppression: write `leak:PATTERN` (LeakSanitizer's format), or `#` for a comment"
+    )]
     Syntax { path: String, line: usize, text: String },
 }
 
@@ -104,10 +106,7 @@ impl Suppressions {
 }
 
 fn frame_matches(pattern: &str, frame: &ReportFrame) -> bool {
-    [&frame.function, &frame.file, &frame.module]
-        .into_iter()
-        .flatten()
-        .any(|name| template_match(pattern, name))
+    [&frame.function, &frame.file, &frame.module].into_iter().flatten().any(|name| template_match(pattern, name))
 }
 
 /// LeakSanitizer's `TemplateMatch`: `*` wildcards, optional `^`/`$` anchors, otherwise a match
@@ -249,7 +248,8 @@ mod tests {
             frame(Some("make_cache"), Some("/src/cache.c"), "/usr/bin/app"),
             frame(Some("main"), Some("/src/main.c"), "/usr/bin/app"),
         ]);
-        let by = |pattern: &str| Suppressions::parse(&format!("leak:{pattern}"), "s").unwrap().matching(&leak).is_some();
+        let by =
+            |pattern: &str| Suppressions::parse(&format!("leak:{pattern}"), "s").unwrap().matching(&leak).is_some();
         assert!(by("make_cache"));
         assert!(by("^main$"));
         assert!(by("cache.c"));

@@ -8,7 +8,6 @@ use crate::report::CgroupMemory;
 /// Where cgroups are mounted on every system memtrace supports.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-
 /// Reads the memory figures of the cgroup `pid` is in; `Ok(None)` when no memory accounting
 /// covers it (the root cgroup, or no memory controller).
 pub fn read(pid: u32) -> io::Result<Option<CgroupMemory>> {

@@ -20,7 +20,6 @@ pub enum PictureError {
     Read { pid: u32, file: &'static str, detail: String },
 }
 
-
 /// Reads the picture of a living process. `allocator.outstanding_bytes` is left 0 for the
 /// caller, who knows it.
 pub fn capture(pid: u32) -> Result<MemoryPicture, PictureError> {
@@ -33,7 +32,15 @@ pub fn capture(pid: u32) -> Result<MemoryPicture, PictureError> {
     let by_kind = MappingKind::ALL
         .iter()
         .filter_map(|&wanted| {
-            let mut usage = KindUsage { kind: wanted, mappings: 0, size_bytes: 0, rss_bytes: 0, pss_bytes: 0, dirty_bytes: 0, swap_bytes: 0 };
+            let mut usage = KindUsage {
+                kind: wanted,
+                mappings: 0,
+                size_bytes: 0,
+                rss_bytes: 0,
+                pss_bytes: 0,
+                dirty_bytes: 0,
+                swap_bytes: 0,
+            };
             for (map, _) in maps.iter().zip(&kinds).filter(|(_, kind)| **kind == wanted) {
                 let own = figures(map);
                 usage.mappings += 1;

@@ -23,7 +23,6 @@ use super::{
 };
 use crate::report::LeakKind;
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum State {
     Unreached,
@@ -43,7 +42,6 @@ pub enum Witness {
     /// A word of this block (by index).
     Block(usize),
 }
-
 
 /// Marks blocks from roots, then classifies. Blocks must be sorted by address and disjoint.
 pub struct Classifier<'a> {
@@ -79,7 +77,10 @@ impl<'a> Classifier<'a> {
 
     /// Like [`Classifier::classify`], and says what first marked each block (for `-vv`: why is
     /// this block not lost?) when built [`Classifier::keeping_witnesses`]; empty otherwise.
-    pub fn classify_with_witnesses(mut self, contents: &mut impl BlockContents) -> (Vec<LeakKind>, Vec<Option<Witness>>) {
+    pub fn classify_with_witnesses(
+        mut self,
+        contents: &mut impl BlockContents,
+    ) -> (Vec<LeakKind>, Vec<Option<Witness>>) {
         self.mark_from_blocks(contents);
         let witness = self.witness.take().unwrap_or_default();
         (self.classify(contents), witness)
@@ -200,9 +201,10 @@ fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
 
 #[cfg(test)]
 mod tests {
+    use LeakKind::*;
+
     use super::*;
     use crate::analyze::reachability::extents::Extent;
-    use LeakKind::*;
 
     /// Synthetic memory: blocks at 0x1000, 0x2000, ... each `size` bytes, with contents given
     /// as words.
@@ -218,10 +220,8 @@ mod tests {
                 .enumerate()
                 .map(|(index, (size, _))| Extent { addr: addr(index), size: *size, next_chunk: None })
                 .collect();
-            let contents = blocks
-                .iter()
-                .map(|(_, words)| words.iter().flat_map(|word| word.to_ne_bytes()).collect())
-                .collect();
+            let contents =
+                blocks.iter().map(|(_, words)| words.iter().flat_map(|word| word.to_ne_bytes()).collect()).collect();
             Self { extents, contents }
         }
 
@@ -307,7 +307,8 @@ mod tests {
         // one at 3 MiB (possibly lost), which points back to 5 MiB. A second root to 3 MiB's
         // start makes it reachable, whichever order the blocks are scanned in.
         let mib = 1u64 << 20;
-        let extents: Extents = [1, 3, 5].map(|at| Extent { addr: at * mib, size: 16, next_chunk: None }).into_iter().collect();
+        let extents: Extents =
+            [1, 3, 5].map(|at| Extent { addr: at * mib, size: 16, next_chunk: None }).into_iter().collect();
         let words = |first: u64| [first.to_ne_bytes(), 0u64.to_ne_bytes()].concat();
         let contents = [words(3 * mib + 8), words(5 * mib), words(mib)];
         let classify = |roots: &[u64]| {

@@ -51,22 +51,14 @@ impl Extents {
             .enumerate()
             .map(|(index, &addr)| {
                 let size = size_of(addr);
-                u32::try_from(size)
-                    .ok()
-                    .filter(|&small| small != HUGE)
-                    .unwrap_or_else(|| {
-                        huge.push((index, size));
-                        HUGE
-                    })
+                u32::try_from(size).ok().filter(|&small| small != HUGE).unwrap_or_else(|| {
+                    huge.push((index, size));
+                    HUGE
+                })
             })
             .collect();
         let next_chunk_back = vec![0; addrs.len()];
-        Self {
-            addrs,
-            sizes,
-            huge,
-            next_chunk_back,
-        }
+        Self { addrs, sizes, huge, next_chunk_back }
     }
 
     pub fn len(&self) -> usize {
@@ -83,10 +75,7 @@ impl Extents {
 
     pub fn size(&self, index: usize) -> u64 {
         match self.sizes[index] {
-            HUGE => self
-                .huge
-                .binary_search_by_key(&index, |&(at, _)| at)
-                .map_or(0, |found| self.huge[found].1),
+            HUGE => self.huge.binary_search_by_key(&index, |&(at, _)| at).map_or(0, |found| self.huge[found].1),
             size => u64::from(size),
         }
     }
@@ -94,16 +83,8 @@ impl Extents {
     pub fn get(&self, index: usize) -> Extent {
         let (addr, size) = (self.addr(index), self.size(index));
         let back = u64::from(self.next_chunk_back[index]);
-        let next_chunk = if back == 0 {
-            None
-        } else {
-            NonZeroU64::new(addr + size - back)
-        };
-        Extent {
-            addr,
-            size,
-            next_chunk,
-        }
+        let next_chunk = if back == 0 { None } else { NonZeroU64::new(addr + size - back) };
+        Extent { addr, size, next_chunk }
     }
 
     /// Records block `index`'s next chunk; one not within the block's last 255 bytes is
@@ -134,14 +115,9 @@ impl Extents {
     /// The block `word` points into. A block of size 0 counts as one byte long, as in
     /// valgrind, or nothing could point to it; its allocator's next chunk is not in it.
     pub fn containing(&self, word: u64) -> Option<usize> {
-        let index = self
-            .addrs
-            .partition_point(|&start| start <= word)
-            .checked_sub(1)?;
+        let index = self.addrs.partition_point(|&start| start <= word).checked_sub(1)?;
         let block = self.get(index);
-        (word - block.addr < block.size.max(1)
-            && block.next_chunk.map(NonZeroU64::get) != Some(word))
-        .then_some(index)
+        (word - block.addr < block.size.max(1) && block.next_chunk.map(NonZeroU64::get) != Some(word)).then_some(index)
     }
 
     /// The addresses, in order, for what outlives the scan.
@@ -155,10 +131,7 @@ impl Extents {
 impl FromIterator<Extent> for Extents {
     fn from_iter<I: IntoIterator<Item = Extent>>(blocks: I) -> Self {
         let blocks: Vec<Extent> = blocks.into_iter().collect();
-        debug_assert!(
-            blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr),
-            "blocks sorted by address"
-        );
+        debug_assert!(blocks.windows(2).all(|pair| pair[0].addr < pair[1].addr), "blocks sorted by address");
         let mut extents = Extents::new(blocks.iter().map(|block| block.addr).collect(), |addr| {
             blocks.binary_search_by_key(&addr, |block| block.addr).map_or(0, |found| blocks[found].size)
         });
@@ -183,17 +156,9 @@ mod tests {
             (0x4_0000_0000, u64::from(u32::MAX)),
         ];
         // Given out of order, taken in address order.
-        let size_of = |addr: u64| {
-            blocks
-                .iter()
-                .find(|(at, _)| *at == addr)
-                .map_or(0, |(_, size)| *size)
-        };
+        let size_of = |addr: u64| blocks.iter().find(|(at, _)| *at == addr).map_or(0, |(_, size)| *size);
         let mut extents = Extents::new(blocks.iter().map(|(addr, _)| *addr).collect(), size_of);
-        let got: Vec<(u64, u64)> = extents
-            .iter_from(0)
-            .map(|block| (block.addr, block.size))
-            .collect();
+        let got: Vec<(u64, u64)> = extents.iter_from(0).map(|block| (block.addr, block.size)).collect();
         let mut sorted = blocks.to_vec();
         sorted.sort_unstable();
         assert_eq!(got, sorted);
@@ -209,14 +174,8 @@ mod tests {
         assert_eq!(extents.containing(0x1001), None);
         assert_eq!(extents.containing(0x1_0000_0000 + (5 << 30) - 1), Some(2));
         assert_eq!(extents.containing(0x1_0000_0000 + (5 << 30)), None);
-        assert_eq!(
-            extents.containing(0x4_0000_0000 + u64::from(u32::MAX) - 1),
-            Some(4)
-        );
+        assert_eq!(extents.containing(0x4_0000_0000 + u64::from(u32::MAX) - 1), Some(4));
         assert_eq!(extents.starting_in(0x2000, 0x3_0000_0000), 1..3);
-        assert_eq!(
-            extents.into_addrs(),
-            sorted.iter().map(|(addr, _)| *addr).collect::<Vec<_>>()
-        );
+        assert_eq!(extents.into_addrs(), sorted.iter().map(|(addr, _)| *addr).collect::<Vec<_>>());
     }
 }

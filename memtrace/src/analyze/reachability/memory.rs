@@ -6,7 +6,6 @@ use std::{fs::File, io, os::unix::fs::FileExt};
 /// Address space per window: blocks starting in the same aligned megabyte are read together.
 pub const READ_WINDOW: u64 = 1 << 20;
 
-
 /// Where the classifier gets each block's bytes from: the whole block, in one or more pieces
 /// whose lengths are multiples of 8 but the last (as many bytes as could be read; a block that
 /// could not be read points nowhere).

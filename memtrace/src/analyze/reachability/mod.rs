@@ -9,9 +9,9 @@ mod memory;
 pub mod scan;
 
 pub use extents::{Extent, Extents};
+pub use scan::{ScanError, ScanStats, scan};
 
 use crate::{report::LeakKind, target::ptrace::ThreadState};
-pub use scan::{ScanError, ScanStats, scan};
 
 /// The leak kind of every block scanned, by process and address; blocks of processes that
 /// were not scanned (killed with SIGKILL, still running at the end of `run`, `record` without

@@ -24,10 +24,10 @@ use thiserror::Error;
 
 use super::{
     classify::Classifier,
-    extents::Extents,
     contents::BlockReader,
-    memory::{read_fully, read_word},
     exit_frame::{caller_stack_pointer, exit_functions},
+    extents::Extents,
+    memory::{read_fully, read_word},
 };
 use crate::{
     report::LeakKind,
@@ -51,7 +51,6 @@ pub enum ScanError {
     #[error("cannot open the memory of process {pid}: {cause}")]
     Memory { pid: u32, cause: io::Error },
 }
-
 
 /// What the scan read, for the report and for diagnosis.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -126,7 +125,12 @@ pub fn scan(
     stats.unreadable_blocks = reader.unreadable_blocks();
     if explain {
         for ((block, kind), witness) in blocks.iter_from(0).zip(&kinds).zip(&witnesses) {
-            log::debug!("process {pid}: block {:#x} ({} bytes) {}, first marked by {witness:?}", block.addr, block.size, kind.words());
+            log::debug!(
+                "process {pid}: block {:#x} ({} bytes) {}, first marked by {witness:?}",
+                block.addr,
+                block.size,
+                kind.words()
+            );
         }
         for thread in threads {
             log::debug!("process {pid}: thread {} stack pointer {:#x}", thread.tid, thread.stack_pointer);
@@ -207,7 +211,6 @@ fn outside_blocks(start: u64, end: u64, blocks: &Extents) -> Vec<(u64, u64)> {
     ranges.retain(|(start, end)| start < end);
     ranges
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,8 @@ use crate::report::{FaultsSection, printable::printable};
 
 /// Text: the totals, the kind breakdown, then the top stacks.
 pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
-    let estimate = if section.scaled { format!(" (estimated: one fault in {} sampled)", section.period) } else { String::new() };
+    let estimate =
+        if section.scaled { format!(" (estimated: one fault in {} sampled)", section.period) } else { String::new() };
     writeln!(out)?;
     writeln!(out, "Page faults: {} minor, {} major{estimate}", thousands(section.minor), thousands(section.major))?;
     let kinds = &section.kinds;
@@ -23,7 +24,14 @@ pub fn render_text(section: &FaultsSection, top: Option<usize>, out: &mut dyn Wr
     let shown = top.unwrap_or(super::DEFAULT_TOP).min(section.stacks.len());
     for (rank, stack) in section.stacks.iter().take(shown).enumerate() {
         writeln!(out)?;
-        writeln!(out, "faults #{}: {} minor, {} major (pid {})", rank + 1, thousands(stack.minor), thousands(stack.major), stack.pid)?;
+        writeln!(
+            out,
+            "faults #{}: {} minor, {} major (pid {})",
+            rank + 1,
+            thousands(stack.minor),
+            thousands(stack.major),
+            stack.pid
+        )?;
         if let Some(why) = &stack.unavailable {
             writeln!(out, "    (stack unavailable: {})", printable(why))?;
         }
@@ -47,7 +55,15 @@ mod tests {
 
     #[test]
     fn scaled_counts_are_marked_and_stacks_beyond_top_are_counted() {
-        let stack = |minor| FaultStack { pid: 1, minor, major: 0, kinds: KindCounts::default(), frames: Vec::new(), unavailable: None, truncated: false };
+        let stack = |minor| FaultStack {
+            pid: 1,
+            minor,
+            major: 0,
+            kinds: KindCounts::default(),
+            frames: Vec::new(),
+            unavailable: None,
+            truncated: false,
+        };
         let section = FaultsSection {
             period: 10,
             scaled: true,
@@ -62,7 +78,10 @@ mod tests {
         render_text(&section, Some(2), &mut text).expect("rendered");
         let text = String::from_utf8(text).expect("text");
         assert!(text.contains("Page faults: 40 minor, 10 major (estimated: one fault in 10 sampled)"), "{text}");
-        assert!(text.contains("by memory: heap 30, stack 0, anonymous 10, file 10, shared memory 0, other 0"), "{text}");
+        assert!(
+            text.contains("by memory: heap 30, stack 0, anonymous 10, file 10, shared memory 0, other 0"),
+            "{text}"
+        );
         assert!(text.contains("faults #2: 10 minor, 0 major (pid 1)"), "{text}");
         assert!(text.contains("... 1 more faulting stacks"), "{text}");
     }

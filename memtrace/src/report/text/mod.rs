@@ -179,7 +179,8 @@ fn leak_words(leaks: &LeakSummary) -> String {
         .iter()
         .filter_map(|&kind| {
             let (bytes_of, blocks) = leaks.of_kind(kind);
-            (blocks > 0 || bytes_of > 0).then(|| format!("{} {} in {}", kind.words(), bytes(bytes_of), plural(blocks, "block")))
+            (blocks > 0 || bytes_of > 0)
+                .then(|| format!("{} {} in {}", kind.words(), bytes(bytes_of), plural(blocks, "block")))
         })
         .collect();
     if parts.is_empty() { "no blocks left".to_owned() } else { parts.join(", ") }
@@ -248,7 +249,6 @@ fn headline(report: &Report) -> String {
     )
 }
 
-
 fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
@@ -301,7 +301,11 @@ mod tests {
         let (head, breakdown) = line.split_once(" (").expect("a breakdown");
         let number = |word: &str| word.replace(',', "").parse::<u64>().expect("a number");
         let total = number(head.trim_start_matches("Lost: ").trim_end_matches(" events").trim_end_matches(" event"));
-        let parts = breakdown.trim_end_matches(')').split(", ").map(|part| number(part.rsplit(' ').next().unwrap_or(""))).collect();
+        let parts = breakdown
+            .trim_end_matches(')')
+            .split(", ")
+            .map(|part| number(part.rsplit(' ').next().unwrap_or("")))
+            .collect();
         (total, parts)
     }
 
