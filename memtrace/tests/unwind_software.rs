@@ -18,27 +18,6 @@ const OPTIMIZED: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
 /// used in place of the stripped one by putting its directory first on the library path.
 const LIBSTDCXX_DEBUG_DIR: &str = "/usr/lib/x86_64-linux-gnu/debug";
 
-/// Runs memtrace with `args` on `target` with `env` added to its environment (the target
-/// inherits it); returns its output and its JSON report.
-fn memtrace_json_env(args: &[&str], target: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Value) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let report_path = dir.path().join("report.json");
-    let output = memtrace()
-        .args(args)
-        .args(["--format", "json", "-o"])
-        .arg(&report_path)
-        .arg("--")
-        .args(target)
-        .envs(env.iter().copied())
-        .output()
-        .expect("memtrace runs");
-    let text = std::fs::read_to_string(&report_path)
-        .unwrap_or_else(|error| panic!("no report ({error}); stderr: {}", String::from_utf8_lossy(&output.stderr)));
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_matches_schema(&report_path);
-    (output, serde_json::from_str(&text).expect("the report is JSON"))
-}
-
 /// The memtrace stack matching a valgrind loss record: same kind, bytes and blocks.
 fn stack_for<'a>(report: &'a Value, record: &LossRecord) -> &'a Value {
     heap_stacks(report)
@@ -78,7 +57,7 @@ fn a_library_without_frame_pointers_is_walked_linked_in_and_opened() {
         &[&format!("-L{}", dir.display()), "-lunwind_needed", &format!("-Wl,-rpath,{}", dir.display())],
     );
     let command = [path(&program), path(&opened)];
-    let (_, report) = memtrace_json_env(&["run"], &command, &[]);
+    let (_, report) = memtrace_json_ok_env(&["run"], &command, &[]);
     let valgrind = valgrind_records(&command, &[]);
     let inside = ["leak_deep", "leak_middle", "leak_outer", "shlib_entry"];
     for (bytes, library, caller) in [(1111, &needed, "use_needed"), (2222, &opened, "use_opened")] {
@@ -108,7 +87,7 @@ fn a_library_without_frame_pointers_is_walked_linked_in_and_opened() {
 fn cxx_leaks_match_valgrind(env: &[(&str, &str)]) -> (Value, Vec<LossRecord>) {
     let binary = build_variant("unwind_cxx.cpp", "unwind_cxx", "c++", OPTIMIZED, &[]);
     let command = [path(&binary)];
-    let (_, report) = memtrace_json_env(&["run"], &command, env);
+    let (_, report) = memtrace_json_ok_env(&["run"], &command, env);
     let valgrind = valgrind_records(&command, env).remove(0).1;
     let leaks: Vec<&LossRecord> = valgrind.iter().filter(|record| record.kind != "still_reachable").collect();
     assert_eq!(leaks.len(), 6, "{valgrind:#?}");
@@ -176,7 +155,7 @@ fn an_unclosed_stream_names_the_programs_callers_below_libc() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("log");
     let command = [path(&binary), path(&log)];
-    let (_, report) = memtrace_json_env(&["run"], &command, &[]);
+    let (_, report) = memtrace_json_ok_env(&["run"], &command, &[]);
     let valgrind = valgrind_records(&command, &[]).remove(0).1;
     assert_eq!(valgrind.len(), 2, "{valgrind:#?}");
     for record in &valgrind {
@@ -205,7 +184,7 @@ fn a_rust_release_build_names_its_chain_demangled() {
     // Release mode as cargo builds it (no frame pointers), with debug info for line numbers.
     let binary = build_variant("unwind_rust.rs", "unwind_rust", &rustc, &["-C", "opt-level=3", "-g"], &[]);
     let command = [path(&binary)];
-    let (_, report) = memtrace_json_env(&["run"], &command, &[]);
+    let (_, report) = memtrace_json_ok_env(&["run"], &command, &[]);
     let valgrind = valgrind_records(&command, &[]).remove(0).1;
     let lost: Vec<&LossRecord> = valgrind.iter().filter(|record| record.kind == "definitely_lost").collect();
     assert_eq!(lost.len(), 3, "{valgrind:#?}");
@@ -255,7 +234,7 @@ fn executable_mappings(maps: &str) -> Vec<(u64, u64, String)> {
 fn faults_in_code_without_frame_pointers_name_the_faulting_chain() {
     let _serial = serial();
     let binary = build_variant("unwind_faults.c", "unwind_faults", "cc", OPTIMIZED, &[]);
-    let (output, report) = memtrace_json_env(&["run", "--faults"], &[path(&binary)], &[]);
+    let (output, report) = memtrace_json_ok_env(&["run", "--faults"], &[path(&binary)], &[]);
     let touching: Vec<&Value> = report["faults"]["stacks"]
         .as_array()
         .expect("fault stacks")
@@ -312,7 +291,7 @@ fn libstdcxx_emergency_pool_is_named_and_suppressed_by_the_builtin() {
     let _serial = serial();
     let binary = build_variant("unwind_cxx.cpp", "unwind_cxx", "c++", OPTIMIZED, &[]);
     let env = [("LD_LIBRARY_PATH", LIBSTDCXX_DEBUG_DIR)];
-    let (_, report) = memtrace_json_env(&["run"], &[path(&binary)], &env);
+    let (_, report) = memtrace_json_ok_env(&["run"], &[path(&binary)], &env);
     let valgrind = valgrind_records(&[path(&binary)], &env).remove(0).1;
     let pool = valgrind.iter().find(|record| record.kind == "still_reachable").expect("the pool, still reachable");
     // libstdc++ 12's pool: 64 KiB of exceptions and the room for their headers, 72,704 bytes.
@@ -347,7 +326,7 @@ fn a_module_whose_table_does_not_fit_is_walked_by_frame_pointer_and_counted() {
     // The program's table is a few rows; libc's a third of a MiB: with 64 KiB, the program's
     // and the loader's fit, and libc's does not.
     let binary = build_variant("unwind_chain.c", "unwind_chain", "cc", OPTIMIZED, &[]);
-    let (output, report) = memtrace_json_env(&["run", "--unwind-memory", "65536"], &[path(&binary)], &[]);
+    let (output, report) = memtrace_json_ok_env(&["run", "--unwind-memory", "65536"], &[path(&binary)], &[]);
     let unwind = &report["unwind"];
     assert_eq!(unwind["modules_not_fitting"], 1, "{unwind:#}");
     let libc = unwind["modules"]

@@ -95,6 +95,11 @@ pub fn source_path(source: &str) -> String {
 
 /// Runs memtrace with `args`, asking for a JSON report in a file; returns its output and report.
 pub fn memtrace_json(args: &[&str], target: &[&str]) -> (Output, Value) {
+    memtrace_json_env(args, target, &[])
+}
+
+/// Like [`memtrace_json`], with `env` added to memtrace's environment (the target inherits it).
+pub fn memtrace_json_env(args: &[&str], target: &[&str], env: &[(&str, &str)]) -> (Output, Value) {
     let dir = tempfile::tempdir().expect("temp dir");
     let report_path = dir.path().join("report.json");
     let output = memtrace()
@@ -103,6 +108,7 @@ pub fn memtrace_json(args: &[&str], target: &[&str]) -> (Output, Value) {
         .arg(&report_path)
         .arg("--")
         .args(target)
+        .envs(env.iter().copied())
         .output()
         .expect("memtrace runs");
     let text = std::fs::read_to_string(&report_path)
@@ -133,7 +139,12 @@ pub fn assert_matches_schema(report: &Path) {
 /// [`memtrace_json`] for a run that must succeed: fails the test with memtrace's stderr when
 /// it exits with anything but 0.
 pub fn memtrace_json_ok(args: &[&str], target: &[&str]) -> (Output, Value) {
-    let (output, report) = memtrace_json(args, target);
+    memtrace_json_ok_env(args, target, &[])
+}
+
+/// [`memtrace_json_env`], requiring exit code 0.
+pub fn memtrace_json_ok_env(args: &[&str], target: &[&str], env: &[(&str, &str)]) -> (Output, Value) {
+    let (output, report) = memtrace_json_env(args, target, env);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     (output, report)
 }
