@@ -73,6 +73,20 @@ pub struct ProbeSettings {
     pub unwind_capacity: crate::unwind::Capacity,
 }
 
+/// Which processes an attachment fires for.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// One process: the kernel puts the breakpoints in its memory only (no cost to any other
+    /// process).
+    Process(NonZeroU32),
+    /// Every process mapping the object (`run` following forks): new children need no probes
+    /// of their own, only an entry in the traced set that every program checks. Each other
+    /// process calling these functions meanwhile pays a probe hit; removing per-process probes
+    /// instead would cost every child about two seconds at its exit (the kernel removes
+    /// perf-event uprobes one grace period at a time, under one lock).
+    AllProcesses,
+}
+
 /// memtrace's programs, loaded, with their links and maps.
 pub struct Probes {
     ebpf: Ebpf,
@@ -249,17 +263,18 @@ impl Probes {
     }
 
     /// Attaches the entry (and, for allocating functions, return) probes to every allocator
-    /// function, for process `pid` alone: the kernel installs the breakpoints in its memory
-    /// only, so no other process (memtrace included, whose own allocations would otherwise
-    /// trap) pays for them. A forked child gets its own while it is held at the fork.
-    pub fn attach(&mut self, allocator: &Allocator, pid: NonZeroU32) -> Result<(), ProbeError> {
+    /// function, for one process or all.
+    pub fn attach(&mut self, allocator: &Allocator, scope: Scope) -> Result<(), ProbeError> {
         if allocator.has_deletes() && !self.empty {
             // Before the first delete probe: from now on `free` checks delete's marks.
             let map = self.ebpf.map_mut(names::OUTER_FREES).ok_or_else(|| missing(names::OUTER_FREES))?;
             let mut flag: Array<_, u32> = Array::try_from(map).map_err(|error| map_error(names::OUTER_FREES, error))?;
             flag.set(0, 1, 0).map_err(|error| map_error(names::OUTER_FREES, error))?;
         }
-        let (uprobe_scope, owner) = (UProbeScope::OneProcess(pid), pid.get());
+        let (uprobe_scope, owner, whom) = match scope {
+            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get(), format!("pid {pid}")),
+            Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),
+        };
         for point in &allocator.probes {
             let (entry, exit) = match self.empty {
                 true => (names::FLOOR_ENTER, point.shape.return_program().map(|_| names::FLOOR_EXIT)),
@@ -279,7 +294,7 @@ impl Probes {
                     })?;
                 self.links.entry(owner).or_default().push((program, link));
                 log::info!(
-                    "attached {program} to {} at {:#x} in {} for pid {pid}",
+                    "attached {program} to {} at {:#x} in {} for {whom}",
                     point.symbol,
                     point.file_offset,
                     point.object.name
@@ -291,8 +306,11 @@ impl Probes {
 
     /// Attaches the loader program (`run` mode, see `unwind::debug_state_point`) at `offset` in
     /// the dynamic loader `path`.
-    pub fn attach_loader(&mut self, path: &std::path::Path, offset: u64, pid: NonZeroU32) -> Result<(), ProbeError> {
-        let (uprobe_scope, owner) = (UProbeScope::OneProcess(pid), pid.get());
+    pub fn attach_loader(&mut self, path: &std::path::Path, offset: u64, scope: Scope) -> Result<(), ProbeError> {
+        let (uprobe_scope, owner) = match scope {
+            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get()),
+            Scope::AllProcesses => (UProbeScope::AllProcesses, 0),
+        };
         let program = unwind_names::LOADER_MAPPED;
         let link = uprobe(&mut self.ebpf, program)?.attach(offset, path, uprobe_scope).map_err(|error| {
             ProbeError::Attach {

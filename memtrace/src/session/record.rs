@@ -53,7 +53,7 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
     preflight::ensure_tracefs()?;
     let allocators =
         pids.iter().map(|&pid| allocator::for_process(pid, &options.trace.selection)).collect::<Result<Vec<_>, _>>()?;
-    let mut trace = Trace::load(&options.trace)?;
+    let mut trace = Trace::load(&options.trace, false)?;
     trace.all_stacks = ci.needs_all_stacks(render);
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {

@@ -44,7 +44,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     preflight::ensure_tracefs()?;
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &options.trace.selection)?;
-    let mut trace = Trace::load(&options.trace)?;
+    let mut trace = Trace::load(&options.trace, options.follow_forks)?;
     trace.all_stacks = ci.needs_all_stacks(render);
     let trace_only = TraceOnly::new(&options.trace_only);
     let mut target = launch::launch(&program, &options.command, options.follow_forks)?;

@@ -16,7 +16,7 @@ use crate::{
     assemble::{self, NamedStack, ReportInput},
     attach::allocator::Allocator,
     collect::{collected::Collected, fault_table::FaultTable, heap::HeapTable, outside_malloc},
-    kernel::{KernelCounters, Probes, ring_buffer::EventReader},
+    kernel::{KernelCounters, Probes, Scope, ring_buffer::EventReader},
     report::{
         Counts, MemoryPicture, Mode, ProcessReport, ProgramCost, Report, Target, Window,
         options::{Format, RenderOptions},
@@ -105,12 +105,33 @@ impl Findings {
 pub struct TracedProcesses {
     /// Every process traced, by pid.
     pub all: BTreeMap<u32, ProcessReport>,
-    /// The points probed for each process (each gets its own probes), so that an exec adds
-    /// only what is new.
+    /// Probes are attached once for all processes and the traced set says which count (`run`
+    /// following forks); otherwise each process gets its own.
+    all_processes: bool,
+    /// The points probed for each process (key 0: for all), so that an exec adds only what is
+    /// new.
     attached: HashMap<u32, HashSet<PointId>>,
 }
 
 impl TracedProcesses {
+    /// How `pid`'s probes are attached, and the key of its points in `attached`.
+    fn scope_of(&self, pid: NonZeroU32) -> (Scope, u32) {
+        if self.all_processes { (Scope::AllProcesses, 0) } else { (Scope::Process(pid), pid.get()) }
+    }
+
+    /// Lets `pid`'s own probes go (none when they are shared by all processes).
+    fn forget(&mut self, probes: Option<&mut Probes>, pid: u32) {
+        if let Some(probes) = probes {
+            let _ = probes.trace(pid, false);
+            if !self.all_processes {
+                probes.detach_process(pid);
+            }
+        }
+        if !self.all_processes {
+            self.attached.remove(&pid);
+        }
+    }
+
     pub fn exited(&self, pid: u32) -> bool {
         self.all.get(&pid).is_some_and(|process| process.exited)
     }
@@ -121,8 +142,9 @@ impl TracedProcesses {
 }
 
 impl Trace {
-    /// Loads the programs (nothing attached yet: each process gets its own probes).
-    pub fn load(options: &TraceOptions) -> Result<Self> {
+    /// Loads the programs (nothing attached yet). With `all_processes` the probes are attached
+    /// once for every process (see [`Scope::AllProcesses`]).
+    pub fn load(options: &TraceOptions, all_processes: bool) -> Result<Self> {
         let (min_size, max_size) = (options.probes.min_size, options.probes.max_size);
         if min_size > max_size {
             bail!("--min-size {min_size} is above --max-size {max_size}: no block would be recorded");
@@ -163,7 +185,7 @@ impl Trace {
             window: Window { start_monotonic_ns: 0, end_monotonic_ns: u64::MAX },
             collected: Collected::new(heap, faults),
             findings: Findings::default(),
-            processes: TracedProcesses { all: BTreeMap::new(), attached: HashMap::new() },
+            processes: TracedProcesses { all: BTreeMap::new(), all_processes, attached: HashMap::new() },
             symbolizer: Symbolizer::with_debug_dirs(options.debug_dirs.clone()),
             unwinder,
             options: options.clone(),
@@ -233,12 +255,13 @@ impl Trace {
             return;
         };
         let Some(pid) = NonZeroU32::new(pid) else { return };
+        let (scope, key) = self.processes.scope_of(pid);
         let id = std::fs::metadata(&path).map(|file| (file.dev(), file.ino(), offset)).unwrap_or((0, 0, offset));
-        if !self.processes.attached.entry(pid.get()).or_default().insert(id) {
+        if !self.processes.attached.entry(key).or_default().insert(id) {
             return;
         }
         if let Some(probes) = &mut self.kernel.probes
-            && let Err(error) = probes.attach_loader(&path, offset, pid)
+            && let Err(error) = probes.attach_loader(&path, offset, scope)
         {
             log::warn!(
                 "{error}; code loaded by process {pid} is known to stack walks only as memtrace reads its mmap events"
@@ -262,7 +285,8 @@ impl Trace {
     /// Attaches the allocator's probes for `pid`, skipping points already probed for it.
     pub fn attach(&mut self, allocator: &Allocator, pid: u32) -> Result<()> {
         let pid = NonZeroU32::new(pid).context("pid 0 cannot be traced")?;
-        let attached = self.processes.attached.entry(pid.get()).or_default();
+        let (scope, key) = self.processes.scope_of(pid);
+        let attached = self.processes.attached.entry(key).or_default();
         let new = Allocator {
             probes: allocator
                 .probes
@@ -277,7 +301,7 @@ impl Trace {
                 .collect(),
         };
         if let Some(probes) = &mut self.kernel.probes {
-            probes.attach(&new, pid)?;
+            probes.attach(&new, scope)?;
             probes.trace(pid.get(), true)?;
         }
         Ok(())
@@ -308,10 +332,7 @@ impl Trace {
                 None => {}
             }
         }
-        if let Some(probes) = &mut self.kernel.probes {
-            let _ = probes.trace(pid, false);
-            probes.detach_process(pid);
-        }
+        self.processes.forget(self.kernel.probes.as_mut(), pid);
         if let Some(unwinder) = &mut self.unwinder {
             unwinder.forget(pid);
         }
@@ -320,11 +341,7 @@ impl Trace {
     /// `run --trace-only`: `pid` exec'd a program that is not traced. It is still followed, but
     /// its events no longer count and its own probes go (a later exec may attach them again).
     pub fn untrace(&mut self, pid: u32) {
-        if let Some(probes) = &mut self.kernel.probes {
-            let _ = probes.trace(pid, false);
-            probes.detach_process(pid);
-        }
-        self.processes.attached.remove(&pid);
+        self.processes.forget(self.kernel.probes.as_mut(), pid);
         if let Some(unwinder) = &mut self.unwinder {
             unwinder.forget(pid);
         }
