@@ -11,14 +11,6 @@ use memtrace::{
     target::{launch::LaunchError, stop::Stopper},
 };
 
-/// memtrace allocates with its own allocator, linked into the binary, never with libc's malloc:
-/// `run` following forks attaches its uprobes to libc's allocator for every process (see
-/// `kernel::Scope::AllProcesses`), and each allocation of the agent's (several per event it
-/// takes in) would otherwise take a breakpoint trap, enough to slow the agent below the rate
-/// at which an 8-thread program fills the ring buffer.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
