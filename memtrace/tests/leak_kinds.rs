@@ -120,12 +120,19 @@ fn both_agree(command: &[&str], expected: Kinds) -> Value {
     let (output, ours) = memtrace_json(&["run"], command);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_no_probes_left();
-    let theirs = valgrind_kinds(command);
     assert_eq!(memtrace_kinds(&ours), expected, "memtrace's numbers; report:\n{:#}", ours["stacks"]);
-    if let Some(theirs) = theirs {
-        assert_eq!(theirs, expected, "valgrind's numbers");
+    // valgrind is the reference, and its count can depend on the layout of its run: once in CI
+    // it found stale copies of lk_large's interior pointers among the roots and called both
+    // 2 MiB blocks possibly lost. A disagreement must hold in three runs to fail the test.
+    let mut theirs = Vec::new();
+    for _ in 0..3 {
+        match valgrind_kinds(command) {
+            Some(kinds) if kinds == expected => return ours,
+            Some(kinds) => theirs.push(kinds),
+            None => return ours,
+        }
     }
-    ours
+    panic!("valgrind's numbers in three runs: {theirs:?}, expected {expected:?}");
 }
 
 fn c_program(name: &str) -> PathBuf {
