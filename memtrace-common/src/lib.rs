@@ -141,7 +141,8 @@ pub struct SyscallArgs {
     pub args: [u64; 4],
     /// Made inside an allocator call.
     pub internal: u32,
-    pub _padding: u32,
+    /// The system call's number (the exit only has the result).
+    pub number: u32,
 }
 
 /// A libc memory-mapping wrapper (mmap, mremap, shmat, brk, sbrk) in flight, keyed by
@@ -404,21 +405,9 @@ pub mod names {
     pub const WRAPPER_ENTER: &str = "wrapper_enter";
     pub const WRAPPER_EXIT: &str = "wrapper_exit";
 
-    /// Syscall tracepoints for memory outside malloc: (program, tracepoint name). shmdt has no
-    /// exit program: it is complete at entry.
-    pub const MAPPING_TRACEPOINTS: [(&str, &str); 11] = [
-        ("mmap_enter", "sys_enter_mmap"),
-        ("mmap_exit", "sys_exit_mmap"),
-        ("munmap_enter", "sys_enter_munmap"),
-        ("munmap_exit", "sys_exit_munmap"),
-        ("mremap_enter", "sys_enter_mremap"),
-        ("mremap_exit", "sys_exit_mremap"),
-        ("brk_enter", "sys_enter_brk"),
-        ("brk_exit", "sys_exit_brk"),
-        ("shmat_enter", "sys_enter_shmat"),
-        ("shmat_exit", "sys_exit_shmat"),
-        ("shmdt_enter", "sys_enter_shmdt"),
-    ];
+    /// Raw tracepoints for memory outside malloc (mmap, munmap, mremap, brk, shmat, shmdt):
+    /// (program, tracepoint name).
+    pub const SYSCALL_TRACEPOINTS: [(&str, &str); 2] = [("syscall_enter", "sys_enter"), ("syscall_exit", "sys_exit")];
 }
 
 #[cfg(feature = "user")]

@@ -301,6 +301,12 @@ pub struct TraceArgs {
     #[arg(long, hide = true)]
     pub empty_probes: bool,
 
+    /// Testing only: one perf-event uprobe per probe point, as on kernels before 6.6, instead of
+    /// one uprobe_multi link per program and file (removing them then takes a grace period
+    /// each, one after another).
+    #[arg(long, hide = true)]
+    pub perf_event_uprobes: bool,
+
     /// Testing only: thread and process ids below which the kernel keeps per-thread state in
     /// arrays rather than hash maps (default: the kernel's pid_max, up to 262,144). 0 takes the
     /// hash maps for every id, the path machines with a larger pid_max take. At most 4,194,304
@@ -565,6 +571,7 @@ impl TraceArgs {
             probes: ProbeSettings {
                 ring_buffer_bytes: self.ring_buffer_size,
                 empty: self.empty_probes,
+                perf_event_uprobes: self.perf_event_uprobes,
                 id_slots: self.id_slots,
                 combined: self.combined,
                 sample_bytes: self.sample_bytes.unwrap_or(0),

@@ -106,31 +106,40 @@ fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: 
 
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
+    // One call site for the stack walk: each inlined copy would be verified on its own, and
+    // the verifier's time is most of memtrace's start.
+    if let Some(event) = block_handed_out(&ctx) {
+        emit_with_user_stack(&ctx, ctx.regs, event);
+    }
+    0
+}
+
+/// What an allocating call's return did; the event to send with the caller's stack, if any.
+#[inline(always)]
+fn block_handed_out(ctx: &RetProbeContext) -> Option<Event> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = by_id::call(pid_tgid) else {
-        return 0;
-    };
+    let call = by_id::call(pid_tgid)?;
     if stack_pointer(ctx.regs) <= call.entry_sp {
-        return 0; // the return of a nested call, not of the outer one
+        return None; // the return of a nested call, not of the outer one
     }
     by_id::end_call(pid_tgid);
     if call.record == 0 && call.kind != CallKind::Realloc as u32 {
-        return 0; // passed over by sampling or a size filter
+        return None; // passed over by sampling or a size filter
     }
 
     let (kind, addr) = if call.kind == CallKind::Realloc as u32 {
         (EventKind::Realloc, ctx.ret::<u64>())
     } else if call.kind == CallKind::PosixMemalign as u32 {
         if ctx.ret::<i32>() != 0 {
-            return 0; // failed: nothing was stored
+            return None; // failed: nothing was stored
         }
         // SAFETY: reading the caller's pointer variable from user memory, checked by the helper.
         match unsafe { bpf_probe_read_user(call.out_ptr as *const u64) } {
             Ok(addr) => (EventKind::Alloc, addr),
             Err(_) => {
                 count(Counter::ArgumentUnreadable);
-                warn!(&ctx, "memtrace: could not read posix_memalign's result");
-                return 0;
+                warn!(ctx, "memtrace: could not read posix_memalign's result");
+                return None;
             }
         }
     } else {
@@ -139,61 +148,63 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     if kind == EventKind::Realloc && (aggregate::enabled() || sampling::sampling() || call.record == 0) {
         // The old block is tracked in the kernel, or the new one is not to be recorded: the
         // realloc is sent as what it did, a release and perhaps a new block.
-        realloc_in_parts(&ctx, pid_tgid, &call, addr);
-        return 0;
+        return realloc_in_parts(ctx, pid_tgid, &call, addr);
     }
     if addr == 0 && kind == EventKind::Alloc {
-        return 0; // a failed allocation changes nothing
+        return None; // a failed allocation changes nothing
     }
     // A block handed out again may carry a stale operator-delete mark on this thread.
     forget_mark(pid_tgid, addr);
     if kind == EventKind::Alloc {
-        acquire(&ctx, pid_tgid, addr, call.size);
-        return 0;
+        return acquire(ctx, pid_tgid, addr, call.size);
     }
     let event = Event { kind: kind as u32, addr, old_addr: call.old_addr, ..new_event(pid_tgid, call.size) };
     // The stack is only worth capturing for a block that is now outstanding.
     if addr == 0 {
-        emit(event)
-    } else {
-        emit_with_user_stack(&ctx, ctx.regs, event)
+        emit(event);
+        return None;
     }
-    0
+    Some(event)
 }
 
 /// realloc's four cases (see the agent's heap table) as a release and an acquisition.
 #[inline(always)]
-fn realloc_in_parts(ctx: &RetProbeContext, pid_tgid: u64, call: &InFlight, addr: u64) {
+fn realloc_in_parts(ctx: &RetProbeContext, pid_tgid: u64, call: &InFlight, addr: u64) -> Option<Event> {
     match (call.old_addr, addr) {
-        (0, 0) => {}
-        (_, 0) if call.size != 0 => count(Counter::FailedRealloc),
+        (0, 0) => None,
+        (_, 0) if call.size != 0 => {
+            count(Counter::FailedRealloc);
+            None
+        }
         (old, _) => {
             if old != 0 {
                 release_block(pid_tgid, old);
             }
-            if addr != 0 {
-                forget_mark(pid_tgid, addr);
-                if call.record != 0 {
-                    acquire(ctx, pid_tgid, addr, call.size);
-                }
+            if addr == 0 {
+                return None;
             }
+            forget_mark(pid_tgid, addr);
+            if call.record == 0 {
+                return None;
+            }
+            acquire(ctx, pid_tgid, addr, call.size)
         }
     }
 }
 
-/// A block to record was handed out.
+/// A block to record was handed out: the event to send, unless the kernel keeps it.
 #[inline(always)]
-fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) {
+fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) -> Option<Event> {
     let tgid = (pid_tgid >> 32) as u32;
     if aggregate::enabled() {
         aggregate::acquire(ctx.regs, tgid, addr, size);
-        return;
+        return None;
     }
     // A sampled block is remembered so that its free, and only its, is sent. One that cannot
     // be remembered is not sent either: the agent would hold it forever.
     if sampling::sampling() && !block_table::insert(tgid, addr, LiveBlock { size, stack_hash: 0 }) {
         count(Counter::LiveBlocksFull);
-        return;
+        return None;
     }
-    emit_with_user_stack(ctx, ctx.regs, Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) });
+    Some(Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) })
 }

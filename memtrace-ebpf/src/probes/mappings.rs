@@ -1,27 +1,31 @@
-//! Memory outside malloc: mmap, munmap, mremap, brk and System V shmat/shmdt, from the
-//! syscall tracepoints (so calls that bypass libc's wrappers count too). Entry tracepoints keep
-//! the arguments per thread; exit tracepoints send one event with the result and, for memory
-//! gained, the user stack. A call made inside an allocator call (malloc's own mmap or brk) is
-//! marked internal: the block the caller asked for is what counts.
+//! Memory outside malloc: mmap, munmap, mremap, brk and System V shmat/shmdt, from the raw
+//! `sys_enter` and `sys_exit` tracepoints (so calls that bypass libc's wrappers count too). The
+//! entry keeps the arguments per thread; the exit sends one event with the result and, for
+//! memory gained, the user stack. A call made inside an allocator call (malloc's own mmap or
+//! brk) is marked internal: the block the caller asked for is what counts.
 //!
-//! Tracepoints fire for every process; each program here checks the traced set
-//! (`by_id::is_traced`).
+//! Raw tracepoints rather than the per-syscall ones (`syscalls/sys_enter_mmap`, ...): those are
+//! perf events, and the kernel removes each one a grace period at a time under one lock, which
+//! made memtrace's exit take seconds; a raw tracepoint goes at once. They fire for every system
+//! call of every process, so each program first picks its six calls out by number and checks
+//! the traced set (`by_id::is_traced`).
 //!
 //! Called through libc's wrappers (mmap, mremap, shmat, brk, sbrk), the event waits for the
 //! wrapper's return (a uretprobe) to take the user stack there: inside a frameless wrapper a
 //! frame-pointer walk would skip the function that called it.
 use aya_ebpf::{
     EbpfContext,
+    bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{map, tracepoint, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::HashMap,
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use memtrace_common::{Counter, Event, EventKind, SyscallArgs, WrapperCall, mapping};
 
 use crate::{
     emit::{count, emit, emit_with_stack, emit_with_user_stack},
-    regs::stack_pointer,
+    regs::{stack_pointer, syscall_argument},
     state::by_id,
 };
 
@@ -33,143 +37,126 @@ static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16 * 1024
 #[map(name = "WRAPPERS")]
 static WRAPPERS: HashMap<u64, WrapperCall> = HashMap::with_max_entries(16 * 1024, 0);
 
-/// Offsets in the syscall tracepoints' records (see their `format` files): arguments are
-/// 8-byte slots from offset 16; an exit's return value is at 16.
-const ARGUMENTS: usize = 16;
-const RETURN_VALUE: usize = 16;
+/// The system calls followed, by number (each architecture has its own table).
+#[cfg(bpf_target_arch = "x86_64")]
+mod number {
+    pub const MMAP: i64 = 9;
+    pub const MUNMAP: i64 = 11;
+    pub const BRK: i64 = 12;
+    pub const MREMAP: i64 = 25;
+    pub const SHMAT: i64 = 30;
+    pub const SHMDT: i64 = 67;
+}
+#[cfg(bpf_target_arch = "aarch64")]
+mod number {
+    pub const SHMAT: i64 = 196;
+    pub const SHMDT: i64 = 197;
+    pub const BRK: i64 = 214;
+    pub const MUNMAP: i64 = 215;
+    pub const MREMAP: i64 = 216;
+    pub const MMAP: i64 = 222;
+}
 
 const MAP_SHARED: u64 = 0x01;
 const MAP_ANONYMOUS: u64 = 0x20;
 const PROT_EXEC: u64 = 0x4;
 
-#[tracepoint]
-pub fn mmap_enter(ctx: TracePointContext) -> u32 {
-    remember(&ctx, 4); // addr, len, prot, flags
+/// `sys_enter(struct pt_regs *regs, long id)`: keeps the arguments of the calls followed.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn syscall_enter(ctx: RawTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    let arguments = match id {
+        number::MMAP => 4,                // addr, len, prot, flags
+        number::MREMAP => 3,              // addr, old_len, new_len
+        number::MUNMAP => 2,              // addr, len
+        number::BRK | number::SHMAT => 1, // requested break; shmid
+        number::SHMDT => return shmdt_enter(&ctx),
+        _ => return 0,
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !by_id::is_traced(pid_tgid) {
+        return 0;
+    }
+    let regs: *const pt_regs = ctx.arg(0);
+    let mut args = [0u64; 4];
+    for (index, slot) in args.iter_mut().enumerate().take(arguments) {
+        *slot = syscall_argument(regs, index);
+    }
+    // Inside an allocator call: malloc's own mmap, realloc's mremap, the arena's brk.
+    let internal = u32::from(by_id::call(pid_tgid).is_some());
+    let call = SyscallArgs { args, internal, number: id as u32 };
+    if SYSCALLS.insert(pid_tgid, call, 0).is_err() {
+        count(Counter::InFlightFull);
+    }
     0
 }
 
-#[tracepoint]
-pub fn mmap_exit(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, call, result)) = recall(&ctx) else { return 0 };
-    let [_, len, prot, map_flags] = call.args;
-    let mut flags = internal_bit(&call);
+/// `sys_exit(struct pt_regs *regs, long ret)`: the event of a call kept at its entry.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn syscall_exit(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !by_id::is_traced(pid_tgid) {
+        return 0;
+    }
+    let Some(call) = SYSCALLS.get_ptr(pid_tgid) else { return 0 };
+    // SAFETY: entries are only written by this thread's own programs; copied before removal.
+    let call = unsafe { *call };
+    let _ = SYSCALLS.remove(pid_tgid);
+    let result: i64 = ctx.arg(1);
+    // Failures (-errno) change nothing.
+    if (-4095..0).contains(&result) {
+        return 0;
+    }
+    let result = result as u64;
+    let internal = internal_bit(&call);
+    let [first, second, third, fourth] = call.args;
+    // One call of `send`, so that the stack walk inside it is verified once.
+    #[rustfmt::skip]
+    let (kind, flags, addr, size, old_addr, old_size, with_stack) = match i64::from(call.number) {
+        number::MMAP => {
+            let (flags, exec_mmaps) = mmap_flags(pid_tgid, internal, third, fourth);
+            (EventKind::Mmap, flags, result, second, 0, exec_mmaps, true)
+        }
+        number::MUNMAP if result == 0 => (EventKind::Munmap, internal, first, second, 0, 0, false),
+        number::MREMAP => (EventKind::Mremap, internal, result, third, first, second, true),
+        // brk returns the (possibly unchanged) break, never an error code.
+        number::BRK => (EventKind::Brk, internal, result, 0, first, 0, first != 0),
+        number::SHMAT => (EventKind::Shmat, internal | mapping::SHARED, result, 0, first, 0, true),
+        _ => return 0,
+    };
+    send(&ctx, pid_tgid, kind, flags, addr, size, old_addr, old_size, with_stack);
+    0
+}
+
+/// An mmap's flags for the agent, and for code mapped the count of such mappings (counted now,
+/// before the code can run: see `unwind`).
+#[inline(always)]
+fn mmap_flags(pid_tgid: u64, internal: u32, prot: u64, map_flags: u64) -> (u32, u64) {
+    let mut flags = internal;
     if map_flags & MAP_SHARED != 0 {
         flags |= mapping::SHARED;
     }
     if map_flags & MAP_ANONYMOUS != 0 {
         flags |= mapping::ANONYMOUS;
     }
-    // Code mapped: counted now, before it can run (see `unwind`), and sent with the count.
     let mut exec_mmaps = 0;
     if prot & PROT_EXEC != 0 {
         flags |= mapping::EXECUTABLE;
         exec_mmaps = crate::stack::unwind::count_exec_mmap((pid_tgid >> 32) as u32);
     }
-    send(&ctx, pid_tgid, EventKind::Mmap, flags, result, len, 0, exec_mmaps, true);
-    0
+    (flags, exec_mmaps)
 }
 
-#[tracepoint]
-pub fn munmap_enter(ctx: TracePointContext) -> u32 {
-    remember(&ctx, 2); // addr, len
-    0
-}
-
-#[tracepoint]
-pub fn munmap_exit(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, call, result)) = recall(&ctx) else { return 0 };
-    if result == 0 {
-        send(&ctx, pid_tgid, EventKind::Munmap, internal_bit(&call), call.args[0], call.args[1], 0, 0, false);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn mremap_enter(ctx: TracePointContext) -> u32 {
-    remember(&ctx, 3); // addr, old_len, new_len
-    0
-}
-
-#[tracepoint]
-pub fn mremap_exit(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, call, result)) = recall(&ctx) else { return 0 };
-    let [old_addr, old_len, new_len, _] = call.args;
-    send(&ctx, pid_tgid, EventKind::Mremap, internal_bit(&call), result, new_len, old_addr, old_len, true);
-    0
-}
-
-#[tracepoint]
-pub fn brk_enter(ctx: TracePointContext) -> u32 {
-    remember(&ctx, 1); // requested break
-    0
-}
-
-#[tracepoint]
-pub fn brk_exit(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, call, result)) = recall(&ctx) else { return 0 };
-    // brk returns the (possibly unchanged) break, never an error code.
-    send(&ctx, pid_tgid, EventKind::Brk, internal_bit(&call), result, 0, call.args[0], 0, call.args[0] != 0);
-    0
-}
-
-#[tracepoint]
-pub fn shmat_enter(ctx: TracePointContext) -> u32 {
-    remember(&ctx, 1); // shmid
-    0
-}
-
-#[tracepoint]
-pub fn shmat_exit(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, call, result)) = recall(&ctx) else { return 0 };
-    send(&ctx, pid_tgid, EventKind::Shmat, internal_bit(&call) | mapping::SHARED, result, 0, call.args[0], 0, true);
-    0
-}
-
-#[tracepoint]
-pub fn shmdt_enter(ctx: TracePointContext) -> u32 {
+/// shmdt needs no result: the segment's address is all the agent needs.
+#[inline(always)]
+fn shmdt_enter(ctx: &RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if by_id::is_traced(pid_tgid) {
-        // SAFETY: reading an argument slot inside the tracepoint's record.
-        let addr = unsafe { ctx.read_at::<u64>(ARGUMENTS) }.unwrap_or(0);
-        send(&ctx, pid_tgid, EventKind::Shmdt, mapping::SHARED, addr, 0, 0, 0, false);
+        let regs: *const pt_regs = ctx.arg(0);
+        let addr = syscall_argument(regs, 0);
+        send(ctx, pid_tgid, EventKind::Shmdt, mapping::SHARED, addr, 0, 0, 0, false);
     }
     0
-}
-
-/// Keeps the first `arguments` arguments of a traced process's system call until its exit.
-#[inline(always)]
-fn remember(ctx: &TracePointContext, arguments: usize) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !by_id::is_traced(pid_tgid) {
-        return;
-    }
-    let mut args = [0u64; 4];
-    for (index, slot) in args.iter_mut().enumerate().take(arguments) {
-        // SAFETY: reading argument slots inside the tracepoint's record.
-        *slot = unsafe { ctx.read_at::<u64>(ARGUMENTS + 8 * index) }.unwrap_or(0);
-    }
-    // Inside an allocator call: malloc's own mmap, realloc's mremap, the arena's brk.
-    let internal = u32::from(by_id::call(pid_tgid).is_some());
-    if SYSCALLS.insert(pid_tgid, SyscallArgs { args, internal, _padding: 0 }, 0).is_err() {
-        count(Counter::InFlightFull);
-    }
-}
-
-/// The arguments kept at entry and the return value, for a traced process's system call.
-#[inline(always)]
-fn recall(ctx: &TracePointContext) -> Option<(u64, SyscallArgs, u64)> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let call = SYSCALLS.get_ptr(pid_tgid)?;
-    // SAFETY: entries are only written by this thread's own tracepoints; copied before removal.
-    let call = unsafe { *call };
-    let _ = SYSCALLS.remove(pid_tgid);
-    // SAFETY: reading the return value slot inside the tracepoint's record.
-    let result = unsafe { ctx.read_at::<i64>(RETURN_VALUE) }.ok()?;
-    // Failures (-errno) change nothing.
-    if (-4095..0).contains(&result) {
-        return None;
-    }
-    Some((pid_tgid, call, result as u64))
 }
 
 #[inline(always)]

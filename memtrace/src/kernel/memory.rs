@@ -207,6 +207,7 @@ mod tests {
         ProbeSettings {
             ring_buffer_bytes: 32 << 20,
             empty: false,
+            perf_event_uprobes: false,
             id_slots: Some(32_768),
             combined: false,
             sample_bytes: 0,

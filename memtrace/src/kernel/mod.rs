@@ -3,26 +3,34 @@
 //! `ring_buffer`, the block table in `block_table`, whole maps in `batch_read`, the page-fault
 //! programs in `faults`).
 //!
+//! Uprobes are attached with uprobe_multi links where the kernel has them (`uprobe_multi`),
+//! perf-event uprobes otherwise; the system calls that map memory are seen through raw
+//! tracepoints. Both go away at once when dropped, where perf-event uprobes and tracepoints
+//! each wait for grace periods, one after another.
+//!
 //! Every link lives inside the `Probes` value: dropping it, or memtrace exiting for any reason
-//! (the kernel closes the perf event fds), removes every probe.
+//! (the kernel closes the descriptors), removes every probe.
 pub mod batch_read;
 pub mod block_table;
 mod counters;
 mod error;
 pub mod faults;
+mod links;
+mod loading;
 pub mod memory;
 pub mod ring_buffer;
 mod sampling;
 mod sums;
+mod uprobe_multi;
 
-use std::{collections::HashMap, num::NonZeroU32};
+use std::{collections::HashMap, num::NonZeroU32, os::fd::AsFd, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as AyaHashMap, MapData, RingBuf},
     programs::{
-        TracePoint, UProbe,
-        uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
+        UProbe,
+        uprobe::{UProbeLink, UProbeScope},
     },
 };
 pub use counters::KernelCounters;
@@ -34,7 +42,11 @@ pub use sums::KernelStackSums;
 
 use crate::{
     attach::allocator::Allocator,
-    kernel::{block_table::BlockSlots, ring_buffer::watch_readable},
+    kernel::{
+        block_table::BlockSlots,
+        links::{Link, Links},
+        ring_buffer::watch_readable,
+    },
     report::ProgramCost,
 };
 
@@ -51,6 +63,9 @@ pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
     /// Attach empty programs instead (benchmarking the probes' own cost).
     pub empty: bool,
+    /// One perf-event uprobe per point even where uprobe_multi links exist (testing the path
+    /// older kernels take).
+    pub perf_event_uprobes: bool,
     /// Ids with a slot in the kernel's per-id arrays; `None`: as many as `pid_max` (bounded).
     pub id_slots: Option<u32>,
     /// In-kernel aggregation (`--combined`): no event per allocator call.
@@ -79,11 +94,11 @@ pub enum Scope {
     /// One process: the kernel puts the breakpoints in its memory only (no cost to any other
     /// process).
     Process(NonZeroU32),
-    /// Every process mapping the object (`run` following forks): new children need no probes
-    /// of their own, only an entry in the traced set that every program checks. Each other
-    /// process calling these functions meanwhile pays a probe hit; removing per-process probes
-    /// instead would cost every child about two seconds at its exit (the kernel removes
-    /// perf-event uprobes one grace period at a time, under one lock).
+    /// Every process mapping the object (`run` following forks on kernels without uprobe_multi
+    /// links): new children need no probes of their own, only an entry in the traced set that
+    /// every program checks. Each other process calling these functions meanwhile pays a probe
+    /// hit; per-process perf-event uprobes instead would cost every child about two seconds at
+    /// its exit (the kernel removes them one grace period at a time, under one lock).
     AllProcesses,
 }
 
@@ -93,8 +108,12 @@ pub struct Probes {
     /// Held while the kernel keeps run-time stats for BPF programs (`--program-stats`).
     stats: Option<std::os::fd::OwnedFd>,
     empty: bool,
-    /// The links made for each process, so they can be let go when it ends.
-    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Uprobes are attached with uprobe_multi links (Linux 6.6), else one perf event each.
+    multi: bool,
+    /// The links made for each process (key 0: for all), so they can be let go when it ends.
+    links: HashMap<u32, Links>,
+    /// Ended processes' links being removed in the background.
+    detaching: Vec<std::thread::JoinHandle<()>>,
     /// The kernel's block table, mapped (`--combined`, `--sample-bytes`).
     block_slots: Option<BlockSlots>,
 }
@@ -155,45 +174,11 @@ impl Probes {
         if settings.sample_bytes != 0 {
             sampling::seed_sampling(&mut ebpf, settings.sample_bytes)?;
         }
-        // The floor measures the uprobes alone: no tracepoints then.
-        let tracepoints: &[(&str, &str)] = if settings.empty { &[] } else { &names::MAPPING_TRACEPOINTS };
-        for &(program, tracepoint) in tracepoints {
-            let tracepoint_program: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
-                .try_into()
-                .map_err(|error| ProbeError::Load(format!("{program}: {}", crate::error_text::with_causes(&error))))?;
-            tracepoint_program
-                .load()
-                .map_err(|error| ProbeError::Load(format!("{program}: {}", load_error_text(&error))))?;
-            // Syscall tracepoints fire for every process; the programs keep only traced ones.
-            tracepoint_program.attach("syscalls", tracepoint).map_err(|error| {
-                ProbeError::Load(format!(
-                    "attaching to syscalls/{tracepoint}: {}",
-                    crate::error_text::with_causes(&error)
-                ))
-            })?;
+        let multi = !settings.perf_event_uprobes && uprobe_multi::supported();
+        if !multi {
+            log::info!("one perf-event uprobe per probe point: their removal takes a grace period each");
         }
-        for name in [
-            names::SIZE_ENTER,
-            names::CALLOC_ENTER,
-            names::ALIGNED_ENTER,
-            names::REALLOC_ENTER,
-            names::REALLOCARRAY_ENTER,
-            names::POSIX_MEMALIGN_ENTER,
-            names::ALLOC_EXIT,
-            names::FREE_ENTER,
-            names::DELETE_ENTER,
-            names::WRAPPER_ENTER,
-            names::WRAPPER_EXIT,
-            names::FLOOR_ENTER,
-            names::FLOOR_EXIT,
-            unwind_names::LOADER_MAPPED,
-        ] {
-            uprobe(&mut ebpf, name)?
-                .load()
-                .map_err(|error| ProbeError::Load(format!("{name}: {}", load_error_text(&error))))?;
-        }
+        loading::load_programs(&mut ebpf, multi, settings.empty)?;
         let block_slots = if tracks_blocks {
             let map = ebpf.map(names::BLOCK_SLOTS).ok_or_else(|| missing(names::BLOCK_SLOTS))?;
             let aya::maps::Map::Array(data) = map else {
@@ -205,7 +190,21 @@ impl Probes {
         } else {
             None
         };
-        Ok(Self { ebpf, stats: None, empty: settings.empty, links: HashMap::new(), block_slots })
+        Ok(Self {
+            ebpf,
+            stats: None,
+            empty: settings.empty,
+            multi,
+            links: HashMap::new(),
+            detaching: Vec::new(),
+            block_slots,
+        })
+    }
+
+    /// Whether uprobes go through uprobe_multi links, whose removal costs little: then even
+    /// `run` following forks can afford probes per process.
+    pub fn cheap_to_detach(&self) -> bool {
+        self.multi
     }
 
     /// Takes the unwind tables' maps out of the loaded object, for the agent to fill in.
@@ -271,56 +270,89 @@ impl Probes {
             let mut flag: Array<_, u32> = Array::try_from(map).map_err(|error| map_error(names::OUTER_FREES, error))?;
             flag.set(0, 1, 0).map_err(|error| map_error(names::OUTER_FREES, error))?;
         }
-        let (uprobe_scope, owner, whom) = match scope {
-            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get(), format!("pid {pid}")),
-            Scope::AllProcesses => (UProbeScope::AllProcesses, 0, "every process".to_owned()),
-        };
+        // One link per program and file, the return probes' first: a call that enters while
+        // only one of the two is attached is then seen returning or not at all, never left in
+        // flight (which would count as a return missed).
+        let mut groups: Vec<ProbeGroup> = Vec::new();
         for point in &allocator.probes {
             let (entry, exit) = match self.empty {
                 true => (names::FLOOR_ENTER, point.shape.return_program().map(|_| names::FLOOR_EXIT)),
                 false => (point.shape.entry_program(), point.shape.return_program()),
             };
-            // The return probe first: a call that enters while only one of the two is attached
-            // is then seen returning or not at all, never left in flight (which would count as a
-            // return missed).
-            let programs = exit.into_iter().chain(std::iter::once(entry));
-            for program in programs {
-                let link = uprobe(&mut self.ebpf, program)?
-                    .attach(point.file_offset, &point.object.path, uprobe_scope)
-                    .map_err(|error| ProbeError::Attach {
-                        function: point.symbol.clone(),
+            let programs = exit.map(|exit| (exit, true)).into_iter().chain(std::iter::once((entry, false)));
+            for (program, at_return) in programs {
+                let same = |group: &&mut ProbeGroup| group.program == program && group.path == point.object.path;
+                match groups.iter_mut().find(same) {
+                    Some(group) => group.points.push((point.symbol.clone(), point.file_offset)),
+                    None => groups.push(ProbeGroup {
+                        program,
+                        at_return,
+                        path: point.object.path.clone(),
                         object: point.object.name.clone(),
-                        detail: crate::error_text::with_causes(&error),
-                    })?;
-                self.links.entry(owner).or_default().push((program, link));
-                log::info!(
-                    "attached {program} to {} at {:#x} in {} for {whom}",
-                    point.symbol,
-                    point.file_offset,
-                    point.object.name
-                );
+                        points: vec![(point.symbol.clone(), point.file_offset)],
+                    }),
+                }
             }
+        }
+        groups.sort_by_key(|group| !group.at_return);
+        for group in &groups {
+            self.attach_group(group, scope)?;
         }
         Ok(())
     }
 
     /// Attaches the loader program (`run` mode, see `unwind::debug_state_point`) at `offset` in
     /// the dynamic loader `path`.
-    pub fn attach_loader(&mut self, path: &std::path::Path, offset: u64, scope: Scope) -> Result<(), ProbeError> {
-        let (uprobe_scope, owner) = match scope {
-            Scope::Process(pid) => (UProbeScope::OneProcess(pid), pid.get()),
-            Scope::AllProcesses => (UProbeScope::AllProcesses, 0),
+    pub fn attach_loader(&mut self, path: &Path, offset: u64, scope: Scope) -> Result<(), ProbeError> {
+        let group = ProbeGroup {
+            program: unwind_names::LOADER_MAPPED,
+            at_return: false,
+            path: path.to_owned(),
+            object: path.display().to_string(),
+            points: vec![("_dl_debug_state".to_owned(), offset)],
         };
-        let program = unwind_names::LOADER_MAPPED;
-        let link = uprobe(&mut self.ebpf, program)?.attach(offset, path, uprobe_scope).map_err(|error| {
-            ProbeError::Attach {
-                function: "_dl_debug_state".into(),
-                object: path.display().to_string(),
-                detail: crate::error_text::with_causes(&error),
+        self.attach_group(&group, scope)
+    }
+
+    /// Attaches one program at every point of a group: one uprobe_multi link, or one
+    /// perf-event uprobe per point.
+    fn attach_group(&mut self, group: &ProbeGroup, scope: Scope) -> Result<(), ProbeError> {
+        let (pid, owner, whom) = match scope {
+            Scope::Process(pid) => (Some(pid), pid.get(), format!("pid {pid}")),
+            Scope::AllProcesses => (None, 0, "every process".to_owned()),
+        };
+        let failed = |detail: String| ProbeError::Attach {
+            function: group.points.iter().map(|(symbol, _)| symbol.as_str()).collect::<Vec<_>>().join(", "),
+            object: group.object.clone(),
+            detail,
+        };
+        let program = uprobe(&mut self.ebpf, group.program)?;
+        let mut made = Vec::with_capacity(group.points.len());
+        if self.multi {
+            let offsets: Vec<u64> = group.points.iter().map(|&(_, offset)| offset).collect();
+            let target = uprobe_multi::Target { path: &group.path, offsets: &offsets, pid, returns: group.at_return };
+            let fd = program.fd().map_err(|error| failed(crate::error_text::with_causes(&error)))?;
+            let link = uprobe_multi::attach(fd.as_fd(), &target)
+                .map_err(|error| failed(format!("creating its uprobe_multi link: {error}")))?;
+            made.push(Link::Multi(link));
+        } else {
+            let uprobe_scope = pid.map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+            for &(_, offset) in &group.points {
+                let id = program
+                    .attach(offset, &group.path, uprobe_scope)
+                    .map_err(|error| failed(crate::error_text::with_causes(&error)))?;
+                let link: UProbeLink =
+                    program.take_link(id).map_err(|error| failed(crate::error_text::with_causes(&error)))?;
+                made.push(Link::Perf(link));
             }
-        })?;
-        self.links.entry(owner).or_default().push((program, link));
-        log::info!("attached {program} to _dl_debug_state at {offset:#x} in {}", path.display());
+        }
+        let links = self.links.entry(owner).or_default();
+        for link in made {
+            links.add(link, group.at_return);
+        }
+        for (symbol, offset) in &group.points {
+            log::info!("attached {} to {symbol} at {offset:#x} in {} for {whom}", group.program, group.object);
+        }
         Ok(())
     }
 
@@ -344,36 +376,28 @@ impl Probes {
         result.map_err(|error| map_error(names::TRACED, error))
     }
 
-    /// Removes the probes attached for a process that has ended, freeing their descriptors,
-    /// in the background.
-    pub fn detach_process(&mut self, pid: u32) {
-        let links = self.take_links(pid);
-        std::thread::spawn(move || links.drop_in_order());
+    /// Removes the probes attached for a process, freeing their descriptors, in the
+    /// background. `ended`: the process is gone, so entry and return probes can go together.
+    pub fn detach_process(&mut self, pid: u32, ended: bool) {
+        self.detaching.retain(|removal| !removal.is_finished());
+        if let Some(links) = self.links.remove(&pid) {
+            let removal = move || if ended { links.drop_at_once() } else { links.drop_in_order() };
+            self.detaching.push(std::thread::spawn(removal));
+        }
     }
 
-    /// Removes every probe and waits until they are gone.
+    /// Removes every probe and waits until they are gone (those of ended processes too: else
+    /// the kernel would close what is left one descriptor after another at memtrace's exit,
+    /// waiting for grace periods in turn).
     pub fn detach_all(&mut self) {
-        let pids: Vec<u32> = self.links.keys().copied().collect();
-        let mut all = TakenLinks::default();
-        for pid in pids {
-            let taken = self.take_links(pid);
-            all.entries.extend(taken.entries);
-            all.returns.extend(taken.returns);
+        let mut all = Links::default();
+        for (_, links) in self.links.drain() {
+            all.extend(links);
         }
         all.drop_in_order();
-    }
-
-    fn take_links(&mut self, pid: u32) -> TakenLinks {
-        let mut taken = TakenLinks::default();
-        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
-            match uprobe(&mut self.ebpf, program).map(|probe| probe.take_link(link)) {
-                Ok(Ok(link)) if RETURN_PROGRAMS.contains(&program) => taken.returns.push(link),
-                Ok(Ok(link)) => taken.entries.push(link),
-                Ok(Err(error)) => log::debug!("taking {program}'s link for pid {pid}: {error}"),
-                Err(error) => log::debug!("{error}"),
-            }
+        for removal in self.detaching.drain(..) {
+            let _ = removal.join();
         }
-        taken
     }
 
     /// Takes the ring buffer the events arrive on (once).
@@ -410,38 +434,14 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeErr
         .map_err(|error| ProbeError::Load(format!("{name}: {}", crate::error_text::with_causes(&error))))
 }
 
-/// The programs attached at a function's return.
-const RETURN_PROGRAMS: [&str; 3] = [names::ALLOC_EXIT, names::WRAPPER_EXIT, names::FLOOR_EXIT];
-
-/// Links taken off the programs, to be dropped.
-#[derive(Default)]
-struct TakenLinks {
-    entries: Vec<UProbeLink>,
-    returns: Vec<UProbeLink>,
-}
-
-impl TakenLinks {
-    /// The entry probes first, then the return probes: a call that entered while both were
-    /// attached is still seen returning, and none enters once only its return probe is left
-    /// (its in-flight state would otherwise be counted as a return missed).
-    fn drop_in_order(self) {
-        drop_together(self.entries);
-        drop_together(self.returns);
-    }
-}
-
-/// Drops links concurrently. Removing a uprobe waits for the kernel's grace period (about a
-/// tenth of a second here): one after another the waits add up, side by side they overlap.
-fn drop_together(links: Vec<UProbeLink>) {
-    const THREADS: usize = 64;
-    let per_thread = links.len().div_ceil(THREADS).max(1);
-    let mut links = links;
-    std::thread::scope(|scope| {
-        while !links.is_empty() {
-            let batch: Vec<UProbeLink> = links.drain(..per_thread.min(links.len())).collect();
-            scope.spawn(move || drop(batch));
-        }
-    });
+/// One program to attach at some points of one file.
+struct ProbeGroup {
+    program: &'static str,
+    at_return: bool,
+    path: std::path::PathBuf,
+    object: String,
+    /// (symbol, file offset)
+    points: Vec<(String, u64)>,
 }
 
 /// A program's load error on one line, its OS error kept. The verifier's log explains a

@@ -259,6 +259,7 @@ impl Run<'_> {
         }
         let trace = &mut self.trace;
         trace.drain();
+        trace.exiting(pid);
         if let Err(error) = trace.symbolizer.snapshot(pid) {
             log::warn!("cannot read the mappings of process {pid}: {error}");
         }

@@ -119,12 +119,13 @@ impl TracedProcesses {
         if self.all_processes { (Scope::AllProcesses, 0) } else { (Scope::Process(pid), pid.get()) }
     }
 
-    /// Lets `pid`'s own probes go (none when they are shared by all processes).
-    fn forget(&mut self, probes: Option<&mut Probes>, pid: u32) {
+    /// Lets `pid`'s own probes go (none when they are shared by all processes); `ended`: the
+    /// process is gone, so no call of its can be in flight.
+    fn forget(&mut self, probes: Option<&mut Probes>, pid: u32, ended: bool) {
         if let Some(probes) = probes {
             let _ = probes.trace(pid, false);
             if !self.all_processes {
-                probes.detach_process(pid);
+                probes.detach_process(pid, ended);
             }
         }
         if !self.all_processes {
@@ -142,14 +143,17 @@ impl TracedProcesses {
 }
 
 impl Trace {
-    /// Loads the programs (nothing attached yet). With `all_processes` the probes are attached
-    /// once for every process (see [`Scope::AllProcesses`]).
-    pub fn load(options: &TraceOptions, all_processes: bool) -> Result<Self> {
+    /// Loads the programs (nothing attached yet). `follows_forks`: new processes join the
+    /// trace as they are forked. Each process then gets its own probes where they are cheap to
+    /// remove (uprobe_multi links); on older kernels the probes are attached once for every
+    /// process instead (see [`Scope::AllProcesses`]).
+    pub fn load(options: &TraceOptions, follows_forks: bool) -> Result<Self> {
         let (min_size, max_size) = (options.probes.min_size, options.probes.max_size);
         if min_size > max_size {
             bail!("--min-size {min_size} is above --max-size {max_size}: no block would be recorded");
         }
         let mut probes = Probes::load(options.probes)?;
+        let all_processes = follows_forks && !probes.cheap_to_detach();
         probes.forward_kernel_logs();
         let faults = options.fault_period.map(FaultTable::new);
         if let Some(table) = &faults {
@@ -332,16 +336,26 @@ impl Trace {
                 None => {}
             }
         }
-        self.processes.forget(self.kernel.probes.as_mut(), pid);
+        self.processes.forget(self.kernel.probes.as_mut(), pid, true);
         if let Some(unwinder) = &mut self.unwinder {
             unwinder.forget(pid);
+        }
+    }
+
+    /// A traced process is held at its exit, every thread of it stopped for good: none runs its
+    /// code again, so its probes start going now, while it is scanned, rather than after.
+    pub fn exiting(&mut self, pid: u32) {
+        if let Some(probes) = &mut self.kernel.probes
+            && !self.processes.all_processes
+        {
+            probes.detach_process(pid, true);
         }
     }
 
     /// `run --trace-only`: `pid` exec'd a program that is not traced. It is still followed, but
     /// its events no longer count and its own probes go (a later exec may attach them again).
     pub fn untrace(&mut self, pid: u32) {
-        self.processes.forget(self.kernel.probes.as_mut(), pid);
+        self.processes.forget(self.kernel.probes.as_mut(), pid, false);
         if let Some(unwinder) = &mut self.unwinder {
             unwinder.forget(pid);
         }
