@@ -1,9 +1,8 @@
 //! What memtrace costs a program that does nothing, the fixed cost a CI suite of many small test
 //! binaries pays per binary: `memtrace run -- /bin/true` against `valgrind --leak-check=full
 //! /bin/true`, side by side, medians of `RUNS`, with memtrace's own split from `-v`'s timing
-//! lines (start until the command runs, the probes still attached removed after it, the report)
-//! and what is left: the exit, which waits for the removal of the probes that went with the
-//! command (the kernel removes perf-event uprobes and tracepoints one grace period at a time).
+//! lines (start until the command runs, the probes removed after it, the report) and what is
+//! left: the exit, including any removal still under way.
 use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};

@@ -50,7 +50,6 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
     pids.dedup();
     preflight::check_privileges()?;
     preflight::check_kernel()?;
-    preflight::ensure_tracefs()?;
     let allocators =
         pids.iter().map(|&pid| allocator::for_process(pid, &options.trace.selection)).collect::<Result<Vec<_>, _>>()?;
     let mut trace = Trace::load(&options.trace, false)?;

@@ -41,7 +41,6 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let program = launch::resolve_program(Path::new(&options.command[0]))?;
     preflight::check_privileges()?;
     preflight::check_kernel()?;
-    preflight::ensure_tracefs()?;
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &options.trace.selection)?;
     let mut trace = Trace::load(&options.trace, options.follow_forks)?;

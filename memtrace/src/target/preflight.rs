@@ -22,12 +22,13 @@ const NEEDED: [(u32, &str); 5] = [
     (39, "CAP_BPF"),
     // Attach them to tracepoints and perf events (page faults).
     (38, "CAP_PERFMON"),
-    // Create uprobes through the kernel's uprobe PMU (perf_event_open refuses with EACCES
-    // otherwise), mount tracefs when it is not, and BPF run-time stats (--program-stats).
+    // Create perf-event uprobes through the kernel's uprobe PMU, on kernels without uprobe_multi
+    // links (perf_event_open refuses with EACCES otherwise), and BPF run-time stats
+    // (--program-stats).
     (21, "CAP_SYS_ADMIN"),
     // Read another user's /proc/PID/root, maps and mem; stop a process for --scan.
     (19, "CAP_SYS_PTRACE"),
-    // Read tracefs (mode 0700) for the syscall tracepoints' ids, and the target's binaries.
+    // Read the target's binaries and debug files, whoever owns them.
     (2, "CAP_DAC_READ_SEARCH"),
 ];
 
@@ -59,27 +60,6 @@ pub fn check_kernel() -> Result<(), PreflightError> {
         return Err(PreflightError::KernelFeature {
             what: "uprobes (/sys/bus/event_source/devices/uprobe)",
             hint: "use a kernel built with CONFIG_UPROBE_EVENTS=y",
-        });
-    }
-    Ok(())
-}
-
-/// Makes sure tracefs is mounted: the syscall tracepoints are found there. memtrace mounts it
-/// at `/sys/kernel/tracing` when it is not (root may).
-pub fn ensure_tracefs() -> Result<(), PreflightError> {
-    let mounted =
-        ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().any(|path| Path::new(path).exists());
-    if mounted {
-        return Ok(());
-    }
-    // SAFETY: mount(2) with NUL-terminated strings and no data.
-    let result = unsafe {
-        libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
-    };
-    if result != 0 {
-        return Err(PreflightError::KernelFeature {
-            what: "a mounted tracefs (for the syscall tracepoints)",
-            hint: "mount it with `mount -t tracefs nodev /sys/kernel/tracing`",
         });
     }
     Ok(())
