@@ -52,3 +52,31 @@ fn mappings_shared_memory_and_break_growth_by_function() {
     assert_eq!(process["brk_bytes"], summary["brk_bytes"]);
     assert_no_probes_left();
 }
+
+/// Thread stacks glibc maps in pthread_create, and keeps after the threads end, are the C
+/// library's (`allocator` stacks, `summary.allocator_mmap_bytes`), not the program's mappings.
+#[test]
+fn the_c_librarys_thread_stacks_are_its_own_category() {
+    let _serial = serial();
+    let binary = build_variant("thread_stacks.c", "thread_stacks", "cc", &["-O1", "-g", "-pthread"], &[]);
+    let (output, report) = memtrace_json_ok(&["run"], &[binary.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stack_mapping: u64 =
+        stdout.trim().strip_prefix("stack mapping ").and_then(|size| size.parse().ok()).expect("stack mapping N");
+    let summary = &report["summary"];
+    assert_eq!(summary["allocator_mmap_bytes"], 3 * stack_mapping, "{summary:#}");
+    assert_eq!(summary["mmap_bytes"], 2 * 4096, "{summary:#}");
+    let stacks = report["stacks"].as_array().unwrap();
+    let allocator: Vec<_> = stacks.iter().filter(|stack| stack["kind"] == "allocator").collect();
+    assert_eq!(allocator.len(), 1, "{allocator:#?}");
+    assert_eq!(allocator[0]["bytes"], 3 * stack_mapping);
+    assert_eq!(allocator[0]["allocations"], 3);
+    let functions: Vec<&str> =
+        allocator[0]["frames"].as_array().unwrap().iter().filter_map(|frame| frame["function"].as_str()).collect();
+    assert!(functions.contains(&"main"), "{functions:?}");
+    assert!(functions.iter().any(|name| name.contains("pthread_create")), "{functions:?}");
+    assert_eq!(stack_from(&report, "own_mapping")["kind"], "mmap");
+    assert_eq!(stack_from(&report, "own_mapping")["bytes"], 2 * 4096);
+    // Each process's numbers say the same.
+    assert_eq!(report["processes"][0]["summary"]["allocator_mmap_bytes"], 3 * stack_mapping);
+}

@@ -13,7 +13,7 @@ use memtrace_common::{Counter, UNDECODABLE};
 
 use crate::{
     analyze::reachability::LeakKinds,
-    attach::allocator::is_dynamic_loader,
+    attach::allocator::{is_c_library, is_dynamic_loader},
     collect::{
         MemoryKind,
         allocation_totals::Allocated,
@@ -70,7 +70,7 @@ pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<
     let growth = Growths { growth: input.growth.growth(), intervals: input.growth.intervals() };
     let (heap_totals, others): (Vec<StackTotal>, Vec<StackTotal>) =
         outstanding.into_iter().partition(|total| total.kind == MemoryKind::Heap);
-    let (mut stacks, loader_bytes) = outside_malloc(others, &mut allocated, &growth, &mut namer);
+    let (mut stacks, set_apart) = outside_malloc(others, &mut allocated, &growth, &mut namer);
     let stacks_total = (stacks.len() + heap_totals.len()) as u64;
     sort_stacks(&mut stacks, input.sort);
     stacks.truncate(top);
@@ -79,8 +79,8 @@ pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<
     stacks.truncate(top);
     // Symbolizing them costs time: only for the formats that show them.
     let released_stacks = if input.with_released { released(allocated, top, &mut namer) } else { Vec::new() };
-    let processes = processes(&input, &loader_bytes, &process_leaks);
-    let summary = summary(&input, &loader_bytes, stacks_total, leaks);
+    let processes = processes(&input, &set_apart, &process_leaks);
+    let summary = summary(&input, &set_apart, stacks_total, leaks);
     Report {
         memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
         mode: input.mode,
@@ -187,28 +187,44 @@ fn outstanding(input: &ReportInput<'_>, allocated: &mut HashMap<StackKey, Alloca
     }
 }
 
+/// Mappings that are not the program's own, per process: counted, and left out of
+/// `mmap_bytes`.
+#[derive(Debug, Default, Clone, Copy)]
+struct SetApart {
+    /// The dynamic loader's (the libraries): not shown as stacks either.
+    loader: u64,
+    /// The C library's own (thread stacks, arenas): shown as stacks of kind `allocator`.
+    allocator: u64,
+}
+
 /// The stacks of memory outside malloc (mappings, break growth), all named: what the dynamic
-/// loader mapped (the libraries) is set apart, counted per process and not shown.
+/// loader mapped (the libraries) is set apart, counted per process and not shown; what the C
+/// library mapped for itself is shown as its own kind.
 fn outside_malloc<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
     totals: Vec<StackTotal>,
     allocated: &mut HashMap<StackKey, Allocated>,
     growth: &Growths,
     namer: &mut Namer<F>,
-) -> (Vec<Stack>, HashMap<u32, u64>) {
-    let mut loader_bytes: HashMap<u32, u64> = HashMap::new();
+) -> (Vec<Stack>, HashMap<u32, SetApart>) {
+    let mut set_apart: HashMap<u32, SetApart> = HashMap::new();
     let mut stacks = Vec::new();
     for total in totals {
         let named = namer.frames(total.tgid, total.stack_id);
+        let apart = set_apart.entry(total.tgid).or_default();
         if by_dynamic_loader(&named.frames) {
-            let bytes = loader_bytes.entry(total.tgid).or_default();
-            *bytes = bytes.saturating_add(total.bytes);
+            apart.loader = apart.loader.saturating_add(total.bytes);
             continue;
         }
         let key = (total.tgid, total.stack_id, total.kind);
         let made = allocated.remove(&key).unwrap_or_default();
-        stacks.push(stack(&total, made, named, growth.of(key)));
+        let mut shown = stack(&total, made, named, growth.of(key));
+        if total.kind == MemoryKind::Mmap && by_c_library(&shown.frames) {
+            apart.allocator = apart.allocator.saturating_add(total.bytes);
+            shown.kind = Kind::Allocator;
+        }
+        stacks.push(shown);
     }
-    (stacks, loader_bytes)
+    (stacks, set_apart)
 }
 
 /// The heap stacks: what each allocated in all is taken out of `allocated` whether shown or
@@ -302,7 +318,11 @@ fn released<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
             continue;
         }
         let total = StackTotal { tgid, stack_id, kind: memory, leak: None, bytes: 0, allocations: 0 };
-        stacks.push(stack(&total, made, named, None));
+        let mut shown = stack(&total, made, named, None);
+        if memory == MemoryKind::Mmap && by_c_library(&shown.frames) {
+            shown.kind = Kind::Allocator;
+        }
+        stacks.push(shown);
     }
     stacks
 }
@@ -312,19 +332,26 @@ fn by_dynamic_loader(frames: &[ReportFrame]) -> bool {
     frames.first().and_then(|frame| frame.module.as_deref()).is_some_and(is_dynamic_loader)
 }
 
+/// A mapping whose innermost frame is in the C library: libc mapped it for itself (a thread's
+/// stack in pthread_create, an arena), since a program's own mmap through libc's wrapper has
+/// the program's code as its innermost frame (the wrapper's return takes the stack).
+fn by_c_library(frames: &[ReportFrame]) -> bool {
+    frames.first().and_then(|frame| frame.module.as_deref()).is_some_and(is_c_library)
+}
+
 /// Each traced process with its own numbers, and its leak kinds when it was scanned.
 fn processes(
     input: &ReportInput<'_>,
-    loader_bytes: &HashMap<u32, u64>,
+    set_apart: &HashMap<u32, SetApart>,
     leaks: &HashMap<u32, LeakSummary>,
 ) -> Vec<ProcessReport> {
     input
         .processes
         .iter()
         .map(|process| {
-            let loader = loader_bytes.get(&process.pid).copied().unwrap_or(0);
+            let apart = set_apart.get(&process.pid).copied().unwrap_or_default();
             ProcessReport {
-                summary: counts(input.heap.process(process.pid), loader),
+                summary: counts(input.heap.process(process.pid), apart),
                 leaks: leaks.get(&process.pid).copied(),
                 ..process.clone()
             }
@@ -335,7 +362,7 @@ fn processes(
 /// All processes together, what was lost, and how the numbers were gathered.
 fn summary(
     input: &ReportInput<'_>,
-    loader_bytes: &HashMap<u32, u64>,
+    set_apart: &HashMap<u32, SetApart>,
     stacks_total: u64,
     leaks: Option<LeakSummary>,
 ) -> Summary {
@@ -349,9 +376,12 @@ fn summary(
         (false, Some(_)) => Collection::Sampled,
         (false, None) => Collection::Events,
     };
-    let loader = loader_bytes.values().fold(0, |sum: u64, &bytes| sum.saturating_add(bytes));
+    let all = set_apart.values().fold(SetApart::default(), |sum, apart| SetApart {
+        loader: sum.loader.saturating_add(apart.loader),
+        allocator: sum.allocator.saturating_add(apart.allocator),
+    });
     Summary {
-        counts: counts(input.heap.all(), loader),
+        counts: counts(input.heap.all(), all),
         null_frees: input.counters.get(Counter::NullFree),
         lost_events: lost.total(),
         lost,
@@ -374,15 +404,16 @@ fn lost(counters: &KernelCounters, malformed: u64) -> Lost {
     Lost(kernel.chain([(UNDECODABLE.key, malformed)]).map(|(key, count)| (key.to_owned(), count)).collect())
 }
 
-/// A process's (or all processes') numbers; what the dynamic loader mapped is counted apart
-/// from the program's own mappings.
-fn counts(process: ProcessTotals, loader_bytes: u64) -> Counts {
+/// A process's (or all processes') numbers; what the dynamic loader and the C library mapped
+/// is counted apart from the program's own mappings.
+fn counts(process: ProcessTotals, apart: SetApart) -> Counts {
     let totals = process.totals;
     Counts {
-        mmap_bytes: process.mmap_bytes.saturating_sub(loader_bytes),
+        mmap_bytes: process.mmap_bytes.saturating_sub(apart.loader).saturating_sub(apart.allocator),
         shm_bytes: process.shm_bytes,
         brk_bytes: process.brk_bytes,
-        loader_mmap_bytes: loader_bytes,
+        loader_mmap_bytes: apart.loader,
+        allocator_mmap_bytes: apart.allocator,
         outstanding_bytes: process.outstanding_bytes,
         outstanding_allocations: process.outstanding_blocks,
         total_allocations: totals.allocations,

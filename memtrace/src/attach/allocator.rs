@@ -422,6 +422,13 @@ pub fn is_dynamic_loader(path: &str) -> bool {
     name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }
 
+/// Whether `path` is the C library (glibc, whose threads lived in libpthread before 2.34, or
+/// musl, whose libc is its loader too).
+pub fn is_c_library(path: &str) -> bool {
+    let name = file_name(path);
+    is_libc(path) || name.starts_with("libpthread.so") || name.starts_with("ld-musl")
+}
+
 fn is_libc(path: &str) -> bool {
     let name = file_name(path);
     name.starts_with("libc.so") || name.starts_with("libc-")

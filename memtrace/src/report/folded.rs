@@ -67,6 +67,7 @@ fn roots(stack: &Stack) -> Vec<String> {
         Kind::Mmap => Some("[mmap]"),
         Kind::Shm => Some("[shared memory]"),
         Kind::Brk => Some("[brk]"),
+        Kind::Allocator => Some("[allocator]"),
     };
     roots.extend(memory.map(str::to_owned));
     roots

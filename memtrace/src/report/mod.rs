@@ -164,6 +164,10 @@ pub struct Counts {
     pub brk_bytes: u64,
     /// Mappings the dynamic loader made (libraries), left out of `mmap_bytes`.
     pub loader_mmap_bytes: u64,
+    /// Mappings the C library made for itself (thread stacks, malloc arenas: stacks of kind
+    /// `allocator`), left out of `mmap_bytes`.
+    #[serde(default)]
+    pub allocator_mmap_bytes: u64,
 }
 
 /// One traced process: who it is, how it ended, and its own numbers.
@@ -286,6 +290,9 @@ pub enum Kind {
     Shm,
     /// Break growth (brk, sbrk).
     Brk,
+    /// Private mappings the C library made for itself: thread stacks (which glibc keeps for
+    /// reuse after the thread ends) and malloc arenas. Not the program's.
+    Allocator,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -66,6 +66,7 @@ pub fn build(report: &Report, top: Option<usize>) -> Profile {
                 Kind::Mmap => "mmap",
                 Kind::Shm => "shm",
                 Kind::Brk => "brk",
+                Kind::Allocator => "allocator",
             };
             let mut labels = vec![("kind", kind)];
             if let Some(leak) = stack.leak_kind {

@@ -133,6 +133,13 @@ pub fn render(report: &Report, top: Option<usize>, shown: KindsShown, out: &mut 
             bytes(counts.brk_bytes),
         )?;
     }
+    if counts.allocator_mmap_bytes > 0 {
+        writeln!(
+            out,
+            "The C library's own mappings (thread stacks it keeps for reuse, malloc arenas): {}, not counted above",
+            bytes(counts.allocator_mmap_bytes),
+        )?;
+    }
     let breakdown: Vec<String> =
         summary.lost.breakdown().into_iter().map(|(words, count, _)| format!("{words} {count}")).collect();
     writeln!(out, "Lost: {} ({})", plural(summary.lost_events, "event"), breakdown.join(", "))?;
@@ -193,6 +200,7 @@ fn write_stack(rank: usize, stack: &Stack, out: &mut dyn Write) -> io::Result<()
         Kind::Mmap => (" mapped", "mapping"),
         Kind::Shm => (" of shared memory", "mapping"),
         Kind::Brk => (" of break growth", "increment"),
+        Kind::Allocator => (" mapped by the C library for itself", "mapping"),
     };
     writeln!(
         out,
