@@ -1,6 +1,7 @@
-//! `cargo xtask setup | demo | test | bench | soak | man | schema | fuzz`: the project's own tasks, each
-//! doing the set-up it needs.
+//! `cargo xtask setup | demo | test | bench | soak | man | schema | fuzz | dist`: the project's own
+//! tasks, each doing the set-up it needs.
 mod bench;
+mod dist;
 mod fuzz;
 mod lint;
 mod setup;
@@ -50,6 +51,10 @@ enum Task {
     /// Set up, then write the man pages generated from memtrace's clap definitions into
     /// target/man: memtrace.1 and one page per subcommand (`man -l target/man/memtrace-run.1`).
     Man,
+    /// Set up, then build what CI machines install, in target/dist: `memtrace`, self-contained
+    /// (the C runtime linked in statically, the eBPF object embedded: it needs nothing but the
+    /// kernel), and `memtrace_VERSION_amd64.deb` with it and its man pages.
+    Dist,
     /// Set up, then write the JSON report's schema, derived from the Report types, to
     /// docs/report.schema.json (commit it: a test compares the two).
     Schema,
@@ -96,6 +101,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Bench => bench::run(&root),
         Task::Soak => soak::standalone(&root),
+        Task::Dist => dist::run(&root),
         // The generators are examples of the memtrace package, beside the definitions they
         // read: xtask cannot depend on memtrace, whose build script needs bpf-linker.
         Task::Man => {
