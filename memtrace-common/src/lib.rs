@@ -222,6 +222,73 @@ pub const CLAIMED_SLOT: u64 = u64::MAX;
 /// Consecutive slots, from a block's home slot, in which it may be kept (see `block_table`).
 pub const BLOCK_WINDOW: u32 = 8;
 
+/// What the allocator left in a block's first words when it handed the block out: which words
+/// looked like pointers then (glibc's free-list links, its own records' pointers, the data of a
+/// block that lived there before), and a short hash of every word. An `Alloc` event carries the
+/// summary in `old_addr` and `old_size` when the agent scans for leak kinds (`HANDOUT_WORDS`).
+/// At the scan, a word that looked like a pointer and still hashes the same was never written
+/// by the program: valgrind, which knows which words are defined, never reads it, so it is not
+/// a pointer (see the agent's `reachability::contents`). A word the program wrote is taken for
+/// unwritten only if its new value's hash collides: 1 in 16,384 (words 0 to 3) or 65,536.
+pub mod handout {
+    /// Words looked at, from the block's start.
+    pub const WORDS: usize = 8;
+
+    /// Whether a word could be a pointer into a user-space heap: 8-aligned, above the first
+    /// 64 KiB, below the 47-bit user address space's top.
+    #[inline(always)]
+    pub fn looks_like_pointer(word: u64) -> bool {
+        word & 7 == 0 && (0x1_0000..(1 << 47)).contains(&word)
+    }
+
+    /// The summary of a block's first words (the first `count` of `words` are the block's):
+    /// the low word holds the pointer-like words' mask (bits 0 to 7) and 14-bit hashes of words
+    /// 0 to 3, the high word 16-bit hashes of words 4 to 7.
+    #[inline(always)]
+    pub fn summarize(words: &[u64; WORDS], count: usize) -> (u64, u64) {
+        let (mut low, mut high) = (0u64, 0u64);
+        let mut index = 0;
+        while index < WORDS {
+            if index < count && looks_like_pointer(words[index]) {
+                low |= 1 << index;
+            }
+            let (shift, bits) = hash_place(index);
+            let hash = (hash(words[index]) & ((1 << bits) - 1)) << shift;
+            if index < 4 {
+                low |= hash
+            } else {
+                high |= hash
+            }
+            index += 1;
+        }
+        (low, high)
+    }
+
+    /// Whether word `index`, now `word`, looked like a pointer when the block was handed out
+    /// and still holds what it held then (by its hash).
+    #[inline(always)]
+    pub fn left_by_allocator(summary: (u64, u64), index: usize, word: u64) -> bool {
+        let (low, high) = summary;
+        if index >= WORDS || low & (1 << index) == 0 {
+            return false;
+        }
+        let (shift, bits) = hash_place(index);
+        let kept = if index < 4 { low } else { high };
+        (kept >> shift) & ((1 << bits) - 1) == hash(word) & ((1 << bits) - 1)
+    }
+
+    /// Where word `index`'s hash sits in its half of the summary, and how many bits it has.
+    #[inline(always)]
+    fn hash_place(index: usize) -> (u32, u32) {
+        if index < 4 { (8 + 14 * index as u32, 14) } else { (16 * (index as u32 - 4), 16) }
+    }
+
+    #[inline(always)]
+    fn hash(word: u64) -> u64 {
+        word.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48
+    }
+}
+
 /// The slot index mask of an open-addressed kernel table of `1 << bits` slots (the block table,
 /// the per-stack totals); `bits` is kept within 1..=31 as the agent sizes them.
 #[inline(always)]
@@ -323,6 +390,8 @@ pub const SAMPLE_GAPS: u32 = 1024;
 /// Map and program names, written once here so both sides agree.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
+    /// Whether `Alloc` events carry the block's first words' [`super::handout`] summary.
+    pub const HANDOUT_WORDS: &str = "HANDOUT_WORDS";
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const FREE_MARKS: &str = "FREE_MARKS";
     pub const TRACED: &str = "TRACED";
@@ -480,5 +549,25 @@ mod tests {
             assert!(totals_home(3, hash, 12) <= table_mask(12));
             assert!(totals_home(3, hash, 0) <= table_mask(0));
         }
+    }
+
+    #[test]
+    fn only_pointer_like_words_unchanged_since_the_handout_are_the_allocators() {
+        let heap = 0x5555_5555_9000u64;
+        // A free-list link, an id, a link, nothing, a misaligned word, and three more.
+        let words = [heap, 7, heap + 0x40, 0, heap + 3, heap + 0x80, 0x10, u64::MAX];
+        let summary = handout::summarize(&words, 6);
+        // Words 0, 2 and 5 looked like pointers; 6 and 7 are past the block (count 6).
+        assert_eq!(summary.0 & 0xff, 0b0010_0101);
+        assert!(handout::left_by_allocator(summary, 0, heap));
+        assert!(handout::left_by_allocator(summary, 2, heap + 0x40));
+        assert!(handout::left_by_allocator(summary, 5, heap + 0x80));
+        // Overwritten by the program, with a pointer or anything else.
+        assert!(!handout::left_by_allocator(summary, 0, heap + 0x10));
+        assert!(!handout::left_by_allocator(summary, 5, 42));
+        // Never pointer-like: always the program's to decide.
+        assert!(!handout::left_by_allocator(summary, 1, 7));
+        assert!(!handout::left_by_allocator(summary, 4, heap + 3));
+        assert!(!handout::left_by_allocator(summary, handout::WORDS, heap));
     }
 }

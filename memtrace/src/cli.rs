@@ -572,6 +572,8 @@ impl TraceArgs {
                 ring_buffer_bytes: self.ring_buffer_size,
                 empty: self.empty_probes,
                 perf_event_uprobes: self.perf_event_uprobes,
+                // Set by the session when it scans for leak kinds.
+                handout_words: false,
                 id_slots: self.id_slots,
                 combined: self.combined,
                 sample_bytes: self.sample_bytes.unwrap_or(0),

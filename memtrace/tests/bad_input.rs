@@ -292,9 +292,9 @@ fn running_out_of_file_descriptors_keeps_the_os_error() {
         assert!(lines[0].starts_with("memtrace: error: "), "{limit}: {lines:?}");
         // Wherever memtrace ran out (loading, attaching, starting the command), the OS says why.
         assert!(lines[0].ends_with(": Too many open files (os error 24)"), "{limit}: {lines:?}");
-        attach_failed |= lines[0].contains("failed: `bpf_link_create` failed: Too many open files (os error 24)");
+        attach_failed |= lines[0].contains("failed: creating its uprobe_multi link: Too many open files (os error 24)");
     }
-    assert!(attach_failed, "no limit made a bpf_link fail");
+    assert!(attach_failed, "no limit made a uprobe_multi link fail");
     assert_no_probes_left();
 }
 

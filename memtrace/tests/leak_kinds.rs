@@ -250,6 +250,28 @@ fn pointers_in_another_threads_stack_are_roots() {
     assert_eq!(kind_of(&report, "hold"), "still_reachable");
 }
 
+/// Words the allocator left in blocks it handed out again (free-list links, a freed tcache
+/// struct's pointers) are not the program's pointers: valgrind's numbers in 20 runs of 20,
+/// whichever blocks the threads' interleaving hands out where.
+#[test]
+fn stale_allocator_words_in_a_threaded_churn_never_tie_lost_blocks_together() {
+    let binary = threaded("lk_threads_churn", "-O0");
+    let stated = Kinds {
+        definite: (12_800, 400),
+        indirect: (3_200, 100),
+        // Each thread's dynamic thread vector, as valgrind counts them.
+        possible: (1_088, 4),
+        ..Kinds::default()
+    };
+    let expected = valgrind_or(&binary, stated);
+    both_agree(&[path(&binary)], expected);
+    let _serial = serial();
+    for run in 1..20 {
+        let (_, report) = memtrace_json_ok(&["run"], &[path(&binary)]);
+        assert_eq!(memtrace_kinds(&report), expected, "run {run} of 20");
+    }
+}
+
 #[test]
 fn pointers_in_another_threads_registers_are_roots() {
     let binary = threaded("lk_thread_register", "-O2");

@@ -7,12 +7,13 @@
 //! outer call and is ignored; only a return seen above the outer entry's stack pointer is the
 //! outer call's return.
 use aya_ebpf::{
+    Global,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
-use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight, LiveBlock};
+use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight, LiveBlock, handout};
 
 use crate::{
     emit::{count, emit, emit_with_user_stack, new_event},
@@ -206,5 +207,28 @@ fn acquire(ctx: &RetProbeContext, pid_tgid: u64, addr: u64, size: u64) -> Option
         count(Counter::LiveBlocksFull);
         return None;
     }
-    Some(Event { kind: EventKind::Alloc as u32, addr, ..new_event(pid_tgid, size) })
+    let (low, high) = handout_words(addr, size);
+    Some(Event { kind: EventKind::Alloc as u32, addr, old_addr: low, old_size: high, ..new_event(pid_tgid, size) })
+}
+
+/// The agent scans for leak kinds: `Alloc` events carry what the allocator left in the block's
+/// first words (see `memtrace_common::handout`). Set at load time.
+#[unsafe(no_mangle)]
+static HANDOUT_WORDS: Global<u8> = Global::new(0);
+
+/// The block's first words as the allocator hands it out, summarized; (0, 0) when not asked
+/// for or unreadable.
+#[inline(always)]
+fn handout_words(addr: u64, size: u64) -> (u64, u64) {
+    if HANDOUT_WORDS.load() == 0 {
+        return (0, 0);
+    }
+    let count = (size / 8).min(handout::WORDS as u64) as usize;
+    // SAFETY: reading user memory into a local array, checked by the helper. The whole array
+    // is read: the bytes past a small block are the allocator's next chunk, readable, and not
+    // summarized.
+    match unsafe { bpf_probe_read_user(addr as *const [u64; handout::WORDS]) } {
+        Ok(words) => handout::summarize(&words, count),
+        Err(_) => (0, 0),
+    }
 }

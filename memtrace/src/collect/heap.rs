@@ -104,6 +104,40 @@ struct ProcessHeap {
     kernel_dropped: (u64, u64),
     /// Everything allocated during the trace, by stack, freed or not.
     allocated: AllocatedByStack,
+    /// What the allocator left in blocks' first words, when leak kinds are scanned for (see
+    /// [`HeapTable::remember_first_words`]).
+    handed_out: HandedOut,
+}
+
+/// What the allocator left in the first words of one process's outstanding blocks when it
+/// handed them out (`memtrace_common::handout`), for the leak-kind scan: only blocks with a
+/// pointer-like word then, by address.
+#[derive(Debug, Default)]
+pub struct HandedOut {
+    pub first_words: rustc_hash::FxHashMap<u64, (u64, u64)>,
+}
+
+impl HandedOut {
+    /// Takes in an event: a block handed out (with its first words' summary) or given back.
+    fn note(&mut self, event: &Event) {
+        match EventKind::from_u32(event.kind) {
+            // The summary's mask (bits 0 to 7) says which words looked like pointers.
+            Some(EventKind::Alloc) if event.old_addr & 0xff != 0 => {
+                self.first_words.insert(event.addr, (event.old_addr, event.old_size));
+            }
+            Some(EventKind::Alloc) => {
+                self.first_words.remove(&event.addr);
+            }
+            Some(EventKind::Realloc) => {
+                self.first_words.remove(&event.old_addr);
+                self.first_words.remove(&event.addr);
+            }
+            Some(EventKind::Free) => {
+                self.first_words.remove(&event.addr);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl ProcessHeap {
@@ -206,6 +240,9 @@ pub struct HeapTable {
     /// Blocks' times are kept in milliseconds after this (CLOCK_MONOTONIC ns): the first
     /// event's time.
     epoch_ns: Option<u64>,
+    /// Keep what the allocator left in blocks' first words ([`HandedOut`]): leak kinds are
+    /// scanned for.
+    remember_first_words: bool,
 }
 
 impl HeapTable {
@@ -222,6 +259,17 @@ impl HeapTable {
         self.scale
     }
 
+    /// From now on, keep what the allocator left in blocks' first words, for the leak-kind
+    /// scan (the events carry it when the probes were loaded with `handout_words`).
+    pub fn remember_first_words(&mut self) {
+        self.remember_first_words = true;
+    }
+
+    /// What the allocator left in process `tgid`'s outstanding blocks (empty unless remembered).
+    pub fn handed_out(&self, tgid: u32) -> Option<&HandedOut> {
+        self.processes.get(&tgid).map(|process| &process.handed_out)
+    }
+
     /// When a block was allocated (CLOCK_MONOTONIC ns, to the millisecond).
     pub fn allocated_at_ns(&self, block: &Block) -> u64 {
         self.epoch_ns.unwrap_or(0) + u64::from(block.time_ms) * 1_000_000
@@ -234,6 +282,9 @@ impl HeapTable {
         let block = Block { size: event.size, stack_id: event.stack_id, time_ms };
         let scale = self.scale;
         let process = self.processes.entry(event.tgid).or_default();
+        if self.remember_first_words {
+            process.handed_out.note(event);
+        }
         match EventKind::from_u32(event.kind) {
             Some(EventKind::Alloc) => process.allocate(event.addr, block, scale),
             Some(EventKind::Free) => process.free(event.addr, scale),

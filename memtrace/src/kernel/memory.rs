@@ -208,6 +208,7 @@ mod tests {
             ring_buffer_bytes: 32 << 20,
             empty: false,
             perf_event_uprobes: false,
+            handout_words: false,
             id_slots: Some(32_768),
             combined: false,
             sample_bytes: 0,

@@ -66,6 +66,9 @@ pub struct ProbeSettings {
     /// One perf-event uprobe per point even where uprobe_multi links exist (testing the path
     /// older kernels take).
     pub perf_event_uprobes: bool,
+    /// `Alloc` events carry a summary of the block's first words as handed out (leak kinds
+    /// are scanned for; see `memtrace_common::handout`).
+    pub handout_words: bool,
     /// Ids with a slot in the kernel's per-id arrays; `None`: as many as `pid_max` (bounded).
     pub id_slots: Option<u32>,
     /// In-kernel aggregation (`--combined`): no event per allocator call.
@@ -144,6 +147,7 @@ impl Probes {
         } = sizes;
         let wakeup_bytes = u64::from(ring_bytes / 4);
         let combined = u8::from(settings.combined);
+        let handout_words = u8::from(settings.handout_words);
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let unwind_mode = u8::from(settings.unwind != crate::unwind::Method::FramePointer);
         let mut ebpf = EbpfLoader::new()
@@ -161,6 +165,7 @@ impl Probes {
             .map_max_entries(names::BLOCK_GROUPS, block_groups)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::COMBINED, &combined, true)
+            .override_global(names::HANDOUT_WORDS, &handout_words, true)
             .override_global(names::SAMPLE_BYTES, &settings.sample_bytes, true)
             .override_global(names::MIN_SIZE, &settings.min_size, true)
             .override_global(names::STACK_DEPTH, &settings.stack_depth, true)

@@ -52,7 +52,13 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
     preflight::check_kernel()?;
     let allocators =
         pids.iter().map(|&pid| allocator::for_process(pid, &options.trace.selection)).collect::<Result<Vec<_>, _>>()?;
-    let mut trace = Trace::load(&options.trace, false)?;
+    let mut trace_options = options.trace.clone();
+    // For the scan: what the allocator left in blocks is told from pointers.
+    trace_options.probes.handout_words = options.scan;
+    let mut trace = Trace::load(&trace_options, false)?;
+    if options.scan {
+        trace.collected.heap.remember_first_words();
+    }
     trace.all_stacks = ci.needs_all_stacks(render);
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {
@@ -197,7 +203,8 @@ fn scan_the_living(trace: &mut Trace, pids: &[u32], stopper: &mut Stopper) {
     for (pid, threads) in stopped {
         let heap = &trace.collected.heap;
         let leaks = &mut trace.findings.leaks;
-        reachability::scan_into(leaks, pid, &threads, heap.addresses_of(pid), heap.sizes_of(pid), true);
+        let (addrs, sizes, handed_out) = (heap.addresses_of(pid), heap.sizes_of(pid), heap.handed_out(pid));
+        reachability::scan_into(leaks, pid, &threads, addrs, sizes, handed_out, true);
         let stopped_for = stopper.resume(pid);
         leaks.stopped(pid, stopped_for);
         eprintln!("memtrace: process {pid} was stopped for {:.1} ms for the scan", stopped_for.as_secs_f64() * 1e3);

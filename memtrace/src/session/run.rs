@@ -43,7 +43,14 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     preflight::check_kernel()?;
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let allocator = allocator::for_command(&program, &environment, &options.trace.selection)?;
-    let mut trace = Trace::load(&options.trace, options.follow_forks)?;
+    let scan = every_block && options.leak_kinds;
+    let mut trace_options = options.trace.clone();
+    // For the scan at each exit: what the allocator left in blocks is told from pointers.
+    trace_options.probes.handout_words = scan;
+    let mut trace = Trace::load(&trace_options, options.follow_forks)?;
+    if scan {
+        trace.collected.heap.remember_first_words();
+    }
     trace.all_stacks = ci.needs_all_stacks(render);
     let trace_only = TraceOnly::new(&options.trace_only);
     let mut target = launch::launch(&program, &options.command, options.follow_forks)?;
@@ -60,7 +67,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         trace,
         allocators: HashMap::from([(main_pid, allocator.clone())]),
         options: &options,
-        scan: every_block && options.leak_kinds,
+        scan,
         trace_only,
         untraced,
         parents: HashMap::new(),
@@ -271,6 +278,7 @@ impl Run<'_> {
                 threads,
                 heap.addresses_of(pid),
                 heap.sizes_of(pid),
+                heap.handed_out(pid),
                 false,
             );
         }

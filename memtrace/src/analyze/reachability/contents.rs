@@ -15,6 +15,8 @@ use std::{
     os::unix::fs::FileExt,
 };
 
+use memtrace_common::handout;
+
 use super::{
     extents::{Extent, Extents},
     memory::{BlockContents, READ_WINDOW, read_word},
@@ -197,7 +199,34 @@ struct ReaderContents<'r, 'a> {
 
 impl BlockContents for ReaderContents<'_, '_> {
     fn each_chunk(&mut self, index: usize, chunk: &mut dyn FnMut(&[u8])) {
-        self.reader.each_chunk(self.blocks, self.blocks.get(index), chunk);
+        let block = self.blocks.get(index);
+        let Some(summary) = self.blocks.first_words(index) else {
+            return self.reader.each_chunk(self.blocks, block, chunk);
+        };
+        // The first piece holds the first words (a block is read whole, or a window at a time).
+        let mut first = true;
+        self.reader.each_chunk(self.blocks, block, &mut |bytes| match std::mem::take(&mut first) {
+            true => without_handout_words(bytes, summary, chunk),
+            false => chunk(bytes),
+        });
+    }
+}
+
+/// Passes `bytes` (a block's first piece) on, with the first words the allocator left and the
+/// program never wrote zeroed (see `memtrace_common::handout`).
+fn without_handout_words(bytes: &[u8], summary: (u64, u64), chunk: &mut dyn FnMut(&[u8])) {
+    const HEAD: usize = handout::WORDS * 8;
+    let head_length = bytes.len().min(HEAD) & !7;
+    let mut head = [0u8; HEAD];
+    for (index, (piece, from)) in head[..head_length].chunks_exact_mut(8).zip(bytes.chunks_exact(8)).enumerate() {
+        let word = u64::from_ne_bytes(from.try_into().unwrap_or_default());
+        if !handout::left_by_allocator(summary, index, word) {
+            piece.copy_from_slice(from);
+        }
+    }
+    chunk(&head[..head_length]);
+    if head_length < bytes.len() {
+        chunk(&bytes[head_length..]);
     }
 }
 
@@ -239,6 +268,24 @@ fn next_chunk(header: Option<u64>, addr: u64, size: u64) -> Option<NonZeroU64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_left_by_the_allocator_are_zeroed_and_the_programs_kept() {
+        let heap = 0x5555_5555_9000u64;
+        let handed_out = [heap, heap + 0x20, 0, heap + 0x40, 0, 0, 0, 0];
+        let summary = handout::summarize(&handed_out, 5);
+        // At the scan: word 1 was overwritten with another pointer; 0 and 3 were not touched;
+        // word 2 got a pointer; a sixth word follows the first five.
+        let now = [heap, heap + 0x60, heap + 0x80, heap + 0x40, 0, heap + 0xa0];
+        let bytes: Vec<u8> = now.iter().flat_map(|word| word.to_ne_bytes()).collect();
+        let mut seen = Vec::new();
+        without_handout_words(&bytes[..44], summary, &mut |piece| seen.push(piece.to_vec()));
+        let words: Vec<u64> =
+            seen.concat().chunks_exact(8).map(|word| u64::from_ne_bytes(word.try_into().unwrap())).collect();
+        assert_eq!(words, [0, heap + 0x60, heap + 0x80, 0, 0]);
+        // The partial last word is passed on as it was.
+        assert_eq!(seen.concat().len(), 44);
+    }
 
     /// This test process's own memory stands in for a stopped target's.
     fn own_memory() -> File {

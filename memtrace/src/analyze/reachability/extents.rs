@@ -39,6 +39,9 @@ pub struct Extents {
     huge: Vec<(usize, u64)>,
     /// How far before the block's end its next chunk starts; 0 for none.
     next_chunk_back: Vec<u8>,
+    /// (index, summary) of the blocks whose first words held pointer-like values when they
+    /// were handed out, by index: see [`Extents::set_first_words`].
+    first_words: Vec<(usize, (u64, u64))>,
 }
 
 impl Extents {
@@ -58,7 +61,7 @@ impl Extents {
             })
             .collect();
         let next_chunk_back = vec![0; addrs.len()];
-        Self { addrs, sizes, huge, next_chunk_back }
+        Self { addrs, sizes, huge, next_chunk_back, first_words: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -95,6 +98,23 @@ impl Extents {
             .and_then(|next| end.checked_sub(next.get()))
             .and_then(|back| u8::try_from(back).ok())
             .unwrap_or(0);
+    }
+
+    /// What the allocator left in blocks' first words when it handed them out, by address
+    /// (`memtrace_common::handout`): words that still hold it were never written by the
+    /// program, and are not read as pointers.
+    pub fn set_first_words<'m>(&mut self, by_addr: impl Iterator<Item = (&'m u64, &'m (u64, u64))>) {
+        let mut first_words: Vec<(usize, (u64, u64))> = by_addr
+            .filter_map(|(addr, &summary)| self.addrs.binary_search(addr).ok().map(|index| (index, summary)))
+            .collect();
+        first_words.sort_unstable_by_key(|&(index, _)| index);
+        self.first_words = first_words;
+    }
+
+    /// Block `index`'s first words as handed out, summarized, if any looked like pointers.
+    pub fn first_words(&self, index: usize) -> Option<(u64, u64)> {
+        let found = self.first_words.binary_search_by_key(&index, |&(at, _)| at).ok()?;
+        Some(self.first_words[found].1)
     }
 
     /// The blocks from `index` on.

@@ -11,7 +11,7 @@ pub mod scan;
 pub use extents::{Extent, Extents};
 pub use scan::{ScanError, ScanStats, scan};
 
-use crate::{report::LeakKind, target::ptrace::ThreadState};
+use crate::{collect::heap::HandedOut, report::LeakKind, target::ptrace::ThreadState};
 
 /// The leak kind of every block scanned, by process and address; blocks of processes that
 /// were not scanned (killed with SIGKILL, still running at the end of `run`, `record` without
@@ -62,11 +62,15 @@ pub fn scan_into(
     threads: &[ThreadState],
     addrs: impl Iterator<Item = u64>,
     size_of: impl FnMut(u64) -> u64,
+    handed_out: Option<&HandedOut>,
     heap_as_roots: bool,
 ) {
     // Collected with room for exactly the blocks the iterator says it has (the heap's does):
     // grown by doubling, a million blocks could take room for two million.
     let mut blocks = Extents::new(addrs.collect(), size_of);
+    if let Some(handed_out) = handed_out {
+        blocks.set_first_words(handed_out.first_words.iter());
+    }
     match scan(pid, threads, &mut blocks, heap_as_roots) {
         Ok((found, stats)) => {
             if stats.unreadable_blocks > 0 || stats.unreadable_bytes > 0 {
