@@ -277,6 +277,9 @@ fn junit_is_valid_for_jenkins_and_names_each_leak_the_same_from_run_to_run() {
         ]
     );
     assert_eq!(cases[0]["results"][0]["type"], "definitely_lost");
+    // xunit-viewer (npm) shows the same: the failure, and the suppressed case skipped.
+    let shown = xunit_viewer_cases(&first);
+    assert_eq!(shown, [("✗".to_owned(), failing_name.clone()), ("⊘".to_owned(), skipped_name.clone())]);
     // The failure's text is the stack, its process and numbers first.
     let text = cases[0]["results"][0]["text"].as_str().unwrap();
     assert!(text.starts_with("pid ") && text.contains(": 144 bytes in 3 blocks\n#0 0x"), "{text}");

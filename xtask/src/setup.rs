@@ -37,6 +37,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("golang-go", "/usr/bin/go"),
     ("python3-xmlschema", "/usr/lib/python3/dist-packages/xmlschema/__init__.py"),
     ("python3-junitparser", "/usr/lib/python3/dist-packages/junitparser/__init__.py"),
+    // npm, for xunit-viewer (see `install_xunit_viewer`).
+    ("npm", "/usr/bin/npm"),
     // Names for libc's and the loader's frames (their separate debug files, by build-id under
     // /usr/lib/debug): the demo's output in README.md shows them, and the unwinding tests compare
     // libc's frames with valgrind's.
@@ -56,7 +58,29 @@ pub fn ensure() -> Result<()> {
     install_packages()?;
     install_rust_src()?;
     install_bpf_linker()?;
+    install_xunit_viewer()?;
     Ok(())
+}
+
+/// Where `install_xunit_viewer` puts xunit-viewer, and the tests find it.
+pub const XUNIT_VIEWER_DIR: &str = "target/tools/xunit-viewer";
+
+/// xunit-viewer 10.6.1 (npm), a JUnit viewer CI pipelines publish reports with: the JUnit tests
+/// read memtrace's files with it as well as with junitparser and the XSD.
+fn install_xunit_viewer() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("the workspace root")?;
+    let dir = root.join(XUNIT_VIEWER_DIR);
+    if dir.join("node_modules/.bin/xunit-viewer").exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing xunit-viewer with npm into {}", dir.display());
+    run(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("xunit-viewer@10.6.1"),
+        "npm install xunit-viewer",
+    )
 }
 
 fn check_kernel() -> Result<()> {

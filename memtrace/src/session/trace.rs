@@ -122,13 +122,10 @@ impl TracedProcesses {
     /// Lets `pid`'s own probes go (none when they are shared by all processes); `ended`: the
     /// process is gone, so no call of its can be in flight.
     fn forget(&mut self, probes: Option<&mut Probes>, pid: u32, ended: bool) {
-        if let Some(probes) = probes {
-            let _ = probes.trace(pid, false);
-            if !self.all_processes {
-                probes.detach_process(pid, ended);
-            }
-        }
+        let Some(probes) = probes else { return };
+        let _ = probes.trace(pid, false);
         if !self.all_processes {
+            probes.detach_process(pid, ended);
             self.attached.remove(&pid);
         }
     }

@@ -353,6 +353,28 @@ pub fn junit_schema_error(xml: &Path) -> Option<String> {
         .then(|| format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
+/// The test cases xunit-viewer (npm, installed by `cargo xtask setup`) shows for a JUnit file
+/// in its console view, each as its mark (`✗` failed, `✓` passed, `⊘` skipped) and name.
+pub fn xunit_viewer_cases(xml: &Path) -> Vec<(String, String)> {
+    let viewer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/xunit-viewer/node_modules/.bin/xunit-viewer");
+    let output = Command::new(&viewer)
+        .arg("-r")
+        .arg(xml)
+        .args(["--console", "--no-color", "--clear", "false"])
+        .output()
+        .unwrap_or_else(|error| panic!("{} runs (cargo xtask setup installs it): {error}", viewer.display()));
+    assert!(output.status.success(), "xunit-viewer failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let (mark, name) = line.split_once(' ')?;
+            ["✗", "✓", "⊘"].contains(&mark).then(|| (mark.to_owned(), name.trim().to_owned()))
+        })
+        .collect()
+}
+
 /// The JUnit XML as junitparser (Debian's python3-junitparser) reads it: suites with their
 /// counts, cases with their names and results (tests/tools/junit_cases.py).
 pub fn junitparser_read(xml: &Path) -> Value {
