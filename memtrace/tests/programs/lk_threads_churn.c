@@ -1,12 +1,11 @@
 // Leak kinds in a threaded program whose blocks are handed out again and again: 4 threads each
-// malloc 50,000 blocks of 1,100 to 2,220 bytes and pass them to the next thread, which frees
-// them (cross-thread frees: glibc's unsorted and small bins merge and split the chunks, and a
-// thread's tcache struct is freed when it ends). Along the way each thread loses 100 nodes of
-// 32 bytes, 25 of them with a child node of 32 bytes only they point to: definitely lost 12,800
-// bytes in 400 blocks, indirectly lost 3,200 bytes in 100 blocks. A lost node's program writes
-// only its id (and its child's pointer, if it has one): its other words are never written, and
-// hold whatever the allocator left in them (free-list links, a freed tcache struct's pointers
-// to blocks), which valgrind does not scan: they are undefined.
+// malloc 50,000 blocks of 16 to 128 bytes and pass them to the next thread, which frees them
+// (cross-thread frees: glibc's tcache, fastbins and unsorted bins all take part). Along the way
+// each thread loses 100 nodes of 32 bytes, 25 of them with a child node of 32 bytes only they
+// point to: definitely lost 12,800 bytes in 400 blocks, indirectly lost 3,200 bytes in 100
+// blocks. A lost node's program writes only its id (and its child's pointer, if it has one): its
+// other words are never written, and hold whatever the allocator left in them (valgrind does not
+// scan them: they are undefined).
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -72,7 +71,7 @@ static void *work(void *arg) {
     long index = (long)arg;
     struct queue *next = &queues[(index + 1) % THREADS];
     for (long round = 0; round < ROUNDS; round++) {
-        size_t size = 1100 + (size_t)(round * 7 % 8) * 160;
+        size_t size = 16 + (size_t)(round * 7 % 8) * 16;
         long *block = malloc(size);
         block[0] = round;
         if (!push(next, block)) { // the next thread is behind (or done): free it here
