@@ -428,7 +428,7 @@ impl Threads {
     }
 
     fn exit_stop(&mut self, tid: Tid) {
-        if let (Some(&process), Some(state)) = (self.group.get(&tid), ThreadState::of_stopped(tid as u32)) {
+        if let (Some(&process), Some(state)) = (self.group.get(&tid), ThreadState::of_stopped_at_exit(tid as u32)) {
             self.states.entry(process).or_default().push(state);
         }
     }

@@ -140,6 +140,20 @@ impl ThreadState {
         Some(Self::from_regs(tid, &regs))
     }
 
+    /// The state of `tid`, stopped at its exit (`PTRACE_EVENT_EXIT`) by the calling thread. A
+    /// thread that ended by its own `exit` system call (returning from its start routine,
+    /// `pthread_exit`) keeps its stack pointer but no registers: they are gone before the
+    /// process's end, and valgrind does not count them as roots. A thread killed by the
+    /// process's exit (`exit_group`, a fatal signal) keeps its last registers, as in valgrind.
+    pub fn of_stopped_at_exit(tid: u32) -> Option<Self> {
+        let regs = ptrace::getregs(Pid::from_raw(Tid::try_from(tid).ok()?)).ok()?;
+        let mut state = Self::from_regs(tid, &regs);
+        if regs.orig_rax == libc::SYS_exit as u64 {
+            state.registers.clear();
+        }
+        Some(state)
+    }
+
     /// From ptrace's register set.
     pub fn from_regs(tid: u32, regs: &libc::user_regs_struct) -> Self {
         Self {
