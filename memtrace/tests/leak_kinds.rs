@@ -251,12 +251,12 @@ fn pointers_in_another_threads_stack_are_roots() {
 }
 
 /// Words the allocator left in blocks it handed out again (free-list links, a freed tcache
-/// struct's pointers) are not the program's pointers: valgrind's numbers, whichever blocks the
-/// threads' interleaving hands out where. Without the handout summary about 4 runs in 20 were
-/// wrong; with it about 1 in 40 still is (a stale pointer among the roots, likely a joined
-/// thread's last registers, or a word the program wrote with the value the allocator had left:
-/// docs/leak-kinds.md). So every run must have every block in some kind, and 18 runs of 20
-/// valgrind's exact split.
+/// struct's pointers) and joined threads' last registers are not the program's pointers:
+/// valgrind's numbers, whichever blocks the threads' interleaving hands out where. Without the
+/// handout summary about 4 runs in 20 were wrong; with it and without those registers, 100 of
+/// 100 were right. A word the program wrote with the very value the allocator had left there
+/// is still taken for unwritten (docs/leak-kinds.md), so every run must have every block in
+/// some kind, and at least 18 runs of 20 valgrind's exact split.
 #[test]
 fn stale_allocator_words_in_a_threaded_churn_never_tie_lost_blocks_together() {
     let binary = threaded("lk_threads_churn", "-O0");
