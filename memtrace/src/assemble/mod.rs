@@ -218,9 +218,8 @@ fn outside_malloc<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
         let key = (total.tgid, total.stack_id, total.kind);
         let made = allocated.remove(&key).unwrap_or_default();
         let mut shown = stack(&total, made, named, growth.of(key));
-        if total.kind == MemoryKind::Mmap && by_c_library(&shown.frames) {
+        if mark_c_library_mapping(&mut shown, total.kind) {
             apart.allocator = apart.allocator.saturating_add(total.bytes);
-            shown.kind = Kind::Allocator;
         }
         stacks.push(shown);
     }
@@ -319,9 +318,7 @@ fn released<F: FnMut(u32, i32) -> Result<NamedStack, String>>(
         }
         let total = StackTotal { tgid, stack_id, kind: memory, leak: None, bytes: 0, allocations: 0 };
         let mut shown = stack(&total, made, named, None);
-        if memory == MemoryKind::Mmap && by_c_library(&shown.frames) {
-            shown.kind = Kind::Allocator;
-        }
+        mark_c_library_mapping(&mut shown, memory);
         stacks.push(shown);
     }
     stacks
@@ -332,11 +329,17 @@ fn by_dynamic_loader(frames: &[ReportFrame]) -> bool {
     frames.first().and_then(|frame| frame.module.as_deref()).is_some_and(is_dynamic_loader)
 }
 
-/// A mapping whose innermost frame is in the C library: libc mapped it for itself (a thread's
-/// stack in pthread_create, an arena), since a program's own mmap through libc's wrapper has
-/// the program's code as its innermost frame (the wrapper's return takes the stack).
-fn by_c_library(frames: &[ReportFrame]) -> bool {
-    frames.first().and_then(|frame| frame.module.as_deref()).is_some_and(is_c_library)
+/// Gives a private mapping whose innermost frame is in the C library the kind `allocator`, and
+/// says whether it did: libc mapped it for itself (a thread's stack in pthread_create, an
+/// arena), since a program's own mmap through libc's wrapper has the program's code as its
+/// innermost frame (the wrapper's return takes the stack).
+fn mark_c_library_mapping(stack: &mut Stack, memory: MemoryKind) -> bool {
+    let libcs = memory == MemoryKind::Mmap
+        && stack.frames.first().and_then(|frame| frame.module.as_deref()).is_some_and(is_c_library);
+    if libcs {
+        stack.kind = Kind::Allocator;
+    }
+    libcs
 }
 
 /// Each traced process with its own numbers, and its leak kinds when it was scanned.

@@ -422,11 +422,10 @@ pub fn is_dynamic_loader(path: &str) -> bool {
     name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }
 
-/// Whether `path` is the C library (glibc, whose threads lived in libpthread before 2.34, or
-/// musl, whose libc is its loader too).
+/// Whether `path` is the C library (glibc, whose threads lived in libpthread before 2.34).
+/// musl's libc is its dynamic loader too, whose mappings are set apart as the loader's.
 pub fn is_c_library(path: &str) -> bool {
-    let name = file_name(path);
-    is_libc(path) || name.starts_with("libpthread.so") || name.starts_with("ld-musl")
+    is_libc(path) || file_name(path).starts_with("libpthread.so")
 }
 
 fn is_libc(path: &str) -> bool {

@@ -260,7 +260,8 @@ impl HeapTable {
     }
 
     /// From now on, keep what the allocator left in blocks' first words, for the leak-kind
-    /// scan (the events carry it when the probes were loaded with `handout_words`).
+    /// scan (the events carry it when the probes were loaded with `handout_words`, and
+    /// `Trace::load` asks for it then).
     pub fn remember_first_words(&mut self) {
         self.remember_first_words = true;
     }

@@ -41,9 +41,7 @@ impl Links {
         drop_together(self.entries);
         drop_together(self.returns);
     }
-}
 
-impl Links {
     /// Entry and return probes in one round, for a process that has ended: it has no call in
     /// flight, and one round of the kernel's waits is half of two.
     pub(super) fn drop_at_once(mut self) {

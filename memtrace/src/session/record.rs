@@ -56,9 +56,6 @@ pub async fn record(options: RecordOptions, stopper: Option<Stopper>) -> Result<
     // For the scan: what the allocator left in blocks is told from pointers.
     trace_options.probes.handout_words = options.scan;
     let mut trace = Trace::load(&trace_options, false)?;
-    if options.scan {
-        trace.collected.heap.remember_first_words();
-    }
     trace.all_stacks = ci.needs_all_stacks(render);
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
     for (&pid, allocator) in pids.iter().zip(&allocators) {

@@ -48,9 +48,6 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     // For the scan at each exit: what the allocator left in blocks is told from pointers.
     trace_options.probes.handout_words = scan;
     let mut trace = Trace::load(&trace_options, options.follow_forks)?;
-    if scan {
-        trace.collected.heap.remember_first_words();
-    }
     trace.all_stacks = ci.needs_all_stacks(render);
     let trace_only = TraceOnly::new(&options.trace_only);
     let mut target = launch::launch(&program, &options.command, options.follow_forks)?;

@@ -124,9 +124,17 @@ impl TracedProcesses {
     fn forget(&mut self, probes: Option<&mut Probes>, pid: u32, ended: bool) {
         let Some(probes) = probes else { return };
         let _ = probes.trace(pid, false);
+        self.detach(probes, pid, ended);
+        if !self.all_processes {
+            self.attached.remove(&pid);
+        }
+    }
+
+    /// Removes `pid`'s own links, in the background (none when the probes are shared by all
+    /// processes); `ended`: no call of its can be in flight.
+    fn detach(&self, probes: &mut Probes, pid: u32, ended: bool) {
         if !self.all_processes {
             probes.detach_process(pid, ended);
-            self.attached.remove(&pid);
         }
     }
 
@@ -168,10 +176,14 @@ impl Trace {
             }
         };
         let events = EventReader::new(probes.take_events()?).context("watching the ring buffer")?;
-        let heap = match options.probes.sample_bytes {
+        let mut heap = match options.probes.sample_bytes {
             0 => HeapTable::new(),
             mean => HeapTable::sampled(mean),
         };
+        if options.probes.handout_words {
+            // The events carry what the allocator left in each block, for the scan.
+            heap.remember_first_words();
+        }
         let mut drain_timer = tokio::time::interval(Duration::from_millis(10));
         drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
@@ -342,10 +354,8 @@ impl Trace {
     /// A traced process is held at its exit, every thread of it stopped for good: none runs its
     /// code again, so its probes start going now, while it is scanned, rather than after.
     pub fn exiting(&mut self, pid: u32) {
-        if let Some(probes) = &mut self.kernel.probes
-            && !self.processes.all_processes
-        {
-            probes.detach_process(pid, true);
+        if let Some(probes) = &mut self.kernel.probes {
+            self.processes.detach(probes, pid, true);
         }
     }
 
