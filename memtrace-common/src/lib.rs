@@ -474,6 +474,12 @@ pub mod names {
     pub const WRAPPER_ENTER: &str = "wrapper_enter";
     pub const WRAPPER_EXIT: &str = "wrapper_exit";
 
+    /// The stack walk after a return probe, reached by a tail call from `alloc_exit` and
+    /// `wrapper_exit` through `RETURN_STACK_PROGRAM` (index 0), so that the verifier checks the
+    /// walk once instead of once per probe. Loaded, never attached.
+    pub const RETURN_STACK: &str = "return_stack";
+    pub const RETURN_STACK_PROGRAM: &str = "RETURN_STACK_PROGRAM";
+
     /// Raw tracepoints for memory outside malloc (mmap, munmap, mremap, brk, shmat, shmdt):
     /// (program, tracepoint name).
     pub const SYSCALL_TRACEPOINTS: [(&str, &str); 2] = [("syscall_enter", "sys_enter"), ("syscall_exit", "sys_exit")];

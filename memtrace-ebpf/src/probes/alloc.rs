@@ -16,8 +16,11 @@ use aya_log_ebpf::warn;
 use memtrace_common::{CallKind, Counter, Event, EventKind, InFlight, LiveBlock, handout};
 
 use crate::{
-    emit::{count, emit, emit_with_user_stack, new_event},
-    probes::free::{forget_mark, release_block},
+    emit::{count, emit, new_event},
+    probes::{
+        free::{forget_mark, release_block},
+        return_stack::emit_with_return_stack,
+    },
     regs::stack_pointer,
     state::{aggregate, block_table, by_id, sampling},
 };
@@ -107,10 +110,8 @@ fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, old_addr: u64, out_ptr: 
 
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
-    // One call site for the stack walk: each inlined copy would be verified on its own, and
-    // the verifier's time is most of memtrace's start.
     if let Some(event) = block_handed_out(&ctx) {
-        emit_with_user_stack(&ctx, ctx.regs, event);
+        emit_with_return_stack(&ctx, event);
     }
     0
 }

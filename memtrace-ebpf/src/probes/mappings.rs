@@ -24,7 +24,8 @@ use aya_ebpf::{
 use memtrace_common::{Counter, Event, EventKind, SyscallArgs, WrapperCall, mapping};
 
 use crate::{
-    emit::{count, emit, emit_with_stack, emit_with_user_stack},
+    emit::{count, emit, emit_with_stack},
+    probes::return_stack::emit_with_return_stack,
     regs::{stack_pointer, syscall_argument},
     state::by_id,
 };
@@ -197,7 +198,7 @@ pub fn wrapper_exit(ctx: RetProbeContext) -> u32 {
     }
     let _ = WRAPPERS.remove(pid_tgid);
     if call.armed != 0 {
-        emit_with_user_stack(&ctx, ctx.regs, call.event);
+        emit_with_return_stack(&ctx, call.event);
     }
     0
 }

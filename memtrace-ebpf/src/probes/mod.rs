@@ -5,3 +5,4 @@ pub mod floor;
 pub mod free;
 pub mod loader;
 pub mod mappings;
+pub mod return_stack;

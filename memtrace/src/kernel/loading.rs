@@ -3,14 +3,18 @@
 //! memtrace's start.
 use aya::{
     Ebpf,
+    maps::ProgramArray,
     programs::{Program, ProgramError, RawTracePoint},
 };
 use memtrace_common::{names, unwind::names as unwind_names};
 
-use super::{error::ProbeError, load_error_text};
+use super::{
+    error::{ProbeError, map_error, missing},
+    load_error_text,
+};
 
 /// The uprobe programs, attached later per process.
-const UPROBES: [&str; 14] = [
+const UPROBES: [&str; 15] = [
     names::SIZE_ENTER,
     names::CALLOC_ENTER,
     names::ALIGNED_ENTER,
@@ -22,6 +26,7 @@ const UPROBES: [&str; 14] = [
     names::DELETE_ENTER,
     names::WRAPPER_ENTER,
     names::WRAPPER_EXIT,
+    names::RETURN_STACK,
     names::FLOOR_ENTER,
     names::FLOOR_EXIT,
     unwind_names::LOADER_MAPPED,
@@ -56,6 +61,7 @@ pub(super) fn load_programs(ebpf: &mut Ebpf, multi: bool, empty: bool) -> Result
     if found != UPROBES.len() + tracepoints.len() {
         return Err(ProbeError::Load("the eBPF object lacks some of memtrace's programs".to_owned()));
     }
+    install_return_stack(ebpf)?;
     for &(program, tracepoint) in tracepoints {
         let tracepoint_program: &mut RawTracePoint = ebpf
             .program_mut(program)
@@ -71,6 +77,21 @@ pub(super) fn load_programs(ebpf: &mut Ebpf, multi: bool, empty: bool) -> Result
         })?;
     }
     Ok(())
+}
+
+/// Puts `return_stack` where the return probes tail-call it. The agent keeps the array's map
+/// open for as long as it holds the programs: the kernel empties a program array when its last
+/// descriptor closes.
+fn install_return_stack(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let walker = ebpf
+        .program(names::RETURN_STACK)
+        .ok_or_else(|| ProbeError::Load(format!("program {} is missing from the eBPF object", names::RETURN_STACK)))?
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+        .map_err(|error| ProbeError::Load(format!("{}: {}", names::RETURN_STACK, load_error_text(&error))))?;
+    let map = ebpf.map_mut(names::RETURN_STACK_PROGRAM).ok_or_else(|| missing(names::RETURN_STACK_PROGRAM))?;
+    let mut programs = ProgramArray::try_from(map).map_err(|error| map_error(names::RETURN_STACK_PROGRAM, error))?;
+    programs.set(0, &walker, 0).map_err(|error| map_error(names::RETURN_STACK_PROGRAM, error))
 }
 
 fn load(program: &mut Program, multi: bool) -> Result<(), ProgramError> {

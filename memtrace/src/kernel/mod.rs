@@ -150,7 +150,9 @@ impl Probes {
         let handout_words = u8::from(settings.handout_words);
         let tracks_blocks = settings.combined || settings.sample_bytes != 0;
         let unwind_mode = u8::from(settings.unwind != crate::unwind::Method::FramePointer);
-        let mut ebpf = EbpfLoader::new()
+        // Without the kernel's BTF: it only serves CO-RE relocations, which memtrace's programs do
+        // not use, and parsing it is a tenth of the start (see vendor/aya/MEMTRACE-PATCH.md).
+        let mut ebpf = EbpfLoader::without_kernel_btf()
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::TRACED_SLOTS, id_slots.max(1))
             .map_max_entries(names::CALL_SLOTS, id_slots.max(1))

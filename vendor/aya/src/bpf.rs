@@ -171,6 +171,24 @@ impl<'a> EbpfLoader<'a> {
         }
     }
 
+    /// Creates a new loader instance that does not read the kernel's BTF.
+    ///
+    /// memtrace patch (see `MEMTRACE-PATCH.md`): [`EbpfLoader::new`] always parses
+    /// `/sys/kernel/btf/vmlinux` (15 ms here), which an object without CO-RE relocations never
+    /// uses; [`EbpfLoader::btf`] can only discard it after the cost is paid.
+    pub fn without_kernel_btf() -> Self {
+        Self {
+            btf: None,
+            default_map_pin_directory: None,
+            globals: HashMap::new(),
+            max_entries: HashMap::new(),
+            map_pin_path_by_name: HashMap::new(),
+            extensions: HashSet::new(),
+            verifier_log_level: VerifierLogLevel::default(),
+            allow_unsupported_maps: false,
+        }
+    }
+
     /// Sets the target [BTF](Btf) info.
     ///
     /// The loader defaults to loading `BTF` info using [`Btf::from_sys_fs`].
