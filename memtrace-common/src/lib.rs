@@ -474,6 +474,11 @@ pub mod names {
     pub const WRAPPER_ENTER: &str = "wrapper_enter";
     pub const WRAPPER_EXIT: &str = "wrapper_exit";
 
+    /// `serve --exe`/`--cgroup`: the raw tracepoint `sched_process_exec` and the ring buffer
+    /// of the process ids it sees exec.
+    pub const PROCESS_EXEC: &str = "process_exec";
+    pub const EXECS: &str = "EXECS";
+
     /// The stack walk after a return probe, reached by a tail call from `alloc_exit` and
     /// `wrapper_exit` through `RETURN_STACK_PROGRAM` (index 0), so that the verifier checks the
     /// walk once instead of once per probe. Loaded, never attached.

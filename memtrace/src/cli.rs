@@ -16,7 +16,7 @@ use crate::{
         LeakKind,
         options::{Format, KindFilter, RenderOptions, SortBy, Weight},
     },
-    session::{RecordOptions, ReportOptions, RunOptions, SavedReportOptions, TraceOptions},
+    session::{RecordOptions, ReportOptions, RunOptions, SavedReportOptions, ServeOptions, TraceOptions},
 };
 
 #[derive(Debug, Parser)]
@@ -58,6 +58,15 @@ when the window ends (--duration, Ctrl-C, SIGTERM), with 1 when every process ex
 (the report is still written) or on any error of its own; with --check, leaks that fail the check \
 make it exit with 23 (or --exit-code) instead.")]
     Record(RecordArgs),
+    /// Stay attached to processes (by pid, executable or cgroup, following new ones) and serve
+    /// what they hold over HTTP: /metrics for Prometheus, /debug/pprof/heap and /allocs as Go
+    /// serves them (go tool pprof, Parca, Pyroscope), and a page listing them.
+    #[command(after_help = "memtrace serves until SIGTERM or Ctrl-C, then removes every probe and \
+exits with 0; it exits with 1 on any error of its own (a port in use, a process that does not \
+exist). It listens on loopback unless --allow-remote is given: stacks and command lines say a lot \
+about a service, so give a --token-file too. Blocks are sampled (one every 512 KiB allocated, as \
+Go, jemalloc and tcmalloc profile their heaps) unless --exact. See docs/serve.md.")]
+    Serve(ServeArgs),
     /// Shorthand for `run --faults` (`memtrace faults -- CMD`) or `record --faults`
     /// (`memtrace faults -p PID`): page faults by stack, with the rest of the report.
     Faults(FaultsArgs),
@@ -166,6 +175,88 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub trace: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to serve HTTP: ADDRESS:PORT (port 0 picks a free one, printed on stderr).
+    #[arg(long, value_name = "ADDRESS:PORT", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+
+    /// Allow --listen on an address other than loopback, reachable from other machines.
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Require every request to carry `Authorization: Bearer TOKEN`, the token being this file's
+    /// first line (Prometheus' `authorization.credentials_file`, `go tool pprof` through a proxy).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Trace these processes: `-p 1,2,3` or `-p 1 -p 2`.
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<NonZeroU32>,
+
+    /// Trace every process whose executable's path matches GLOB (`*` any run of characters, `/`
+    /// included; `?` one), those running now and those started later (execs are watched).
+    /// Repeatable.
+    #[arg(long = "exe", value_name = "GLOB")]
+    pub exes: Vec<String>,
+
+    /// Trace every process in this cgroup directory or below it (e.g.
+    /// /sys/fs/cgroup/system.slice/nginx.service), now and later: a container or a systemd
+    /// unit. Repeatable.
+    #[arg(long = "cgroup", value_name = "DIR")]
+    pub cgroups: Vec<PathBuf>,
+
+    /// Record every block instead of a sample: exact numbers, at the price of an event and a
+    /// stack walk per allocation. Without it, --sample-bytes defaults to 524,288.
+    #[arg(long, conflicts_with = "sample_bytes")]
+    pub exact: bool,
+
+    /// Compare each stack's outstanding bytes this often; a stack that grew in most of the last
+    /// --growth-window intervals is a leak suspect (memtrace_leak_suspect).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "1m")]
+    pub growth_interval: Duration,
+
+    /// Intervals the leak-suspect test looks back over (2 to 64).
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub growth_window: u32,
+
+    /// Stacks per process in /metrics' memtrace_stack_outstanding_bytes (the ones holding most).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub metrics_stacks: usize,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+/// `serve`'s sampling rate without --exact: Go's MemProfileRate and jemalloc's default
+/// (lg_prof_sample 19).
+pub const SERVE_SAMPLE_BYTES: u64 = 512 * 1024;
+
+impl ServeArgs {
+    /// What `serve` is asked to do.
+    pub fn options(&self) -> ServeOptions {
+        let mut trace = self.trace.options();
+        if !self.exact {
+            trace.probes.sample_bytes = self.trace.sample_bytes.unwrap_or(SERVE_SAMPLE_BYTES);
+            if self.trace.live_blocks.is_none() {
+                trace.probes.live_blocks = 1 << 17;
+            }
+        }
+        ServeOptions {
+            trace,
+            listen: self.listen,
+            allow_remote: self.allow_remote,
+            token_file: self.token_file.clone(),
+            pids: self.pids.iter().map(|pid| pid.get()).collect(),
+            exes: self.exes.clone(),
+            cgroups: self.cgroups.clone(),
+            growth_interval: self.growth_interval.max(Duration::from_millis(100)),
+            growth_window: self.growth_window,
+            metrics_stacks: self.metrics_stacks,
+        }
+    }
 }
 
 /// CI mode and suppressions (see docs/ci.md).

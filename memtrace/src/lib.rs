@@ -18,19 +18,23 @@
 //! - `assemble`: the `Report` built from what the trace collected, in steps.
 //! - `report`: the one `Report` value every format renders, each format, and where a report
 //!   goes.
-//! - `session`: `run` and `record`, wiring the rooms together.
+//! - `serve`: `memtrace serve`'s HTTP endpoints (/metrics, /debug/pprof/heap, the page), each
+//!   rendering the report of the moment the session hands it.
+//! - `session`: `run`, `record` and `serve`, wiring the rooms together.
 //!
-//! `cli` holds the clap definitions and turns them into each room's options. Two leaves serve
+//! `cli` holds the clap definitions and turns them into each room's options. Three leaves serve
 //! every room: `untrusted` opens files that others control (bounded, never blocking, never
-//! following links), `error_text` says an error's causes once each.
+//! following links), `error_text` says an error's causes once each, `glob` matches paths.
 pub mod analyze;
 pub mod assemble;
 pub mod attach;
 pub mod cli;
 pub mod collect;
 pub mod error_text;
+pub mod glob;
 pub mod kernel;
 pub mod report;
+pub mod serve;
 pub mod session;
 pub mod symbolize;
 pub mod target;

@@ -46,6 +46,10 @@ fn main() -> ExitCode {
                 FaultsShorthand::Run(args) => session::run(args.options()).await,
                 FaultsShorthand::Record(args) => session::record(args.options(), None).await,
             },
+            Command::Serve(args) if args.trace.combined => {
+                Err(anyhow::anyhow!("serve cannot use --combined: its kernel sums are read only when the probes go"))
+            }
+            Command::Serve(args) => session::serve(args.options()).await,
             Command::Report(args) => render_saved(&args),
         }
     });

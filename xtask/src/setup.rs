@@ -37,6 +37,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("golang-go", "/usr/bin/go"),
     ("python3-xmlschema", "/usr/lib/python3/dist-packages/xmlschema/__init__.py"),
     ("python3-junitparser", "/usr/lib/python3/dist-packages/junitparser/__init__.py"),
+    // `serve`'s tests: Prometheus scrapes memtrace's /metrics, and promtool evaluates the example
+    // alert rules (docs/deploy/alerts.yml).
+    ("prometheus", "/usr/bin/promtool"),
     // npm, for xunit-viewer (see `install_xunit_viewer`).
     ("npm", "/usr/bin/npm"),
     // Names for libc's and the loader's frames (their separate debug files, by build-id under

@@ -1,5 +1,6 @@
 //! The programs: one file per kind of call they see.
 pub mod alloc;
+pub mod execs;
 pub mod faults;
 pub mod floor;
 pub mod free;

@@ -67,7 +67,7 @@ pub fn report(input: ReportInput<'_>, frames_of: impl FnMut(u32, i32) -> Result<
     let top = input.top.unwrap_or(usize::MAX);
     let mut allocated = input.heap.allocated_by_stack();
     let Outstanding { totals: outstanding, leaks, process_leaks } = outstanding(&input, &mut allocated);
-    let growth = Growths { growth: input.growth.growth(), intervals: input.growth.intervals() };
+    let growth = Growths { growth: input.growth.growth(), intervals: input.growth.counted() };
     let (heap_totals, others): (Vec<StackTotal>, Vec<StackTotal>) =
         outstanding.into_iter().partition(|total| total.kind == MemoryKind::Heap);
     let (mut stacks, set_apart) = outside_malloc(others, &mut allocated, &growth, &mut namer);

@@ -1,6 +1,8 @@
 //! Leak suspects: over a recording with `--interval`, each stack's outstanding bytes are
 //! sampled at every interval; a stack whose bytes grew in most intervals is a suspect (a slow
-//! leak), one that grew once and then held steady is not (a cache filling up).
+//! leak), one that grew once and then held steady is not (a cache filling up). `serve` runs for
+//! weeks: there only the last intervals count (a sliding window), and exited processes are
+//! forgotten.
 use std::collections::HashMap;
 
 use crate::{
@@ -15,39 +17,76 @@ pub struct GrowthTracker {
     intervals: u64,
     last: HashMap<StackKey, u64>,
     grew_in: HashMap<StackKey, u64>,
+    /// Only the last this many intervals count (at most 64); all of them when `None`.
+    window: Option<u32>,
+    /// With a window: for each stack, bit i set when it grew i intervals ago.
+    history: HashMap<StackKey, u64>,
 }
 
+/// The longest sliding window: the history is a 64-bit mask per stack.
+pub const MAX_WINDOW: u32 = 64;
+
 impl GrowthTracker {
+    /// A tracker that counts only the last `window` intervals (2 to [`MAX_WINDOW`]).
+    pub fn sliding(window: u32) -> Self {
+        Self { window: Some(window.clamp(2, MAX_WINDOW)), ..Self::default() }
+    }
+
     /// Takes one interval's sample: outstanding bytes per stack at its end.
     pub fn observe(&mut self, stacks: &[StackTotal]) {
         self.intervals += 1;
         let now: HashMap<StackKey, u64> =
             stacks.iter().map(|total| ((total.tgid, total.stack_id, total.kind), total.bytes)).collect();
-        for (key, &bytes) in &now {
-            if bytes > self.last.get(key).copied().unwrap_or(0) {
-                *self.grew_in.entry(*key).or_default() += 1;
+        let grew: Vec<StackKey> =
+            now.iter().filter(|&(key, &bytes)| bytes > self.last.get(key).copied().unwrap_or(0)).map(|(key, _)| *key).collect();
+        match self.window {
+            None => {
+                for key in grew {
+                    *self.grew_in.entry(key).or_default() += 1;
+                }
+            }
+            Some(window) => {
+                let mask = u64::MAX >> (MAX_WINDOW - window);
+                for bits in self.history.values_mut() {
+                    *bits = (*bits << 1) & mask;
+                }
+                for key in grew {
+                    *self.history.entry(key).or_default() |= 1;
+                }
+                self.history.retain(|key, bits| *bits != 0 || now.contains_key(key));
+                self.grew_in = self.history.iter().map(|(&key, bits)| (key, u64::from(bits.count_ones()))).collect();
             }
         }
         self.last = now;
     }
 
+    /// Intervals observed in all.
     pub fn intervals(&self) -> u64 {
         self.intervals
     }
 
+    /// Intervals that count: all, or the window's.
+    pub fn counted(&self) -> u64 {
+        self.window.map_or(self.intervals, |window| self.intervals.min(u64::from(window)))
+    }
+
+    /// Forgets an exited process's stacks.
+    pub fn forget(&mut self, tgid: u32) {
+        self.last.retain(|key, _| key.0 != tgid);
+        self.grew_in.retain(|key, _| key.0 != tgid);
+        self.history.retain(|key, _| key.0 != tgid);
+    }
+
     /// The growth of every stack that grew at least once; nothing before the first interval.
     pub fn growth(&self) -> HashMap<StackKey, Growth> {
-        if self.intervals == 0 {
+        let intervals = self.counted();
+        if intervals == 0 {
             return HashMap::new();
         }
         self.grew_in
             .iter()
             .map(|(&key, &grew_in)| {
-                let growth = Growth {
-                    intervals: self.intervals,
-                    grew_in,
-                    leak_suspect: grew_in >= 2 && grew_in * 2 > self.intervals,
-                };
+                let growth = Growth { intervals, grew_in, leak_suspect: grew_in >= 2 && grew_in * 2 > intervals };
                 (key, growth)
             })
             .collect()
@@ -95,5 +134,24 @@ mod tests {
             Some(Growth { intervals: 5, grew_in: 0, leak_suspect: false })
         );
         assert_eq!(GrowthTracker::of(&HashMap::new(), 0, (1, 3, MemoryKind::Heap)), None);
+    }
+
+    #[test]
+    fn a_sliding_window_forgets_old_growth() {
+        let mut tracker = GrowthTracker::sliding(4);
+        // Stack 1 leaks for 4 intervals, then holds for 4: no longer a suspect.
+        for interval in 1..=4 {
+            tracker.observe(&sample(&[(1, 100 * interval)]));
+        }
+        assert_eq!(tracker.growth()[&(1, 1, MemoryKind::Heap)], Growth { intervals: 4, grew_in: 4, leak_suspect: true });
+        for _ in 0..4 {
+            tracker.observe(&sample(&[(1, 400)]));
+        }
+        assert_eq!(tracker.growth().get(&(1, 1, MemoryKind::Heap)), None);
+        assert_eq!(tracker.intervals(), 8);
+        tracker.observe(&sample(&[(1, 500)]));
+        assert_eq!(tracker.growth()[&(1, 1, MemoryKind::Heap)], Growth { intervals: 4, grew_in: 1, leak_suspect: false });
+        tracker.forget(1);
+        assert!(tracker.growth().is_empty());
     }
 }

@@ -318,6 +318,11 @@ impl HeapTable {
 
     /// The process replaced its image with exec: its outstanding blocks are gone with the old
     /// address space. They are counted, not reported.
+    /// Forgets an exited process altogether (`serve`, once it was reported after its exit).
+    pub fn forget_process(&mut self, tgid: u32) {
+        self.processes.remove(&tgid);
+    }
+
     pub fn drop_image(&mut self, tgid: u32) {
         if let Some(process) = self.processes.get_mut(&tgid) {
             process.totals.dropped_by_exec += process.blocks.len() as u64;

@@ -14,6 +14,7 @@ pub mod batch_read;
 pub mod block_table;
 mod counters;
 mod error;
+pub mod execs;
 pub mod faults;
 mod links;
 mod loading;
@@ -405,6 +406,11 @@ impl Probes {
         for removal in self.detaching.drain(..) {
             let _ = removal.join();
         }
+    }
+
+    /// `serve --exe`/`--cgroup`: starts watching every exec on the machine (once).
+    pub fn watch_execs(&mut self) -> Result<execs::ExecWatch, ProbeError> {
+        execs::ExecWatch::start(&mut self.ebpf)
     }
 
     /// Takes the ring buffer the events arrive on (once).

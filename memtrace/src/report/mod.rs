@@ -10,13 +10,13 @@ mod junit;
 mod memory;
 pub mod options;
 pub mod pending_file;
-mod pprof;
+pub mod pprof;
 pub mod printable;
-mod profile_proto;
+pub mod profile_proto;
 mod render;
 pub mod saved;
 pub mod sink;
-mod svg;
+pub mod svg;
 mod text;
 pub mod unwind;
 
@@ -46,6 +46,8 @@ pub enum Mode {
     Run,
     /// `memtrace record`: memtrace attached to a running target.
     Record,
+    /// `memtrace serve`: the report of one moment of a trace that goes on.
+    Serve,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -95,6 +95,7 @@ pub fn build(report: &Report, top: Option<usize>) -> Profile {
         location: builder.locations,
         function: builder.functions,
         string_table: builder.strings,
+        time_nanos: 0,
         // A float cast saturates (and takes NaN to 0); a negative duration is none.
         duration_nanos: (report.duration_seconds * 1e9).max(0.0) as i64,
         period_type,

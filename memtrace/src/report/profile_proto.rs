@@ -18,6 +18,9 @@ pub struct Profile {
     /// Every string is an index into this table; entry 0 is "".
     #[prost(string, repeated, tag = "6")]
     pub string_table: Vec<String>,
+    /// When the profile was taken, in ns since the Unix epoch (`serve`; 0 in files).
+    #[prost(int64, tag = "9")]
+    pub time_nanos: i64,
     #[prost(int64, tag = "10")]
     pub duration_nanos: i64,
     #[prost(message, optional, tag = "11")]

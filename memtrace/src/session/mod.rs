@@ -1,18 +1,21 @@
-//! `run` and `record`: orchestration only. Each loads a `Trace` (the probes, the events they
+//! `run`, `record` and `serve`: orchestration only. Each loads a `Trace` (the probes, the events they
 //! send, what the agent made of them), drives it through the target's life or the recording
 //! window, and writes its report.
 mod options;
 mod record;
 mod run;
 mod saved;
+mod selector;
+mod serve;
 mod status_line;
 mod trace;
 mod trace_only;
 
-pub use options::{RecordOptions, ReportOptions, RunOptions, SavedReportOptions, TraceOptions};
+pub use options::{RecordOptions, ReportOptions, RunOptions, SavedReportOptions, ServeOptions, TraceOptions};
 pub use record::{EXIT_TARGET_GONE, record};
 pub use run::run;
 pub use saved::report_saved;
+pub use serve::serve;
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
 fn monotonic_ns() -> u64 {

@@ -1,4 +1,4 @@
-//! What `run` and `record` are asked to do, as the command line (or a test) fills it in. The
+//! What `run`, `record` and `serve` are asked to do, as the command line (or a test) fills it in. The
 //! session reads these and nothing of clap's.
 use std::{ffi::OsString, num::NonZeroU32, path::PathBuf, time::Duration};
 
@@ -81,4 +81,26 @@ pub struct RecordOptions {
     pub interval: Option<Duration>,
     /// Stop after this many intervals.
     pub count: Option<NonZeroU32>,
+}
+
+/// `memtrace serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub trace: TraceOptions,
+    /// Where the HTTP server listens.
+    pub listen: std::net::SocketAddr,
+    /// Listening on an address other than loopback is allowed.
+    pub allow_remote: bool,
+    /// A file whose first line is the bearer token every request must carry.
+    pub token_file: Option<PathBuf>,
+    /// Processes to trace by id, by executable glob, by cgroup directory.
+    pub pids: Vec<u32>,
+    pub exes: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+    /// Each stack's outstanding bytes are compared this often for leak suspects...
+    pub growth_interval: Duration,
+    /// ...over the last this many intervals.
+    pub growth_window: u32,
+    /// Stacks per process in `memtrace_stack_outstanding_bytes`.
+    pub metrics_stacks: usize,
 }

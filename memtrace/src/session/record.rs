@@ -249,7 +249,7 @@ fn print_interval(report: &Report, interval: u64, to_stderr: bool, render: &Rend
 }
 
 /// Sends `pid` on `exited` when the process exits (a pidfd turns readable).
-fn watch_exit(pid: u32, exited: mpsc::UnboundedSender<u32>) -> Result<()> {
+pub(super) fn watch_exit(pid: u32, exited: mpsc::UnboundedSender<u32>) -> Result<()> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {

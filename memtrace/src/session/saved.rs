@@ -38,10 +38,10 @@ pub fn report_saved(options: &SavedReportOptions) -> Result<i32> {
 }
 
 /// The exit code the saved run's command had, as `run` passes it on (128 + N for a signal);
-/// 0 for a recording, whose processes went on.
+/// 0 for a recording or a served snapshot, whose processes went on.
 fn saved_target_code(report: &Report) -> i32 {
     match (report.mode, report.target.exit_code, report.target.signal) {
-        (Mode::Record, _, _) => 0,
+        (Mode::Record | Mode::Serve, _, _) => 0,
         (Mode::Run, Some(code), _) => code,
         (Mode::Run, None, Some(signal)) => 128_i32.saturating_add(signal),
         (Mode::Run, None, None) => 0,

@@ -368,6 +368,26 @@ impl Trace {
         }
     }
 
+    /// `serve`: forgets a process that exited and was reported since: its blocks, growth and
+    /// picture, so that weeks of processes coming and going do not add up in the agent.
+    pub fn drop_process(&mut self, pid: u32) {
+        self.processes.all.remove(&pid);
+        self.collected.heap.forget_process(pid);
+        self.collected.growth.forget(pid);
+        if let Some(faults) = &mut self.collected.faults {
+            faults.forget_before(pid, monotonic_ns());
+        }
+        self.findings.pictures.remove(&pid);
+        self.findings.pictures_tried.remove(&pid);
+        self.symbolizer.forget(pid);
+    }
+
+    /// `serve --exe`/`--cgroup`: starts watching every exec on the machine.
+    pub fn watch_execs(&mut self) -> Result<crate::kernel::execs::ExecWatch> {
+        let probes = self.kernel.probes.as_mut().context("the probes are gone")?;
+        Ok(probes.watch_execs()?)
+    }
+
     /// Opens the window: from now on every probe is in place.
     pub fn open_window(&mut self) {
         self.window.start_monotonic_ns = monotonic_ns();

@@ -140,6 +140,13 @@ impl Symbolizer {
         Ok(())
     }
 
+    /// Forgets an exited process's mappings and JIT map.
+    pub fn forget(&mut self, pid: u32) {
+        self.images.remove(&pid);
+        self.jit.remove(&pid);
+        self.jit_skipped.remove(&pid);
+    }
+
     /// Whether a snapshot of `pid` was taken.
     pub fn knows(&self, pid: u32) -> bool {
         self.images.contains_key(&pid)

@@ -248,6 +248,7 @@ fn headline(report: &Report) -> String {
     let verb = match report.mode {
         Mode::Run => "ran",
         Mode::Record => "recorded",
+        Mode::Serve => "served",
     };
     format!(
         "{verb} pid {} ({command}) for {:.2} s; it {ending}; allocator {}",
