@@ -1,7 +1,11 @@
 // memtrace's symbolization benchmark target: leaks one 16-byte block from each of 10,000
 // distinct call stacks (four levels of ten distinct call sites each), so a report of it holds
-// 10,000 stacks to name.
+// 10,000 stacks to name. With `--wait` (the serve soak) it first prints its pid and waits for a
+// line on stdin, so that memtrace serve attaches before it allocates.
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #define NOINLINE __attribute__((noinline))
 
@@ -32,7 +36,15 @@ NOINLINE void level(int path, int depth) {
     sink = (void *)sink;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--wait") == 0) {
+        static char in_buffer[256], out_buffer[256];
+        setvbuf(stdin, in_buffer, _IOFBF, sizeof in_buffer);
+        setvbuf(stdout, out_buffer, _IOLBF, sizeof out_buffer);
+        printf("%d\n", getpid());
+        char line[16];
+        if (!fgets(line, sizeof line, stdin)) return 1;
+    }
     for (int path = 0; path < 10000; path++) level(path, 4);
     return 0;
 }

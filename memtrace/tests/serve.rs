@@ -31,11 +31,8 @@ struct Service {
 
 impl Service {
     fn start(binary: &Path) -> Self {
-        let mut child = Command::new(binary)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the test service starts");
+        let mut child =
+            Command::new(binary).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("the test service starts");
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut line = String::new();
@@ -180,11 +177,16 @@ fn heap_profile_matches_the_json_report_and_a_delta_holds_only_its_seconds() {
     // service is idle between the two requests.
     let report: Value = serde_json::from_str(&server.text(&format!("/debug/memtrace/report.json?pid={pid}"))).unwrap();
     let samples = go_pprof_samples(Path::new(&server.url(&format!("/debug/pprof/heap?pid={pid}"))), &[]);
-    let stacks: Vec<&Value> = report["stacks"].as_array().unwrap().iter().chain(report["released_stacks"].as_array().unwrap()).collect();
+    let stacks: Vec<&Value> =
+        report["stacks"].as_array().unwrap().iter().chain(report["released_stacks"].as_array().unwrap()).collect();
     let json_sums = ["total_allocations", "total_allocated_bytes", "allocations", "bytes"]
         .map(|field| stacks.iter().map(|stack| stack[field].as_u64().unwrap()).sum::<u64>());
     let pprof_sums: Vec<u64> = (0..4).map(|index| samples.iter().map(|sample| sample.values[index]).sum()).collect();
-    assert_eq!(pprof_sums, json_sums.to_vec(), "pprof's alloc_objects, alloc_space, inuse_objects, inuse_space against the JSON");
+    assert_eq!(
+        pprof_sums,
+        json_sums.to_vec(),
+        "pprof's alloc_objects, alloc_space, inuse_objects, inuse_space against the JSON"
+    );
     // The leak: 10 blocks of 1,000 bytes, all held; the churn: 50 of 64, none held.
     assert!(samples.contains(&RawSample { values: vec![10, 10_000, 10, 10_000], labels: labels(&pid) }), "{samples:?}");
     assert!(samples.contains(&RawSample { values: vec![50, 3_200, 0, 0], labels: labels(&pid) }), "{samples:?}");
@@ -215,7 +217,10 @@ fn heap_profile_matches_the_json_report_and_a_delta_holds_only_its_seconds() {
 }
 
 fn labels(pid: &str) -> std::collections::BTreeMap<String, String> {
-    [("kind", "heap"), ("suppressed", "false"), ("pid", pid)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    [("kind", "heap"), ("suppressed", "false"), ("pid", pid)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -354,8 +359,18 @@ fn serve_refuses_remote_addresses_and_checks_its_token() {
 fn prometheus_scrapes_the_growing_leak_and_promtool_fires_the_example_alerts() {
     let _serial = serial();
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy");
-    let promtool = Command::new("promtool").arg("test").arg("rules").arg(docs.join("alerts.test.yml")).output().expect("promtool runs (cargo xtask setup installs prometheus)");
-    assert!(promtool.status.success(), "promtool test rules: {}{}", String::from_utf8_lossy(&promtool.stdout), String::from_utf8_lossy(&promtool.stderr));
+    let promtool = Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .arg(docs.join("alerts.test.yml"))
+        .output()
+        .expect("promtool runs (cargo xtask setup installs prometheus)");
+    assert!(
+        promtool.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
 
     let binary = service_binary("serve_service");
     let mut service = Service::start(&binary);
@@ -405,7 +420,10 @@ fn prometheus_scrapes_the_growing_leak_and_promtool_fires_the_example_alerts() {
     }
     let _ = prometheus.kill();
     let _ = prometheus.wait();
-    assert!(values.len() >= 3, "Prometheus scraped memtrace_outstanding_bytes for pid {pid} at least 3 times: {values:?}");
+    assert!(
+        values.len() >= 3,
+        "Prometheus scraped memtrace_outstanding_bytes for pid {pid} at least 3 times: {values:?}"
+    );
     assert!(values.windows(2).all(|pair| pair[1] >= pair[0]) && values.last() > values.first(), "growing: {values:?}");
     // Each value is whole blocks of 1,000 bytes and their 8-byte list entries.
     assert!(values.iter().all(|value| value % 1008.0 == 0.0), "{values:?}");

@@ -329,6 +329,11 @@ pub fn run(root: &Path) -> Result<()> {
     if let Value::Object(fields) = soak.summary() {
         summary.extend(fields);
     }
+    let serve_soak = crate::serve_soak::run(root, &memtrace)?;
+    println!("{}", serve_soak.describe());
+    if let Value::Object(fields) = serve_soak.summary() {
+        summary.extend(fields);
+    }
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(summary))?).context("writing summary.json")?;
     println!("wrote {}", path.display());

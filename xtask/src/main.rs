@@ -4,6 +4,7 @@ mod bench;
 mod dist;
 mod fuzz;
 mod lint;
+mod serve_soak;
 mod setup;
 mod short_runs;
 mod soak;

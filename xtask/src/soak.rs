@@ -81,8 +81,10 @@ pub fn standalone(root: &Path) -> Result<()> {
     crate::setup::ensure()?;
     crate::cargo(root, &["build", "--release", "--package", "memtrace"])?;
     let _lock = crate::bench::machine_lock()?;
-    let soak = run(root, &root.join("target/release/memtrace"))?;
+    let memtrace = root.join("target/release/memtrace");
+    let soak = run(root, &memtrace)?;
     println!("{}", soak.describe());
+    println!("{}", crate::serve_soak::run(root, &memtrace)?.describe());
     Ok(())
 }
 
@@ -200,7 +202,7 @@ fn terminate(pid: u32) -> Result<()> {
 }
 
 /// A process's resident set, from /proc/PID/status.
-fn resident_bytes(pid: u32) -> Option<u64> {
+pub fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 =
         status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;

@@ -2,7 +2,9 @@
 //! whether the new program is one to trace. Only the process id is sent; the agent reads the
 //! rest from /proc. Loaded and attached by `serve` alone.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::map, macros::raw_tracepoint, maps::RingBuf,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{map, raw_tracepoint},
+    maps::RingBuf,
     programs::RawTracePointContext,
 };
 use memtrace_common::Counter;

@@ -37,8 +37,11 @@ impl GrowthTracker {
         self.intervals += 1;
         let now: HashMap<StackKey, u64> =
             stacks.iter().map(|total| ((total.tgid, total.stack_id, total.kind), total.bytes)).collect();
-        let grew: Vec<StackKey> =
-            now.iter().filter(|&(key, &bytes)| bytes > self.last.get(key).copied().unwrap_or(0)).map(|(key, _)| *key).collect();
+        let grew: Vec<StackKey> = now
+            .iter()
+            .filter(|&(key, &bytes)| bytes > self.last.get(key).copied().unwrap_or(0))
+            .map(|(key, _)| *key)
+            .collect();
         match self.window {
             None => {
                 for key in grew {
@@ -54,7 +57,12 @@ impl GrowthTracker {
                     *self.history.entry(key).or_default() |= 1;
                 }
                 self.history.retain(|key, bits| *bits != 0 || now.contains_key(key));
-                self.grew_in = self.history.iter().map(|(&key, bits)| (key, u64::from(bits.count_ones()))).collect();
+                self.grew_in = self
+                    .history
+                    .iter()
+                    .filter(|(_, bits)| **bits != 0)
+                    .map(|(&key, bits)| (key, u64::from(bits.count_ones())))
+                    .collect();
             }
         }
         self.last = now;
@@ -143,14 +151,20 @@ mod tests {
         for interval in 1..=4 {
             tracker.observe(&sample(&[(1, 100 * interval)]));
         }
-        assert_eq!(tracker.growth()[&(1, 1, MemoryKind::Heap)], Growth { intervals: 4, grew_in: 4, leak_suspect: true });
+        assert_eq!(
+            tracker.growth()[&(1, 1, MemoryKind::Heap)],
+            Growth { intervals: 4, grew_in: 4, leak_suspect: true }
+        );
         for _ in 0..4 {
             tracker.observe(&sample(&[(1, 400)]));
         }
         assert_eq!(tracker.growth().get(&(1, 1, MemoryKind::Heap)), None);
         assert_eq!(tracker.intervals(), 8);
         tracker.observe(&sample(&[(1, 500)]));
-        assert_eq!(tracker.growth()[&(1, 1, MemoryKind::Heap)], Growth { intervals: 4, grew_in: 1, leak_suspect: false });
+        assert_eq!(
+            tracker.growth()[&(1, 1, MemoryKind::Heap)],
+            Growth { intervals: 4, grew_in: 1, leak_suspect: false }
+        );
         tracker.forget(1);
         assert!(tracker.growth().is_empty());
     }

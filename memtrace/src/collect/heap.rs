@@ -318,6 +318,18 @@ impl HeapTable {
 
     /// The process replaced its image with exec: its outstanding blocks are gone with the old
     /// address space. They are counted, not reported.
+    /// The stacks a process's numbers refer to, or every other process's (`others`).
+    pub fn stacks_referred(&self, tgid: u32, others: bool) -> std::collections::HashSet<i32> {
+        let mut stacks = std::collections::HashSet::new();
+        for (_, process) in self.processes.iter().filter(|(owner, _)| (**owner == tgid) != others) {
+            stacks.extend(process.allocated.iter().map(|(stack_id, _, _)| stack_id));
+            stacks.extend(process.regions.pieces().map(|(stack_id, _, _)| stack_id));
+            stacks.extend(process.kernel_sums.iter().map(|(stack_id, _)| *stack_id));
+            stacks.extend(process.blocks.iter().map(|(_, block)| block.stack_id));
+        }
+        stacks
+    }
+
     /// Forgets an exited process altogether (`serve`, once it was reported after its exit).
     pub fn forget_process(&mut self, tgid: u32) {
         self.processes.remove(&tgid);

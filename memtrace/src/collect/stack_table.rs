@@ -10,6 +10,8 @@ pub struct StackTable {
     /// The same frames walked to a cut (the unwinder could not go on) are another stack.
     truncated_ids: FxHashMap<Box<[u64]>, i32>,
     truncated: Vec<bool>,
+    /// Ids released (`serve` forgetting exited processes), given out again first.
+    free: Vec<i32>,
 }
 
 impl StackTable {
@@ -24,11 +26,43 @@ impl StackTable {
         if let Some(&id) = ids.get(addresses) {
             return id;
         }
-        let id = self.stacks.len() as i32;
-        self.stacks.push(addresses.into());
-        self.truncated.push(truncated);
+        let id = match self.free.pop() {
+            Some(id) => {
+                let index = id as usize;
+                self.stacks[index] = addresses.into();
+                self.truncated[index] = truncated;
+                id
+            }
+            None => {
+                self.stacks.push(addresses.into());
+                self.truncated.push(truncated);
+                self.stacks.len() as i32 - 1
+            }
+        };
         ids.insert(addresses.into(), id);
         id
+    }
+
+    /// Forgets stacks nothing refers to any more; their ids are given to new stacks.
+    pub fn release(&mut self, released: impl IntoIterator<Item = i32>) {
+        for id in released {
+            let Some(index) = usize::try_from(id).ok().filter(|&index| index < self.stacks.len()) else { continue };
+            let stack = std::mem::take(&mut self.stacks[index]);
+            let ids = if self.truncated[index] { &mut self.truncated_ids } else { &mut self.ids };
+            if ids.get(&stack) == Some(&id) {
+                ids.remove(&stack);
+                self.free.push(id);
+            }
+        }
+    }
+
+    /// Stacks held (for the agent's own accounting).
+    pub fn len(&self) -> usize {
+        self.stacks.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Whether the walk of stack `id` was cut short.
@@ -57,6 +91,25 @@ pub fn frames(bytes: &[u8]) -> std::borrow::Cow<'_, [u64]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn released_ids_go_to_new_stacks() {
+        let mut table = StackTable::default();
+        let a = table.intern(&[1, 2]);
+        let b = table.intern_walk(&[3], true);
+        assert_eq!((a, b, table.len()), (0, 1, 2));
+        table.release([a, 7, -1]);
+        assert_eq!(table.len(), 1);
+        let c = table.intern(&[4, 5]);
+        assert_eq!(c, a, "the released id is reused");
+        assert_eq!(table.get(c), Some(&[4, 5][..]));
+        assert_eq!(table.intern(&[1, 2]), 2, "the released stack is new again");
+        assert_eq!(table.intern_walk(&[3], true), b);
+        // Releasing twice does not free the id twice.
+        table.release([b, b]);
+        assert_eq!(table.intern(&[9]), b);
+        assert_ne!(table.intern(&[10]), b);
+    }
 
     #[test]
     fn equal_stacks_share_an_id_and_different_ones_do_not() {

@@ -26,12 +26,21 @@ impl ExecWatch {
     pub(super) fn start(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
         let program: &mut RawTracePoint = ebpf
             .program_mut(names::PROCESS_EXEC)
-            .ok_or_else(|| ProbeError::Load(format!("program {} is missing from the eBPF object", names::PROCESS_EXEC)))?
+            .ok_or_else(|| {
+                ProbeError::Load(format!("program {} is missing from the eBPF object", names::PROCESS_EXEC))
+            })?
             .try_into()
-            .map_err(|error| ProbeError::Load(format!("{}: {}", names::PROCESS_EXEC, crate::error_text::with_causes(&error))))?;
-        program.load().map_err(|error| ProbeError::Load(format!("{}: {}", names::PROCESS_EXEC, load_error_text(&error))))?;
+            .map_err(|error| {
+                ProbeError::Load(format!("{}: {}", names::PROCESS_EXEC, crate::error_text::with_causes(&error)))
+            })?;
+        program
+            .load()
+            .map_err(|error| ProbeError::Load(format!("{}: {}", names::PROCESS_EXEC, load_error_text(&error))))?;
         program.attach("sched_process_exec").map_err(|error| {
-            ProbeError::Load(format!("attaching to the raw tracepoint sched_process_exec: {}", crate::error_text::with_causes(&error)))
+            ProbeError::Load(format!(
+                "attaching to the raw tracepoint sched_process_exec: {}",
+                crate::error_text::with_causes(&error)
+            ))
         })?;
         let map = ebpf.take_map(names::EXECS).ok_or_else(|| missing(names::EXECS))?;
         let ring = RingBuf::try_from(map).map_err(|error| map_error(names::EXECS, error))?;

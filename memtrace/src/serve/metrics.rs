@@ -100,7 +100,8 @@ pub fn encode_report(report: &Report, stacks_per_process: usize) -> String {
     registry.register("memtrace_estimated", "1 when the numbers are estimates from a sample", estimated.clone());
 
     let labels_of = |pid: u32| {
-        let exe = report.processes.iter().find(|process| process.pid == pid).map_or("", |process| exe_name(&process.command));
+        let exe =
+            report.processes.iter().find(|process| process.pid == pid).map_or("", |process| exe_name(&process.command));
         ProcessLabels { pid: pid.to_string(), exe: label_value(exe) }
     };
     for process in &report.processes {
@@ -123,7 +124,7 @@ pub fn encode_report(report: &Report, stacks_per_process: usize) -> String {
     }
     for process in &report.processes {
         let mut held: Vec<&Stack> = report.stacks.iter().filter(|stack| stack.pid == process.pid).collect();
-        held.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        held.sort_by_key(|stack| std::cmp::Reverse(stack.bytes));
         for stack in held.iter().take(stacks_per_process) {
             stack_bytes.get_or_create(&stack_labels(stack, &labels_of(stack.pid))).inc_by(signed(stack.bytes));
         }
@@ -156,7 +157,8 @@ pub fn encode_report(report: &Report, stacks_per_process: usize) -> String {
 /// JUnit names it) and its kind of memory. Stacks that share them add up.
 fn stack_labels(stack: &Stack, process: &ProcessLabels) -> StackLabels {
     let frame = origin(stack);
-    let function = frame.and_then(|frame| frame.function.as_deref()).map_or_else(|| "??".to_owned(), short_function_name);
+    let function =
+        frame.and_then(|frame| frame.function.as_deref()).map_or_else(|| "??".to_owned(), short_function_name);
     let location = match frame {
         Some(frame) => match (&frame.file, frame.line, &frame.module) {
             (Some(file), Some(line), _) => format!("{file}:{line}"),
@@ -189,10 +191,7 @@ fn exe_name(command: &[String]) -> &str {
 
 /// A label value that cannot break the exposition, at most 200 characters.
 fn label_value(text: &str) -> String {
-    text.chars()
-        .take(200)
-        .map(|c| if c.is_control() || c == '"' || c == '\\' { '_' } else { c })
-        .collect()
+    text.chars().take(200).map(|c| if c.is_control() || c == '"' || c == '\\' { '_' } else { c }).collect()
 }
 
 fn signed(value: u64) -> i64 {

@@ -23,10 +23,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+pub use selection::Selection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::report::{Report, options::Weight};
-pub use selection::Selection;
 
 /// The longest delta profile (`?seconds=`) served: a request holds a connection that long.
 pub const MAX_DELTA_SECONDS: u64 = 3600;
@@ -78,7 +78,10 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let text = String::from_utf8_lossy(&bytes);
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
-        anyhow::bail!("the token file {} must hold the token on its first line (printable ASCII, no spaces)", path.display());
+        anyhow::bail!(
+            "the token file {} must hold the token on its first line (printable ASCII, no spaces)",
+            path.display()
+        );
     }
     Ok(token.to_owned())
 }
@@ -91,9 +94,7 @@ struct Shared {
 
 /// Binds the address now (so that a port in use is an error before tracing starts).
 pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))
+    tokio::net::TcpListener::bind(address).await.map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))
 }
 
 /// Serves until the session ends (the `asks` receiver is dropped) or the listener fails.

@@ -95,7 +95,10 @@ struct SampleKey {
 impl SampleKey {
     fn of(profile: &Profile, sample: &Sample) -> Self {
         let text = |index: i64| -> String {
-            usize::try_from(index).ok().and_then(|index| profile.string_table.get(index)).map_or_else(String::new, String::clone)
+            usize::try_from(index)
+                .ok()
+                .and_then(|index| profile.string_table.get(index))
+                .map_or_else(String::new, String::clone)
         };
         let labels = sample.label.iter().map(|label| (text(label.key), text(label.str), label.num)).collect();
         let locations = sample

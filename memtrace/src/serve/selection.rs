@@ -27,7 +27,9 @@ impl Selection {
             None | Some("") => None,
             Some(list) => Some(
                 list.split(',')
-                    .map(|pid| pid.trim().parse::<u32>().map_err(|_| format!("pid must be a list of process ids, not {pid:?}")))
+                    .map(|pid| {
+                        pid.trim().parse::<u32>().map_err(|_| format!("pid must be a list of process ids, not {pid:?}"))
+                    })
                     .collect::<Result<BTreeSet<u32>, String>>()?,
             ),
         };

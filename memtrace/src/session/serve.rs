@@ -302,5 +302,6 @@ fn read_build_id(pid: u32, path: &str) -> Option<String> {
 
 /// Sends `pid` on `exited` when the process exits.
 fn watch_exit(pid: u32, exited: mpsc::UnboundedSender<u32>) -> Result<()> {
-    super::record::watch_exit(pid, exited).with_context(|| format!("watching process {pid} ({})", printable(&command_line(pid).join(" "))))
+    super::record::watch_exit(pid, exited)
+        .with_context(|| format!("watching process {pid} ({})", printable(&command_line(pid).join(" "))))
 }

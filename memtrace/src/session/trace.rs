@@ -371,6 +371,17 @@ impl Trace {
     /// `serve`: forgets a process that exited and was reported since: its blocks, growth and
     /// picture, so that weeks of processes coming and going do not add up in the agent.
     pub fn drop_process(&mut self, pid: u32) {
+        // Its stacks go, but for those another process's numbers refer to too.
+        let heap = &self.collected.heap;
+        let (mut theirs, mut kept) = (heap.stacks_referred(pid, false), heap.stacks_referred(pid, true));
+        for (owner, stack_id, _) in self.collected.faults.iter().flat_map(|faults| faults.stacks()) {
+            if owner == pid {
+                theirs.insert(stack_id)
+            } else {
+                kept.insert(stack_id)
+            };
+        }
+        let released: Vec<i32> = theirs.into_iter().filter(|id| !kept.contains(id)).collect();
         self.processes.all.remove(&pid);
         self.collected.heap.forget_process(pid);
         self.collected.growth.forget(pid);
@@ -380,6 +391,7 @@ impl Trace {
         self.findings.pictures.remove(&pid);
         self.findings.pictures_tried.remove(&pid);
         self.symbolizer.forget(pid);
+        self.collected.stacks.release(released);
     }
 
     /// `serve --exe`/`--cgroup`: starts watching every exec on the machine.
