@@ -163,7 +163,7 @@ fn committed_report_schema_is_the_one_the_report_types_generate() {
         .iter()
         .map(|mode| mode["const"].as_str().unwrap())
         .collect();
-    assert_eq!(modes, ["run", "record"]);
+    assert_eq!(modes, ["run", "record", "serve"]);
 }
 
 /// docs/json.md's field tables: for each `### `Type`` heading, the fields its table's first

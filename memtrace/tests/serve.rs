@@ -175,7 +175,12 @@ fn heap_profile_matches_the_json_report_and_a_delta_holds_only_its_seconds() {
 
     // What go tool pprof reads from the endpoint equals the JSON report of the same moment: the
     // service is idle between the two requests.
-    let report: Value = serde_json::from_str(&server.text(&format!("/debug/memtrace/report.json?pid={pid}"))).unwrap();
+    let report_text = server.text(&format!("/debug/memtrace/report.json?pid={pid}"));
+    let saved = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(saved.path(), &report_text).unwrap();
+    common::assert_matches_schema(saved.path());
+    let report: Value = serde_json::from_str(&report_text).unwrap();
+    assert_eq!(report["mode"], "serve");
     let samples = go_pprof_samples(Path::new(&server.url(&format!("/debug/pprof/heap?pid={pid}"))), &[]);
     let stacks: Vec<&Value> =
         report["stacks"].as_array().unwrap().iter().chain(report["released_stacks"].as_array().unwrap()).collect();
@@ -400,7 +405,7 @@ fn prometheus_scrapes_the_growing_leak_and_promtool_fires_the_example_alerts() {
     let mut values: Vec<f64> = Vec::new();
     let started = Instant::now();
     // Leak 1,000 bytes every half second until Prometheus holds a growing series of them.
-    while started.elapsed() < Duration::from_secs(60) {
+    while started.elapsed() < Duration::from_secs(90) {
         service.command("leak 1 1000");
         std::thread::sleep(Duration::from_millis(500));
         let Ok(stream) = TcpStream::connect(&prometheus_address) else { continue };
@@ -414,19 +419,63 @@ fn prometheus_scrapes_the_growing_leak_and_promtool_fires_the_example_alerts() {
             .as_array()
             .map(|points| points.iter().filter_map(|point| point[1].as_str()?.parse().ok()).collect())
             .unwrap_or_default();
-        if values.len() >= 3 {
+        values.dedup();
+        if values.len() >= RECORDED {
             break;
         }
     }
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert!(
-        values.len() >= 3,
-        "Prometheus scraped memtrace_outstanding_bytes for pid {pid} at least 3 times: {values:?}"
+        values.len() >= RECORDED,
+        "Prometheus scraped {RECORDED} values of memtrace_outstanding_bytes for pid {pid}: {values:?}"
     );
-    assert!(values.windows(2).all(|pair| pair[1] >= pair[0]) && values.last() > values.first(), "growing: {values:?}");
+    assert!(values.windows(2).all(|pair| pair[1] > pair[0]), "growing: {values:?}");
     // Each value is whole blocks of 1,000 bytes and their 8-byte list entries.
     assert!(values.iter().all(|value| value % 1008.0 == 0.0), "{values:?}");
     server.stop();
     service.finish();
+
+    // The recorded series, replayed half an hour apart, fires the example growth alert after six
+    // hours, and not before.
+    let recorded: Vec<String> = values.iter().take(RECORDED).map(|value| format!("{value}")).collect();
+    let replay = scratch.path().join("recorded.test.yml");
+    std::fs::write(
+        &replay,
+        format!(
+            r#"rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 30m
+    input_series:
+      - series: 'memtrace_outstanding_bytes{{pid="{pid}",exe="serve_service"}}'
+        values: '{values}'
+    promql_expr_test:
+      - expr: count(ALERTS{{alertname="MemtraceOutstandingGrowing", alertstate="firing"}}) or vector(0)
+        eval_time: 6h
+        exp_samples:
+          - value: 0
+      - expr: ALERTS{{alertname="MemtraceOutstandingGrowing", alertstate="firing"}}
+        eval_time: 6h40m
+        exp_samples:
+          - labels: 'ALERTS{{alertname="MemtraceOutstandingGrowing", alertstate="firing", pid="{pid}", exe="serve_service", severity="warning"}}'
+            value: 1
+"#,
+            rules = docs.join("alerts.yml").display(),
+            values = recorded.join(" "),
+        ),
+    )
+    .unwrap();
+    let promtool = Command::new("promtool").arg("test").arg("rules").arg(&replay).output().unwrap();
+    assert!(
+        promtool.status.success(),
+        "promtool on the recorded series: {}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
 }
+
+/// Distinct values of the growing series the Prometheus test waits for: 14 half-hour steps
+/// cover the growth alert's six hours and its first hour's window.
+const RECORDED: usize = 14;

@@ -1,6 +1,6 @@
 //! `/metrics`: the report of this moment in Prometheus' text exposition (OpenMetrics), through
-//! `prometheus-client`. Series, all labelled by process (`pid`, `exe`: the executable's file
-//! name):
+//! `prometheus-client`. Series, all labelled by process (`pid`, `exe`: the file name of
+//! /proc/PID/exe):
 //!
 //! - `memtrace_outstanding_bytes`, `memtrace_outstanding_blocks`: held from the allocator now.
 //! - `memtrace_allocated_bytes_total`, `memtrace_allocations_total`: allocated since tracing
@@ -26,8 +26,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::Snapshot;
 use crate::report::{
-    Kind, Report, Stack,
+    Kind, Stack,
     frame_names::{origin, short_function_name},
 };
 
@@ -63,8 +64,9 @@ struct LossLabels {
 type Gauges<L> = Family<L, Gauge>;
 type Counters<L> = Family<L, Counter>;
 
-/// The exposition of `report`.
-pub fn encode_report(report: &Report, stacks_per_process: usize) -> String {
+/// The exposition of the snapshot's report.
+pub fn encode_report(snapshot: &Snapshot) -> String {
+    let (report, stacks_per_process) = (&snapshot.report, snapshot.metrics_stacks);
     let mut registry = Registry::default();
     let gauge = |registry: &mut Registry, name: &str, help: &str| {
         let family = Gauges::<ProcessLabels>::default();
@@ -99,11 +101,8 @@ pub fn encode_report(report: &Report, stacks_per_process: usize) -> String {
     let estimated = Gauge::<i64>::default();
     registry.register("memtrace_estimated", "1 when the numbers are estimates from a sample", estimated.clone());
 
-    let labels_of = |pid: u32| {
-        let exe =
-            report.processes.iter().find(|process| process.pid == pid).map_or("", |process| exe_name(&process.command));
-        ProcessLabels { pid: pid.to_string(), exe: label_value(exe) }
-    };
+    let labels_of =
+        |pid: u32| ProcessLabels { pid: pid.to_string(), exe: label_value(file_name(snapshot.executable(pid))) };
     for process in &report.processes {
         let labels = labels_of(process.pid);
         let counts = &process.summary;
@@ -162,7 +161,7 @@ fn stack_labels(stack: &Stack, process: &ProcessLabels) -> StackLabels {
     let location = match frame {
         Some(frame) => match (&frame.file, frame.line, &frame.module) {
             (Some(file), Some(line), _) => format!("{file}:{line}"),
-            (_, _, Some(module)) => exe_name(std::slice::from_ref(module)).to_owned(),
+            (_, _, Some(module)) => file_name(module).to_owned(),
             _ => String::new(),
         },
         None => String::new(),
@@ -183,10 +182,8 @@ fn stack_labels(stack: &Stack, process: &ProcessLabels) -> StackLabels {
     }
 }
 
-/// The file name of a command's executable.
-fn exe_name(command: &[String]) -> &str {
-    let Some(exe) = command.first() else { return "" };
-    Path::new(exe).file_name().and_then(|name| name.to_str()).unwrap_or(exe)
+fn file_name(path: &str) -> &str {
+    Path::new(path).file_name().and_then(|name| name.to_str()).unwrap_or(path)
 }
 
 /// A label value that cannot break the exposition, at most 200 characters.

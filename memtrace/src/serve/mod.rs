@@ -43,6 +43,19 @@ pub struct Snapshot {
     pub sample_period: u64,
     /// `--metrics-stacks`: stacks per process in `memtrace_stack_outstanding_bytes`.
     pub metrics_stacks: usize,
+    /// Each process's executable, as /proc/PID/exe names it (a process may rewrite its command
+    /// line, as nginx's workers do).
+    pub executables: std::collections::HashMap<u32, String>,
+}
+
+impl Snapshot {
+    /// The executable of process `pid`: its /proc/PID/exe, or the first word of its command.
+    pub fn executable(&self, pid: u32) -> &str {
+        self.executables.get(&pid).map(String::as_str).unwrap_or_else(|| {
+            let process = self.report.processes.iter().find(|process| process.pid == pid);
+            process.and_then(|process| process.command.first()).map_or("", String::as_str)
+        })
+    }
 }
 
 /// What the HTTP side asks the session for.
@@ -94,7 +107,9 @@ struct Shared {
 
 /// Binds the address now (so that a port in use is an error before tracing starts).
 pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}; choose another address with --listen"))
 }
 
 /// Serves until the session ends (the `asks` receiver is dropped) or the listener fails.
@@ -151,7 +166,7 @@ async fn index(State(shared): State<Shared>) -> Response {
 async fn metrics_endpoint(State(shared): State<Shared>) -> Response {
     match snapshot(&shared, true).await {
         Ok(snapshot) => {
-            let body = metrics::encode_report(&snapshot.report, snapshot.metrics_stacks);
+            let body = metrics::encode_report(&snapshot);
             ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
         }
         Err(response) => response,
@@ -210,7 +225,7 @@ async fn report_json(State(shared): State<Shared>, Query(query): Query<selection
         Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
     };
     match snapshot(&shared, false).await {
-        Ok(snapshot) => match serde_json::to_vec_pretty(&selection.apply(&snapshot.report)) {
+        Ok(snapshot) => match serde_json::to_vec_pretty(&selection.apply(&snapshot)) {
             Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
             Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
         },
@@ -228,7 +243,7 @@ async fn flamegraph(State(shared): State<Shared>, Query(query): Query<selection:
         Err(response) => return response,
     };
     let mut body = Vec::new();
-    match crate::report::svg::render(&selection.apply(&snapshot.report), Weight::Bytes, None, &mut body) {
+    match crate::report::svg::render(&selection.apply(&snapshot), Weight::Bytes, None, &mut body) {
         Ok(()) => ([(header::CONTENT_TYPE, "image/svg+xml")], body).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
     }

@@ -39,7 +39,7 @@ pub fn encode(after: &Snapshot, before: Option<&Snapshot>, selection: &Selection
 }
 
 fn build(snapshot: &Snapshot, selection: &Selection, kind: SampleKind) -> Profile {
-    let mut profile = pprof::build(&selection.apply(&snapshot.report), None);
+    let mut profile = pprof::build(&selection.apply(snapshot), None);
     profile.time_nanos = snapshot.taken_unix_ns;
     profile.period = i64::try_from(snapshot.sample_period).unwrap_or(i64::MAX);
     let default_type = match kind {

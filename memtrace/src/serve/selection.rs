@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
+use super::Snapshot;
 use crate::report::Report;
 
 /// The query parameters the endpoints take.
@@ -37,26 +38,25 @@ impl Selection {
         Ok(Self { pids, exe })
     }
 
-    /// Whether the process `pid`, running `command`, is selected.
-    pub fn selects(&self, pid: u32, command: &[String]) -> bool {
+    /// Whether the process `pid`, running the executable `exe`, is selected.
+    pub fn selects(&self, pid: u32, exe: &str) -> bool {
         let pid_matches = self.pids.as_ref().is_none_or(|pids| pids.contains(&pid));
         let exe_matches = self.exe.as_deref().is_none_or(|glob| {
-            command.first().is_some_and(|exe| {
-                let name = std::path::Path::new(exe).file_name().map_or(exe.as_bytes(), |name| name.as_encoded_bytes());
-                crate::glob::matches(glob.as_bytes(), exe.as_bytes()) || crate::glob::matches(glob.as_bytes(), name)
-            })
+            let name = std::path::Path::new(exe).file_name().map_or(exe.as_bytes(), |name| name.as_encoded_bytes());
+            crate::glob::matches(glob.as_bytes(), exe.as_bytes()) || crate::glob::matches(glob.as_bytes(), name)
         });
         pid_matches && exe_matches
     }
 
-    /// `report` with only the selected processes and their stacks (the summary stays that of
-    /// every process).
-    pub fn apply(&self, report: &Report) -> Report {
+    /// The snapshot's report with only the selected processes and their stacks (the summary
+    /// stays that of every process).
+    pub fn apply(&self, snapshot: &Snapshot) -> Report {
+        let report = &snapshot.report;
         let mut selected = report.clone();
         let chosen: BTreeSet<u32> = report
             .processes
             .iter()
-            .filter(|process| self.selects(process.pid, &process.command))
+            .filter(|process| self.selects(process.pid, snapshot.executable(process.pid)))
             .map(|process| process.pid)
             .collect();
         selected.processes.retain(|process| chosen.contains(&process.pid));
@@ -81,15 +81,14 @@ mod tests {
 
     #[test]
     fn pids_and_executables() {
-        let command = |exe: &str| vec![exe.to_owned(), "--port".to_owned()];
         let all = parse(None, None).unwrap();
-        assert!(all.selects(7, &command("/usr/sbin/nginx")));
+        assert!(all.selects(7, "/usr/sbin/nginx"));
         let two = parse(Some("7, 9"), None).unwrap();
-        assert!(two.selects(9, &[]) && !two.selects(8, &[]));
+        assert!(two.selects(9, "") && !two.selects(8, ""));
         let nginx = parse(None, Some("nginx")).unwrap();
-        assert!(nginx.selects(1, &command("/usr/sbin/nginx")));
-        assert!(!nginx.selects(1, &command("/usr/bin/python3")));
-        assert!(parse(None, Some("/usr/*/py*")).unwrap().selects(1, &command("/usr/bin/python3")));
+        assert!(nginx.selects(1, "/usr/sbin/nginx"));
+        assert!(!nginx.selects(1, "/usr/bin/python3"));
+        assert!(parse(None, Some("/usr/*/py*")).unwrap().selects(1, "/usr/bin/python3"));
         assert!(parse(Some("7,x"), None).is_err());
     }
 }

@@ -90,6 +90,8 @@ struct Serving<'a> {
     exits: (mpsc::UnboundedSender<u32>, mpsc::UnboundedReceiver<u32>),
     /// GNU build IDs by module path (None: it has none, or it could not be read).
     build_ids: HashMap<String, Option<String>>,
+    /// Each traced process's executable (/proc/PID/exe), kept until it is forgotten.
+    executables: HashMap<u32, String>,
 }
 
 impl<'a> Serving<'a> {
@@ -105,6 +107,7 @@ impl<'a> Serving<'a> {
             exited: BTreeSet::new(),
             exits: mpsc::unbounded_channel(),
             build_ids: HashMap::new(),
+            executables: HashMap::new(),
         }
     }
 
@@ -204,6 +207,10 @@ impl<'a> Serving<'a> {
         self.trace.attach(allocator, pid)?;
         self.trace.track_code(pid);
         self.trace.track(pid, None, command_line(pid));
+        // The link's text is read, never followed.
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            self.executables.insert(pid, exe.to_string_lossy().into_owned());
+        }
         Ok(())
     }
 
@@ -231,6 +238,7 @@ impl<'a> Serving<'a> {
                     // Prometheus has seen their last numbers.
                     for pid in std::mem::take(&mut self.exited) {
                         self.trace.drop_process(pid);
+                        self.executables.remove(&pid);
                     }
                 }
             }
@@ -268,6 +276,7 @@ impl<'a> Serving<'a> {
             build_ids,
             sample_period: self.options.trace.probes.sample_bytes.max(1),
             metrics_stacks: self.options.metrics_stacks,
+            executables: self.executables.clone(),
         }
     }
 
