@@ -364,18 +364,7 @@ fn serve_refuses_remote_addresses_and_checks_its_token() {
 fn prometheus_scrapes_the_growing_leak_and_promtool_fires_the_example_alerts() {
     let _serial = serial();
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy");
-    let promtool = Command::new("promtool")
-        .arg("test")
-        .arg("rules")
-        .arg(docs.join("alerts.test.yml"))
-        .output()
-        .expect("promtool runs (cargo xtask setup installs prometheus)");
-    assert!(
-        promtool.status.success(),
-        "promtool test rules: {}{}",
-        String::from_utf8_lossy(&promtool.stdout),
-        String::from_utf8_lossy(&promtool.stderr)
-    );
+    promtool_test_rules(&docs.join("alerts.test.yml"));
 
     let binary = service_binary("serve_service");
     let mut service = Service::start(&binary);
@@ -467,10 +456,21 @@ tests:
         ),
     )
     .unwrap();
-    let promtool = Command::new("promtool").arg("test").arg("rules").arg(&replay).output().unwrap();
+    promtool_test_rules(&replay);
+}
+
+/// `promtool test rules FILE` must pass.
+fn promtool_test_rules(file: &Path) {
+    let promtool = Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .arg(file)
+        .output()
+        .expect("promtool runs (cargo xtask setup installs prometheus)");
     assert!(
         promtool.status.success(),
-        "promtool on the recorded series: {}{}",
+        "promtool test rules {}: {}{}",
+        file.display(),
         String::from_utf8_lossy(&promtool.stdout),
         String::from_utf8_lossy(&promtool.stderr)
     );

@@ -297,6 +297,19 @@ pub enum Kind {
     Allocator,
 }
 
+impl Kind {
+    /// Its name in the JSON, and as pprof's `kind` label and /metrics' `kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Heap => "heap",
+            Kind::Mmap => "mmap",
+            Kind::Shm => "shm",
+            Kind::Brk => "brk",
+            Kind::Allocator => "allocator",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stack {
     pub kind: Kind,

@@ -15,7 +15,7 @@ use flate2::{Compression, write::GzEncoder};
 use prost::Message;
 
 use super::{
-    Kind, Report, ReportFrame,
+    Report, ReportFrame,
     profile_proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType},
 };
 
@@ -61,13 +61,7 @@ pub fn build(report: &Report, top: Option<usize>) -> Profile {
             if with_faults {
                 values.extend([0, 0]);
             }
-            let kind = match stack.kind {
-                Kind::Heap => "heap",
-                Kind::Mmap => "mmap",
-                Kind::Shm => "shm",
-                Kind::Brk => "brk",
-                Kind::Allocator => "allocator",
-            };
+            let kind = stack.kind.name();
             let mut labels = vec![("kind", kind)];
             if let Some(leak) = stack.leak_kind {
                 labels.push(("leak_kind", leak.name()));

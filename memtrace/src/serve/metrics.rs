@@ -28,7 +28,7 @@ use prometheus_client::{
 
 use super::Snapshot;
 use crate::report::{
-    Kind, Stack,
+    Stack,
     frame_names::{origin, short_function_name},
 };
 
@@ -166,13 +166,7 @@ fn stack_labels(stack: &Stack, process: &ProcessLabels) -> StackLabels {
         },
         None => String::new(),
     };
-    let kind = match stack.kind {
-        Kind::Heap => "heap",
-        Kind::Mmap => "mmap",
-        Kind::Shm => "shm",
-        Kind::Brk => "brk",
-        Kind::Allocator => "allocator",
-    };
+    let kind = stack.kind.name();
     StackLabels {
         pid: process.pid.clone(),
         exe: process.exe.clone(),
