@@ -197,6 +197,15 @@ fn heap_profile_matches_the_json_report_and_a_delta_holds_only_its_seconds() {
     assert!(samples.contains(&RawSample { values: vec![50, 3_200, 0, 0], labels: labels(&pid) }), "{samples:?}");
     assert!(samples.iter().all(|sample| sample.labels["pid"] == pid));
 
+    // The executable is the profile's first mapping, with its build ID, as in Go's profiles.
+    let first_mapping = pprof_first_mapping(&server.url(&format!("/debug/pprof/heap?pid={pid}")));
+    let build_id = build_id_of(&binary);
+    assert!(
+        first_mapping.contains(&format!("{} {build_id}", binary.display())),
+        "first mapping {first_mapping:?}, expected {} with build ID {build_id}",
+        binary.display()
+    );
+
     // ?seconds=3: a delta over the next 3 s, which holds the 7 blocks of 300 bytes leaked in them
     // and nothing from before.
     let delta_url = server.url(&format!("/debug/pprof/heap?pid={pid}"));
@@ -219,6 +228,30 @@ fn heap_profile_matches_the_json_report_and_a_delta_holds_only_its_seconds() {
     // The service never noticed: it goes on and exits with 0.
     service.command("leak 1 10");
     service.finish();
+}
+
+/// The first line of `go tool pprof -raw`'s mappings: `1: start/limit/offset PATH BUILD_ID [FN]...`.
+fn pprof_first_mapping(url: &str) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = Command::new("/usr/bin/go")
+        .args(["tool", "pprof", "-raw", url])
+        .env("HOME", scratch.path())
+        .env("GOCACHE", scratch.path().join("cache"))
+        .env("PPROF_TMPDIR", scratch.path())
+        .output()
+        .expect("go tool pprof runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines().skip_while(|line| *line != "Mappings").nth(1).unwrap_or_default().to_owned()
+}
+
+/// The GNU build ID of an ELF file, as `readelf -n` prints it.
+fn build_id_of(binary: &Path) -> String {
+    let output = Command::new("readelf").arg("-n").arg(binary).output().expect("readelf runs (binutils)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("Build ID: "))
+        .expect("the test service has a build ID")
+        .to_owned()
 }
 
 fn labels(pid: &str) -> std::collections::BTreeMap<String, String> {

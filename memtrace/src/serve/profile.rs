@@ -39,7 +39,11 @@ pub fn encode(after: &Snapshot, before: Option<&Snapshot>, selection: &Selection
 }
 
 fn build(snapshot: &Snapshot, selection: &Selection, kind: SampleKind) -> Profile {
-    let mut profile = pprof::build(&selection.apply(snapshot), None);
+    let selected = selection.apply(snapshot);
+    let mut profile = pprof::build(&selected, None);
+    if let [process] = selected.processes.as_slice() {
+        executable_first(&mut profile, snapshot.executable(process.pid));
+    }
     profile.time_nanos = snapshot.taken_unix_ns;
     profile.period = i64::try_from(snapshot.sample_period).unwrap_or(i64::MAX);
     let default_type = match kind {
@@ -56,6 +60,22 @@ fn build(snapshot: &Snapshot, selection: &Selection, kind: SampleKind) -> Profil
         }
     }
     profile
+}
+
+/// pprof takes the first mapping for the program (`File:`, and the build ID Parca and Pyroscope
+/// file the profile under), as Go puts its executable first: so does a one-process profile.
+fn executable_first(profile: &mut Profile, executable: &str) {
+    let is_executable = |mapping: &crate::report::profile_proto::Mapping| {
+        usize::try_from(mapping.filename)
+            .ok()
+            .and_then(|index| profile.string_table.get(index))
+            .is_some_and(|name| name == executable)
+    };
+    if let Some(position) = profile.mapping.iter().position(is_executable) {
+        // Locations refer to mappings by id, not by position.
+        let mapping = profile.mapping.remove(position);
+        profile.mapping.insert(0, mapping);
+    }
 }
 
 fn intern(strings: &mut Vec<String>, text: &str) -> i64 {
