@@ -232,16 +232,12 @@ fn heap_profile_matches_the_json_report_and_a_delta_holds_only_its_seconds() {
 
 /// The first line of `go tool pprof -raw`'s mappings: `1: start/limit/offset PATH BUILD_ID [FN]...`.
 fn pprof_first_mapping(url: &str) -> String {
-    let scratch = tempfile::tempdir().unwrap();
-    let output = Command::new("/usr/bin/go")
-        .args(["tool", "pprof", "-raw", url])
-        .env("HOME", scratch.path())
-        .env("GOCACHE", scratch.path().join("cache"))
-        .env("PPROF_TMPDIR", scratch.path())
-        .output()
-        .expect("go tool pprof runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.lines().skip_while(|line| *line != "Mappings").nth(1).unwrap_or_default().to_owned()
+    common::go_pprof_raw(Path::new(url), &[])
+        .lines()
+        .skip_while(|line| *line != "Mappings")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The GNU build ID of an ELF file, as `readelf -n` prints it.

@@ -294,9 +294,8 @@ pub struct RawSample {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
-/// The samples of `profile` as the real pprof (Debian's golang-go, installed by cargo xtask
-/// setup) reads them, with `args` before the file (`-tagfocus=...`).
-pub fn go_pprof_samples(profile: &Path, args: &[&str]) -> Vec<RawSample> {
+/// What `go tool pprof -raw ARGS PROFILE` prints (a file or a URL).
+pub fn go_pprof_raw(profile: &Path, args: &[&str]) -> String {
     let scratch = tempfile::tempdir().expect("temp dir");
     let output = Command::new("/usr/bin/go")
         .args(["tool", "pprof", "-raw"])
@@ -309,7 +308,13 @@ pub fn go_pprof_samples(profile: &Path, args: &[&str]) -> Vec<RawSample> {
         .output()
         .expect("go tool pprof runs (cargo xtask setup installs golang-go)");
     assert!(output.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&output.stderr));
-    let text = String::from_utf8(output.stdout).expect("pprof prints text");
+    String::from_utf8(output.stdout).expect("pprof prints text")
+}
+
+/// The samples of `profile` as the real pprof (Debian's golang-go, installed by cargo xtask
+/// setup) reads them, with `args` before the file (`-tagfocus=...`).
+pub fn go_pprof_samples(profile: &Path, args: &[&str]) -> Vec<RawSample> {
+    let text = go_pprof_raw(profile, args);
     let mut lines = text.lines().skip_while(|line| *line != "Samples:").skip(2);
     let mut samples: Vec<RawSample> = Vec::new();
     for line in lines.by_ref() {
