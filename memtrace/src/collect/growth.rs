@@ -16,11 +16,11 @@ type StackKey = (u32, i32, MemoryKind);
 pub struct GrowthTracker {
     intervals: u64,
     last: HashMap<StackKey, u64>,
-    grew_in: HashMap<StackKey, u64>,
+    /// Each stack that grew: in how many intervals; with a window, in which of the last ones
+    /// (bit i set when it grew i intervals ago).
+    grew: HashMap<StackKey, u64>,
     /// Only the last this many intervals count (at most 64); all of them when `None`.
     window: Option<u32>,
-    /// With a window: for each stack, bit i set when it grew i intervals ago.
-    history: HashMap<StackKey, u64>,
 }
 
 /// The longest sliding window: the history is a 64-bit mask per stack.
@@ -45,24 +45,18 @@ impl GrowthTracker {
         match self.window {
             None => {
                 for key in grew {
-                    *self.grew_in.entry(key).or_default() += 1;
+                    *self.grew.entry(key).or_default() += 1;
                 }
             }
             Some(window) => {
                 let mask = u64::MAX >> (MAX_WINDOW - window);
-                for bits in self.history.values_mut() {
+                for bits in self.grew.values_mut() {
                     *bits = (*bits << 1) & mask;
                 }
                 for key in grew {
-                    *self.history.entry(key).or_default() |= 1;
+                    *self.grew.entry(key).or_default() |= 1;
                 }
-                self.history.retain(|key, bits| *bits != 0 || now.contains_key(key));
-                self.grew_in = self
-                    .history
-                    .iter()
-                    .filter(|(_, bits)| **bits != 0)
-                    .map(|(&key, bits)| (key, u64::from(bits.count_ones())))
-                    .collect();
+                self.grew.retain(|_, bits| *bits != 0);
             }
         }
         self.last = now;
@@ -81,8 +75,7 @@ impl GrowthTracker {
     /// Forgets an exited process's stacks.
     pub fn forget(&mut self, tgid: u32) {
         self.last.retain(|key, _| key.0 != tgid);
-        self.grew_in.retain(|key, _| key.0 != tgid);
-        self.history.retain(|key, _| key.0 != tgid);
+        self.grew.retain(|key, _| key.0 != tgid);
     }
 
     /// The growth of every stack that grew at least once; nothing before the first interval.
@@ -91,9 +84,10 @@ impl GrowthTracker {
         if intervals == 0 {
             return HashMap::new();
         }
-        self.grew_in
+        self.grew
             .iter()
-            .map(|(&key, &grew_in)| {
+            .map(|(&key, &grew)| {
+                let grew_in = if self.window.is_some() { u64::from(grew.count_ones()) } else { grew };
                 let growth = Growth { intervals, grew_in, leak_suspect: grew_in >= 2 && grew_in * 2 > intervals };
                 (key, growth)
             })

@@ -1,6 +1,6 @@
 //! The heap table: every outstanding block by process and address, and running totals per
 //! process. Knows nothing about stacks' names or report formats.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use memtrace_common::{Event, EventKind, StackSums, mapping};
 
@@ -318,16 +318,17 @@ impl HeapTable {
 
     /// The process replaced its image with exec: its outstanding blocks are gone with the old
     /// address space. They are counted, not reported.
-    /// The stacks a process's numbers refer to, or every other process's (`others`).
-    pub fn stacks_referred(&self, tgid: u32, others: bool) -> std::collections::HashSet<i32> {
-        let mut stacks = std::collections::HashSet::new();
-        for (_, process) in self.processes.iter().filter(|(owner, _)| (**owner == tgid) != others) {
+    /// The stacks a process's numbers refer to, and those every other process's refer to.
+    pub fn stacks_referred(&self, tgid: u32) -> (HashSet<i32>, HashSet<i32>) {
+        let (mut theirs, mut others) = (HashSet::new(), HashSet::new());
+        for (&owner, process) in &self.processes {
+            let stacks = if owner == tgid { &mut theirs } else { &mut others };
             stacks.extend(process.allocated.iter().map(|(stack_id, _, _)| stack_id));
             stacks.extend(process.regions.pieces().map(|(stack_id, _, _)| stack_id));
             stacks.extend(process.kernel_sums.iter().map(|(stack_id, _)| *stack_id));
             stacks.extend(process.blocks.iter().map(|(_, block)| block.stack_id));
         }
-        stacks
+        (theirs, others)
     }
 
     /// Forgets an exited process altogether (`serve`, once it was reported after its exit).

@@ -5,14 +5,13 @@
 use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
-    programs::RawTracePoint,
 };
 use memtrace_common::names;
 use tokio::io::unix::AsyncFd;
 
 use super::{
     error::{ProbeError, map_error, missing},
-    load_error_text,
+    load_error_text, loading,
     ring_buffer::watch_readable,
 };
 
@@ -24,24 +23,11 @@ pub struct ExecWatch {
 impl ExecWatch {
     /// Loads and attaches `process_exec`, and takes its ring buffer.
     pub(super) fn start(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(names::PROCESS_EXEC)
-            .ok_or_else(|| {
-                ProbeError::Load(format!("program {} is missing from the eBPF object", names::PROCESS_EXEC))
-            })?
-            .try_into()
-            .map_err(|error| {
-                ProbeError::Load(format!("{}: {}", names::PROCESS_EXEC, crate::error_text::with_causes(&error)))
-            })?;
+        let program = loading::raw_tracepoint(ebpf, names::PROCESS_EXEC)?;
         program
             .load()
             .map_err(|error| ProbeError::Load(format!("{}: {}", names::PROCESS_EXEC, load_error_text(&error))))?;
-        program.attach("sched_process_exec").map_err(|error| {
-            ProbeError::Load(format!(
-                "attaching to the raw tracepoint sched_process_exec: {}",
-                crate::error_text::with_causes(&error)
-            ))
-        })?;
+        loading::attach_raw_tracepoint(ebpf, names::PROCESS_EXEC, "sched_process_exec")?;
         let map = ebpf.take_map(names::EXECS).ok_or_else(|| missing(names::EXECS))?;
         let ring = RingBuf::try_from(map).map_err(|error| map_error(names::EXECS, error))?;
         let ring = watch_readable(ring)

@@ -63,20 +63,29 @@ pub(super) fn load_programs(ebpf: &mut Ebpf, multi: bool, empty: bool) -> Result
     }
     install_return_stack(ebpf)?;
     for &(program, tracepoint) in tracepoints {
-        let tracepoint_program: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
-            .try_into()
-            .map_err(|error| ProbeError::Load(format!("{program}: {}", crate::error_text::with_causes(&error))))?;
         // Raw syscall tracepoints fire for every process; the programs keep only traced ones.
-        tracepoint_program.attach(tracepoint).map_err(|error| {
-            ProbeError::Load(format!(
-                "attaching to the raw tracepoint {tracepoint}: {}",
-                crate::error_text::with_causes(&error)
-            ))
-        })?;
+        attach_raw_tracepoint(ebpf, program, tracepoint)?;
     }
     Ok(())
+}
+
+/// The loaded object's raw tracepoint program `program`.
+pub(super) fn raw_tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut RawTracePoint, ProbeError> {
+    ebpf.program_mut(program)
+        .ok_or_else(|| ProbeError::Load(format!("program {program} is missing from the eBPF object")))?
+        .try_into()
+        .map_err(|error| ProbeError::Load(format!("{program}: {}", crate::error_text::with_causes(&error))))
+}
+
+/// Attaches the loaded raw tracepoint program `program` to `tracepoint`; the link belongs to the
+/// program and goes with it.
+pub(super) fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), ProbeError> {
+    raw_tracepoint(ebpf, program)?.attach(tracepoint).map(|_| ()).map_err(|error| {
+        ProbeError::Load(format!(
+            "attaching to the raw tracepoint {tracepoint}: {}",
+            crate::error_text::with_causes(&error)
+        ))
+    })
 }
 
 /// Puts `return_stack` where the return probes tail-call it. The agent keeps the array's map

@@ -149,6 +149,11 @@ fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
 }
 
+/// The answer to a request whose parameters are wrong.
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+}
+
 async fn snapshot(shared: &Shared, pictures: bool) -> Result<Arc<Snapshot>, Response> {
     let (reply, answer) = oneshot::channel();
     let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "memtrace is stopping\n").into_response();
@@ -186,14 +191,13 @@ async fn allocs(State(shared): State<Shared>, Query(query): Query<selection::Que
 async fn pprof(shared: Shared, query: selection::Query, kind: profile::SampleKind) -> Response {
     let selection = match Selection::parse(&query) {
         Ok(selection) => selection,
-        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+        Err(message) => return bad_request(&message),
     };
     let seconds = match query.seconds.as_deref().map(str::parse::<u64>) {
         None => None,
         Some(Ok(seconds)) if (1..=MAX_DELTA_SECONDS).contains(&seconds) => Some(seconds),
         Some(_) => {
-            let message = format!("seconds must be a whole number from 1 to {MAX_DELTA_SECONDS}\n");
-            return (StatusCode::BAD_REQUEST, message).into_response();
+            return bad_request(&format!("seconds must be a whole number from 1 to {MAX_DELTA_SECONDS}"));
         }
     };
     let before = match seconds {
@@ -222,7 +226,7 @@ async fn pprof(shared: Shared, query: selection::Query, kind: profile::SampleKin
 async fn report_json(State(shared): State<Shared>, Query(query): Query<selection::Query>) -> Response {
     let selection = match Selection::parse(&query) {
         Ok(selection) => selection,
-        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+        Err(message) => return bad_request(&message),
     };
     match snapshot(&shared, false).await {
         Ok(snapshot) => match serde_json::to_vec_pretty(&selection.apply(&snapshot)) {
@@ -236,7 +240,7 @@ async fn report_json(State(shared): State<Shared>, Query(query): Query<selection
 async fn flamegraph(State(shared): State<Shared>, Query(query): Query<selection::Query>) -> Response {
     let selection = match Selection::parse(&query) {
         Ok(selection) => selection,
-        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+        Err(message) => return bad_request(&message),
     };
     let snapshot = match snapshot(&shared, false).await {
         Ok(snapshot) => snapshot,

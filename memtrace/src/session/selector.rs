@@ -9,6 +9,8 @@ use std::{
 
 use anyhow::{Result, bail};
 
+use super::trace_only::TraceOnly;
+
 /// Directories below a `--cgroup` directory read at most, so that a huge tree cannot stall the
 /// agent.
 const MAX_CGROUP_DIRECTORIES: usize = 10_000;
@@ -16,7 +18,8 @@ const MAX_CGROUP_DIRECTORIES: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Selector {
     pids: Vec<u32>,
-    exes: Vec<String>,
+    /// `--exe`: none when not given (an empty `TraceOnly` would take every process).
+    exes: Option<TraceOnly>,
     cgroups: Vec<PathBuf>,
 }
 
@@ -39,19 +42,20 @@ impl Selector {
                 );
             }
         }
+        let exes = (!exes.is_empty()).then(|| TraceOnly::new(&exes));
         Ok(Self { pids, exes, cgroups })
     }
 
     /// Whether processes may join later (`--exe`, `--cgroup`): execs are then watched.
     pub fn follows_new(&self) -> bool {
-        !self.exes.is_empty() || !self.cgroups.is_empty()
+        self.exes.is_some() || !self.cgroups.is_empty()
     }
 
     /// Every process selected now.
     pub fn scan(&self) -> BTreeSet<u32> {
         let own = std::process::id();
         let mut selected: BTreeSet<u32> = self.pids.iter().copied().collect();
-        if !self.exes.is_empty() {
+        if self.exes.is_some() {
             selected.extend(all_processes().into_iter().filter(|&pid| self.exe_matches(pid)));
         }
         for cgroup in &self.cgroups {
@@ -70,13 +74,7 @@ impl Selector {
     }
 
     fn exe_matches(&self, pid: u32) -> bool {
-        if self.exes.is_empty() {
-            return false;
-        }
-        // The link's text is read, never followed.
-        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };
-        let exe = exe.as_os_str().as_encoded_bytes();
-        self.exes.iter().any(|glob| crate::glob::matches(glob.as_bytes(), exe))
+        self.exes.as_ref().is_some_and(|exes| exes.traces_process(pid))
     }
 }
 

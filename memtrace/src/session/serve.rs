@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use object::Object;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -26,7 +25,6 @@ use crate::{
     },
     serve::{Ask, Snapshot},
     target::{preflight, proc::command_line},
-    untrusted,
 };
 
 /// How often `--exe` and `--cgroup` are checked against /proc besides the exec tracepoint (a
@@ -37,9 +35,6 @@ const RESCAN: Duration = Duration::from_secs(1);
 /// this often, this many times.
 const ATTACH_RETRY: Duration = Duration::from_millis(5);
 const ATTACH_TRIES: u32 = 200;
-
-/// The largest module read for its build ID.
-const MAX_MODULE_BYTES: u64 = 1 << 30;
 
 pub async fn serve(options: ServeOptions) -> Result<i32> {
     crate::serve::check_address(&options.listen, options.allow_remote)?;
@@ -88,8 +83,6 @@ struct Serving<'a> {
     /// Exited processes not yet in a `/metrics` answer: dropped after their last one.
     exited: BTreeSet<u32>,
     exits: (mpsc::UnboundedSender<u32>, mpsc::UnboundedReceiver<u32>),
-    /// GNU build IDs by module path (None: it has none, or it could not be read).
-    build_ids: HashMap<String, Option<String>>,
     /// Each traced process's executable (/proc/PID/exe), kept until it is forgotten.
     executables: HashMap<u32, String>,
 }
@@ -106,7 +99,6 @@ impl<'a> Serving<'a> {
             waiting: HashMap::new(),
             exited: BTreeSet::new(),
             exits: mpsc::unbounded_channel(),
-            build_ids: HashMap::new(),
             executables: HashMap::new(),
         }
     }
@@ -156,19 +148,15 @@ impl<'a> Serving<'a> {
     /// process is weighed again.
     fn exec(&mut self, pid: u32) {
         self.refused.remove(&pid);
-        if self.traced.contains_key(&pid) {
+        let selected = self.selector.selects(pid);
+        if self.traced.remove(&pid).is_some() {
             self.trace.drop_image(pid);
-            if !self.selector.selects(pid) {
+            if !selected {
                 self.trace.untrace(pid);
-                self.traced.remove(&pid);
-                return;
             }
-            // Its new image's libraries are probed (those already probed are kept).
-            self.traced.remove(&pid);
-            self.waiting.insert(pid, ATTACH_TRIES);
-            return;
         }
-        if self.selector.selects(pid) {
+        // Its new image's libraries are probed (any already probed for it are kept).
+        if selected {
             self.waiting.insert(pid, ATTACH_TRIES);
         }
     }
@@ -280,33 +268,21 @@ impl<'a> Serving<'a> {
         }
     }
 
-    /// The build ID of each module the report's stacks go through, read once per module.
-    fn build_ids_of(&mut self, report: &Report) -> HashMap<String, String> {
+    /// The build ID of each module the report's stacks go through, from the symbolizer, which
+    /// parsed each of them to name the frames.
+    fn build_ids_of(&self, report: &Report) -> HashMap<String, String> {
         let mut ids = HashMap::new();
         for stack in report.stacks.iter().chain(&report.released_stacks) {
-            for frame in &stack.frames {
-                let Some(module) = &frame.module else { continue };
-                if ids.contains_key(module) {
-                    continue;
-                }
-                let id = self.build_ids.entry(module.clone()).or_insert_with(|| read_build_id(stack.pid, module));
-                if let Some(id) = id {
-                    ids.insert(module.clone(), id.clone());
+            for module in stack.frames.iter().filter_map(|frame| frame.module.as_ref()) {
+                if !ids.contains_key(module)
+                    && let Some(id) = self.trace.symbolizer.build_id(stack.pid, module)
+                {
+                    ids.insert(module.clone(), id);
                 }
             }
         }
         ids
     }
-}
-
-/// A module's GNU build ID, as hex, read from the file the process `pid` sees at `path`.
-fn read_build_id(pid: u32, path: &str) -> Option<String> {
-    let root = untrusted::open_root(std::path::Path::new(&format!("/proc/{pid}/root"))).ok()?;
-    let file = untrusted::open_in_root(&root, path.as_bytes()).ok()?;
-    let bytes = untrusted::read_capped(&file, MAX_MODULE_BYTES).ok()?;
-    let elf = object::File::parse(&*bytes).ok()?;
-    let id = elf.build_id().ok()??;
-    Some(id.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// Sends `pid` on `exited` when the process exits.

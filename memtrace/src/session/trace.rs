@@ -372,8 +372,7 @@ impl Trace {
     /// picture, so that weeks of processes coming and going do not add up in the agent.
     pub fn drop_process(&mut self, pid: u32) {
         // Its stacks go, but for those another process's numbers refer to too.
-        let heap = &self.collected.heap;
-        let (mut theirs, mut kept) = (heap.stacks_referred(pid, false), heap.stacks_referred(pid, true));
+        let (mut theirs, mut kept) = self.collected.heap.stacks_referred(pid);
         for (owner, stack_id, _) in self.collected.faults.iter().flat_map(|faults| faults.stacks()) {
             if owner == pid {
                 theirs.insert(stack_id)

@@ -58,6 +58,11 @@ impl DebugFile {
     }
 }
 
+/// A build ID as it is written: lowercase hex, two digits a byte.
+pub fn hex(build_id: &[u8]) -> String {
+    build_id.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// The separate debug file of a module at `module_path` (the path the process mapped it from),
 /// if there is one.
 ///
@@ -68,7 +73,7 @@ impl DebugFile {
 /// chose, they are (distributions link `.build-id` entries to the real files).
 pub fn find(links: &DebugLinks, module_path: &str, debug_dirs: &[PathBuf]) -> Option<DebugFile> {
     if let Some(build_id) = links.build_id.as_deref().filter(|id| id.len() >= 2) {
-        let hex: String = build_id.iter().map(|byte| format!("{byte:02x}")).collect();
+        let hex = hex(build_id);
         for dir in debug_dirs {
             let path = dir.join(".build-id").join(&hex[..2]).join(format!("{}.debug", &hex[2..]));
             if let Ok(file) = untrusted::open(&path, Links::Follow) {

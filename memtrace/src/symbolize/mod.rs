@@ -147,6 +147,15 @@ impl Symbolizer {
         self.jit_skipped.remove(&pid);
     }
 
+    /// The GNU build ID (hex) of the module that process `pid` maps from `module_path`, once a
+    /// frame in it was symbolized (the module is parsed then).
+    pub fn build_id(&self, pid: u32, module_path: &str) -> Option<String> {
+        let image = self.images.get(&pid)?;
+        let entry = image.iter().find(|entry| entry.mapping.path.as_deref() == Some(module_path))?;
+        let module = self.modules.get(&entry.module.as_ref()?.id)?.as_ref()?;
+        module.build_id().map(debuginfo::hex)
+    }
+
     /// Whether a snapshot of `pid` was taken.
     pub fn knows(&self, pid: u32) -> bool {
         self.images.contains_key(&pid)

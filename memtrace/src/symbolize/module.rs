@@ -22,6 +22,8 @@ pub struct Module {
     /// dynamic one. Sizes matter: an address past a symbol's end is not in it (a static
     /// function absent from `.dynsym` must not take its neighbour's name).
     symbols: Vec<(u64, u64, String)>,
+    /// Its GNU build ID, when it has one.
+    build_id: Option<Vec<u8>>,
 }
 
 impl Module {
@@ -43,8 +45,8 @@ impl Module {
             .collect();
         let mut symbols = function_symbols(&elf);
         let has_dwarf = elf.section_by_name(".debug_info").is_some_and(|section| section.size() > 0);
-        let debug_file =
-            if has_dwarf { None } else { debuginfo::find(&DebugLinks::read(&elf), module_path, debug_dirs) };
+        let links = DebugLinks::read(&elf);
+        let debug_file = if has_dwarf { None } else { debuginfo::find(&links, module_path, debug_dirs) };
         if let Some(debug_file) = &debug_file {
             log::debug!("debug info of {module_path} from {}", debug_file.path.display());
             // Its symbol table has the static functions the stripped module lost.
@@ -54,7 +56,12 @@ impl Module {
         let loader = addr2line::Loader::new(&dwarf_path).map_err(|error| error.to_string())?;
         symbols.sort();
         symbols.dedup_by_key(|symbol| symbol.0);
-        Ok(Self { loader, segments, symbols })
+        Ok(Self { loader, segments, symbols, build_id: links.build_id })
+    }
+
+    /// Its GNU build ID, when it has one.
+    pub fn build_id(&self) -> Option<&[u8]> {
+        self.build_id.as_deref()
     }
 
     /// The ELF virtual address of a file offset.
